@@ -1,0 +1,236 @@
+//! `ConvParams`, the output-size formula, and `ConvGeometry`: every shape
+//! check and every overflow check of a convolution call, done once, before
+//! any buffer is touched.
+
+use crate::error::ConvError;
+
+/// How a 2-D convolution slides its kernel over the input.
+///
+/// Build it from the default and change what differs:
+///
+/// ```
+/// use convgemm::ConvParams;
+/// let mut p = ConvParams::default();
+/// p.stride = [2, 2];
+/// p.padding = [3, 3, 3, 3];
+/// assert_eq!(p.dilation, [1, 1]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    /// `[stride_h, stride_w]`, each at least 1.
+    pub stride: [usize; 2],
+    /// Zero padding `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+    /// `[dilation_h, dilation_w]`, each at least 1 (1 = dense kernel).
+    pub dilation: [usize; 2],
+    /// Number of groups: at least 1, divides `c_in` and `c_out`.
+    /// `groups == c_in == c_out` is a depthwise convolution.
+    pub groups: usize,
+    /// `false`: cross-correlation (what deep learning calls convolution).
+    /// `true`: true convolution, the kernel rotated by 180 degrees.
+    pub flip: bool,
+}
+
+impl Default for ConvParams {
+    /// Stride 1, no padding, dilation 1, one group, cross-correlation.
+    fn default() -> Self {
+        ConvParams { stride: [1, 1], padding: [0, 0, 0, 0], dilation: [1, 1], groups: 1, flip: false }
+    }
+}
+
+/// The shape of a convolution's output, `[n, c_out, h_out, w_out]`.
+///
+/// Per spatial axis, `out = (in + pad_a + pad_b - dilation * (k - 1) - 1) / stride + 1`
+/// (floor division). An axis whose padded input is smaller than the dilated
+/// kernel has no output and is an error, as is any invalid parameter.
+///
+/// ```
+/// use convgemm::{conv2d_output_shape, ConvParams};
+/// // AlexNet conv1: 3x227x227, 96 kernels of 11x11, stride 4 -> 96x55x55.
+/// let mut p = ConvParams::default();
+/// p.stride = [4, 4];
+/// let shape = conv2d_output_shape([1, 3, 227, 227], [96, 3, 11, 11], &p).unwrap();
+/// assert_eq!(shape, [1, 96, 55, 55]);
+/// ```
+pub fn conv2d_output_shape(
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    params: &ConvParams,
+) -> Result<[usize; 4], ConvError> {
+    ConvGeometry::new(input_shape, weight_shape, params).map(|g| g.output_shape())
+}
+
+/// A validated convolution: every size below is known to fit in `usize`,
+/// including the element counts of input, weight, output and the im2col matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub pad_bottom: usize,
+    pub pad_right: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub groups: usize,
+    pub flip: bool,
+    pub h_out: usize,
+    pub w_out: usize,
+}
+
+fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, ConvError> {
+    a.checked_mul(b).ok_or(ConvError::Overflow { what })
+}
+
+pub(crate) fn product(dims: &[usize], what: &'static str) -> Result<usize, ConvError> {
+    dims.iter().try_fold(1usize, |acc, &d| mul(acc, d, what))
+}
+
+/// One spatial axis: `(in + pad_a + pad_b - extent) / stride + 1`, checked.
+fn axis_output(
+    axis: &'static str,
+    size: usize,
+    pad_a: usize,
+    pad_b: usize,
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+) -> Result<usize, ConvError> {
+    let padded = size
+        .checked_add(pad_a)
+        .and_then(|s| s.checked_add(pad_b))
+        .ok_or(ConvError::Overflow { what: "padded input size" })?;
+    let extent = mul(dilation, kernel - 1, "dilated kernel extent")?
+        .checked_add(1)
+        .ok_or(ConvError::Overflow { what: "dilated kernel extent" })?;
+    if padded < extent {
+        return Err(ConvError::NoOutput { axis, padded_input: padded, kernel_extent: extent });
+    }
+    Ok((padded - extent) / stride + 1)
+}
+
+fn at_least_one(name: &'static str, value: usize) -> Result<(), ConvError> {
+    if value == 0 {
+        return Err(ConvError::BadParameter { name, value, requirement: "at least 1" });
+    }
+    Ok(())
+}
+
+impl ConvGeometry {
+    pub fn new(input_shape: [usize; 4], weight_shape: [usize; 4], params: &ConvParams) -> Result<Self, ConvError> {
+        let [batch, c_in, h_in, w_in] = input_shape;
+        let [c_out, c_in_per_group, kh, kw] = weight_shape;
+        at_least_one("stride[0]", params.stride[0])?;
+        at_least_one("stride[1]", params.stride[1])?;
+        at_least_one("dilation[0]", params.dilation[0])?;
+        at_least_one("dilation[1]", params.dilation[1])?;
+        at_least_one("groups", params.groups)?;
+        at_least_one("weight_shape[2] (kernel height)", kh)?;
+        at_least_one("weight_shape[3] (kernel width)", kw)?;
+        let groups = params.groups;
+        if c_in % groups != 0 {
+            return Err(ConvError::BadParameter {
+                name: "groups",
+                value: groups,
+                requirement: "a divisor of input channels (input_shape[1])",
+            });
+        }
+        if c_out % groups != 0 {
+            return Err(ConvError::BadParameter {
+                name: "groups",
+                value: groups,
+                requirement: "a divisor of output channels (weight_shape[0])",
+            });
+        }
+        if c_in_per_group != c_in / groups {
+            return Err(ConvError::ShapeMismatch {
+                what: "weight_shape[1] (input channels / groups)",
+                expected: c_in / groups,
+                found: c_in_per_group,
+            });
+        }
+        let [pad_top, pad_left, pad_bottom, pad_right] = params.padding;
+        let h_out = axis_output("height", h_in, pad_top, pad_bottom, kh, params.dilation[0], params.stride[0])?;
+        let w_out = axis_output("width", w_in, pad_left, pad_right, kw, params.dilation[1], params.stride[1])?;
+        let g = ConvGeometry {
+            batch,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            kh,
+            kw,
+            stride_h: params.stride[0],
+            stride_w: params.stride[1],
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+            dilation_h: params.dilation[0],
+            dilation_w: params.dilation[1],
+            groups,
+            flip: params.flip,
+            h_out,
+            w_out,
+        };
+        // Every count the kernels index with must fit, so later code can use
+        // plain arithmetic.
+        product(&input_shape, "input element count")?;
+        product(&weight_shape, "weight element count")?;
+        product(&g.output_shape(), "output element count")?;
+        product(&[c_in_per_group, kh, kw, h_out, w_out], "im2col element count")?;
+        Ok(g)
+    }
+
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_out, self.h_out, self.w_out]
+    }
+    pub fn c_in_per_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+    pub fn c_out_per_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of the im2col matrix of one group: `(c_in / groups) * kh * kw`.
+    pub fn patch_len(&self) -> usize {
+        self.c_in_per_group() * self.kh * self.kw
+    }
+    /// Output pixels of one image: `h_out * w_out`.
+    pub fn out_pixels(&self) -> usize {
+        self.h_out * self.w_out
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c_in * self.h_in * self.w_in
+    }
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.patch_len()
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c_out * self.out_pixels()
+    }
+    /// The parameters this geometry was built from.
+    pub fn params(&self) -> ConvParams {
+        ConvParams {
+            stride: [self.stride_h, self.stride_w],
+            padding: [self.pad_top, self.pad_left, self.pad_bottom, self.pad_right],
+            dilation: [self.dilation_h, self.dilation_w],
+            groups: self.groups,
+            flip: self.flip,
+        }
+    }
+}
+
+/// `Err` unless `len == expected`.
+pub(crate) fn check_len(buffer: &'static str, len: usize, expected: usize) -> Result<(), ConvError> {
+    if len != expected {
+        return Err(ConvError::BufferLength { buffer, expected, found: len });
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Which instruction set runs: detected once and cached, overridable per
+//! call (tests, benches) or per process (`CONVGEMM_ISA`). The only place that
+//! detects CPU features or matches on [`Isa`].
+
+use std::sync::OnceLock;
+
+use super::kernel::MicroKernel;
+use super::kernel::portable::{PORTABLE, PORTABLE_UNFUSED};
+use crate::ConvError;
+
+/// An instruction-set path: a microkernel family and what it needs.
+///
+/// Every path but [`Isa::PortableUnfused`] gives bit-identical results (see
+/// the crate docs on reproducibility).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust with `f32::mul_add`: runs everywhere, the reference the SIMD
+    /// paths must match bit for bit. Slow where FMA is a library call.
+    Portable,
+    /// Plain Rust with `a * b + c` (two roundings): the path for CPUs without
+    /// FMA. Differs from the others by rounding only.
+    PortableUnfused,
+    /// x86-64 AVX2 + FMA (`avx2_fma_6x16`).
+    Avx2Fma,
+    /// aarch64 NEON (`neon_8x12`).
+    Neon,
+}
+
+impl Isa {
+    /// Every path, in order of preference from slowest to fastest.
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::PortableUnfused, Isa::Avx2Fma, Isa::Neon];
+
+    /// The short name used in `CONVGEMM_ISA`, test output and bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::PortableUnfused => "portable_unfused",
+            Isa::Avx2Fma => "avx2_fma",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// The path named `name` (as [`Isa::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+
+    /// Whether this CPU (and this build's target) can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable | Isa::PortableUnfused => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().is_some(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => super::kernel::neon::Neon8x12::new().is_some(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU can run.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect()
+    }
+
+    /// The path `conv2d` and `sgemm` use: `CONVGEMM_ISA` if it names an
+    /// available path, else the fastest available one. Decided once per process.
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            std::env::var("CONVGEMM_ISA")
+                .ok()
+                .and_then(|name| Isa::from_name(name.trim()))
+                .filter(|isa| isa.is_available())
+                .unwrap_or_else(Isa::best)
+        })
+    }
+
+    /// The fastest available path, ignoring `CONVGEMM_ISA`.
+    pub fn best() -> Isa {
+        if Isa::Avx2Fma.is_available() {
+            Isa::Avx2Fma
+        } else if Isa::Neon.is_available() {
+            Isa::Neon
+        } else if has_fast_fma() {
+            Isa::Portable
+        } else {
+            Isa::PortableUnfused
+        }
+    }
+
+    /// The microkernel's name, `<isa>_<mr>x<nr>`.
+    pub fn kernel_name(self) -> &'static str {
+        struct Name;
+        impl WithKernel for Name {
+            type Output = &'static str;
+            fn run<K: MicroKernel>(self, _: K) -> &'static str {
+                K::NAME
+            }
+        }
+        dispatch(self, Name).unwrap_or("unavailable")
+    }
+}
+
+/// Whether `f32::mul_add` is a hardware instruction on this CPU.
+fn has_fast_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // aarch64, riscv64 (D), powerpc64 and most others have a fused multiply-add.
+        true
+    }
+}
+
+/// Code generic over the microkernel, run with the kernel of an [`Isa`].
+pub(crate) trait WithKernel {
+    type Output;
+    fn run<K: MicroKernel>(self, kern: K) -> Self::Output;
+}
+
+/// Runs `work` with the kernel of `isa`, or says the path is unavailable.
+pub(crate) fn dispatch<W: WithKernel>(isa: Isa, work: W) -> Result<W::Output, ConvError> {
+    let unavailable = ConvError::IsaUnavailable { isa: isa.name() };
+    match isa {
+        Isa::Portable => Ok(work.run(PORTABLE)),
+        Isa::PortableUnfused => Ok(work.run(PORTABLE_UNFUSED)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().map(|k| work.run(k)).ok_or(unavailable),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => super::kernel::neon::Neon8x12::new().map(|k| work.run(k)).ok_or(unavailable),
+        #[allow(unreachable_patterns)]
+        _ => Err(unavailable),
+    }
+}

@@ -1,0 +1,110 @@
+//! `avx2_fma_6x16`: the x86-64 AVX2+FMA microkernel.
+//!
+//! Register tile (16 ymm registers): 12 accumulators, 2 for the B row, 1 for
+//! the broadcast A value.
+//!
+//! ```text
+//!            b[k, 0..8]  b[k, 8..16]
+//! a[0,k]  |  acc[0][0]   acc[0][1]  |
+//! a[1,k]  |  acc[1][0]   acc[1][1]  |
+//!  ...    |     ...         ...     |     acc[i][h] += a[i,k] · b[k, 8h..8h+8]
+//! a[5,k]  |  acc[5][0]   acc[5][1]  |
+//! ```
+
+use std::arch::x86_64::*;
+
+use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+
+const MR: usize = 6;
+const NR: usize = 16;
+
+/// Proof that the CPU runs AVX2 and FMA: only [`Avx2Fma6x16::new`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Fma6x16 {
+    _detected: (),
+}
+
+impl Avx2Fma6x16 {
+    pub(crate) fn new() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Self { _detected: () })
+    }
+}
+
+impl MicroKernel for Avx2Fma6x16 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const NAME: &'static str = "avx2_fma_6x16";
+
+    unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+        // SAFETY: `self` exists only when AVX2 and FMA were detected; the
+        // pointer guarantees are the caller's, passed on unchanged.
+        unsafe { kernel_6x16(kc, a, b, out, spec) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for k in 0..kc {
+        // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
+        unsafe {
+            let bk = b.add(k * NR);
+            let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
+            let ak = a.add(k * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*ak.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+    }
+
+    if out.cols == NR && out.csc == 1 {
+        let alpha = _mm256_set1_ps(spec.alpha);
+        let beta = _mm256_set1_ps(spec.beta);
+        for (i, row) in acc.iter().enumerate().take(out.rows) {
+            // SAFETY: row i < rows of the tile; columns 0..16 are contiguous (csc == 1).
+            let c = unsafe { out.c.offset(i as isize * out.rsc) };
+            // SAFETY: `rows` bias values are readable when bias is not null.
+            let bias = (!spec.bias.is_null()).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(i) }));
+            for (h, &acc_h) in row.iter().enumerate() {
+                // SAFETY: c + 8h .. c + 8h + 8 lies inside the tile row.
+                let ch = unsafe { c.add(8 * h) };
+                let mut v = _mm256_mul_ps(alpha, acc_h);
+                if spec.store == Store::Update {
+                    // SAFETY: as above.
+                    v = _mm256_fmadd_ps(beta, unsafe { _mm256_loadu_ps(ch) }, v);
+                }
+                if let Some(bias) = bias {
+                    v = _mm256_add_ps(v, bias);
+                }
+                v = activate(spec.act, v);
+                // SAFETY: as above.
+                unsafe { _mm256_storeu_ps(ch, v) };
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: `tile` holds MR·NR floats; row i starts at i·NR.
+            unsafe {
+                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
+                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
+            }
+        }
+        // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
+        unsafe { store_tile_scalar::<NR>(&tile, out, spec) }
+    }
+}
+
+/// [`Activation::apply`] on 8 lanes, bit for bit (NaN kept, `-0.0` kept:
+/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn activate(act: Activation, v: __m256) -> __m256 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+        Activation::Clamp { min, max } => _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v)),
+    }
+}

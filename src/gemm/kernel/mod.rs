@@ -1,0 +1,324 @@
+//! The microkernel contract: what every `<isa>_<mr>x<nr>` kernel computes, how
+//! its packed operands are laid out, and what it may read and write. The
+//! kernels themselves live one per file; they know nothing of blocking.
+
+pub(crate) mod portable;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+
+/// What a kernel does with the tile of C it finishes.
+///
+/// Elementwise, after the activation-free product `acc = Σ_k a·b` of this
+/// chunk, with `v = alpha · acc`:
+/// - `Overwrite`: `c = v` (C is not read: NaN or garbage in it is ignored),
+/// - `Update`: `c = mul_add(beta, c, v)` (one rounding: `beta·c + v`).
+///
+/// Then, only on the last K chunk: `c = c + bias[row]` if there is a bias,
+/// then `c = activation(c)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    Overwrite,
+    Update,
+}
+
+/// An activation fused into the store of the last K chunk.
+///
+/// `Relu` maps `x < 0` to `0` and keeps NaN; `Clamp` maps `x < min` to `min`
+/// and `x > max` to `max`, keeping NaN.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Activation {
+    /// The identity.
+    #[default]
+    None,
+    /// `max(x, 0)`, NaN stays NaN.
+    Relu,
+    /// `min(max(x, min), max)`, NaN stays NaN.
+    Clamp {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+}
+
+impl Activation {
+    /// The activation of one value; the SIMD kernels compute exactly this.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            Activation::Clamp { min, max } => {
+                let y = if x < min { min } else { x };
+                if y > max { max } else { y }
+            }
+        }
+    }
+}
+
+/// Where a kernel writes: a `rows × cols` block of C (`rows <= MR`,
+/// `cols <= NR`) with element `(i, j)` at `c + i·rsc + j·csc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileOut {
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub csc: isize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// How a kernel combines its accumulators with C (see [`Store`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoreSpec {
+    pub alpha: f32,
+    pub beta: f32,
+    pub store: Store,
+    /// Bias of the tile's first row (`rows` values follow), or null for none.
+    /// Only set on the last K chunk.
+    pub bias: *const f32,
+    /// Only other than `None` on the last K chunk.
+    pub act: Activation,
+}
+
+/// A register-tile microkernel: `C[MR×NR] (op)= alpha · A_panel · B_panel`.
+///
+/// # Packed operands
+/// - `a`: an A micro-panel, `kc` columns of `MR` values each: element
+///   `(i, k)` at `a[k·MR + i]`. Rows past the tile's `rows` hold zeros.
+/// - `b`: a B micro-panel, `kc` rows of `NR` values each: element `(k, j)` at
+///   `b[k·NR + j]`. Columns past `cols` hold zeros. Both 32-byte aligned.
+///
+/// # The arithmetic (the reproducibility rule)
+/// Every accumulator starts at `+0.0` and takes, for `k = 0, 1, …, kc−1` in
+/// that order, `acc = mul_add(a(i,k), b(k,j), acc)`: one fused multiply-add,
+/// one rounding. Then the tile is stored as [`Store`] says. Every kernel of
+/// every ISA performs exactly this sequence on each element, so all agree
+/// bit for bit with the portable kernel (the unfused fallback excepted).
+///
+/// # Memory
+/// The kernel reads `kc·MR` floats at `a`, `kc·NR` floats at `b`, `rows`
+/// floats at `bias` (when not null) and reads/writes exactly the
+/// `rows × cols` elements of C described by `out` — nothing else.
+pub(crate) trait MicroKernel: Copy + Send + Sync {
+    /// Tile rows.
+    const MR: usize;
+    /// Tile columns.
+    const NR: usize;
+    /// `<isa>_<mr>x<nr>`, as tests and benches call it.
+    const NAME: &'static str;
+
+    /// # Safety
+    /// `a`, `b`, `out` and `spec.bias` must be valid as the trait docs say,
+    /// and `rows <= MR`, `cols <= NR`.
+    unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec);
+}
+
+/// The store step on a tile of accumulators held in memory (`acc[i·NR + j]`),
+/// element by element, exactly as [`Store`] defines it. Kernels call it for
+/// partial tiles and non-unit column strides; inlined into a kernel compiled
+/// with FMA it compiles to the same fused operation as the vector path.
+///
+/// # Safety
+/// As [`MicroKernel::run`] for `out` and `spec.bias`; `acc` holds `rows·NR` values.
+#[inline(always)]
+pub(crate) unsafe fn store_tile_scalar<const NR: usize>(acc: &[f32], out: &TileOut, spec: &StoreSpec) {
+    for i in 0..out.rows {
+        // SAFETY: the caller guarantees `rows` bias values when bias is not null.
+        let bias = (!spec.bias.is_null()).then(|| unsafe { *spec.bias.add(i) });
+        for j in 0..out.cols {
+            // SAFETY: (i, j) lies inside the rows × cols tile the caller owns.
+            let cp = unsafe { out.c.offset(i as isize * out.rsc + j as isize * out.csc) };
+            let v = spec.alpha * acc[i * NR + j];
+            let mut x = match spec.store {
+                Store::Overwrite => v,
+                // SAFETY: as above, `cp` is inside the tile.
+                Store::Update => spec.beta.mul_add(unsafe { *cp }, v),
+            };
+            if let Some(b) = bias {
+                x += b;
+            }
+            // SAFETY: as above.
+            unsafe { *cp = spec.act.apply(x) };
+        }
+    }
+}
+
+/// The kernel tester: one battery run against every kernel the CPU has,
+/// comparing bits with `portable_4x8` (the oracle), which is itself checked
+/// against the f64 product. Small enough for Miri.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::dispatch::{Isa, WithKernel, dispatch};
+    use crate::gemm::kernel::portable::PORTABLE;
+
+    /// Deterministic values with mixed signs and magnitudes.
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Runs a kernel on one tile case; returns C (with a guard border) after the call.
+    struct Case {
+        kc: usize,
+        rows: usize,
+        cols: usize,
+        col_stride: usize,
+        spec_store: Store,
+        beta: f32,
+        bias: bool,
+        act: Activation,
+    }
+
+    /// Computes the `rows × cols` tile of `case` with `K`, in as many
+    /// kernel calls as `K`'s tile needs, into a C buffer with a guard border
+    /// (returned whole, so writes outside the tile show up).
+    fn run<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
+        let (mr, nr) = (K::MR, K::NR);
+        let a_full = values(case.kc * 16, 1); // element (i, k) at k·16 + i
+        let b_full = values(case.kc * 16, 2); // element (k, j) at k·16 + j
+        let bias = values(16, 3);
+        let rsc = 16 * case.col_stride + 3;
+        let mut c = values(rsc * 18, 4);
+        for i0 in (0..case.rows).step_by(mr) {
+            for j0 in (0..case.cols).step_by(nr) {
+                let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
+                let mut a = vec![0.0f32; case.kc * mr];
+                let mut b = vec![0.0f32; case.kc * nr];
+                for k in 0..case.kc {
+                    for i in 0..rows {
+                        a[k * mr + i] = a_full[k * 16 + i0 + i];
+                    }
+                    for j in 0..cols {
+                        b[k * nr + j] = b_full[k * 16 + j0 + j];
+                    }
+                }
+                let out = TileOut {
+                    // SAFETY: offset rsc + 1 leaves a guard row and column; the
+                    // whole rows × cols tile (≤ 16 × 16) fits inside `c`.
+                    c: unsafe { c.as_mut_ptr().add(rsc + 1 + i0 * rsc + j0 * case.col_stride) },
+                    rsc: rsc as isize,
+                    csc: case.col_stride as isize,
+                    rows,
+                    cols,
+                };
+                let spec = StoreSpec {
+                    alpha: 1.5,
+                    beta: case.beta,
+                    store: case.spec_store,
+                    bias: if case.bias { bias[i0..].as_ptr() } else { std::ptr::null() },
+                    act: case.act,
+                };
+                // SAFETY: panels hold kc·MR and kc·NR floats; the tile lies in `c`.
+                unsafe { kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec) };
+            }
+        }
+        c
+    }
+
+    fn cases(mr: usize, nr: usize) -> Vec<Case> {
+        let mut out = Vec::new();
+        for &kc in &[0, 1, 2, 3, 7, 16, 33] {
+            for &(rows, cols) in &[(mr, nr), (1, 1), (mr - 1, nr), (mr, nr - 1), (2, 3)] {
+                for (store, beta) in [(Store::Overwrite, 0.0), (Store::Update, 0.75), (Store::Update, 1.0)] {
+                    for (col_stride, bias, act) in [
+                        (1, false, Activation::None),
+                        (2, true, Activation::Relu),
+                        (1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
+                    ] {
+                        out.push(Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    struct Battery;
+    impl WithKernel for Battery {
+        type Output = usize;
+        fn run<K: MicroKernel>(self, kern: K) -> usize {
+            let all = cases(K::MR, K::NR);
+            for case in &all {
+                assert_eq!(
+                    bits(&run(kern, case)),
+                    bits(&run(PORTABLE, case)),
+                    "{} differs from portable_4x8 at kc={} rows={} cols={} store={:?} act={:?}",
+                    K::NAME,
+                    case.kc,
+                    case.rows,
+                    case.cols,
+                    case.spec_store,
+                    case.act
+                );
+            }
+            all.len()
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn every_available_kernel_matches_portable_bits() {
+        for isa in [Isa::Avx2Fma, Isa::Neon] {
+            match dispatch(isa, Battery) {
+                Ok(n) => assert!(n > 0),
+                Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
+            }
+        }
+    }
+
+    #[test]
+    fn portable_kernel_matches_f64_product() {
+        let case = Case {
+            kc: 33,
+            rows: 4,
+            cols: 8,
+            col_stride: 1,
+            spec_store: Store::Overwrite,
+            beta: 0.0,
+            bias: false,
+            act: Activation::None,
+        };
+        let c = run(PORTABLE, &case);
+        let (a, b) = (values(33 * 16, 1), values(33 * 16, 2));
+        let rsc = 16 + 3;
+        assert_eq!(c[..rsc + 1], values(rsc * 18, 4)[..rsc + 1], "guard row overwritten");
+        for i in 0..4 {
+            for j in 0..8 {
+                let want: f64 = (0..33).map(|k| a[k * 16 + i] as f64 * b[k * 16 + j] as f64).sum::<f64>() * 1.5;
+                let got = c[rsc + 1 + i * rsc + j] as f64;
+                assert!((want - got).abs() < 1e-5, "({i},{j}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn activation_keeps_nan_and_negative_zero() {
+        assert!(Activation::Relu.apply(f32::NAN).is_nan());
+        assert_eq!(Activation::Relu.apply(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(Activation::Relu.apply(-3.0), 0.0);
+        let clamp = Activation::Clamp { min: -1.0, max: 2.0 };
+        assert_eq!((clamp.apply(-5.0), clamp.apply(5.0), clamp.apply(0.5)), (-1.0, 2.0, 0.5));
+        assert!(clamp.apply(f32::NAN).is_nan());
+    }
+}

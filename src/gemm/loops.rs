@@ -1,0 +1,253 @@
+//! The five loops of the Goto/BLIS algorithm around a microkernel, the K
+//! chunking that makes results reproducible, and the split of C among
+//! threads. Generic over the kernel and the operand sources; names no ISA.
+//!
+//! Letters: C (m × n) = A (m × k) · B (k × n); `mr × nr` is the kernel tile;
+//! `mc`, `nc` block the ic and jc loops (`blocking.rs`); `KC` cuts K.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::blocking::{Blocking, cache_sizes};
+use super::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
+use super::pack::{PackBuf, PanelSource};
+
+/// The fixed length of a K chunk, the same on every ISA (the reproducibility
+/// rule). Also the pc-loop step: a `KC × NR` B micro-panel is 16 KiB with
+/// `NR = 16`, half of a 32 KiB L1.
+///
+/// The exact sequence of operations for `C = alpha·A·B + beta·C` (then
+/// `+ bias`, then the activation), for each element `c(i, j)`:
+///
+/// 1. K is cut into chunks `[0, KC), [KC, 2·KC), …` (one empty chunk when `k == 0`).
+/// 2. For each chunk, `acc = +0.0`, then for each `l` of the chunk in
+///    increasing order `acc = mul_add(a(i,l), b(l,j), acc)`.
+/// 3. The first chunk stores `c = alpha·acc` when `beta == 0` (C unread),
+///    else `c = mul_add(beta, c, alpha·acc)`; each later chunk stores
+///    `c = mul_add(1, c, alpha·acc)`, i.e. `c + alpha·acc` rounded once.
+/// 4. After the last chunk, `c = c + bias(i)` if there is a bias, then
+///    `c = activation(c)`.
+///
+/// No step depends on the thread count, on how C is split, or on the ISA.
+pub(crate) const KC: usize = 256;
+
+/// The C operand: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CMatrix {
+    pub ptr: *mut f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: threads write disjoint tiles of C (the split below never gives two
+// tasks the same element), and the creator guarantees the memory outlives the call.
+unsafe impl Send for CMatrix {}
+// SAFETY: as for Send.
+unsafe impl Sync for CMatrix {}
+
+/// Everything of `C = alpha·A·B + beta·C (+ bias, activation)` but the operands.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epilogue {
+    pub alpha: f32,
+    pub beta: f32,
+    /// `m` per-row biases, or null.
+    pub bias: *const f32,
+    pub act: Activation,
+}
+
+// SAFETY: `bias` is only read, and the creator guarantees it outlives the call.
+unsafe impl Send for Epilogue {}
+// SAFETY: as for Send.
+unsafe impl Sync for Epilogue {}
+
+/// Whether the call may fork onto the caller's rayon pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parallelism {
+    /// Stay on the calling thread.
+    Serial,
+    /// Split C among the threads of the current rayon pool when the problem
+    /// is large enough to repay the fork.
+    Rayon,
+}
+
+/// Below this many flops a fork costs more than it saves (the peers on this
+/// machine all get slower with 2 threads under ~4 MFLOP: PEERS.md).
+const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
+
+/// The per-thread packing buffers, reused across calls.
+#[derive(Default)]
+struct Workspace {
+    a: PackBuf,
+    b: PackBuf,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Runs `f` with this thread's packing buffers (or fresh ones if they are in use).
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut Workspace::default()),
+    })
+}
+
+/// `C = alpha·A·B + beta·C`, then bias and activation, as [`KC`] describes.
+/// `a` is the `k × m` source of Aᵀ, `b` the `k × n` source of B.
+///
+/// # Safety
+/// `a` and `b` cover their extents; `c` addresses `m × n` writable elements,
+/// no two of them the same; `epi.bias` is null or `m` readable floats.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<K: MicroKernel, A: PanelSource, B: PanelSource>(
+    kern: K,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &A,
+    b: &B,
+    c: CMatrix,
+    epi: &Epilogue,
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blk = Blocking::new(cache_sizes(), K::MR, K::NR);
+    let threads = match par {
+        Parallelism::Serial => 1,
+        Parallelism::Rayon if 2.0 * m as f64 * n as f64 * k as f64 >= PARALLEL_MIN_FLOPS => {
+            rayon::current_num_threads()
+        }
+        Parallelism::Rayon => 1,
+    };
+    let tasks = split(m, n, k, K::MR, K::NR, threads);
+    let run = |(rows, cols): (Range<usize>, Range<usize>)| {
+        with_workspace(|ws| {
+            // SAFETY: the caller's guarantees; the tasks' rectangles are disjoint.
+            unsafe { nest(kern, &blk, rows, cols, k, a, b, c, epi, ws) }
+        })
+    };
+    if tasks.len() == 1 {
+        tasks.into_iter().for_each(run);
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
+}
+
+/// Cuts C into at most `threads` disjoint rectangles along the dimension
+/// whose split repacks less: splitting N repacks A (`m·k`) per extra task,
+/// splitting M repacks B (`k·n`). Boundaries fall on whole tiles.
+fn split(m: usize, n: usize, k: usize, mr: usize, nr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
+    let (m_tiles, n_tiles) = (m.div_ceil(mr), n.div_ceil(nr));
+    let by_n = n_tiles >= threads && (m * k <= k * n || m_tiles < threads);
+    let (tiles, unit, len) = if by_n { (n_tiles, nr, n) } else { (m_tiles, mr, m) };
+    let parts = threads.min(tiles).max(1);
+    (0..parts)
+        .map(|p| {
+            let lo = (tiles * p / parts * unit).min(len);
+            let hi = (tiles * (p + 1) / parts * unit).min(len);
+            if by_n { (0..m, lo..hi) } else { (lo..hi, 0..n) }
+        })
+        .collect()
+}
+
+/// The serial five-loop nest over the sub-block `rows × cols` of C.
+///
+/// # Safety
+/// As for [`gemm`], restricted to the sub-block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
+    kern: K,
+    blk: &Blocking,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    k: usize,
+    a: &A,
+    b: &B,
+    c: CMatrix,
+    epi: &Epilogue,
+    ws: &mut Workspace,
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let chunks = k.div_ceil(KC).max(1);
+    for jc in cols.clone().step_by(blk.nc) {
+        let nc = blk.nc.min(cols.end - jc);
+        for chunk in 0..chunks {
+            let pc = chunk * KC;
+            let kc = KC.min(k - pc);
+            let b_packed = ws.b.get(nc.div_ceil(nr) * nr * kc);
+            b.pack(nr, pc, kc, jc, nc, b_packed);
+            let spec = StoreSpec {
+                alpha: epi.alpha,
+                beta: if chunk == 0 { epi.beta } else { 1.0 },
+                store: if chunk == 0 && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
+                bias: std::ptr::null(),
+                act: if chunk + 1 == chunks { epi.act } else { Activation::None },
+            };
+            let last = chunk + 1 == chunks && !epi.bias.is_null();
+            for ic in rows.clone().step_by(blk.mc) {
+                let mc = blk.mc.min(rows.end - ic);
+                let a_packed = ws.a.get(mc.div_ceil(mr) * mr * kc);
+                a.pack(mr, pc, kc, ic, mc, a_packed);
+                for jr in (0..nc).step_by(nr) {
+                    let b_panel = b_packed[jr * kc..].as_ptr();
+                    for ir in (0..mc).step_by(mr) {
+                        let (i, j) = (ic + ir, jc + jr);
+                        let out = TileOut {
+                            // SAFETY: (i, j) is inside C (i < m, j < n).
+                            c: unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) },
+                            rsc: c.rs,
+                            csc: c.cs,
+                            rows: mr.min(mc - ir),
+                            cols: nr.min(nc - jr),
+                        };
+                        let spec = StoreSpec {
+                            // SAFETY: bias holds m floats and i < m.
+                            bias: if last { unsafe { epi.bias.add(i) } } else { std::ptr::null() },
+                            ..spec
+                        };
+                        // SAFETY: panels were packed above with kc rows; the tile
+                        // lies inside C; the caller vouches for bias.
+                        unsafe { kern.run(kc, a_packed[ir * kc..].as_ptr(), b_panel, &out, &spec) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(parts: &[(Range<usize>, Range<usize>)], m: usize, n: usize) -> Vec<u32> {
+        let mut count = vec![0u32; m * n];
+        for (rows, cols) in parts {
+            for i in rows.clone() {
+                for j in cols.clone() {
+                    count[i * n + j] += 1;
+                }
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn split_covers_c_exactly_once() {
+        for &(m, n, k, t) in &[(6, 784, 25, 2), (2048, 49, 512, 2), (7, 5, 3, 4), (100, 100, 100, 3), (1, 1, 1, 8)] {
+            let parts = split(m, n, k, 6, 16, t);
+            assert!(parts.len() <= t);
+            assert!(covered(&parts, m, n).iter().all(|&c| c == 1), "m={m} n={n} t={t}");
+        }
+    }
+
+    #[test]
+    fn split_prefers_the_long_side() {
+        assert_eq!(split(64, 3136, 576, 6, 16, 2)[1].0, 0..64); // conv shape: split N
+        assert_eq!(split(2048, 49, 512, 6, 16, 2)[1].1, 0..49); // res5 1x1: split M
+    }
+}

@@ -1,0 +1,141 @@
+//! The matrix-multiply engine: `sgemm` (matrixmultiply's contract) and the
+//! crate-internal entry the convolution code calls with its own operand
+//! sources. Knows nothing of images or convolution.
+
+mod blocking;
+pub(crate) mod dispatch;
+pub(crate) mod kernel;
+pub(crate) mod loops;
+pub(crate) mod pack;
+
+pub use dispatch::Isa;
+pub use kernel::Activation;
+
+use dispatch::{WithKernel, dispatch};
+use loops::{CMatrix, Epilogue, Parallelism};
+use pack::{PanelSource, StridedSource};
+
+use crate::ConvError;
+
+/// `C = alpha·A·B + beta·C` for an `m × k` matrix A and a `k × n` matrix B,
+/// the same call as `matrixmultiply::sgemm`.
+///
+/// Element `(i, j)` of A is at `a + i·rsa + j·csa`, likewise for B and C;
+/// strides are in elements and may be negative or zero-padded (any layout).
+/// When `beta == 0`, C is only written (NaN or garbage in it is overwritten).
+/// Runs on the path [`Isa::detect`] picks, in the current rayon pool when the
+/// product is large enough (about 4 MFLOP) to repay a fork.
+///
+/// The result is reproducible: bit-identical for any thread count and on
+/// every FMA path (AVX2, NEON, portable); the crate docs give the exact
+/// sequence of operations.
+///
+/// # Safety
+/// As for `matrixmultiply::sgemm`: for every `i < m`, `j < n`, `l < k`, the
+/// addresses `a + i·rsa + l·csa` and `b + l·rsb + j·csb` must be readable and
+/// `c + i·rsc + j·csc` readable and writable, the elements of C pairwise
+/// distinct, C not overlapping A or B, and no other thread writing any of them.
+///
+/// # Example
+/// ```
+/// // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50], all row-major.
+/// let a = [1.0f32, 2.0, 3.0, 4.0];
+/// let b = [5.0f32, 6.0, 7.0, 8.0];
+/// let mut c = [0.0f32; 4];
+/// // SAFETY: 2x2 row-major matrices (row stride 2, column stride 1), in bounds.
+/// unsafe {
+///     convgemm::sgemm(2, 2, 2, 1.0, a.as_ptr(), 2, 1, b.as_ptr(), 2, 1, 0.0, c.as_mut_ptr(), 2, 1);
+/// }
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: the caller's guarantees, passed on; the detected path is available.
+    let done = unsafe { sgemm_with_isa(Isa::detect(), m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) };
+    debug_assert!(done.is_ok(), "the detected path is always available");
+}
+
+/// [`sgemm`] on a chosen instruction-set path (tests and benchmarks use it to
+/// run every path the CPU has). `Err(IsaUnavailable)` if this CPU cannot run
+/// `isa`; nothing is read or written then.
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_with_isa(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) -> Result<(), ConvError> {
+    // SAFETY: A (m × k) read as its transpose (k × m): element (l, i) at
+    // a + l·csa + i·rsa, which the caller guarantees; B likewise.
+    let (a_t, b) = unsafe { (StridedSource::new(a, csa, rsa), StridedSource::new(b, rsb, csb)) };
+    let epi = Epilogue { alpha, beta, bias: std::ptr::null(), act: Activation::None };
+    let c = CMatrix { ptr: c, rs: rsc, cs: csc };
+    // SAFETY: the caller's guarantees cover the extents and C.
+    unsafe { gemm(isa, m, n, k, &a_t, &b, c, &epi, Parallelism::Rayon) }
+}
+
+/// The engine entry for the crate: `C = alpha·A·B + beta·C (+ bias, act)`
+/// with `a_t` the `k × m` source of Aᵀ and `b` the `k × n` source of B.
+///
+/// # Safety
+/// As for `loops::gemm`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<A: PanelSource, B: PanelSource>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: &A,
+    b: &B,
+    c: CMatrix,
+    epi: &Epilogue,
+    par: Parallelism,
+) -> Result<(), ConvError> {
+    struct Run<'a, A, B> {
+        m: usize,
+        n: usize,
+        k: usize,
+        a_t: &'a A,
+        b: &'a B,
+        c: CMatrix,
+        epi: &'a Epilogue,
+        par: Parallelism,
+    }
+    impl<A: PanelSource, B: PanelSource> WithKernel for Run<'_, A, B> {
+        type Output = ();
+        fn run<K: kernel::MicroKernel>(self, kern: K) {
+            // SAFETY: `gemm`'s caller guarantees what loops::gemm needs.
+            unsafe { loops::gemm(kern, self.m, self.n, self.k, self.a_t, self.b, self.c, self.epi, self.par) }
+        }
+    }
+    dispatch(isa, Run { m, n, k, a_t, b, c, epi, par })
+}

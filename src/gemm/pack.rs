@@ -1,0 +1,144 @@
+//! Packing: copies a block of an operand into the micro-panels a kernel
+//! streams (see `kernel::MicroKernel` for the layout). Operands arrive through
+//! [`PanelSource`], so a strided matrix and an image read as im2col columns
+//! pack through the same engine. Also the aligned, reusable packing buffers.
+
+/// A `K × W` matrix the engine can pack into panels of `P` columns: the B
+/// operand (`K × N`, panels of `NR`) or the transpose of A (`K × M`, panels
+/// of `MR`).
+pub(crate) trait PanelSource: Sync {
+    /// Packs rows `k0 .. k0+kc` and columns `j0 .. j0+w` into `ceil(w / P)`
+    /// panels (`P = panel`, a width [`with_panel_width`] lists) laid one after another,
+    /// each `kc × P` row-major: `dst[p·kc·P + kk·P + jj]` = element
+    /// `(k0 + kk, j0 + p·P + jj)`, and zeros in the columns of the last panel
+    /// past `w`. The caller keeps `k0 + kc <= K` and `j0 + w <= W`; `dst`
+    /// holds at least `ceil(w / P)·kc·P` floats.
+    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
+}
+
+/// Calls `$f::<P>($args)` with `P` the const equal to `$panel`, one of the
+/// panel widths kernels use (every MR and NR), so packing loops are
+/// monomorphized and their copies have a fixed length.
+macro_rules! with_panel_width {
+    ($panel:expr, $f:ident ( $($arg:expr),* )) => {
+        match $panel {
+            4 => $f::<4>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            12 => $f::<12>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            p => unreachable!("panel width {p} is no kernel's MR or NR"),
+        }
+    };
+}
+pub(crate) use with_panel_width;
+
+/// A matrix in caller memory: element `(k, j)` at `ptr + k·row_stride + j·col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StridedSource {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+// SAFETY: the source only reads, and `new`'s contract makes every read valid
+// for as long as the source lives, from any thread.
+unsafe impl Sync for StridedSource {}
+// SAFETY: as for Sync.
+unsafe impl Send for StridedSource {}
+
+impl StridedSource {
+    /// # Safety
+    /// For the `K × W` extent the source will be packed over, every
+    /// `ptr + k·row_stride + j·col_stride` must be readable while the
+    /// source is in use.
+    pub(crate) unsafe fn new(ptr: *const f32, row_stride: isize, col_stride: isize) -> Self {
+        StridedSource { ptr, row_stride, col_stride }
+    }
+
+    /// # Safety
+    /// `(k, j)` inside the extent promised to `new`.
+    #[inline(always)]
+    unsafe fn at(&self, k: usize, j: usize) -> *const f32 {
+        // SAFETY: the caller keeps (k, j) in the promised extent.
+        unsafe { self.ptr.offset(k as isize * self.row_stride + j as isize * self.col_stride) }
+    }
+}
+
+impl PanelSource for StridedSource {
+    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        with_panel_width!(panel, pack_strided(self, k0, kc, j0, w, dst))
+    }
+}
+
+fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    let s = src;
+    {
+        if kc == 0 {
+            return;
+        }
+        for (p, panel) in dst.chunks_exact_mut(kc * P).take(w.div_ceil(P)).enumerate() {
+            let jp = j0 + p * P;
+            let wp = P.min(j0 + w - jp);
+            if s.col_stride == 1 && wp == P {
+                // Rows of P contiguous floats: B row-major, A column-major.
+                for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                    // SAFETY: (k0 + kk, jp .. jp + P) is inside the extent and contiguous.
+                    let src = unsafe { std::slice::from_raw_parts(s.at(k0 + kk, jp), P) };
+                    row.copy_from_slice(src);
+                }
+            } else if s.row_stride == 1 {
+                // Columns contiguous along k: A row-major (packed as Aᵀ), B column-major.
+                for jj in 0..wp {
+                    // SAFETY: (k0 .. k0 + kc, jp + jj) is inside the extent and contiguous.
+                    let src = unsafe { std::slice::from_raw_parts(s.at(k0, jp + jj), kc) };
+                    for (kk, &x) in src.iter().enumerate() {
+                        panel[kk * P + jj] = x;
+                    }
+                }
+                zero_tail::<P>(panel, wp);
+            } else {
+                for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                    for (jj, x) in row.iter_mut().enumerate() {
+                        // SAFETY: (k0 + kk, jp + jj) is inside the extent for jj < wp.
+                        *x = if jj < wp { unsafe { *s.at(k0 + kk, jp + jj) } } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Zeros columns `w..P` of every row of a `kc × P` panel.
+#[inline]
+pub(crate) fn zero_tail<const P: usize>(panel: &mut [f32], w: usize) {
+    if w < P {
+        for row in panel.chunks_exact_mut(P) {
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// A 64-byte aligned line of floats, the unit packing buffers grow by.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A growable, 64-byte aligned float buffer, reused across calls.
+#[derive(Default)]
+pub(crate) struct PackBuf {
+    lines: Vec<Line>,
+}
+
+impl PackBuf {
+    /// The first `len` floats, growing the buffer if needed (contents unspecified).
+    pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, Line([0.0; 16]));
+        }
+        // SAFETY: `lines` holds at least `len` initialized f32s, contiguous
+        // because `Line` is `repr(C)` of an f32 array with no padding.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), len) }
+    }
+}

@@ -1,0 +1,73 @@
+//! # convgemm
+//!
+//! Fast, reproducible 2-D convolution (the CNN kind) on CPUs: each
+//! (image, group) becomes one matrix product `C = W · im2col(X)`, run by a
+//! cache-blocked GEMM with microkernels for x86-64 AVX2+FMA and aarch64 NEON
+//! (picked at run time) and a portable path.
+//!
+//! ```
+//! use convgemm::{conv2d, conv2d_output_shape, ConvParams};
+//! let mut p = ConvParams::default();
+//! p.stride = [2, 2];
+//! p.padding = [1, 1, 1, 1];
+//! let (x_shape, w_shape) = ([1, 3, 8, 8], [4, 3, 3, 3]);
+//! let out_shape = conv2d_output_shape(x_shape, w_shape, &p)?; // [1, 4, 4, 4]
+//! let x = vec![0.5f32; 3 * 8 * 8];
+//! let w = vec![0.1f32; 4 * 3 * 3 * 3];
+//! let mut y = vec![0.0f32; out_shape.iter().product()];
+//! conv2d(&x, x_shape, &w, w_shape, None, &p, &mut y)?;
+//! # Ok::<(), convgemm::ConvError>(())
+//! ```
+//!
+//! ## Layouts
+//! Input `[n, c_in, h, w]` (NCHW), weight `[c_out, c_in / groups, kh, kw]`
+//! (OIHW), bias `[c_out]`, output `[n, c_out, h_out, w_out]`; all contiguous
+//! row-major `f32` slices.
+//!
+//! ## Errors
+//! Every invalid argument returns a [`ConvError`] naming the bad value, before
+//! anything is written: on `Err` the output buffer is untouched. Shape
+//! arithmetic that would overflow `usize` is an error, never a wrap.
+//!
+//! ## Reproducibility
+//! Every output element is a sum over `K = (c_in/groups)·kh·kw` taken in one
+//! fixed order: K is cut into chunks of 256, each chunk summed from `+0.0`
+//! with fused multiply-adds in increasing k, the chunks added into the output
+//! in increasing order, the bias last, then the activation. Threads split
+//! output rows, columns, images and groups, never K. So results are bit for
+//! bit the same for any number of threads, any batch size, and on the
+//! AVX2+FMA, NEON and portable (`f32::mul_add`) paths. Only
+//! [`Isa::PortableUnfused`] — chosen on CPUs without FMA — differs, by rounding.
+//!
+//! ## Threads
+//! Calls run in the caller's rayon pool (`ThreadPool::install` controls
+//! them) and never spawn threads of their own; problems too small to repay a
+//! fork stay on the calling thread.
+//!
+//! ## Choosing a path
+//! [`Isa::detect`] picks the fastest instruction set once per process; the
+//! environment variable `CONVGEMM_ISA` (`portable`, `portable_unfused`,
+//! `avx2_fma`, `neon`) overrides it, and [`conv2d_with`] / [`sgemm_with_isa`]
+//! choose per call.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod conv;
+mod error;
+mod gemm;
+mod im2col;
+#[doc(hidden)]
+pub mod reference;
+
+pub use conv::forward::{Algorithm, ConvOptions, Threads, conv2d, conv2d_with};
+pub use conv::params::{ConvParams, conv2d_output_shape};
+pub use error::ConvError;
+pub use gemm::{Activation, Isa, sgemm, sgemm_with_isa};
+pub use im2col::{col2im, im2col, im2col_len};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,167 @@
+//! Shared by the integration tests: problem structs with proptest strategies,
+//! `for_each_isa`, and the one closeness check. The oracles themselves live
+//! in `convgemm::reference`.
+#![allow(dead_code)]
+
+use convgemm::reference::{Reference, conv2d_direct};
+use convgemm::{Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with};
+use proptest::prelude::*;
+
+/// The relative bound of every closeness check: an f32 result may differ from
+/// the f64 reference by `REL · Σ|term|` (the magnitude of the defining sum,
+/// bias included). A sum of K products in f32 errs by at most about
+/// `K · 2⁻²⁴ · Σ|term|` in the worst case and by `√K · 2⁻²⁴ · Σ|term|`
+/// typically; 1e-5 is that typical bound with a wide margin for every K
+/// the tests draw, and far below any real indexing bug.
+pub const REL: f64 = 1e-5;
+
+/// Proptest cases per property: `PROPTEST_CASES` or `default`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Runs `f` for every ISA path this CPU has, saying which were skipped.
+/// `CONVGEMM_REQUIRE_ISA=avx2_fma,neon` turns a skip of a listed path into a failure.
+pub fn for_each_isa(mut f: impl FnMut(Isa)) {
+    let required = std::env::var("CONVGEMM_REQUIRE_ISA").unwrap_or_default();
+    for isa in Isa::ALL {
+        if isa.is_available() {
+            f(isa);
+        } else {
+            assert!(
+                !required.split(',').any(|r| r.trim() == isa.name()),
+                "{} is required (CONVGEMM_REQUIRE_ISA) but not available",
+                isa.name()
+            );
+            eprintln!("skipped {}: not available on this CPU", isa.name());
+        }
+    }
+}
+
+/// Whether `isa` promises bit-identical results with the portable path.
+pub fn is_exact(isa: Isa) -> bool {
+    isa != Isa::PortableUnfused
+}
+
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Asserts `got` is within `REL · magnitude` of the reference, naming the first bad index.
+pub fn assert_close(what: &str, reference: &Reference, got: &[f32]) {
+    if let Some((i, want, g)) = reference.first_mismatch(got, REL) {
+        panic!("{what}: element {i} is {g}, reference {want} (bound {:e})", REL * reference.magnitude[i]);
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// One convolution problem: shapes, parameters and data.
+#[derive(Clone, Debug)]
+pub struct ConvProblem {
+    pub input_shape: [usize; 4],
+    pub weight_shape: [usize; 4],
+    pub params: ConvParams,
+    pub input: Vec<f32>,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl ConvProblem {
+    /// A problem with seeded data.
+    pub fn new(input_shape: [usize; 4], weight_shape: [usize; 4], params: ConvParams, bias: bool, seed: u64) -> Self {
+        let input = values(input_shape.iter().product(), seed);
+        let weight = values(weight_shape.iter().product(), seed + 1);
+        let bias = bias.then(|| values(weight_shape[0], seed + 2));
+        ConvProblem { input_shape, weight_shape, params, input, weight, bias }
+    }
+
+    pub fn output_len(&self) -> Result<usize, ConvError> {
+        conv2d_output_shape(self.input_shape, self.weight_shape, &self.params).map(|s| s.iter().product())
+    }
+
+    pub fn run(&self, options: &ConvOptions) -> Result<Vec<f32>, ConvError> {
+        let mut out = vec![f32::NAN; self.output_len()?];
+        conv2d_with(
+            options,
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    pub fn reference(&self) -> Reference {
+        conv2d_direct(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+        )
+        .expect("reference accepts what conv2d accepts")
+    }
+
+    /// The whole check: every ISA × algorithm agrees with the portable
+    /// result bit for bit (the unfused path within the bound), and the
+    /// portable result is within the bound of the f64 reference. A problem
+    /// with no output must be rejected by every path with the output untouched.
+    pub fn check(&self) {
+        let portable = ConvOptions { isa: Isa::Portable, algorithm: Algorithm::Im2col, ..ConvOptions::default() };
+        let want = match self.run(&portable) {
+            Ok(v) => v,
+            Err(e) => {
+                assert!(matches!(e, ConvError::NoOutput { .. }), "unexpected error {e} for {self:?}");
+                return;
+            }
+        };
+        let reference = self.reference();
+        assert_close(&format!("portable im2col {self:?}"), &reference, &want);
+        for_each_isa(|isa| {
+            for algorithm in [Algorithm::Im2col, Algorithm::Implicit, Algorithm::Auto] {
+                for threads in [Threads::Pool, Threads::Single] {
+                    let opts = ConvOptions { isa, algorithm, threads, ..ConvOptions::default() };
+                    let got = self.run(&opts).expect("valid problem");
+                    let what = format!("{} {algorithm:?} {threads:?} {self:?}", isa.name());
+                    if is_exact(isa) {
+                        assert_eq!(bits(&got), bits(&want), "{what}: differs from portable");
+                    } else {
+                        assert_close(&what, &reference, &got);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Random convolution problems over the ranges of the foundation issue:
+/// n 1..3, channels and groups, h, w 1..24, kernel 1..6, stride 1..4,
+/// each padding side 0..4, dilation 1..3, flip, bias or not.
+pub fn conv_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4),
+        (1usize..=24, 1usize..=24, 1usize..=6, 1usize..=6),
+        (1usize..=4, 1usize..=4, [0usize..=4, 0usize..=4, 0usize..=4, 0usize..=4]),
+        (1usize..=3, 1usize..=3, any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
+            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
+            ConvProblem::new([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
+        })
+}

@@ -1,0 +1,209 @@
+//! conv2d against the direct f64 reference, on every path; output shapes;
+//! flip; im2col / col2im; pinned edge cases.
+
+mod common;
+
+use common::{ConvProblem, assert_close, bits, cases, conv_problem};
+use convgemm::reference::input_tap;
+use convgemm::{ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1000)))]
+
+    #[test]
+    fn conv2d_matches_reference_on_every_path(p in conv_problem()) {
+        p.check();
+    }
+}
+
+fn params(stride: usize, pad: usize, dilation: usize, groups: usize) -> ConvParams {
+    ConvParams { stride: [stride, stride], padding: [pad; 4], dilation: [dilation, dilation], groups, flip: false }
+}
+
+#[test]
+fn output_shape_of_known_layers() {
+    let lenet = conv2d_output_shape([1, 1, 32, 32], [6, 1, 5, 5], &ConvParams::default()).unwrap();
+    assert_eq!(lenet, [1, 6, 28, 28]);
+    let alexnet = conv2d_output_shape([1, 3, 227, 227], [96, 3, 11, 11], &params(4, 0, 1, 1)).unwrap();
+    assert_eq!(alexnet, [1, 96, 55, 55]);
+    let resnet = conv2d_output_shape([1, 3, 224, 224], [64, 3, 7, 7], &params(2, 3, 1, 1)).unwrap();
+    assert_eq!(resnet, [1, 64, 112, 112]);
+    // Asymmetric padding and dilation: h: (17 + 1 + 2 - 5) / 2 + 1 = 8, w: (19 + 0 + 1 - 5) / 2 + 1 = 8.
+    let mut p = params(2, 0, 2, 2);
+    p.padding = [1, 0, 2, 1];
+    assert_eq!(conv2d_output_shape([1, 8, 17, 19], [12, 4, 3, 3], &p).unwrap(), [1, 12, 8, 8]);
+}
+
+// Pinned cases from the edge list of STYLE.md, each through every path.
+#[test]
+fn conv_one_by_one() {
+    ConvProblem::new([2, 5, 7, 9], [3, 5, 1, 1], ConvParams::default(), true, 1).check();
+}
+#[test]
+fn conv_kernel_equals_input() {
+    ConvProblem::new([1, 3, 5, 4], [2, 3, 5, 4], ConvParams::default(), true, 2).check();
+}
+#[test]
+fn conv_stride_larger_than_kernel() {
+    ConvProblem::new([1, 2, 13, 11], [3, 2, 2, 2], params(4, 0, 1, 1), false, 3).check();
+}
+#[test]
+fn conv_dilation_with_padding() {
+    ConvProblem::new([1, 3, 9, 10], [4, 3, 3, 3], params(1, 2, 2, 1), true, 4).check();
+}
+#[test]
+fn conv_asymmetric_padding() {
+    let p = ConvParams { padding: [0, 3, 2, 1], ..ConvParams::default() };
+    ConvProblem::new([1, 2, 6, 7], [3, 2, 3, 2], p, true, 5).check();
+}
+#[test]
+fn conv_one_by_one_output() {
+    ConvProblem::new([1, 4, 3, 3], [5, 4, 3, 3], ConvParams::default(), true, 6).check();
+}
+#[test]
+fn conv_depthwise_dilated() {
+    ConvProblem::new([2, 6, 11, 12], [6, 1, 3, 3], params(1, 2, 2, 6), true, 7).check();
+}
+#[test]
+fn conv_groups_two_batch_three() {
+    ConvProblem::new([3, 4, 8, 8], [6, 2, 3, 3], params(2, 1, 1, 2), true, 8).check();
+}
+#[test]
+fn conv_k_past_one_chunk() {
+    // K = 40·3·3 = 360 > 256: two chunks, with a pixel count past NR.
+    ConvProblem::new([1, 40, 9, 9], [13, 40, 3, 3], params(1, 1, 1, 1), true, 9).check();
+}
+#[test]
+fn conv_empty_batch_and_zero_channels() {
+    ConvProblem::new([0, 3, 5, 5], [2, 3, 3, 3], ConvParams::default(), true, 10).check();
+    ConvProblem::new([1, 3, 5, 5], [0, 3, 3, 3], ConvParams::default(), true, 11).check();
+}
+#[test]
+fn conv_edge_layer_of_the_suite() {
+    let mut p = params(2, 0, 2, 2);
+    p.padding = [1, 0, 2, 1];
+    ConvProblem::new([1, 8, 17, 19], [12, 4, 3, 3], p, true, 12).check();
+}
+
+#[test]
+fn flip_equals_cross_correlation_with_rotated_kernel() {
+    let mut p = ConvProblem::new([2, 4, 9, 8], [6, 2, 3, 4], params(2, 1, 2, 2), true, 13);
+    p.params.flip = true;
+    let flipped = p.run(&Default::default()).unwrap();
+    // Rotate each kh × kw kernel by 180 degrees by hand: (u, v) -> (kh-1-u, kw-1-v).
+    let [c_out, cg, kh, kw] = p.weight_shape;
+    let mut rotated = vec![0.0; p.weight.len()];
+    for o in 0..c_out * cg {
+        for u in 0..kh {
+            for v in 0..kw {
+                rotated[(o * kh + u) * kw + v] = p.weight[(o * kh + kh - 1 - u) * kw + kw - 1 - v];
+            }
+        }
+    }
+    p.params.flip = false;
+    p.weight = rotated;
+    assert_eq!(bits(&flipped), bits(&p.run(&Default::default()).unwrap()));
+}
+
+#[test]
+fn flip_on_one_channel_is_textbook_convolution() {
+    // Textbook 2-D convolution, "full" sum restricted to the valid region:
+    // y[i, j] = Σ_u Σ_v x[i + kh-1 - u, j + kw-1 - v] · k[u, v].
+    let x: Vec<f32> = (0..20).map(|v| v as f32).collect(); // 4 × 5
+    let kernel = [1.0f32, 2.0, 0.0, -1.0, 0.5, 3.0]; // 2 × 3, asymmetric
+    let p = ConvParams { flip: true, ..ConvParams::default() };
+    let mut y = vec![0.0f32; 3 * 3];
+    conv2d(&x, [1, 1, 4, 5], &kernel, [1, 1, 2, 3], None, &p, &mut y).unwrap();
+    for i in 0..3 {
+        for j in 0..3 {
+            let mut want = 0.0f32;
+            for u in 0..2 {
+                for v in 0..3 {
+                    want += x[(i + 1 - u) * 5 + (j + 2 - v)] * kernel[u * 3 + v];
+                }
+            }
+            assert_eq!(y[i * 3 + j], want, "({i}, {j})");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(200)))]
+
+    #[test]
+    fn im2col_matches_the_defining_formula(p in conv_problem()) {
+        let kernel = [p.weight_shape[2], p.weight_shape[3]];
+        let Ok(len) = im2col_len(p.input_shape, kernel, &p.params) else { return Ok(()) };
+        let mut cols = vec![f32::NAN; len];
+        im2col(&p.input, p.input_shape, kernel, &p.params, &mut cols).unwrap();
+        let [batch, c_in, ..] = p.input_shape;
+        let [_, _, h_out, w_out] = conv2d_output_shape(p.input_shape, p.weight_shape, &p.params).unwrap();
+        let mut idx = 0;
+        for n in 0..batch {
+            for c in 0..c_in {
+                for u in 0..kernel[0] {
+                    for v in 0..kernel[1] {
+                        for oy in 0..h_out {
+                            for ox in 0..w_out {
+                                let want = input_tap(&p.input, p.input_shape, &p.params, n, c, oy, ox, u, v);
+                                prop_assert_eq!(cols[idx].to_bits(), want.to_bits(), "index {}", idx);
+                                idx += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_of_im2col_counts_windows(p in conv_problem()) {
+        let kernel = [p.weight_shape[2], p.weight_shape[3]];
+        let Ok(len) = im2col_len(p.input_shape, kernel, &p.params) else { return Ok(()) };
+        // With x = all ones, im2col then col2im gives each pixel's window count;
+        // with x arbitrary it gives x times that count.
+        let ones = vec![1.0f32; p.input.len()];
+        let mut cols = vec![0.0; len];
+        let mut counts = vec![0.0; p.input.len()];
+        im2col(&ones, p.input_shape, kernel, &p.params, &mut cols).unwrap();
+        col2im(&cols, p.input_shape, kernel, &p.params, &mut counts).unwrap();
+        // Count windows per pixel independently, from the tap formula on an index image.
+        let index_image: Vec<f32> = (0..p.input.len()).map(|i| i as f32 + 1.0).collect();
+        let [batch, c_in, ..] = p.input_shape;
+        let [_, _, h_out, w_out] = conv2d_output_shape(p.input_shape, p.weight_shape, &p.params).unwrap();
+        let mut want = vec![0.0f32; p.input.len()];
+        for n in 0..batch {
+            for c in 0..c_in {
+                for u in 0..kernel[0] {
+                    for v in 0..kernel[1] {
+                        for oy in 0..h_out {
+                            for ox in 0..w_out {
+                                let t = input_tap(&index_image, p.input_shape, &p.params, n, c, oy, ox, u, v);
+                                if t != 0.0 {
+                                    want[t as usize - 1] += 1.0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(&counts, &want);
+        let mut back = vec![0.0; p.input.len()];
+        im2col(&p.input, p.input_shape, kernel, &p.params, &mut cols).unwrap();
+        col2im(&cols, p.input_shape, kernel, &p.params, &mut back).unwrap();
+        for i in 0..back.len() {
+            let expect = p.input[i] * want[i];
+            prop_assert!((back[i] - expect).abs() <= 1e-6 * want[i] * (1.0 + expect.abs()), "pixel {}", i);
+        }
+    }
+}
+
+#[test]
+fn quickstart_scale_layer_matches_reference() {
+    // An AlexNet conv2-like layer at reduced size, K = 48·25 = 1200 (five chunks).
+    let p = ConvProblem::new([1, 48, 13, 13], [32, 48, 5, 5], params(1, 2, 1, 1), true, 21);
+    let got = p.run(&Default::default()).unwrap();
+    assert_close("alexnet-like", &p.reference(), &got);
+}
