@@ -88,15 +88,27 @@ fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: u
                     row.copy_from_slice(src);
                 }
             } else if s.row_stride == 1 {
-                // Columns contiguous along k: A row-major (packed as Aᵀ), B column-major.
-                for jj in 0..wp {
-                    // SAFETY: (k0 .. k0 + kc, jp + jj) is inside the extent and contiguous.
-                    let src = unsafe { std::slice::from_raw_parts(s.at(k0, jp + jj), kc) };
-                    for (kk, &x) in src.iter().enumerate() {
-                        panel[kk * P + jj] = x;
+                // Columns contiguous along k (A row-major packed as Aᵀ, B column-major):
+                // read the P columns side by side, write each panel row contiguously.
+                // SAFETY: (k0, jp) is inside the extent.
+                let base = unsafe { s.at(k0, jp) };
+                let gather = |row: &mut [f32], kk: usize, w: usize| {
+                    for (jj, x) in row.iter_mut().enumerate().take(w) {
+                        // SAFETY: (k0 + kk, jp + jj) is inside the extent (kk < kc, jj < wp).
+                        *x = unsafe { *base.offset(kk as isize + jj as isize * s.col_stride) };
                     }
+                };
+                if wp == P {
+                    // The common full panel: a fixed-length inner loop.
+                    for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                        gather(row, kk, P);
+                    }
+                } else {
+                    for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                        gather(row, kk, wp);
+                    }
+                    zero_tail::<P>(panel, wp);
                 }
-                zero_tail::<P>(panel, wp);
             } else {
                 for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
                     for (jj, x) in row.iter_mut().enumerate() {

@@ -44,8 +44,16 @@ impl MicroKernel for Avx2Fma6x16 {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    // Start pulling the C tile toward L1 now; it is needed only after the k loop.
+    if out.csc == 1 {
+        for i in 0..out.rows {
+            let row = out.c.wrapping_offset(i as isize * out.rsc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1).cast());
+        }
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    for k in 0..kc {
+    let step = |acc: &mut [[__m256; 2]; MR], k: usize| {
         // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
         unsafe {
             let bk = b.add(k * NR);
@@ -57,6 +65,18 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
         }
+    };
+    let mut k = 0;
+    while k + 4 <= kc {
+        step(&mut acc, k);
+        step(&mut acc, k + 1);
+        step(&mut acc, k + 2);
+        step(&mut acc, k + 3);
+        k += 4;
+    }
+    while k < kc {
+        step(&mut acc, k);
+        k += 1;
     }
 
     if out.cols == NR && out.csc == 1 {

@@ -1,0 +1,181 @@
+//! Shared by the bench programs: the layer suite, interleaved median timing,
+//! and the FMA peak probe. Nothing here is timed code of the crate.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// One layer of `benches/layers.json` (a copy of the project's `shared/layers.json`).
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub name: String,
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Layer {
+    pub fn params(&self) -> convgemm::ConvParams {
+        convgemm::ConvParams {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+            flip: false,
+        }
+    }
+    pub fn input_shape(&self) -> [usize; 4] {
+        [self.n, self.c_in, self.h, self.w]
+    }
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in / self.groups, self.kh, self.kw]
+    }
+    pub fn output_shape(&self) -> [usize; 4] {
+        convgemm::conv2d_output_shape(self.input_shape(), self.weight_shape(), &self.params()).expect("valid layer")
+    }
+    /// The GEMM of one (image, group): (M, K, N) = (c_out/g, c_in/g·kh·kw, h_out·w_out).
+    pub fn gemm_shape(&self) -> (usize, usize, usize) {
+        let [_, _, ho, wo] = self.output_shape();
+        (self.c_out / self.groups, self.c_in / self.groups * self.kh * self.kw, ho * wo)
+    }
+    /// 2 · multiply-adds of the whole layer, bias excluded.
+    pub fn flops(&self) -> f64 {
+        let (m, k, n) = self.gemm_shape();
+        2.0 * (self.n * self.groups) as f64 * m as f64 * k as f64 * n as f64
+    }
+}
+
+pub fn layers() -> Vec<Layer> {
+    let text = include_str!("../layers.json");
+    let json: serde_json::Value = serde_json::from_str(text).expect("layers.json parses");
+    let u = |l: &serde_json::Value, key: &str| l[key].as_u64().unwrap_or_else(|| panic!("{key}")) as usize;
+    json.as_array()
+        .expect("array of layers")
+        .iter()
+        .map(|l| Layer {
+            name: l["name"].as_str().expect("name").to_string(),
+            n: u(l, "n"),
+            c_in: u(l, "c_in"),
+            h: u(l, "h"),
+            w: u(l, "w"),
+            c_out: u(l, "c_out"),
+            kh: u(l, "kh"),
+            kw: u(l, "kw"),
+            stride: [u(l, "stride_h"), u(l, "stride_w")],
+            padding: [u(l, "pad_top"), u(l, "pad_left"), u(l, "pad_bottom"), u(l, "pad_right")],
+            dilation: [u(l, "dilation_h"), u(l, "dilation_w")],
+            groups: u(l, "groups"),
+        })
+        .collect()
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Times several contenders side by side: `rounds` rounds, each taking one
+/// sample of every contender in turn (so drift of the shared machine hits all
+/// alike); a sample runs the closure enough times to last `min_sample`.
+/// Returns each contender's median seconds per call.
+pub fn interleaved_medians(contenders: &mut [&mut dyn FnMut()], rounds: usize, min_sample: Duration) -> Vec<f64> {
+    // Warm up and find the repetition count of each contender.
+    let reps: Vec<usize> = contenders
+        .iter_mut()
+        .map(|f| {
+            f();
+            let t = Instant::now();
+            f();
+            let once = t.elapsed().as_secs_f64().max(1e-7);
+            ((min_sample.as_secs_f64() / once).ceil() as usize).max(1)
+        })
+        .collect();
+    let mut samples = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for (i, f) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..reps[i] {
+                f();
+            }
+            samples[i].push(t.elapsed().as_secs_f64() / reps[i] as f64);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
+/// The FMA peak of one core in GFLOP/s: 12 independent chains of 8-wide FMAs
+/// (AVX2), enough to cover Zen 3's and Skylake's latency × 2 pipes.
+#[cfg(target_arch = "x86_64")]
+pub fn fma_peak_gflops_one_thread() -> f64 {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx2,fma")]
+    fn chains(iters: usize) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(std::hint::black_box(0.999_999)), _mm256_set1_ps(std::hint::black_box(1e-7)));
+        for _ in 0..std::hint::black_box(iters) {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let sum = acc.iter().fold(_mm256_set1_ps(0.0), |s, &x| _mm256_add_ps(s, x));
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return f64::NAN;
+    }
+    let iters = 2_000_000;
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let t = Instant::now();
+        // SAFETY: AVX2 and FMA were detected above.
+        let s = unsafe { chains(iters) };
+        std::hint::black_box(s);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (iters * 12 * 8 * 2) as f64 / best / 1e9
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn fma_peak_gflops_one_thread() -> f64 {
+    f64::NAN
+}
+
+/// The FMA peak with `threads` threads each running the probe at once.
+pub fn fma_peak_gflops(threads: usize) -> f64 {
+    if threads <= 1 {
+        return fma_peak_gflops_one_thread();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(fma_peak_gflops_one_thread)).collect();
+        handles.into_iter().map(|h| h.join().expect("probe thread")).sum()
+    })
+}
+
+/// A rayon pool of `threads` threads.
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool")
+}
