@@ -63,6 +63,7 @@ pub mod reference;
 
 pub use conv::forward::{Algorithm, ConvOptions, Threads, conv2d, conv2d_with};
 pub use conv::params::{ConvParams, conv2d_output_shape};
+pub use conv::plan::Conv2dPlan;
 pub use error::ConvError;
 pub use gemm::{Activation, Isa, sgemm, sgemm_with_isa};
 pub use im2col::{col2im, im2col, im2col_len};

@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{ConvProblem, assert_close, bits, cases, conv_problem};
+use common::{ConvProblem, assert_close, bits, cases, conv_problem, values};
 use convgemm::reference::input_tap;
-use convgemm::{ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len};
+use convgemm::{
+    Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len,
+};
 use proptest::prelude::*;
 
 proptest! {
@@ -15,6 +17,38 @@ proptest! {
     fn conv2d_matches_reference_on_every_path(p in conv_problem()) {
         p.check();
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(200)))]
+
+    #[test]
+    fn plan_reused_equals_one_shot_calls(p in conv_problem(), relu in any::<bool>()) {
+        let options = ConvOptions {
+            activation: if relu { Activation::Relu } else { Activation::None },
+            ..ConvOptions::default()
+        };
+        let Ok(len) = p.output_len() else { return Ok(()) };
+        let plan = Conv2dPlan::new(&p.weight, p.weight_shape, p.bias.as_deref(), &p.params, &options).unwrap();
+        let other = ConvProblem { input: values(p.input.len(), 99), ..p.clone() };
+        for q in [&p, &other, &p, &other] {
+            let mut out = vec![f32::NAN; len];
+            plan.run(&q.input, q.input_shape, &mut out).unwrap();
+            prop_assert_eq!(bits(&out), bits(&q.run(&options).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn plan_checks_input_against_its_weights() {
+    let plan =
+        Conv2dPlan::new(&[0.0; 2 * 3 * 9], [2, 3, 3, 3], None, &ConvParams::default(), &Default::default()).unwrap();
+    let mut out = vec![5.0f32; 2 * 4 * 4];
+    let err = plan.run(&[0.0; 4 * 36], [1, 4, 6, 6], &mut out).unwrap_err();
+    assert!(matches!(err, ConvError::ShapeMismatch { expected: 4, found: 3, .. }), "{err:?}");
+    assert!(out.iter().all(|&v| v == 5.0));
+    assert_eq!(plan.output_shape([1, 3, 6, 6]).unwrap(), [1, 2, 4, 4]);
+    assert!(Conv2dPlan::new(&[0.0; 5], [2, 3, 3, 3], None, &ConvParams::default(), &Default::default()).is_err());
 }
 
 fn params(stride: usize, pad: usize, dilation: usize, groups: usize) -> ConvParams {

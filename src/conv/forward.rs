@@ -1,14 +1,10 @@
-//! The forward convolution: validate everything, then one GEMM per
-//! (image, group) with the weights as A and the image, read as its im2col
-//! matrix, as B. Chooses the B source; the engine does the rest.
+//! The one-call forward convolution and its options: validate everything,
+//! then run a plan built for this call (see `plan.rs`).
 
-use super::implicit::ImageSource;
 use super::params::{ConvGeometry, ConvParams, check_len};
+use super::plan::Conv2dPlan;
 use crate::ConvError;
-use crate::gemm::loops::{CMatrix, Epilogue, Parallelism};
-use crate::gemm::pack::{PanelSource, StridedSource};
-use crate::gemm::{self, Activation, Isa};
-use crate::im2col::im2col_image;
+use crate::gemm::{Activation, Isa};
 
 /// How the image reaches the GEMM as its B operand.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -108,7 +104,8 @@ pub fn conv2d(
 }
 
 /// [`conv2d`] with [`ConvOptions`]: a chosen instruction set or algorithm,
-/// or a fused activation. `Err(IsaUnavailable)` if this CPU cannot run `options.isa`.
+/// or a fused activation. For repeated calls with the same weights, a
+/// [`Conv2dPlan`] packs them once. `Err(IsaUnavailable)` if this CPU cannot run `options.isa`.
 ///
 /// ```
 /// use convgemm::{conv2d_with, Activation, ConvOptions, ConvParams};
@@ -131,22 +128,9 @@ pub fn conv2d_with(
 ) -> Result<(), ConvError> {
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
     check_len("input", input.len(), geo.input_len())?;
-    check_len("weight", weight.len(), geo.weight_len())?;
-    if let Some(b) = bias {
-        check_len("bias", b.len(), geo.c_out)?;
-    }
     check_len("output", output.len(), geo.output_len())?;
-    if !options.isa.is_available() {
-        return Err(ConvError::IsaUnavailable { isa: options.isa.name() });
-    }
-    let flipped;
-    let weight = if geo.flip {
-        flipped = flip_kernels(weight, geo.kh * geo.kw);
-        &flipped[..]
-    } else {
-        weight
-    };
-    forward(&geo, options, input, weight, bias, output)
+    let plan = Conv2dPlan::new(weight, weight_shape, bias, params, options)?;
+    plan.run(input, input_shape, output)
 }
 
 /// Each `kh × kw` kernel rotated by 180 degrees: true convolution as
@@ -157,83 +141,4 @@ pub(crate) fn flip_kernels(weight: &[f32], taps: usize) -> Vec<f32> {
         kernel.reverse();
     }
     out
-}
-
-/// The validated forward pass (weights already cross-correlation ordered).
-fn forward(
-    geo: &ConvGeometry,
-    options: &ConvOptions,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
-) -> Result<(), ConvError> {
-    let (m, k, n) = (geo.c_out_per_group(), geo.patch_len(), geo.out_pixels());
-    let image_len = geo.c_in * geo.h_in * geo.w_in;
-    let group_len = geo.c_in_per_group() * geo.h_in * geo.w_in;
-    let pointwise =
-        geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 && geo.params().padding == [0; 4];
-    let algorithm = match options.algorithm {
-        Algorithm::Auto | Algorithm::Pointwise if pointwise => Algorithm::Pointwise,
-        Algorithm::Auto | Algorithm::Pointwise => Algorithm::Implicit,
-        other => other,
-    };
-    let par = match options.threads {
-        Threads::Pool => Parallelism::Rayon,
-        Threads::Single => Parallelism::Serial,
-    };
-    let mut cols = match algorithm {
-        Algorithm::Im2col => vec![0.0f32; k * n],
-        _ => Vec::new(),
-    };
-    for image in 0..geo.batch {
-        for group in 0..geo.groups {
-            let channels = &input[image * image_len + group * group_len..][..group_len];
-            let w = &weight[group * m * k..][..m * k];
-            let out = &mut output[(image * geo.c_out + group * m) * n..][..m * n];
-            let bias = bias.map(|b| &b[group * m..][..m]);
-            match algorithm {
-                Algorithm::Im2col => {
-                    im2col_image(geo, channels, 0..geo.c_in_per_group(), &mut cols);
-                    // SAFETY: `cols` is K × N row-major.
-                    let b = unsafe { StridedSource::new(cols.as_ptr(), n as isize, 1) };
-                    group_gemm(options, par, m, n, k, w, &b, bias, out)?;
-                }
-                Algorithm::Pointwise => {
-                    // SAFETY: with a 1×1 stride-1 unpadded kernel, the group's
-                    // channels are the K × N matrix, row-major.
-                    let b = unsafe { StridedSource::new(channels.as_ptr(), n as isize, 1) };
-                    group_gemm(options, par, m, n, k, w, &b, bias, out)?;
-                }
-                _ => group_gemm(options, par, m, n, k, w, &ImageSource::new(geo, channels), bias, out)?,
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `out (m × n) = w (m × k) · B (k × n) + bias`, then the activation.
-#[allow(clippy::too_many_arguments)]
-fn group_gemm<B: PanelSource>(
-    options: &ConvOptions,
-    par: Parallelism,
-    m: usize,
-    n: usize,
-    k: usize,
-    w: &[f32],
-    b: &B,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) -> Result<(), ConvError> {
-    // SAFETY: `w` is m × k row-major, read as its transpose (k × m).
-    let a_t = unsafe { StridedSource::new(w.as_ptr(), 1, k as isize) };
-    let epi = Epilogue {
-        alpha: 1.0,
-        beta: 0.0,
-        bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
-        act: options.activation,
-    };
-    let c = CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 };
-    // SAFETY: `out` holds m × n floats, `bias` m, and the sources cover k × m and k × n.
-    unsafe { gemm::gemm(options.isa, m, n, k, &a_t, b, c, &epi, par) }
 }

@@ -1,6 +1,8 @@
 //! Convolution: parameters and output-size math (`params`), the forward pass
-//! (`forward`) and the implicit-im2col B source it feeds the GEMM engine.
+//! (`forward`), prepared plans (`plan`) and the implicit-im2col B source they
+//! feed the GEMM engine.
 
 pub(crate) mod forward;
 pub(crate) mod implicit;
 pub(crate) mod params;
+pub(crate) mod plan;

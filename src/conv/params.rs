@@ -127,26 +127,13 @@ impl ConvGeometry {
     pub fn new(input_shape: [usize; 4], weight_shape: [usize; 4], params: &ConvParams) -> Result<Self, ConvError> {
         let [batch, c_in, h_in, w_in] = input_shape;
         let [c_out, c_in_per_group, kh, kw] = weight_shape;
-        at_least_one("stride[0]", params.stride[0])?;
-        at_least_one("stride[1]", params.stride[1])?;
-        at_least_one("dilation[0]", params.dilation[0])?;
-        at_least_one("dilation[1]", params.dilation[1])?;
-        at_least_one("groups", params.groups)?;
-        at_least_one("weight_shape[2] (kernel height)", kh)?;
-        at_least_one("weight_shape[3] (kernel width)", kw)?;
+        check_params(weight_shape, params)?;
         let groups = params.groups;
         if c_in % groups != 0 {
             return Err(ConvError::BadParameter {
                 name: "groups",
                 value: groups,
                 requirement: "a divisor of input channels (input_shape[1])",
-            });
-        }
-        if c_out % groups != 0 {
-            return Err(ConvError::BadParameter {
-                name: "groups",
-                value: groups,
-                requirement: "a divisor of output channels (weight_shape[0])",
             });
         }
         if c_in_per_group != c_in / groups {
@@ -225,6 +212,28 @@ impl ConvGeometry {
             flip: self.flip,
         }
     }
+}
+
+/// The checks that need no input shape: strides, dilations and groups at
+/// least 1, a kernel of at least 1×1, groups dividing `c_out`, and a weight
+/// element count that fits `usize`.
+pub(crate) fn check_params(weight_shape: [usize; 4], params: &ConvParams) -> Result<(), ConvError> {
+    at_least_one("stride[0]", params.stride[0])?;
+    at_least_one("stride[1]", params.stride[1])?;
+    at_least_one("dilation[0]", params.dilation[0])?;
+    at_least_one("dilation[1]", params.dilation[1])?;
+    at_least_one("groups", params.groups)?;
+    at_least_one("weight_shape[2] (kernel height)", weight_shape[2])?;
+    at_least_one("weight_shape[3] (kernel width)", weight_shape[3])?;
+    if weight_shape[0] % params.groups != 0 {
+        return Err(ConvError::BadParameter {
+            name: "groups",
+            value: params.groups,
+            requirement: "a divisor of output channels (weight_shape[0])",
+        });
+    }
+    product(&weight_shape, "weight element count")?;
+    Ok(())
 }
 
 /// `Err` unless `len == expected`.

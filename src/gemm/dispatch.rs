@@ -102,6 +102,20 @@ impl Isa {
     }
 }
 
+impl Isa {
+    /// The kernel's tile `(MR, NR)`, for operands packed ahead of time.
+    pub(crate) fn tile(self) -> Result<(usize, usize), ConvError> {
+        struct Tile;
+        impl WithKernel for Tile {
+            type Output = (usize, usize);
+            fn run<K: MicroKernel>(self, _: K) -> (usize, usize) {
+                (K::MR, K::NR)
+            }
+        }
+        dispatch(self, Tile)
+    }
+}
+
 /// Whether `f32::mul_add` is a hardware instruction on this CPU.
 fn has_fast_fma() -> bool {
     #[cfg(target_arch = "x86_64")]

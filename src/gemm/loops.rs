@@ -74,7 +74,7 @@ pub(crate) enum Parallelism {
 
 /// Below this many flops a fork costs more than it saves (the peers on this
 /// machine all get slower with 2 threads under ~4 MFLOP: PEERS.md).
-const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
+pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
 
 /// The per-thread packing buffers, reused across calls.
 #[derive(Default)]
@@ -179,8 +179,14 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
         for chunk in 0..chunks {
             let pc = chunk * KC;
             let kc = KC.min(k - pc);
-            let b_packed = ws.b.get(nc.div_ceil(nr) * nr * kc);
-            b.pack(nr, pc, kc, jc, nc, b_packed);
+            let b_packed: &[f32] = match b.packed(nr, pc, kc, jc) {
+                Some(panels) => panels,
+                None => {
+                    let buf = ws.b.get(nc.div_ceil(nr) * nr * kc);
+                    b.pack(nr, pc, kc, jc, nc, buf);
+                    buf
+                }
+            };
             let spec = StoreSpec {
                 alpha: epi.alpha,
                 beta: if chunk == 0 { epi.beta } else { 1.0 },
@@ -191,8 +197,14 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
             let last = chunk + 1 == chunks && !epi.bias.is_null();
             for ic in rows.clone().step_by(blk.mc) {
                 let mc = blk.mc.min(rows.end - ic);
-                let a_packed = ws.a.get(mc.div_ceil(mr) * mr * kc);
-                a.pack(mr, pc, kc, ic, mc, a_packed);
+                let a_packed: &[f32] = match a.packed(mr, pc, kc, ic) {
+                    Some(panels) => panels,
+                    None => {
+                        let buf = ws.a.get(mc.div_ceil(mr) * mr * kc);
+                        a.pack(mr, pc, kc, ic, mc, buf);
+                        buf
+                    }
+                };
                 for jr in (0..nc).step_by(nr) {
                     let b_panel = b_packed[jr * kc..].as_ptr();
                     for ir in (0..mc).step_by(mr) {

@@ -14,6 +14,52 @@ pub(crate) trait PanelSource: Sync {
     /// past `w`. The caller keeps `k0 + kc <= K` and `j0 + w <= W`; `dst`
     /// holds at least `ceil(w / P)·kc·P` floats.
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
+
+    /// The panels `pack(panel, k0, kc, j0, ..)` would write, if the source
+    /// already holds them packed (`j0` a multiple of `panel`, `k0` the start
+    /// of a K chunk); the engine then skips packing.
+    fn packed(&self, _panel: usize, _k0: usize, _kc: usize, _j0: usize) -> Option<&[f32]> {
+        None
+    }
+}
+
+/// An operand packed once for every K chunk and reused across calls (the
+/// weights of a convolution plan). Chunk `c` (rows `c·KC ..`) holds
+/// `ceil(W / P)` panels of `kc × P`, exactly as [`PanelSource::pack`] lays them.
+pub(crate) struct PrepackedSource {
+    data: PackBuf,
+    panel: usize,
+    /// W rounded up to a multiple of the panel width.
+    padded_w: usize,
+}
+
+impl PrepackedSource {
+    /// Packs the `k × w` source `src` with panels of `panel` columns, cutting K every `chunk` rows.
+    pub(crate) fn new<S: PanelSource>(src: &S, panel: usize, k: usize, w: usize, chunk: usize) -> Self {
+        let padded_w = w.div_ceil(panel) * panel;
+        let mut data = PackBuf::default();
+        let buf = data.get(k * padded_w);
+        for k0 in (0..k).step_by(chunk.max(1)) {
+            let kc = chunk.min(k - k0);
+            src.pack(panel, k0, kc, 0, w, &mut buf[k0 * padded_w..(k0 + kc) * padded_w]);
+        }
+        PrepackedSource { data, panel, padded_w }
+    }
+}
+
+impl PanelSource for PrepackedSource {
+    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        let src = self.packed(panel, k0, kc, j0).expect("prepacked with this panel width");
+        let len = w.div_ceil(panel) * panel * kc;
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
+    fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
+        (panel == self.panel && j0 % panel == 0).then(|| {
+            let start = k0 * self.padded_w + j0 * kc;
+            &self.data.as_slice()[start..(k0 + kc) * self.padded_w]
+        })
+    }
 }
 
 /// Calls `$f::<P>($args)` with `P` the const equal to `$panel`, one of the
@@ -140,6 +186,7 @@ struct Line([f32; 16]);
 #[derive(Default)]
 pub(crate) struct PackBuf {
     lines: Vec<Line>,
+    len: usize,
 }
 
 impl PackBuf {
@@ -149,8 +196,15 @@ impl PackBuf {
         if self.lines.len() < lines {
             self.lines.resize(lines, Line([0.0; 16]));
         }
+        self.len = len;
         // SAFETY: `lines` holds at least `len` initialized f32s, contiguous
         // because `Line` is `repr(C)` of an f32 array with no padding.
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), len) }
+    }
+
+    /// The floats of the last `get`.
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        // SAFETY: `lines` holds at least `len` initialized f32s (see `get`).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
     }
 }

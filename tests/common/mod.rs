@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use convgemm::reference::{Reference, conv2d_direct};
-use convgemm::{Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with};
+use convgemm::{
+    Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with,
+};
 use proptest::prelude::*;
 
 /// The relative bound of every closeness check: an f32 result may differ from
@@ -146,6 +148,13 @@ impl ConvProblem {
                     }
                 }
             }
+            // The fused activation is the scalar activation of the unfused result.
+            let act = Activation::Clamp { min: -0.25, max: 0.5 };
+            let opts = ConvOptions { isa, activation: act, ..ConvOptions::default() };
+            let fused = self.run(&opts).expect("valid problem");
+            let plain = self.run(&ConvOptions { isa, ..ConvOptions::default() }).expect("valid problem");
+            let applied: Vec<f32> = plain.iter().map(|&x| act.apply(x)).collect();
+            assert_eq!(bits(&fused), bits(&applied), "{} fused clamp {self:?}", isa.name());
         });
     }
 }
