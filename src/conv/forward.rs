@@ -10,8 +10,9 @@ use crate::gemm::{Activation, Isa};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// The fastest applicable: [`Algorithm::Pointwise`] for 1×1 stride-1
-    /// unpadded kernels, else [`Algorithm::Implicit`].
+    /// The fastest applicable: [`Algorithm::Depthwise`] for groups with one
+    /// input channel, [`Algorithm::Pointwise`] for 1×1 stride-1 unpadded
+    /// kernels, else [`Algorithm::Implicit`].
     #[default]
     Auto,
     /// Build the explicit `K × N` im2col matrix of each (image, group), then
@@ -22,6 +23,11 @@ pub enum Algorithm {
     /// 1×1 kernel, stride 1, no padding: the image itself is B. Falls back to
     /// `Implicit` for other shapes.
     Pointwise,
+    /// Direct convolution, vectorised over output columns, for groups with
+    /// one input channel (depthwise, channel multipliers, single-channel
+    /// images), where a GEMM tile would be mostly empty. Falls back to
+    /// `Implicit` for other shapes.
+    Depthwise,
 }
 
 /// Options of a convolution call beyond [`ConvParams`]: which instruction set

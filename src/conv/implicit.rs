@@ -3,6 +3,7 @@
 //! while packing), so the `K × N` column matrix is never built.
 
 use super::params::ConvGeometry;
+use crate::gemm::loops::KC;
 use crate::gemm::pack::{PanelSource, with_panel_width};
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
@@ -27,77 +28,117 @@ impl PanelSource for ImageSource<'_> {
     }
 }
 
-/// A run of a panel's columns that lie in one output row.
+/// One row of the im2col matrix: kernel tap `(c, u, v)` as offsets from a
+/// window's top-left corner.
 #[derive(Clone, Copy, Default)]
-struct Segment {
-    oy: usize,
-    ox: usize,
-    len: usize,
-    col: usize,
+struct Tap {
+    /// `c·h·w + dy·w + dx`: where the tap reads, relative to the corner.
+    offset: isize,
+    /// `u·dilation_h − pad_top`.
+    dy: isize,
+    /// `v·dilation_w − pad_left`.
+    dx: isize,
 }
 
+/// Packs one block of the implicit im2col matrix. The block's taps are
+/// tabulated once; per panel, the window corners of its `P` output pixels
+/// are computed once, with the range of taps that stay inside the image.
+/// Each panel row is then a straight copy of `P` floats per output row the
+/// panel touches (stride 1), `P` indexed loads (other strides), or, only for
+/// taps that reach into the padding, a bounds-checked fill.
 fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     let g = src.geo;
-    let (h_in, w_in, w_out) = (g.h_in as isize, g.w_in, g.w_out);
-    let taps = g.kh * g.kw;
+    let (h_in, w_in, w_out) = (g.h_in as isize, g.w_in as isize, g.w_out);
+    let x = src.channels;
+    let mut taps = [Tap::default(); KC];
+    let taps = &mut taps[..kc];
+    let (mut c, r) = (k0 / (g.kh * g.kw), k0 % (g.kh * g.kw));
+    let (mut u, mut v) = (r / g.kw, r % g.kw);
+    for tap in taps.iter_mut() {
+        let dy = (u * g.dilation_h) as isize - g.pad_top as isize;
+        let dx = (v * g.dilation_w) as isize - g.pad_left as isize;
+        *tap = Tap { offset: (c * g.h_in * g.w_in) as isize + dy * w_in + dx, dy, dx };
+        v += 1;
+        if v == g.kw {
+            (u, v) = (u + 1, 0);
+            if u == g.kh {
+                (c, u) = (c + 1, 0);
+            }
+        }
+    }
+    let taps = &*taps;
+
     for (p, panel) in dst.chunks_exact_mut(kc * P).take(w.div_ceil(P)).enumerate() {
         let jp = j0 + p * P;
         let wp = P.min(j0 + w - jp);
-        let mut segs = [Segment::default(); 16];
-        let mut n_segs = 0;
-        let (mut oy, mut ox, mut col) = (jp / w_out, jp % w_out, 0);
-        while col < wp {
-            let len = (w_out - ox).min(wp - col);
-            segs[n_segs] = Segment { oy, ox, len, col };
-            n_segs += 1;
-            (oy, ox, col) = (oy + 1, 0, col + len);
+        // Top-left input corner (padding not applied) of each pixel's window.
+        let mut row_of = [0isize; P];
+        let mut col_of = [0isize; P];
+        let (mut oy, mut ox) = (jp / w_out, jp % w_out);
+        for jj in 0..wp {
+            row_of[jj] = (oy * g.stride_h) as isize;
+            col_of[jj] = (ox * g.stride_w) as isize;
+            ox += 1;
+            if ox == w_out {
+                (oy, ox) = (oy + 1, 0);
+            }
         }
-        let segs = &segs[..n_segs];
-
-        let (mut c, r) = (k0 / taps, k0 % taps);
-        let (mut u, mut v) = (r / g.kw, r % g.kw);
-        for row in panel.chunks_exact_mut(P) {
-            row[wp..].fill(0.0);
-            let plane = &src.channels[c * g.h_in * w_in..(c + 1) * g.h_in * w_in];
-            for s in segs {
-                let out = &mut row[s.col..s.col + s.len];
-                let iy = (s.oy * g.stride_h + u * g.dilation_h) as isize - g.pad_top as isize;
-                if iy < 0 || iy >= h_in {
-                    out.fill(0.0);
-                    continue;
-                }
-                let line = &plane[iy as usize * w_in..(iy as usize + 1) * w_in];
-                let ix0 = (s.ox * g.stride_w + v * g.dilation_w) as isize - g.pad_left as isize;
-                if g.stride_w == 1 {
-                    // Columns ix0 .. ix0 + len, of which lo .. hi are inside the row.
-                    let lo = (-ix0).clamp(0, s.len as isize) as usize;
-                    let hi = (w_in as isize - ix0).clamp(lo as isize, s.len as isize) as usize;
-                    if lo == 0 && hi == P {
-                        let src_run: &[f32; P] = line[ix0 as usize..][..P].try_into().expect("P floats");
-                        let dst_run: &mut [f32; P] = out.try_into().expect("P floats");
-                        *dst_run = *src_run;
-                    } else {
-                        out[..lo].fill(0.0);
-                        if hi > lo {
-                            let start = (ix0 + lo as isize) as usize;
-                            out[lo..hi].copy_from_slice(&line[start..start + (hi - lo)]);
-                        }
-                        out[hi..].fill(0.0);
-                    }
-                } else {
-                    for (t, x) in out.iter_mut().enumerate() {
-                        let ix = ix0 + (t * g.stride_w) as isize;
-                        *x = if ix >= 0 && (ix as usize) < w_in { line[ix as usize] } else { 0.0 };
-                    }
+        let (col_min, col_max) =
+            col_of[..wp].iter().fold((isize::MAX, isize::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+        // A tap is inside the image for every pixel of the panel iff its
+        // (dy, dx) lies in these ranges.
+        let (dy_lo, dy_hi) = (-row_of[0], h_in - 1 - row_of[wp - 1]);
+        let (dx_lo, dx_hi) = (-col_min, w_in - 1 - col_max);
+        // With stride 1, a full panel is a few runs of consecutive input
+        // pixels, one per output row it touches: (first column in the panel,
+        // input offset of its window corner).
+        let mut runs = [(0usize, 0isize); P];
+        let mut n_runs = 0;
+        if g.stride_w == 1 && wp == P {
+            for jj in 0..P {
+                if jj == 0 || row_of[jj] != row_of[jj - 1] {
+                    runs[n_runs] = (jj, row_of[jj] * w_in + col_of[jj]);
+                    n_runs += 1;
                 }
             }
-            v += 1;
-            if v == g.kw {
-                v = 0;
-                u += 1;
-                if u == g.kh {
-                    u = 0;
-                    c += 1;
+        }
+        let runs = &runs[..n_runs];
+        // Each run is copied as a whole P floats: it may read past its input
+        // row (the check below keeps it inside the image) and write past its
+        // part of the panel row, into parts that the next run, or the next
+        // panel row, overwrites afterwards; so the block's last row may not spill.
+        let spill_end = runs.last().map_or(isize::MAX, |&(_, off)| off + P as isize);
+        let corner = |jj: usize| row_of[jj] * w_in + col_of[jj];
+
+        for (kk, tap) in taps.iter().enumerate() {
+            let inside = tap.dy >= dy_lo && tap.dy <= dy_hi && tap.dx >= dx_lo && tap.dx <= dx_hi;
+            if inside
+                && !runs.is_empty()
+                && (kk + 1 < kc || runs.len() == 1)
+                && tap.offset + spill_end <= x.len() as isize
+            {
+                for &(at, off) in runs {
+                    let start = (tap.offset + off) as usize;
+                    let run: &[f32; P] = x[start..start + P].try_into().expect("P floats");
+                    let out: &mut [f32; P] = (&mut panel[kk * P + at..][..P]).try_into().expect("P floats");
+                    *out = *run;
+                }
+                continue;
+            }
+            let row = &mut panel[kk * P..][..P];
+            if inside {
+                for (jj, out) in row.iter_mut().enumerate().take(wp) {
+                    *out = x[(tap.offset + corner(jj)) as usize];
+                }
+                row[wp..].fill(0.0);
+            } else {
+                for (jj, out) in row.iter_mut().enumerate() {
+                    let (iy, ix) = (row_of[jj] + tap.dy, col_of[jj] + tap.dx);
+                    *out = if jj < wp && iy >= 0 && iy < h_in && ix >= 0 && ix < w_in {
+                        x[(tap.offset + corner(jj)) as usize]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! (`forward`), prepared plans (`plan`) and the implicit-im2col B source they
 //! feed the GEMM engine.
 
+pub(crate) mod depthwise;
 pub(crate) mod forward;
 pub(crate) mod implicit;
 pub(crate) mod params;

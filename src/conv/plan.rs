@@ -10,7 +10,7 @@ use super::params::{ConvGeometry, ConvParams, check_len, check_params};
 use crate::ConvError;
 use crate::gemm::loops::{CMatrix, Epilogue, KC, PARALLEL_MIN_FLOPS, Parallelism};
 use crate::gemm::pack::{PanelSource, PrepackedSource, StridedSource};
-use crate::gemm::{self, Isa};
+use crate::gemm::{self, Isa, dispatch};
 use crate::im2col::im2col_image;
 
 /// A convolution prepared for repeated inference: parameters checked, the
@@ -38,6 +38,9 @@ pub struct Conv2dPlan {
     options: ConvOptions,
     /// Per group, Aᵀ (`K × c_out/groups`) packed in MR panels for every K chunk.
     weights: Vec<PrepackedSource>,
+    /// The (flipped if asked) weights as given, kept for the direct path
+    /// when each group has one input channel.
+    direct_weights: Option<Vec<f32>>,
     bias: Option<Vec<f32>>,
 }
 
@@ -86,7 +89,15 @@ impl Conv2dPlan {
                 PrepackedSource::new(&a_t, mr, k, m, KC)
             })
             .collect();
-        Ok(Conv2dPlan { weight_shape, params: *params, options: *options, weights, bias: bias.map(<[f32]>::to_vec) })
+        let direct_weights = (weight_shape[1] == 1).then(|| weight.to_vec());
+        Ok(Conv2dPlan {
+            weight_shape,
+            params: *params,
+            options: *options,
+            weights,
+            direct_weights,
+            bias: bias.map(<[f32]>::to_vec),
+        })
     }
 
     /// The output shape for an input of `input_shape`, or why that input is rejected.
@@ -101,9 +112,18 @@ impl Conv2dPlan {
         let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
         check_len("input", input.len(), geo.input_len())?;
         check_len("output", output.len(), geo.output_len())?;
-        execute(&geo, &self.options, input, &self.weights, self.bias.as_deref(), output);
+        let weights = Weights { packed: &self.weights, direct: self.direct_weights.as_deref() };
+        execute(&geo, &self.options, input, &weights, self.bias.as_deref(), output);
         Ok(())
     }
+}
+
+/// The weights in the forms the algorithms read.
+pub(crate) struct Weights<'a> {
+    /// Per group, packed A panels (GEMM paths).
+    pub packed: &'a [PrepackedSource],
+    /// As given (OIHW, flipped if asked), when each group has one input channel.
+    pub direct: Option<&'a [f32]>,
 }
 
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
@@ -114,7 +134,7 @@ pub(crate) fn execute(
     geo: &ConvGeometry,
     options: &ConvOptions,
     input: &[f32],
-    weights: &[PrepackedSource],
+    weights: &Weights,
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) {
@@ -124,9 +144,11 @@ pub(crate) fn execute(
     }
     let pointwise =
         geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 && geo.params().padding == [0; 4];
+    let direct = weights.direct.filter(|_| geo.c_in_per_group() == 1);
     let algorithm = match options.algorithm {
+        Algorithm::Auto | Algorithm::Depthwise if direct.is_some() => Algorithm::Depthwise,
         Algorithm::Auto | Algorithm::Pointwise if pointwise => Algorithm::Pointwise,
-        Algorithm::Auto | Algorithm::Pointwise => Algorithm::Implicit,
+        Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise => Algorithm::Implicit,
         other => other,
     };
     let image_len = geo.c_in * geo.h_in * geo.w_in;
@@ -135,8 +157,13 @@ pub(crate) fn execute(
         let (image, group) = (index / geo.groups, index % geo.groups);
         let channels = &input[image * image_len + group * group_len..][..group_len];
         let bias = bias.map(|b| &b[group * m..][..m]);
-        let a_t = &weights[group];
+        let a_t = &weights.packed[group];
         match algorithm {
+            Algorithm::Depthwise => {
+                let w = &direct.expect("direct weights chosen above")[group * m * k..][..m * k];
+                let done = dispatch::depthwise(options.isa, geo, channels, w, bias, options.activation, out, cols);
+                debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
+            }
             Algorithm::Im2col => {
                 cols.resize(k * n, 0.0);
                 im2col_image(geo, channels, 0..geo.c_in_per_group(), cols);

@@ -116,6 +116,44 @@ impl Isa {
     }
 }
 
+/// The direct one-input-channel convolution of `conv::depthwise` on the
+/// lanes of `isa` (the portable paths use `f32::mul_add`, one lane).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise(
+    isa: Isa,
+    geo: &crate::conv::params::ConvGeometry,
+    plane: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: super::Activation,
+    out: &mut [f32],
+    padded: &mut Vec<f32>,
+) -> Result<(), ConvError> {
+    use crate::conv::depthwise::{Scalar, depthwise_group};
+    if !isa.is_available() {
+        return Err(ConvError::IsaUnavailable { isa: isa.name() });
+    }
+    match isa {
+        // SAFETY: scalar code needs no CPU feature.
+        Isa::Portable | Isa::PortableUnfused => unsafe {
+            depthwise_group::<Scalar>(geo, plane, weight, bias, act, out, padded)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability (AVX2 and FMA) was checked above.
+        Isa::Avx2Fma => unsafe {
+            crate::conv::depthwise::avx2::depthwise_group_avx2(geo, plane, weight, bias, act, out, padded)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: availability (NEON) was checked above.
+        Isa::Neon => unsafe {
+            crate::conv::depthwise::neon::depthwise_group_neon(geo, plane, weight, bias, act, out, padded)
+        },
+        #[allow(unreachable_patterns)]
+        _ => return Err(ConvError::IsaUnavailable { isa: isa.name() }),
+    }
+    Ok(())
+}
+
 /// Whether `f32::mul_add` is a hardware instruction on this CPU.
 fn has_fast_fma() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -136,7 +136,9 @@ impl ConvProblem {
         let reference = self.reference();
         assert_close(&format!("portable im2col {self:?}"), &reference, &want);
         for_each_isa(|isa| {
-            for algorithm in [Algorithm::Im2col, Algorithm::Implicit, Algorithm::Auto] {
+            for algorithm in
+                [Algorithm::Im2col, Algorithm::Implicit, Algorithm::Pointwise, Algorithm::Depthwise, Algorithm::Auto]
+            {
                 for threads in [Threads::Pool, Threads::Single] {
                     let opts = ConvOptions { isa, algorithm, threads, ..ConvOptions::default() };
                     let got = self.run(&opts).expect("valid problem");

@@ -1,0 +1,345 @@
+//! Direct convolution for groups with one input channel (depthwise, channel
+//! multipliers, single-channel inputs), where a GEMM tile would be mostly
+//! empty (M = channel multiplier, often 1). Vectorised over output columns;
+//! each output still sums its taps in the order of the reproducibility rule,
+//! so it is bit-identical to the GEMM paths.
+
+use super::params::ConvGeometry;
+use crate::gemm::Activation;
+use crate::gemm::loops::KC;
+
+/// Multiply-adds over lanes of output columns. `fma(a, b, c)` is `a·b + c`
+/// rounded once, like `f32::mul_add`.
+pub(crate) trait Lanes: Copy {
+    const N: usize;
+    type V: Copy;
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// # Safety
+    /// `p .. p + N` readable.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p .. p + N` writable.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// `R` consecutive output rows of one output channel: for each row `r` and
+/// `ox` in `0..w_out`,
+/// `out[r][ox] (=|+=) Σ_t w[t] · x[t_offset + r·row_step + ox·stride_w]`
+/// over this K chunk's taps, in order, from `+0.0` (store when `first`, add
+/// when not). `x` is the zero-padded plane; `out` holds `R·w_out` floats.
+/// One broadcast weight feeds `2·R` vector FMAs, so the loop is FMA-bound.
+///
+/// # Safety
+/// `L`'s instructions are available.
+#[inline(always)]
+unsafe fn rows_chunk<L: Lanes, const R: usize>(
+    x: &[f32],
+    taps: &[(usize, f32)],
+    row_step: usize,
+    stride_w: usize,
+    out: &mut [f32],
+    first: bool,
+) {
+    let w_out = out.len() / R;
+    let n = L::N;
+    let max_offset = taps.iter().map(|&(o, _)| o).max().unwrap_or(0) + (R - 1) * row_step;
+    let xp = x.as_ptr();
+    let mut ox = 0;
+    // Every vector load reads x[offset + r·row_step + ox .. + N] with the
+    // block inside 0..w_out (or, for the last partial vector, checked
+    // separately), so within x once max_offset + w_out <= x.len().
+    let vectors_fit = stride_w == 1 && max_offset + w_out <= x.len();
+    if vectors_fit {
+        while ox + 2 * n <= w_out {
+            // SAFETY: CPU support is the caller's guarantee.
+            let mut acc = [[unsafe { L::splat(0.0) }; 2]; R];
+            for &(offset, w) in taps {
+                // SAFETY: in bounds (see above); CPU support as above.
+                unsafe {
+                    let wv = L::splat(w);
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let src = xp.add(offset + r * row_step + ox);
+                        row[0] = L::fma(wv, L::load(src), row[0]);
+                        row[1] = L::fma(wv, L::load(src.add(n)), row[1]);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                finish::<L>(row, &mut out[r * w_out + ox..][..2 * n], first);
+            }
+            ox += 2 * n;
+        }
+    }
+    // One vector at a time; the last, partial one computed whole where the
+    // padded plane extends far enough (its extra lanes are dropped).
+    while stride_w == 1 && ox < w_out && (ox + n <= w_out && vectors_fit || max_offset + ox + n <= x.len()) {
+        // SAFETY: CPU support is the caller's guarantee.
+        let mut acc = [[unsafe { L::splat(0.0) }; 1]; R];
+        for &(offset, w) in taps {
+            // SAFETY: offset + r·row_step + ox + N <= x.len() (loop condition); CPU as above.
+            unsafe {
+                let wv = L::splat(w);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    row[0] = L::fma(wv, L::load(xp.add(offset + r * row_step + ox)), row[0]);
+                }
+            }
+        }
+        let valid = n.min(w_out - ox);
+        for (r, row) in acc.iter().enumerate() {
+            let mut lanes = [0.0f32; 16];
+            finish::<L>(row, &mut lanes, true);
+            for (o, &v) in out[r * w_out + ox..][..valid].iter_mut().zip(&lanes) {
+                *o = if first { v } else { *o + v };
+            }
+        }
+        ox += valid;
+    }
+    for r in 0..R {
+        for (ox, out) in out[r * w_out..(r + 1) * w_out].iter_mut().enumerate().skip(ox) {
+            let mut acc = 0.0f32;
+            for &(offset, w) in taps {
+                acc = w.mul_add(x[offset + r * row_step + ox * stride_w], acc);
+            }
+            *out = if first { acc } else { *out + acc };
+        }
+    }
+}
+
+/// Stores (first chunk) or adds (later chunks) accumulators into `out`
+/// (`acc.len()·N` floats).
+#[inline(always)]
+fn finish<L: Lanes>(acc: &[L::V], out: &mut [f32], first: bool) {
+    assert!(out.len() >= acc.len() * L::N && acc.len() <= 2);
+    if first {
+        for (q, &a) in acc.iter().enumerate() {
+            // SAFETY: `out` holds acc.len()·N floats (asserted).
+            unsafe { L::store(out.as_mut_ptr().add(q * L::N), a) };
+        }
+        return;
+    }
+    let mut staged = [0.0f32; 64];
+    for (q, &a) in acc.iter().enumerate() {
+        // SAFETY: `staged` holds 64 >= 4·N floats.
+        unsafe { L::store(staged.as_mut_ptr().add(q * L::N), a) };
+    }
+    for (o, &s) in out.iter_mut().zip(&staged) {
+        *o += s;
+    }
+}
+
+/// The input plane with its zero padding: `plane` itself when there is no
+/// padding, else a copy in `padded`. Returns it and its row length.
+fn padded_plane<'a>(geo: &ConvGeometry, plane: &'a [f32], padded: &'a mut Vec<f32>) -> (&'a [f32], usize) {
+    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] {
+        return (plane, geo.w_in);
+    }
+    let row = geo.w_in + geo.pad_left + geo.pad_right;
+    let rows = geo.h_in + geo.pad_top + geo.pad_bottom;
+    padded.resize(row * rows, 0.0);
+    let (top, rest) = padded.split_at_mut(geo.pad_top * row);
+    top.fill(0.0);
+    let (middle, bottom) = rest.split_at_mut(geo.h_in * row);
+    bottom.fill(0.0);
+    if geo.w_in > 0 {
+        for (dst, src) in middle.chunks_exact_mut(row).zip(plane.chunks_exact(geo.w_in)) {
+            dst[..geo.pad_left].fill(0.0);
+            dst[geo.pad_left..geo.pad_left + geo.w_in].copy_from_slice(src);
+            dst[geo.pad_left + geo.w_in..].fill(0.0);
+        }
+    } else {
+        middle.fill(0.0);
+    }
+    (&padded[..], row)
+}
+
+/// The direct convolution of one (image, group) with one input channel:
+/// `out` is `[m, h_out, w_out]` for the group's `m` output channels, `weight`
+/// their `[m, kh·kw]` taps, `bias` their `m` biases.
+///
+/// # Safety
+/// `L`'s instructions are available.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn depthwise_group<L: Lanes>(
+    geo: &ConvGeometry,
+    plane: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    padded: &mut Vec<f32>,
+) {
+    let (padded, row_stride) = padded_plane(geo, plane, padded);
+    let taps_per_kernel = geo.kh * geo.kw;
+    // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
+    let offsets: Vec<usize> = (0..taps_per_kernel)
+        .map(|t| (t / geo.kw) * geo.dilation_h * row_stride + (t % geo.kw) * geo.dilation_w)
+        .collect();
+    let mut taps = Vec::with_capacity(taps_per_kernel.min(KC));
+    for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
+        let kernel = &weight[o * taps_per_kernel..(o + 1) * taps_per_kernel];
+        let row_step = geo.stride_h * row_stride;
+        let mut oy = 0;
+        while oy < geo.h_out {
+            let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
+            let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
+            for (chunk, (ws, offs)) in kernel.chunks(KC).zip(offsets.chunks(KC)).enumerate() {
+                taps.clear();
+                taps.extend(offs.iter().zip(ws).map(|(&off, &w)| (oy * row_step + off, w)));
+                let first = chunk == 0;
+                // SAFETY: CPU support is the caller's guarantee.
+                unsafe {
+                    if rows == 4 {
+                        rows_chunk::<L, 4>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                    } else {
+                        rows_chunk::<L, 1>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                    }
+                }
+            }
+            let b = bias.map(|b| b[o]);
+            for v in out_rows.iter_mut() {
+                if let Some(b) = b {
+                    *v += b;
+                }
+                *v = act.apply(*v);
+            }
+            oy += rows;
+        }
+    }
+}
+
+/// Plain `f32::mul_add`, one lane: the portable path.
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar;
+
+impl Lanes for Scalar {
+    const N: usize = 1;
+    type V = f32;
+    unsafe fn splat(x: f32) -> f32 {
+        x
+    }
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { *p }
+    }
+    unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees `p` is writable.
+        unsafe { *p = v }
+    }
+    unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{ConvGeometry, Lanes, depthwise_group};
+    use crate::gemm::Activation;
+
+    /// [`depthwise_group`] with 8-lane AVX2 FMAs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn depthwise_group_avx2(
+        geo: &ConvGeometry,
+        plane: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+        padded: &mut Vec<f32>,
+    ) {
+        // SAFETY: AVX2 and FMA are enabled here.
+        unsafe { depthwise_group::<Avx2>(geo, plane, weight, bias, act, out, padded) }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2;
+
+    impl Lanes for Avx2 {
+        const N: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            // SAFETY: the caller guarantees AVX.
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees AVX and 8 readable floats.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: the caller guarantees AVX and 8 writable floats.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: the caller guarantees FMA.
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{ConvGeometry, Lanes, depthwise_group};
+    use crate::gemm::Activation;
+
+    /// [`depthwise_group`] with 4-lane NEON FMAs.
+    ///
+    /// # Safety
+    /// The CPU has NEON.
+    #[target_feature(enable = "neon")]
+    pub(crate) unsafe fn depthwise_group_neon(
+        geo: &ConvGeometry,
+        plane: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+        padded: &mut Vec<f32>,
+    ) {
+        // SAFETY: NEON is enabled here.
+        unsafe { depthwise_group::<Neon>(geo, plane, weight, bias, act, out, padded) }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Neon;
+
+    impl Lanes for Neon {
+        const N: usize = 4;
+        type V = float32x4_t;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> float32x4_t {
+            // SAFETY: the caller guarantees NEON.
+            unsafe { vdupq_n_f32(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> float32x4_t {
+            // SAFETY: the caller guarantees NEON and 4 readable floats.
+            unsafe { vld1q_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: float32x4_t) {
+            // SAFETY: the caller guarantees NEON and 4 writable floats.
+            unsafe { vst1q_f32(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+            // SAFETY: the caller guarantees NEON; vfmaq_f32(c, a, b) = c + a·b, fused.
+            unsafe { vfmaq_f32(c, a, b) }
+        }
+    }
+}
