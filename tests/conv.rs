@@ -109,6 +109,12 @@ fn conv_k_past_one_chunk() {
     ConvProblem::new([1, 40, 9, 9], [13, 40, 3, 3], params(1, 1, 1, 1), true, 9).check();
 }
 #[test]
+fn conv_many_output_channels() {
+    // M = 400 rows of prepacked weights: more than the L2 budget, so the
+    // engine takes the classic jc/pc/ic loop order with prepacked A.
+    ConvProblem::new([1, 3, 9, 7], [400, 3, 3, 3], params(1, 1, 1, 1), true, 14).check();
+}
+#[test]
 fn conv_empty_batch_and_zero_channels() {
     ConvProblem::new([0, 3, 5, 5], [2, 3, 3, 3], ConvParams::default(), true, 10).check();
     ConvProblem::new([1, 3, 5, 5], [0, 3, 3, 3], ConvParams::default(), true, 11).check();

@@ -69,6 +69,11 @@ pub(crate) struct Blocking {
     /// Columns of B packed per jc block: `KC·NC·4` bytes is a quarter of L3
     /// (L3 is shared; the rest serves the other core and C).
     pub nc: usize,
+    /// Columns of B per block when the rows fit one ic block: `KC·NC·4`
+    /// bytes is a quarter of L2, so the block is packed and read from L2.
+    pub nc_narrow: usize,
+    /// The L2 size the blocks were derived from, in bytes.
+    pub l2: usize,
 }
 
 impl Blocking {
@@ -76,7 +81,8 @@ impl Blocking {
         let row_bytes = KC * std::mem::size_of::<f32>();
         let mc = (caches.l2 / 2 / row_bytes / mr).clamp(1, 64) * mr;
         let nc = (caches.l3 / 4 / row_bytes / nr).clamp(16, 1024) * nr;
-        Blocking { mc, nc }
+        let nc_narrow = (caches.l2 / 4 / row_bytes / nr).clamp(1, 64) * nr;
+        Blocking { mc, nc, nc_narrow, l2: caches.l2 }
     }
 }
 
@@ -98,5 +104,6 @@ mod tests {
         let b = Blocking::new(CacheSizes { l1: 32 << 10, l2: 512 << 10, l3: 32 << 20 }, 6, 16);
         assert_eq!(b.mc, 252); // 256 KiB / 1 KiB per row, down to a multiple of 6
         assert_eq!(b.nc, 8192); // 8 MiB / 1 KiB per column
+        assert_eq!(b.nc_narrow, 128); // 128 KiB / 1 KiB per column
     }
 }

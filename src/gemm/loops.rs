@@ -157,6 +157,13 @@ fn split(m: usize, n: usize, k: usize, mr: usize, nr: usize, threads: usize) -> 
 
 /// The serial five-loop nest over the sub-block `rows × cols` of C.
 ///
+/// Two loop orders, same arithmetic (each C tile still takes the K chunks in
+/// order): when the rows fit one ic block, A is packed once per K chunk and
+/// B streams through L2 in narrow blocks (`nc_narrow`) — a B block that is
+/// used by one ic block only gains nothing from L3 and costs the write and
+/// re-read of a large buffer; otherwise the classic BLIS order jc, pc, ic
+/// keeps a wide B block in L3 for all the ic blocks.
+///
 /// # Safety
 /// As for [`gemm`], restricted to the sub-block.
 #[allow(clippy::too_many_arguments)]
@@ -174,60 +181,119 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
 ) {
     let (mr, nr) = (K::MR, K::NR);
     let chunks = k.div_ceil(KC).max(1);
-    for jc in cols.clone().step_by(blk.nc) {
-        let nc = blk.nc.min(cols.end - jc);
+    let Workspace { a: a_buf, b: b_buf } = ws;
+    let mut packed_a = |pc: usize, kc: usize, ic: usize, mc: usize| -> *const f32 {
+        match a.packed(mr, pc, kc, ic) {
+            Some(panels) => panels.as_ptr(),
+            None => {
+                let buf = a_buf.get(mc.div_ceil(mr) * mr * kc);
+                a.pack(mr, pc, kc, ic, mc, buf);
+                buf.as_ptr()
+            }
+        }
+    };
+    let mut packed_b = |pc: usize, kc: usize, jc: usize, nc: usize| -> *const f32 {
+        match b.packed(nr, pc, kc, jc) {
+            Some(panels) => panels.as_ptr(),
+            None => {
+                let buf = b_buf.get(nc.div_ceil(nr) * nr * kc);
+                b.pack(nr, pc, kc, jc, nc, buf);
+                buf.as_ptr()
+            }
+        }
+    };
+    let block = |chunk: usize, (ic, mc): (usize, usize), (jc, nc): (usize, usize), ap: *const f32, bp: *const f32| {
+        // SAFETY: the panels were packed for this chunk and these blocks; the
+        // caller's guarantees cover C and the bias.
+        unsafe { macro_kernel(kern, chunk, chunks, k, (ic, mc), (jc, nc), ap, bp, c, epi) }
+    };
+    // A prepacked whole (a convolution plan's weights) needs no packing per
+    // ic block, so the narrow order pays for up to 3/4 of L2 of it.
+    let prepacked = a.packed(mr, 0, KC.min(k), rows.start).is_some();
+    let narrow = rows.len() <= blk.mc || (prepacked && rows.len() * KC * 4 <= blk.l2 * 3 / 4);
+    if narrow {
         for chunk in 0..chunks {
-            let pc = chunk * KC;
-            let kc = KC.min(k - pc);
-            let b_packed: &[f32] = match b.packed(nr, pc, kc, jc) {
-                Some(panels) => panels,
-                None => {
-                    let buf = ws.b.get(nc.div_ceil(nr) * nr * kc);
-                    b.pack(nr, pc, kc, jc, nc, buf);
-                    buf
-                }
-            };
-            let spec = StoreSpec {
-                alpha: epi.alpha,
-                beta: if chunk == 0 { epi.beta } else { 1.0 },
-                store: if chunk == 0 && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
-                bias: std::ptr::null(),
-                act: if chunk + 1 == chunks { epi.act } else { Activation::None },
-            };
-            let last = chunk + 1 == chunks && !epi.bias.is_null();
-            for ic in rows.clone().step_by(blk.mc) {
-                let mc = blk.mc.min(rows.end - ic);
-                let a_packed: &[f32] = match a.packed(mr, pc, kc, ic) {
-                    Some(panels) => panels,
-                    None => {
-                        let buf = ws.a.get(mc.div_ceil(mr) * mr * kc);
-                        a.pack(mr, pc, kc, ic, mc, buf);
-                        buf
-                    }
-                };
-                for jr in (0..nc).step_by(nr) {
-                    let b_panel = b_packed[jr * kc..].as_ptr();
-                    for ir in (0..mc).step_by(mr) {
-                        let (i, j) = (ic + ir, jc + jr);
-                        let out = TileOut {
-                            // SAFETY: (i, j) is inside C (i < m, j < n).
-                            c: unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) },
-                            rsc: c.rs,
-                            csc: c.cs,
-                            rows: mr.min(mc - ir),
-                            cols: nr.min(nc - jr),
-                        };
-                        let spec = StoreSpec {
-                            // SAFETY: bias holds m floats and i < m.
-                            bias: if last { unsafe { epi.bias.add(i) } } else { std::ptr::null() },
-                            ..spec
-                        };
-                        // SAFETY: panels were packed above with kc rows; the tile
-                        // lies inside C; the caller vouches for bias.
-                        unsafe { kern.run(kc, a_packed[ir * kc..].as_ptr(), b_panel, &out, &spec) };
-                    }
+            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+            let ap = if prepacked { std::ptr::null() } else { packed_a(pc, kc, rows.start, rows.len()) };
+            for jc in cols.clone().step_by(blk.nc_narrow) {
+                let nc = blk.nc_narrow.min(cols.end - jc);
+                let bp = packed_b(pc, kc, jc, nc);
+                for ic in rows.clone().step_by(blk.mc) {
+                    let mc = blk.mc.min(rows.end - ic);
+                    // Without prepacking, the rows fit one block (ic == rows.start).
+                    let ap = if prepacked { packed_a(pc, kc, ic, mc) } else { ap };
+                    block(chunk, (ic, mc), (jc, nc), ap, bp);
                 }
             }
+        }
+    } else {
+        for jc in cols.clone().step_by(blk.nc) {
+            let nc = blk.nc.min(cols.end - jc);
+            for chunk in 0..chunks {
+                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+                let bp = packed_b(pc, kc, jc, nc);
+                for ic in rows.clone().step_by(blk.mc) {
+                    let mc = blk.mc.min(rows.end - ic);
+                    let ap = packed_a(pc, kc, ic, mc);
+                    block(chunk, (ic, mc), (jc, nc), ap, bp);
+                }
+            }
+        }
+    }
+}
+
+/// The jr and ir loops: every kernel tile of the `mc × nc` block at
+/// `(ic, jc)` for K chunk `chunk` (of `chunks`), from packed panels.
+///
+/// # Safety
+/// `ap` holds the block's A panels (`ceil(mc/MR)` panels of `kc × MR`), `bp`
+/// its B panels (`ceil(nc/NR)` of `kc × NR`), `kc` the chunk's length; the
+/// block lies inside C; `epi.bias` is null or covers the rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn macro_kernel<K: MicroKernel>(
+    kern: K,
+    chunk: usize,
+    chunks: usize,
+    k: usize,
+    (ic, mc): (usize, usize),
+    (jc, nc): (usize, usize),
+    ap: *const f32,
+    bp: *const f32,
+    c: CMatrix,
+    epi: &Epilogue,
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let kc = KC.min(k - chunk * KC);
+    let last = chunk + 1 == chunks;
+    let spec = StoreSpec {
+        alpha: epi.alpha,
+        beta: if chunk == 0 { epi.beta } else { 1.0 },
+        store: if chunk == 0 && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
+        bias: std::ptr::null(),
+        act: if last { epi.act } else { Activation::None },
+    };
+    for jr in (0..nc).step_by(nr) {
+        // SAFETY: panel jr / NR of the packed B block.
+        let b_panel = unsafe { bp.add(jr * kc) };
+        for ir in (0..mc).step_by(mr) {
+            let (i, j) = (ic + ir, jc + jr);
+            let out = TileOut {
+                // SAFETY: (i, j) is inside C (i < m, j < n).
+                c: unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) },
+                rsc: c.rs,
+                csc: c.cs,
+                rows: mr.min(mc - ir),
+                cols: nr.min(nc - jr),
+            };
+            let spec = StoreSpec {
+                // SAFETY: the bias holds m floats and i < m.
+                bias: if last && !epi.bias.is_null() { unsafe { epi.bias.add(i) } } else { std::ptr::null() },
+                ..spec
+            };
+            // SAFETY: panel ir / MR of the packed A block, the B panel above,
+            // both with kc rows; the tile lies inside C.
+            unsafe { kern.run(kc, ap.add(ir * kc), b_panel, &out, &spec) };
         }
     }
 }
