@@ -61,9 +61,16 @@ mod im2col;
 #[doc(hidden)]
 pub mod reference;
 
+pub use conv::backward::{
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
+    conv2d_backward_weight_with,
+};
 pub use conv::forward::{Algorithm, ConvOptions, Threads, conv2d, conv2d_with};
 pub use conv::params::{ConvParams, conv2d_output_shape};
 pub use conv::plan::Conv2dPlan;
+pub use conv::transpose::{
+    ConvTransposeParams, conv_transpose2d, conv_transpose2d_output_shape, conv_transpose2d_with,
+};
 pub use error::ConvError;
 pub use gemm::{Activation, Isa, sgemm, sgemm_with_isa};
 pub use im2col::{col2im, im2col, im2col_len};

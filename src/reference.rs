@@ -136,3 +136,205 @@ pub fn gemm_naive(
     }
     Reference { value, magnitude }
 }
+
+/// The tap the forward multiplies by weight element `(u, v)` of a kernel:
+/// `(u, v)`, or `(kh−1−u, kw−1−v)` when `params.flip` (rotation is its own inverse).
+fn flipped_tap(weight_shape: [usize; 4], params: &ConvParams, u: usize, v: usize) -> (usize, usize) {
+    let [_, _, kh, kw] = weight_shape;
+    if params.flip { (kh - 1 - u, kw - 1 - v) } else { (u, v) }
+}
+
+/// `Err` unless `found` is the forward output shape `expected`.
+fn check_shape(what: &'static str, expected: [usize; 4], found: [usize; 4]) -> Result<(), ConvError> {
+    for (e, f) in expected.into_iter().zip(found) {
+        if e != f {
+            return Err(ConvError::ShapeMismatch { what, expected: e, found: f });
+        }
+    }
+    Ok(())
+}
+
+/// The input gradient of `conv2d`, in f64, from the definition: since
+/// `Z[n,o,i,j] = Σ_c Σ_u Σ_v W'[o,c,u,v] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`,
+/// `dX[n, g·cg + c, y, x] = Σ_o Σ_u Σ_v Σ_{i,j} W'[o,c,u,v] · dY[n,o,i,j]` over the `o` of
+/// group `g` and the `(i, j)` with `i·sh + u·dh − pt = y` and `j·sw + v·dw − pl = x`
+/// (`W'` the kernel as the forward applies it, rotated when `params.flip`).
+pub fn conv2d_backward_input_direct(
+    grad_output: &[f32],
+    grad_output_shape: [usize; 4],
+    weight: &[f32],
+    weight_shape: [usize; 4],
+    params: &ConvParams,
+    input_shape: [usize; 4],
+) -> Result<Reference, ConvError> {
+    let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
+    check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
+    check_len("grad_output", grad_output.len(), geo.output_len())?;
+    check_len("weight", weight.len(), geo.weight_len())?;
+    let [batch, c_in, h, w] = input_shape;
+    let [_, c_out, h_out, w_out] = geo.output_shape();
+    let (cg_in, cg_out, kh, kw) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw);
+    let (sh, sw, dh, dw) = (params.stride[0], params.stride[1], params.dilation[0], params.dilation[1]);
+    let (pt, pl) = (params.padding[0], params.padding[1]);
+    let mut value = Vec::with_capacity(geo.input_len());
+    let mut magnitude = Vec::with_capacity(geo.input_len());
+    for n in 0..batch {
+        for ci in 0..c_in {
+            let (g, c) = (ci / cg_in, ci % cg_in);
+            for y in 0..h {
+                for x in 0..w {
+                    let (mut sum, mut mag) = (0.0f64, 0.0f64);
+                    for o in g * cg_out..(g + 1) * cg_out {
+                        for u in 0..kh {
+                            for v in 0..kw {
+                                // i·sh = y + pt − u·dh and j·sw = x + pl − v·dw, when whole.
+                                let (ni, nj) =
+                                    ((y + pt) as isize - (u * dh) as isize, (x + pl) as isize - (v * dw) as isize);
+                                if ni < 0 || nj < 0 || ni as usize % sh != 0 || nj as usize % sw != 0 {
+                                    continue;
+                                }
+                                let (i, j) = (ni as usize / sh, nj as usize / sw);
+                                if i >= h_out || j >= w_out {
+                                    continue;
+                                }
+                                let (wu, wv) = flipped_tap(weight_shape, params, u, v);
+                                let wt = weight[((o * cg_in + c) * kh + wu) * kw + wv] as f64;
+                                let dy = grad_output[((n * c_out + o) * h_out + i) * w_out + j] as f64;
+                                sum += wt * dy;
+                                mag += (wt * dy).abs();
+                            }
+                        }
+                    }
+                    value.push(sum);
+                    magnitude.push(mag);
+                }
+            }
+        }
+    }
+    Ok(Reference { value, magnitude })
+}
+
+/// The weight gradient of `conv2d`, in f64, from the definition:
+/// `dW[o, c, a, b] = Σ_n Σ_i Σ_j dY[n,o,i,j] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`
+/// where `(u, v)` is the tap the forward multiplies by `W[o,c,a,b]`: `(a, b)`,
+/// or `(kh−1−a, kw−1−b)` when `params.flip`.
+pub fn conv2d_backward_weight_direct(
+    input: &[f32],
+    input_shape: [usize; 4],
+    grad_output: &[f32],
+    grad_output_shape: [usize; 4],
+    params: &ConvParams,
+    weight_shape: [usize; 4],
+) -> Result<Reference, ConvError> {
+    let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
+    check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
+    check_len("input", input.len(), geo.input_len())?;
+    check_len("grad_output", grad_output.len(), geo.output_len())?;
+    let [batch, c_out, h_out, w_out] = geo.output_shape();
+    let (cg_in, cg_out, kh, kw) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw);
+    let mut value = Vec::with_capacity(geo.weight_len());
+    let mut magnitude = Vec::with_capacity(geo.weight_len());
+    for o in 0..c_out {
+        let g = o / cg_out;
+        for c in 0..cg_in {
+            for a in 0..kh {
+                for b in 0..kw {
+                    let (u, v) = flipped_tap(weight_shape, params, a, b);
+                    let (mut sum, mut mag) = (0.0f64, 0.0f64);
+                    for n in 0..batch {
+                        for i in 0..h_out {
+                            for j in 0..w_out {
+                                let dy = grad_output[((n * c_out + o) * h_out + i) * w_out + j] as f64;
+                                let x = input_tap(input, input_shape, params, n, g * cg_in + c, i, j, u, v) as f64;
+                                sum += dy * x;
+                                mag += (dy * x).abs();
+                            }
+                        }
+                    }
+                    value.push(sum);
+                    magnitude.push(mag);
+                }
+            }
+        }
+    }
+    Ok(Reference { value, magnitude })
+}
+
+/// The bias gradient of `conv2d`, in f64: `db[o] = Σ_n Σ_i Σ_j dY[n,o,i,j]`.
+pub fn conv2d_backward_bias_direct(grad_output: &[f32], grad_output_shape: [usize; 4]) -> Result<Reference, ConvError> {
+    let [batch, c_out, h_out, w_out] = grad_output_shape;
+    check_len("grad_output", grad_output.len(), crate::conv::params::product(&grad_output_shape, "grad_output")?)?;
+    let pixels = h_out * w_out;
+    let (mut value, mut magnitude) = (vec![0.0f64; c_out], vec![0.0f64; c_out]);
+    for n in 0..batch {
+        for o in 0..c_out {
+            for &d in &grad_output[(n * c_out + o) * pixels..][..pixels] {
+                value[o] += d as f64;
+                magnitude[o] += (d as f64).abs();
+            }
+        }
+    }
+    Ok(Reference { value, magnitude })
+}
+
+/// The transposed convolution of `conv_transpose2d`, in f64, from PyTorch's
+/// definition: every input pixel scatters its kernel-weighted copy,
+/// `Z[n, g·cg + o, iy·sh + u·dh − pt, ix·sw + v·dw − pl] += X[n, i, iy, ix] · W[i, o, u, v]`
+/// for the input channels `i` of group `g` (`cg = c_out / groups`), positions
+/// outside the output dropped, `bias[g·cg + o]` added to every output.
+pub fn conv_transpose2d_direct(
+    input: &[f32],
+    input_shape: [usize; 4],
+    weight: &[f32],
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    params: &crate::ConvTransposeParams,
+) -> Result<Reference, ConvError> {
+    let out_shape = crate::conv_transpose2d_output_shape(input_shape, weight_shape, params)?;
+    let [batch, c_in, h, w] = input_shape;
+    let [_, c_out, h_out, w_out] = out_shape;
+    let [_, cg_out, kh, kw] = weight_shape;
+    check_len("input", input.len(), input_shape.iter().product())?;
+    check_len("weight", weight.len(), weight_shape.iter().product())?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), c_out)?;
+    }
+    let cg_in = c_in / params.groups;
+    let len = out_shape.iter().product();
+    let (mut value, mut magnitude) = (vec![0.0f64; len], vec![0.0f64; len]);
+    for n in 0..batch {
+        for i in 0..c_in {
+            let g = i / cg_in;
+            for iy in 0..h {
+                for ix in 0..w {
+                    let x = input[((n * c_in + i) * h + iy) * w + ix] as f64;
+                    for o in 0..cg_out {
+                        for u in 0..kh {
+                            for v in 0..kw {
+                                let oy = (iy * params.stride[0] + u * params.dilation[0]) as isize
+                                    - params.padding[0] as isize;
+                                let ox = (ix * params.stride[1] + v * params.dilation[1]) as isize
+                                    - params.padding[1] as isize;
+                                if oy < 0 || ox < 0 || oy as usize >= h_out || ox as usize >= w_out {
+                                    continue;
+                                }
+                                let t = x * weight[((i * cg_out + o) * kh + u) * kw + v] as f64;
+                                let at = ((n * c_out + g * cg_out + o) * h_out + oy as usize) * w_out + ox as usize;
+                                value[at] += t;
+                                magnitude[at] += t.abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(b) = bias {
+        for (at, (z, m)) in value.iter_mut().zip(&mut magnitude).enumerate() {
+            let bias = b[at / (h_out * w_out).max(1) % c_out.max(1)] as f64;
+            *z += bias;
+            *m += bias.abs();
+        }
+    }
+    Ok(Reference { value, magnitude })
+}

@@ -2,8 +2,10 @@
 //! (`forward`), prepared plans (`plan`) and the implicit-im2col B source they
 //! feed the GEMM engine.
 
+pub(crate) mod backward;
 pub(crate) mod depthwise;
 pub(crate) mod forward;
 pub(crate) mod implicit;
 pub(crate) mod params;
 pub(crate) mod plan;
+pub(crate) mod transpose;
