@@ -186,39 +186,46 @@ pub(crate) unsafe fn depthwise_group<L: Lanes>(
 ) {
     let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
     let taps_per_kernel = geo.kh * geo.kw;
-    // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
-    let offsets: Vec<usize> = (0..taps_per_kernel)
-        .map(|t| (t / geo.kw) * geo.dilation_h * row_stride + (t % geo.kw) * geo.dilation_w)
-        .collect();
-    let mut taps = Vec::with_capacity(taps_per_kernel.min(KC));
+    let mut taps = [(0usize, 0.0f32); KC];
+    let row_step = geo.stride_h * row_stride;
     for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
         let kernel = &weight[o * taps_per_kernel..(o + 1) * taps_per_kernel];
-        let row_step = geo.stride_h * row_stride;
-        let mut oy = 0;
-        while oy < geo.h_out {
-            let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
-            let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
-            for (chunk, (ws, offs)) in kernel.chunks(KC).zip(offsets.chunks(KC)).enumerate() {
-                taps.clear();
-                taps.extend(offs.iter().zip(ws).map(|(&off, &w)| (oy * row_step + off, w)));
-                let first = chunk == 0;
+        // Chunk by chunk over the whole plane: each output still takes its
+        // chunks in order.
+        for (chunk, ws) in kernel.chunks(KC).enumerate() {
+            // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
+            let (mut u, mut v) = ((chunk * KC) / geo.kw, (chunk * KC) % geo.kw);
+            for (tap, &w) in taps.iter_mut().zip(ws) {
+                *tap = (u * geo.dilation_h * row_stride + v * geo.dilation_w, w);
+                v += 1;
+                if v == geo.kw {
+                    (u, v) = (u + 1, 0);
+                }
+            }
+            let taps = &taps[..ws.len()];
+            let first = chunk == 0;
+            let mut oy = 0;
+            while oy < geo.h_out {
+                let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
+                let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
+                let x = &padded[oy * row_step..];
                 // SAFETY: CPU support is the caller's guarantee.
                 unsafe {
                     if rows == 4 {
-                        rows_chunk::<L, 4>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                        rows_chunk::<L, 4>(x, taps, row_step, geo.stride_w, out_rows, first);
                     } else {
-                        rows_chunk::<L, 1>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                        rows_chunk::<L, 1>(x, taps, row_step, geo.stride_w, out_rows, first);
                     }
                 }
+                oy += rows;
             }
-            let b = bias.map(|b| b[o]);
-            for v in out_rows.iter_mut() {
-                if let Some(b) = b {
-                    *v += b;
-                }
-                *v = act.apply(*v);
+        }
+        let b = bias.map(|b| b[o]);
+        for v in out_plane.iter_mut() {
+            if let Some(b) = b {
+                *v += b;
             }
-            oy += rows;
+            *v = act.apply(*v);
         }
     }
 }

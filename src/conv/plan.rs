@@ -2,6 +2,8 @@
 //! once, then run on any number of inputs. `conv2d` builds a plan per call;
 //! both run `execute`, the one loop over (image, group).
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::forward::{Algorithm, ConvOptions, Threads, flip_kernels};
@@ -190,14 +192,29 @@ pub(crate) fn execute(
         output
             .par_chunks_mut(m * n)
             .enumerate()
-            .for_each_init(Vec::new, |cols, (index, out)| job(index, out, Parallelism::Serial, cols));
+            .for_each(|(index, out)| with_scratch(|cols| job(index, out, Parallelism::Serial, cols)));
     } else {
         let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
-        let mut cols = Vec::new();
-        for (index, out) in output.chunks_mut(m * n).enumerate() {
-            job(index, out, par, &mut cols);
-        }
+        with_scratch(|cols| {
+            for (index, out) in output.chunks_mut(m * n).enumerate() {
+                job(index, out, par, cols);
+            }
+        });
     }
+}
+
+thread_local! {
+    /// Per-thread scratch of the convolution paths (the explicit im2col
+    /// matrix, the padded plane of the direct path), reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch vector (or a fresh one if it is in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// `out (m × n) = A · B + bias`, then the activation, for one (image, group).
