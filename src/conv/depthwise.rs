@@ -187,7 +187,8 @@ pub(crate) unsafe fn depthwise_group<L: Lanes>(
     let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
     let taps_per_kernel = geo.kh * geo.kw;
     let mut taps = [(0usize, 0.0f32); KC];
-    let row_step = geo.stride_h * row_stride;
+    // Saturating: a step that does not fit is never taken (one output row).
+    let row_step = geo.stride_h.saturating_mul(row_stride);
     for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
         let kernel = &weight[o * taps_per_kernel..(o + 1) * taps_per_kernel];
         // Chunk by chunk over the whole plane: each output still takes its

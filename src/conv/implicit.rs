@@ -47,7 +47,11 @@ struct Tap {
 /// panel touches (stride 1), `P` indexed loads (other strides), or, only for
 /// taps that reach into the padding, a bounds-checked fill.
 fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    if kc == 0 {
+        return;
+    }
     let g = src.geo;
+    debug_assert!(g.is_compact(), "offsets fit isize only for compact geometries");
     let (h_in, w_in, w_out) = (g.h_in as isize, g.w_in as isize, g.w_out);
     let x = src.channels;
     let mut taps = [Tap::default(); KC];

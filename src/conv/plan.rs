@@ -83,7 +83,10 @@ impl Conv2dPlan {
         };
         let m = weight_shape[0] / params.groups;
         let k = weight_shape[1] * weight_shape[2] * weight_shape[3];
-        let weights = (0..params.groups)
+        // An empty weight (no output channels, or K = 0) packs nothing: every
+        // output is then its bias, whatever the number of groups.
+        let groups = if weight.is_empty() { 0 } else { params.groups };
+        let weights = (0..groups)
             .map(|g| {
                 let w = &weight[g * m * k..][..m * k];
                 // SAFETY: `w` is m × k row-major, read as its transpose (k × m).
@@ -144,12 +147,25 @@ pub(crate) fn execute(
     if output.is_empty() {
         return;
     }
+    if k == 0 {
+        // No input channels: each output is its bias, then the activation.
+        for (index, plane) in output.chunks_exact_mut(n).enumerate() {
+            let b = bias.map_or(0.0, |b| b[index % geo.c_out]);
+            plane.fill(options.activation.apply(b));
+        }
+        return;
+    }
     let pointwise =
         geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 && geo.params().padding == [0; 4];
-    let direct = weights.direct.filter(|_| geo.c_in_per_group() == 1);
+    // The direct path copies the padded plane: only where that copy is
+    // bounded by the buffers the caller gave.
+    let plane_budget = 4 * (geo.h_in * geo.w_in + n) + 4096;
+    let padded_len = (geo.h_in + geo.pad_top + geo.pad_bottom) * (geo.w_in + geo.pad_left + geo.pad_right);
+    let direct = weights.direct.filter(|_| geo.c_in_per_group() == 1 && geo.is_compact() && padded_len <= plane_budget);
     let algorithm = match options.algorithm {
         Algorithm::Auto | Algorithm::Depthwise if direct.is_some() => Algorithm::Depthwise,
         Algorithm::Auto | Algorithm::Pointwise if pointwise => Algorithm::Pointwise,
+        _ if !geo.is_compact() => Algorithm::Im2col,
         Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise => Algorithm::Implicit,
         other => other,
     };
