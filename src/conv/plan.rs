@@ -160,8 +160,9 @@ pub(crate) fn execute(
     // The direct path copies the padded plane: only where that copy is
     // bounded by the buffers the caller gave.
     let plane_budget = 4 * (geo.h_in * geo.w_in + n) + 4096;
-    let padded_len = (geo.h_in + geo.pad_top + geo.pad_bottom) * (geo.w_in + geo.pad_left + geo.pad_right);
-    let direct = weights.direct.filter(|_| geo.c_in_per_group() == 1 && geo.is_compact() && padded_len <= plane_budget);
+    let padded_len = (geo.h_in + geo.pad_top + geo.pad_bottom).checked_mul(geo.w_in + geo.pad_left + geo.pad_right);
+    let direct =
+        weights.direct.filter(|_| geo.c_in_per_group() == 1 && padded_len.is_some_and(|len| len <= plane_budget));
     let algorithm = match options.algorithm {
         Algorithm::Auto | Algorithm::Depthwise if direct.is_some() => Algorithm::Depthwise,
         Algorithm::Auto | Algorithm::Pointwise if pointwise => Algorithm::Pointwise,
