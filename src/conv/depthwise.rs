@@ -32,7 +32,8 @@ pub(crate) trait Lanes: Copy {
 /// `out[r][ox] (=|+=) Σ_t w[t] · x[t_offset + r·row_step + ox·stride_w]`
 /// over this K chunk's taps, in order, from `+0.0` (store when `first`, add
 /// when not). `x` is the zero-padded plane; `out` holds `R·w_out` floats.
-/// One broadcast weight feeds `2·R` vector FMAs, so the loop is FMA-bound.
+/// One broadcast weight feeds `3·R` vector FMAs (12 accumulators with
+/// `R = 4`, inside AVX2's 16 registers), so the loop is FMA-bound.
 ///
 /// # Safety
 /// `L`'s instructions are available.
@@ -55,9 +56,9 @@ unsafe fn rows_chunk<L: Lanes, const R: usize>(
     // separately), so within x once max_offset + w_out <= x.len().
     let vectors_fit = stride_w == 1 && max_offset + w_out <= x.len();
     if vectors_fit {
-        while ox + 2 * n <= w_out {
+        while ox + 3 * n <= w_out {
             // SAFETY: CPU support is the caller's guarantee.
-            let mut acc = [[unsafe { L::splat(0.0) }; 2]; R];
+            let mut acc = [[unsafe { L::splat(0.0) }; 3]; R];
             for &(offset, w) in taps {
                 // SAFETY: in bounds (see above); CPU support as above.
                 unsafe {
@@ -66,13 +67,14 @@ unsafe fn rows_chunk<L: Lanes, const R: usize>(
                         let src = xp.add(offset + r * row_step + ox);
                         row[0] = L::fma(wv, L::load(src), row[0]);
                         row[1] = L::fma(wv, L::load(src.add(n)), row[1]);
+                        row[2] = L::fma(wv, L::load(src.add(2 * n)), row[2]);
                     }
                 }
             }
             for (r, row) in acc.iter().enumerate() {
-                finish::<L>(row, &mut out[r * w_out + ox..][..2 * n], first);
+                finish::<L>(row, &mut out[r * w_out + ox..][..3 * n], first);
             }
-            ox += 2 * n;
+            ox += 3 * n;
         }
     }
     // One vector at a time; the last, partial one computed whole where the
@@ -100,7 +102,7 @@ unsafe fn rows_chunk<L: Lanes, const R: usize>(
         ox += valid;
     }
     for r in 0..R {
-        for (ox, out) in out[r * w_out..(r + 1) * w_out].iter_mut().enumerate().skip(ox) {
+        for (ox, out) in (ox..).zip(&mut out[r * w_out + ox..(r + 1) * w_out]) {
             let mut acc = 0.0f32;
             for &(offset, w) in taps {
                 acc = w.mul_add(x[offset + r * row_step + ox * stride_w], acc);
@@ -114,7 +116,7 @@ unsafe fn rows_chunk<L: Lanes, const R: usize>(
 /// (`acc.len()·N` floats).
 #[inline(always)]
 fn finish<L: Lanes>(acc: &[L::V], out: &mut [f32], first: bool) {
-    assert!(out.len() >= acc.len() * L::N && acc.len() <= 2);
+    assert!(out.len() >= acc.len() * L::N && acc.len() <= 3);
     if first {
         for (q, &a) in acc.iter().enumerate() {
             // SAFETY: `out` holds acc.len()·N floats (asserted).
@@ -132,28 +134,36 @@ fn finish<L: Lanes>(acc: &[L::V], out: &mut [f32], first: bool) {
     }
 }
 
+/// Floats of zero slack after a copied plane, so the last partial vector of
+/// a row can be loaded whole.
+const SLACK: usize = 16;
+
 /// The input plane with its zero padding: `plane` itself when there is no
-/// padding, else a copy in `padded`. Returns it and its row length.
-fn padded_plane<'a>(geo: &ConvGeometry, plane: &'a [f32], padded: &'a mut Vec<f32>) -> (&'a [f32], usize) {
-    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] {
+/// padding and output rows split into whole vectors of `lanes`, else a copy in `padded` (with
+/// [`SLACK`] zeros after it). Returns it and its row length.
+fn padded_plane<'a>(
+    geo: &ConvGeometry,
+    lanes: usize,
+    plane: &'a [f32],
+    padded: &'a mut Vec<f32>,
+) -> (&'a [f32], usize) {
+    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] && geo.w_out % lanes == 0 {
         return (plane, geo.w_in);
     }
     let row = geo.w_in + geo.pad_left + geo.pad_right;
-    let rows = geo.h_in + geo.pad_top + geo.pad_bottom;
-    padded.resize(row * rows, 0.0);
-    let (top, rest) = padded.split_at_mut(geo.pad_top * row);
-    top.fill(0.0);
-    let (middle, bottom) = rest.split_at_mut(geo.h_in * row);
-    bottom.fill(0.0);
-    if geo.w_in > 0 {
-        for (dst, src) in middle.chunks_exact_mut(row).zip(plane.chunks_exact(geo.w_in)) {
-            dst[..geo.pad_left].fill(0.0);
-            dst[geo.pad_left..geo.pad_left + geo.w_in].copy_from_slice(src);
-            dst[geo.pad_left + geo.w_in..].fill(0.0);
-        }
-    } else {
-        middle.fill(0.0);
+    let zeros = |n: usize| std::iter::repeat_n(0.0f32, n);
+    // Written once, in order: no zero-fill pass before the copy.
+    padded.clear();
+    padded.extend(zeros(geo.pad_top * row));
+    for src in plane.chunks_exact(geo.w_in.max(1)).take(geo.h_in) {
+        padded.extend(zeros(geo.pad_left));
+        padded.extend_from_slice(&src[..geo.w_in]);
+        padded.extend(zeros(geo.pad_right));
     }
+    if geo.w_in == 0 {
+        padded.extend(zeros(geo.h_in * row));
+    }
+    padded.extend(zeros(geo.pad_bottom * row + SLACK));
     (&padded[..], row)
 }
 
@@ -174,41 +184,49 @@ pub(crate) unsafe fn depthwise_group<L: Lanes>(
     out: &mut [f32],
     padded: &mut Vec<f32>,
 ) {
-    let (padded, row_stride) = padded_plane(geo, plane, padded);
+    let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
     let taps_per_kernel = geo.kh * geo.kw;
-    // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
-    let offsets: Vec<usize> = (0..taps_per_kernel)
-        .map(|t| (t / geo.kw) * geo.dilation_h * row_stride + (t % geo.kw) * geo.dilation_w)
-        .collect();
-    let mut taps = Vec::with_capacity(taps_per_kernel.min(KC));
+    let mut taps = [(0usize, 0.0f32); KC];
+    // Saturating: a step that does not fit is never taken (one output row).
+    let row_step = geo.stride_h.saturating_mul(row_stride);
     for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
         let kernel = &weight[o * taps_per_kernel..(o + 1) * taps_per_kernel];
-        let row_step = geo.stride_h * row_stride;
-        let mut oy = 0;
-        while oy < geo.h_out {
-            let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
-            let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
-            for (chunk, (ws, offs)) in kernel.chunks(KC).zip(offsets.chunks(KC)).enumerate() {
-                taps.clear();
-                taps.extend(offs.iter().zip(ws).map(|(&off, &w)| (oy * row_step + off, w)));
-                let first = chunk == 0;
+        // Chunk by chunk over the whole plane: each output still takes its
+        // chunks in order.
+        for (chunk, ws) in kernel.chunks(KC).enumerate() {
+            // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
+            let (mut u, mut v) = ((chunk * KC) / geo.kw, (chunk * KC) % geo.kw);
+            for (tap, &w) in taps.iter_mut().zip(ws) {
+                *tap = (u * geo.dilation_h * row_stride + v * geo.dilation_w, w);
+                v += 1;
+                if v == geo.kw {
+                    (u, v) = (u + 1, 0);
+                }
+            }
+            let taps = &taps[..ws.len()];
+            let first = chunk == 0;
+            let mut oy = 0;
+            while oy < geo.h_out {
+                let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
+                let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
+                let x = &padded[oy * row_step..];
                 // SAFETY: CPU support is the caller's guarantee.
                 unsafe {
                     if rows == 4 {
-                        rows_chunk::<L, 4>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                        rows_chunk::<L, 4>(x, taps, row_step, geo.stride_w, out_rows, first);
                     } else {
-                        rows_chunk::<L, 1>(padded, &taps, row_step, geo.stride_w, out_rows, first);
+                        rows_chunk::<L, 1>(x, taps, row_step, geo.stride_w, out_rows, first);
                     }
                 }
+                oy += rows;
             }
-            let b = bias.map(|b| b[o]);
-            for v in out_rows.iter_mut() {
-                if let Some(b) = b {
-                    *v += b;
-                }
-                *v = act.apply(*v);
+        }
+        let b = bias.map(|b| b[o]);
+        for v in out_plane.iter_mut() {
+            if let Some(b) = b {
+                *v += b;
             }
-            oy += rows;
+            *v = act.apply(*v);
         }
     }
 }

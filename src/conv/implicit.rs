@@ -47,7 +47,11 @@ struct Tap {
 /// panel touches (stride 1), `P` indexed loads (other strides), or, only for
 /// taps that reach into the padding, a bounds-checked fill.
 fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    if kc == 0 {
+        return;
+    }
     let g = src.geo;
+    debug_assert!(g.is_compact(), "offsets fit isize only for compact geometries");
     let (h_in, w_in, w_out) = (g.h_in as isize, g.w_in as isize, g.w_out);
     let x = src.channels;
     let mut taps = [Tap::default(); KC];
@@ -108,7 +112,8 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
         // part of the panel row, into parts that the next run, or the next
         // panel row, overwrites afterwards; so the block's last row may not spill.
         let spill_end = runs.last().map_or(isize::MAX, |&(_, off)| off + P as isize);
-        let corner = |jj: usize| row_of[jj] * w_in + col_of[jj];
+        let corners: [isize; P] = std::array::from_fn(|jj| row_of[jj] * w_in + col_of[jj]);
+        let corner = |jj: usize| corners[jj];
 
         for (kk, tap) in taps.iter().enumerate() {
             let inside = tap.dy >= dy_lo && tap.dy <= dy_hi && tap.dx >= dx_lo && tap.dx <= dx_hi;
@@ -127,10 +132,21 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
             }
             let row = &mut panel[kk * P..][..P];
             if inside {
-                for (jj, out) in row.iter_mut().enumerate().take(wp) {
-                    *out = x[(tap.offset + corner(jj)) as usize];
+                if wp == P {
+                    let offsets: [usize; P] = std::array::from_fn(|jj| (tap.offset + corner(jj)) as usize);
+                    for (out, &i) in row.iter_mut().zip(&offsets) {
+                        debug_assert!(i < x.len());
+                        // SAFETY: `inside` puts every pixel's tap at (iy, ix) with
+                        // 0 <= iy < h_in and 0 <= ix < w_in of channel c < c_in/groups,
+                        // so i = c·h·w + iy·w + ix < (c + 1)·h·w <= x.len().
+                        *out = unsafe { *x.get_unchecked(i) };
+                    }
+                } else {
+                    for (jj, out) in row.iter_mut().enumerate().take(wp) {
+                        *out = x[(tap.offset + corner(jj)) as usize];
+                    }
+                    row[wp..].fill(0.0);
                 }
-                row[wp..].fill(0.0);
             } else {
                 for (jj, out) in row.iter_mut().enumerate() {
                     let (iy, ix) = (row_of[jj] + tap.dy, col_of[jj] + tap.dx);

@@ -169,10 +169,16 @@ impl ConvGeometry {
         };
         // Every count the kernels index with must fit, so later code can use
         // plain arithmetic.
+        // Each partial product is checked on its own: a zero elsewhere in the
+        // shape (an empty batch, no channels) must not hide an overflow.
         product(&input_shape, "input element count")?;
+        product(&[c_in, h_in, w_in], "input image size")?;
         product(&weight_shape, "weight element count")?;
         product(&g.output_shape(), "output element count")?;
+        product(&[c_out, h_out, w_out], "output image size")?;
+        product(&[h_out, w_out], "output pixel count")?;
         product(&[c_in_per_group, kh, kw, h_out, w_out], "im2col element count")?;
+        product(&[c_in, kh, kw, h_out, w_out], "im2col element count")?;
         Ok(g)
     }
 
@@ -202,6 +208,17 @@ impl ConvGeometry {
     pub fn output_len(&self) -> usize {
         self.batch * self.c_out * self.out_pixels()
     }
+    /// Whether the zero-padded input plane is small enough (at most 2^40
+    /// floats) that the implicit and direct paths may index it with `isize`
+    /// offsets and copy it; other geometries (absurd paddings or strides)
+    /// take the explicit im2col path, whose arithmetic stays within the sizes
+    /// checked above.
+    pub fn is_compact(&self) -> bool {
+        let padded_h = self.h_in + self.pad_top + self.pad_bottom;
+        let padded_w = self.w_in + self.pad_left + self.pad_right;
+        padded_h.checked_mul(padded_w).is_some_and(|n| n <= 1 << 40)
+    }
+
     /// The parameters this geometry was built from.
     pub fn params(&self) -> ConvParams {
         ConvParams {
@@ -233,6 +250,8 @@ pub(crate) fn check_params(weight_shape: [usize; 4], params: &ConvParams) -> Res
         });
     }
     product(&weight_shape, "weight element count")?;
+    product(&weight_shape[1..], "kernel patch size")?;
+    product(&weight_shape[2..], "kernel size")?;
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //! once, then run on any number of inputs. `conv2d` builds a plan per call;
 //! both run `execute`, the one loop over (image, group).
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::forward::{Algorithm, ConvOptions, Threads, flip_kernels};
@@ -81,7 +83,10 @@ impl Conv2dPlan {
         };
         let m = weight_shape[0] / params.groups;
         let k = weight_shape[1] * weight_shape[2] * weight_shape[3];
-        let weights = (0..params.groups)
+        // An empty weight (no output channels, or K = 0) packs nothing: every
+        // output is then its bias, whatever the number of groups.
+        let groups = if weight.is_empty() { 0 } else { params.groups };
+        let weights = (0..groups)
             .map(|g| {
                 let w = &weight[g * m * k..][..m * k];
                 // SAFETY: `w` is m × k row-major, read as its transpose (k × m).
@@ -142,12 +147,26 @@ pub(crate) fn execute(
     if output.is_empty() {
         return;
     }
+    if k == 0 {
+        // No input channels: each output is its bias, then the activation.
+        for (index, plane) in output.chunks_exact_mut(n).enumerate() {
+            let b = bias.map_or(0.0, |b| b[index % geo.c_out]);
+            plane.fill(options.activation.apply(b));
+        }
+        return;
+    }
     let pointwise =
         geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 && geo.params().padding == [0; 4];
-    let direct = weights.direct.filter(|_| geo.c_in_per_group() == 1);
+    // The direct path copies the padded plane: only where that copy is
+    // bounded by the buffers the caller gave.
+    let plane_budget = 4 * (geo.h_in * geo.w_in + n) + 4096;
+    let padded_len = (geo.h_in + geo.pad_top + geo.pad_bottom).checked_mul(geo.w_in + geo.pad_left + geo.pad_right);
+    let direct =
+        weights.direct.filter(|_| geo.c_in_per_group() == 1 && padded_len.is_some_and(|len| len <= plane_budget));
     let algorithm = match options.algorithm {
         Algorithm::Auto | Algorithm::Depthwise if direct.is_some() => Algorithm::Depthwise,
         Algorithm::Auto | Algorithm::Pointwise if pointwise => Algorithm::Pointwise,
+        _ if !geo.is_compact() => Algorithm::Im2col,
         Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise => Algorithm::Implicit,
         other => other,
     };
@@ -190,14 +209,29 @@ pub(crate) fn execute(
         output
             .par_chunks_mut(m * n)
             .enumerate()
-            .for_each_init(Vec::new, |cols, (index, out)| job(index, out, Parallelism::Serial, cols));
+            .for_each(|(index, out)| with_scratch(|cols| job(index, out, Parallelism::Serial, cols)));
     } else {
         let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
-        let mut cols = Vec::new();
-        for (index, out) in output.chunks_mut(m * n).enumerate() {
-            job(index, out, par, &mut cols);
-        }
+        with_scratch(|cols| {
+            for (index, out) in output.chunks_mut(m * n).enumerate() {
+                job(index, out, par, cols);
+            }
+        });
     }
+}
+
+thread_local! {
+    /// Per-thread scratch of the convolution paths (the explicit im2col
+    /// matrix, the padded plane of the direct path), reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch vector (or a fresh one if it is in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// `out (m × n) = A · B + bias`, then the activation, for one (image, group).

@@ -124,17 +124,17 @@ pub(crate) unsafe fn gemm<K: MicroKernel, A: PanelSource, B: PanelSource>(
         }
         Parallelism::Rayon => 1,
     };
-    let tasks = split(m, n, k, K::MR, K::NR, threads);
     let run = |(rows, cols): (Range<usize>, Range<usize>)| {
         with_workspace(|ws| {
             // SAFETY: the caller's guarantees; the tasks' rectangles are disjoint.
             unsafe { nest(kern, &blk, rows, cols, k, a, b, c, epi, ws) }
         })
     };
-    if tasks.len() == 1 {
-        tasks.into_iter().for_each(run);
+    if threads == 1 {
+        // No task list: a serial call allocates nothing.
+        run((0..m, 0..n));
     } else {
-        tasks.into_par_iter().for_each(run);
+        split(m, n, k, K::MR, K::NR, threads).into_par_iter().for_each(run);
     }
 }
 
