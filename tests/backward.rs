@@ -770,12 +770,15 @@ fn conv_transpose2d_rejects_bad_arguments() {
 
 #[test]
 fn backward_accepts_degenerate_empty_calls() {
-    // No input channels and no images, huge planes: valid, nothing to compute.
+    // No images but planes of 2^66 pixels: every partial product of a shape
+    // must fit usize, so these are overflow errors (never panics), even empty.
     let big = 1usize << 33;
     let p = ConvParams::default();
-    conv2d_backward_input(&[], [0, 1, big, big], &[], [1, 0, 1, 1], &p, &mut [], [0, 0, big, big]).unwrap();
+    let e = conv2d_backward_input(&[], [0, 1, big, big], &[], [1, 0, 1, 1], &p, &mut [], [0, 0, big, big]);
+    assert!(matches!(e, Err(ConvError::Overflow { .. })), "{e:?}");
     let mut dw = [f32::NAN; 0];
-    conv2d_backward_weight(&[], [0, 0, big, big], &[], [0, 1, big, big], &p, &mut dw, [1, 0, 1, 1]).unwrap();
+    let e = conv2d_backward_weight(&[], [0, 0, big, big], &[], [0, 1, big, big], &p, &mut dw, [1, 0, 1, 1]);
+    assert!(matches!(e, Err(ConvError::Overflow { .. })), "{e:?}");
     // Empty weights in a huge number of groups.
     let p = ConvParams { groups: usize::MAX, ..ConvParams::default() };
     conv2d_backward_input(&[], [1, 0, 1, 1], &[], [0, 0, 1, 1], &p, &mut [], [1, 0, 1, 1]).unwrap();

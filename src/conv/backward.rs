@@ -236,6 +236,14 @@ pub fn conv2d_backward_weight_with(
     check_len("grad_output", grad_output.len(), product(&geo.output_shape(), "output element count")?)?;
     check_len("grad_weight", grad_weight.len(), geo.weight_len())?;
     options.isa.tile()?;
+    if !geo.is_compact() {
+        // The packer indexes the padded plane with isize offsets.
+        return Err(ConvError::BadParameter {
+            name: "padding",
+            value: geo.pad_top.max(geo.pad_left).max(geo.pad_bottom).max(geo.pad_right),
+            requirement: "small enough that the padded input plane has at most 2^40 elements (weight gradient)",
+        });
+    }
     backward_weight_validated(&geo, options, input, grad_output, grad_weight);
     Ok(())
 }
@@ -431,7 +439,8 @@ fn windows_geometry(geo: &ConvGeometry) -> Option<ConvGeometry> {
     let shape = [1, geo.c_out_per_group(), geo.h_out, geo.w_out];
     let windows =
         ConvGeometry::new(shape, [geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw], &params).ok()?;
-    (windows.h_out == geo.h_in && windows.w_out == geo.w_in).then_some(windows)
+    // The implicit packer needs a compact geometry (isize offsets).
+    (windows.h_out == geo.h_in && windows.w_out == geo.w_in && windows.is_compact()).then_some(windows)
 }
 
 /// The input gradient as one GEMM per (image, group) straight into
