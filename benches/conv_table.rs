@@ -1,7 +1,8 @@
 //! The convolution table of BENCHMARKS.md: every layer of the suite, ours
 //! next to the peers a Rust user has, timed side by side (interleaved
 //! medians) in one run, 1 and 2 threads, as GFLOP/s and % of the FMA peak
-//! measured in the same run. Writes `conv_chart.svg` beside BENCHMARKS.md.
+//! measured in the same run. Writes `conv_chart.png` (and the `.svg` it is
+//! drawn from) into the current directory, the crate root under `cargo bench`.
 //!
 //! ```text
 //! cargo bench --bench conv_table                    # full table
@@ -179,8 +180,9 @@ fn main() {
     }
     summary(&rows);
     let svg = chart(&rows, &peaks);
-    std::fs::write("conv_chart.svg", svg).expect("write conv_chart.svg");
-    println!("\nwrote conv_chart.svg");
+    std::fs::write("conv_chart.svg", &svg).expect("write conv_chart.svg");
+    write_png(&svg, "conv_chart.png");
+    println!("\nwrote conv_chart.svg and conv_chart.png");
 }
 
 fn geomean(v: impl Iterator<Item = f64>) -> (f64, usize) {
@@ -212,7 +214,7 @@ fn chart(rows: &[Row], peaks: &[f64]) -> String {
     let series = ["ours (plan)", "im2col+matrixmultiply", "im2col+gemm", "candle", "ONNX Runtime"];
     let index = [0usize, 2, 3, 4, 5];
     let colors = ["#d62728", "#9aa0a6", "#5f6368", "#1f77b4", "#ff7f0e"];
-    let (w, h, left, bottom, top) = (1200.0, 520.0, 60.0, 150.0, 40.0);
+    let (w, h, left, bottom, top) = (1200.0, 540.0, 60.0, 150.0, 70.0);
     let ymax = peaks[0].max(1.0) * 1.1;
     let plot_h = h - bottom - top;
     let group_w = (w - left - 20.0) / sel.len().max(1) as f64;
@@ -261,14 +263,27 @@ fn chart(rows: &[Row], peaks: &[f64]) -> String {
         peaks[0]
     );
     for (si, name) in series.iter().enumerate() {
-        let lx = left + 260.0 + si as f64 * 170.0;
+        let lx = left + si as f64 * 190.0;
         s += &format!(
-            "<rect x=\"{lx}\" y=\"10\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"20\">{name}</text>\n",
+            "<rect x=\"{lx}\" y=\"32\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"42\">{name}</text>\n",
             colors[si],
             lx + 16.0
         );
     }
     s + "</svg>\n"
+}
+
+/// Rasterises the chart with resvg (text in the system's fonts).
+fn write_png(svg: &str, path: &str) {
+    let mut opt = resvg::usvg::Options::default();
+    opt.fontdb_mut().load_system_fonts();
+    // "sans-serif" resolves through fontdb's generic family, DejaVu Sans on Debian.
+    opt.fontdb_mut().set_sans_serif_family("DejaVu Sans");
+    let tree = resvg::usvg::Tree::from_str(svg, &opt).expect("chart svg parses");
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).expect("pixmap");
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.save_png(path).expect("write png");
 }
 
 /// Peak resident memory growth during one call on VGG-16 conv1_2, batch 1:
