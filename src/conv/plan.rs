@@ -202,7 +202,7 @@ pub(crate) fn execute(
     let jobs = geo.batch * geo.groups;
     let total_flops = 2.0 * jobs as f64 * m as f64 * n as f64 * k as f64;
     let threads = match options.threads {
-        Threads::Pool if total_flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
+        Threads::Pool if total_flops >= JOBS_PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
         _ => 1,
     };
     if threads > 1 && jobs >= threads {
@@ -211,7 +211,9 @@ pub(crate) fn execute(
             .enumerate()
             .for_each(|(index, out)| with_scratch(|cols| job(index, out, Parallelism::Serial, cols)));
     } else {
-        let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
+        // The GEMM forks only past its own threshold (PARALLEL_MIN_FLOPS).
+        let par =
+            if threads > 1 && total_flops >= PARALLEL_MIN_FLOPS { Parallelism::Rayon } else { Parallelism::Serial };
         with_scratch(|cols| {
             for (index, out) in output.chunks_mut(m * n).enumerate() {
                 job(index, out, par, cols);
@@ -219,6 +221,12 @@ pub(crate) fn execute(
         });
     }
 }
+
+/// Below this many flops a call stays on the calling thread. Whole (image,
+/// group) jobs split with no repacking, so a fork pays off earlier than the
+/// GEMM's split (`PARALLEL_MIN_FLOPS`): at ~30 GFLOP/s, 1 MFLOP is ~33 µs of
+/// work against a rayon fork-join of a few µs.
+const JOBS_PARALLEL_MIN_FLOPS: f64 = 1.0e6;
 
 thread_local! {
     /// Per-thread scratch of the convolution paths (the explicit im2col
