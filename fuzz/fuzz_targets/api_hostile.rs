@@ -1,0 +1,447 @@
+//! Fuzz target: the whole public API with hostile arguments (sizes up to
+//! `usize::MAX`, wrong lengths, unavailable ISAs, empty GEMMs on dangling
+//! pointers). Valid calls, and only they, are accepted and compute what the
+//! portable path and the reference do; a rejected call leaves its output as it was.
+#![no_main]
+
+use convgemm::reference::conv2d_direct;
+use convgemm::{
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, Isa, Threads, col2im, conv2d,
+    conv2d_output_shape, conv2d_with, im2col, im2col_len, sgemm, sgemm_with_isa,
+};
+use convgemm_fuzz::{
+    ALGORITHMS, THREADS, activation, all_tame, any_isa, assert_close, bits, canonical_bits, hostile_isize,
+    hostile_usize, sentinel, trace, value, values,
+};
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+
+/// The longest buffer a call gets: valid calls stay cheap however large their
+/// shapes claim to be.
+const MAX_BUF: usize = 1024;
+
+/// What a valid convolution's geometry must satisfy, derived here from
+/// API.md in 128-bit arithmetic (independently of the crate's checks):
+/// the output shape, or `None` for a call that must be rejected.
+fn expected_output_shape(input_shape: [usize; 4], weight_shape: [usize; 4], p: &ConvParams) -> Option<[usize; 4]> {
+    let [n, c_in, h, w] = input_shape.map(|d| d as u128);
+    let [c_out, cg, kh, kw] = weight_shape.map(|d| d as u128);
+    let [sh, sw] = p.stride.map(|d| d as u128);
+    let [dh, dw] = p.dilation.map(|d| d as u128);
+    let [pt, pl, pb, pr] = p.padding.map(|d| d as u128);
+    let g = p.groups as u128;
+    let max = usize::MAX as u128;
+    if sh == 0 || sw == 0 || dh == 0 || dw == 0 || g == 0 || kh == 0 || kw == 0 {
+        return None;
+    }
+    if c_in % g != 0 || c_out % g != 0 || cg != c_in / g {
+        return None;
+    }
+    let axis = |size: u128, a: u128, b: u128, k: u128, d: u128, s: u128| -> Option<u128> {
+        let padded = size + a + b;
+        let extent = d.checked_mul(k - 1)? + 1;
+        (padded <= max && extent <= max && padded >= extent).then(|| (padded - extent) / s + 1)
+    };
+    let h_out = axis(h, pt, pb, kh, dh, sh)?;
+    let w_out = axis(w, pl, pr, kw, dw, sw)?;
+    // Every size derived from the shapes must fit, each on its own: a zero
+    // elsewhere (an empty batch, no channels) does not excuse an overflow.
+    let fits = |dims: &[u128]| dims.iter().try_fold(1u128, |acc, &d| acc.checked_mul(d).filter(|&x| x <= max));
+    fits(&[n, c_in, h, w])?;
+    fits(&[c_in, h, w])?;
+    fits(&[c_out, cg, kh, kw])?;
+    fits(&[cg, kh, kw])?;
+    fits(&[kh, kw])?;
+    fits(&[n, c_out, h_out, w_out])?;
+    fits(&[c_out, h_out, w_out])?;
+    fits(&[h_out, w_out])?;
+    fits(&[cg, kh, kw, h_out, w_out])?;
+    fits(&[c_in, kh, kw, h_out, w_out])?;
+    Some([n, c_out, h_out, w_out].map(|d| d as usize))
+}
+
+/// Whether `Conv2dPlan::new` must accept these weights: the checks that need
+/// no input shape.
+fn plan_params_valid(weight_shape: [usize; 4], p: &ConvParams) -> bool {
+    p.stride.iter().chain(&p.dilation).all(|&s| s > 0)
+        && p.groups > 0
+        && weight_shape[2] > 0
+        && weight_shape[3] > 0
+        && weight_shape[0].is_multiple_of(p.groups)
+        && product(&weight_shape).is_some()
+        && product(&weight_shape[1..]).is_some()
+        && product(&weight_shape[2..]).is_some()
+}
+
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// A buffer length for a shape whose element count is `want`: mostly the
+/// right one when it is small enough to allocate, else something close or
+/// small.
+fn buffer_len(u: &mut Unstructured, want: Option<usize>) -> Result<usize> {
+    let small_want = want.filter(|&w| w <= MAX_BUF);
+    Ok(match (u.int_in_range(0u8..=7)?, small_want) {
+        (0..=5, Some(w)) => w,
+        (6, Some(w)) => (w + 1).saturating_sub(2 * usize::from(u.arbitrary::<bool>()?)),
+        _ => u.int_in_range(0..=64)?,
+    })
+}
+
+fn hostile_params(u: &mut Unstructured) -> Result<ConvParams> {
+    let mut p = ConvParams::default();
+    for s in p.stride.iter_mut().chain(&mut p.dilation).chain(&mut p.padding) {
+        *s = if u.ratio(1, 2)? { hostile_usize(u)? } else { u.int_in_range(0..=3)? };
+    }
+    p.groups = if u.ratio(1, 2)? { hostile_usize(u)? } else { u.int_in_range(0..=3)? };
+    p.flip = u.arbitrary()?;
+    Ok(p)
+}
+
+fn hostile_shape(u: &mut Unstructured) -> Result<[usize; 4]> {
+    let mut s = [0; 4];
+    for d in &mut s {
+        *d = if u.ratio(1, 3)? { hostile_usize(u)? } else { u.int_in_range(0..=6)? };
+    }
+    Ok(s)
+}
+
+/// A convolution call with hostile shapes, parameters, lengths and options.
+#[derive(Debug)]
+struct ConvCall {
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    params: ConvParams,
+    options: ConvOptions,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    output_len: usize,
+}
+
+impl ConvCall {
+    fn arbitrary(u: &mut Unstructured) -> Result<Self> {
+        let params = hostile_params(u)?;
+        let input_shape = hostile_shape(u)?;
+        let mut weight_shape = hostile_shape(u)?;
+        if u.ratio(1, 2)? && params.groups != 0 {
+            // Often make the channel counts agree, so deeper checks are reached.
+            weight_shape[1] = input_shape[1] / params.groups;
+        }
+        let options = ConvOptions {
+            isa: any_isa(u)?,
+            algorithm: *u.choose(&ALGORITHMS)?,
+            activation: activation(u)?,
+            threads: *u.choose(&THREADS)?,
+        };
+        let out_want = conv2d_output_shape(input_shape, weight_shape, &params).ok().and_then(|s| product(&s));
+        let output_len = buffer_len(u, out_want)?;
+        let input_len = buffer_len(u, product(&input_shape))?;
+        let weight_len = buffer_len(u, product(&weight_shape))?;
+        let bias = match u.int_in_range(0u8..=3)? {
+            0 => None,
+            1 => Some(buffer_len(u, None)?),
+            _ => Some(buffer_len(u, Some(weight_shape[0]))?),
+        };
+        let weight = values(u, weight_len)?;
+        let bias = match bias {
+            Some(len) => Some(values(u, len)?),
+            None => None,
+        };
+        let input = values(u, input_len)?;
+        Ok(ConvCall { input_shape, weight_shape, params, options, input, weight, bias, output_len })
+    }
+
+    fn conv(&self, options: &ConvOptions, out: &mut [f32]) -> std::result::Result<(), ConvError> {
+        conv2d_with(
+            options,
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            out,
+        )
+    }
+
+    fn check(&self) {
+        trace(self);
+        let expected = expected_output_shape(self.input_shape, self.weight_shape, &self.params);
+        let shape = conv2d_output_shape(self.input_shape, self.weight_shape, &self.params);
+        assert_eq!(shape.as_ref().ok(), expected.as_ref(), "conv2d_output_shape: {shape:?} for {self:?}");
+        if let Err(e) = &shape {
+            assert!(!e.to_string().is_empty());
+        }
+        let lengths_ok = expected.is_some()
+            && self.input.len() == product(&self.input_shape).unwrap_or(usize::MAX)
+            && self.weight.len() == product(&self.weight_shape).unwrap_or(usize::MAX)
+            && self.bias.as_ref().is_none_or(|b| b.len() == self.weight_shape[0])
+            && Some(self.output_len) == expected.and_then(|s| product(&s));
+        let valid = lengths_ok && self.options.isa.is_available();
+
+        let before = sentinel(self.output_len);
+        let mut out = before.clone();
+        let result = self.conv(&self.options, &mut out);
+        match &result {
+            Ok(()) => assert!(valid, "accepted an invalid call: {self:?}"),
+            Err(e) => {
+                assert!(!valid, "rejected a valid call with {e}: {self:?}");
+                assert!(!e.to_string().is_empty());
+                assert_eq!(bits(&out), bits(&before), "output changed on Err({e}): {self:?}");
+            }
+        }
+        // conv2d is conv2d_with on the default options.
+        let mut plain = before.clone();
+        let plain_result = conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            &mut plain,
+        );
+        assert_eq!(plain_result.is_ok(), lengths_ok, "conv2d: {plain_result:?} for {self:?}");
+        if plain_result.is_err() {
+            assert_eq!(bits(&plain), bits(&before), "conv2d changed the output on Err: {self:?}");
+        }
+        self.check_plan(&before);
+        if result.is_ok() {
+            self.check_values(&out);
+        }
+    }
+
+    /// The same call through a plan: `new` accepts exactly the valid weights;
+    /// `run` behaves as `conv2d_with`.
+    fn check_plan(&self, before: &[f32]) {
+        let plan_valid = plan_params_valid(self.weight_shape, &self.params)
+            && Some(self.weight.len()) == product(&self.weight_shape)
+            && self.bias.as_ref().is_none_or(|b| b.len() == self.weight_shape[0])
+            && self.options.isa.is_available();
+        let plan = Conv2dPlan::new(&self.weight, self.weight_shape, self.bias.as_deref(), &self.params, &self.options);
+        let plan = match plan {
+            Ok(plan) => {
+                assert!(plan_valid, "Conv2dPlan::new accepted invalid weights: {self:?}");
+                plan
+            }
+            Err(e) => {
+                assert!(!plan_valid, "Conv2dPlan::new rejected valid weights with {e}: {self:?}");
+                return;
+            }
+        };
+        assert_eq!(
+            plan.output_shape(self.input_shape),
+            conv2d_output_shape(self.input_shape, self.weight_shape, &self.params),
+            "plan.output_shape: {self:?}"
+        );
+        let mut out = before.to_vec();
+        let result = plan.run(&self.input, self.input_shape, &mut out);
+        let mut direct = before.to_vec();
+        let direct_result = self.conv(&self.options, &mut direct);
+        assert_eq!(result, direct_result, "plan.run vs conv2d_with: {self:?}");
+        assert_eq!(bits(&out), bits(&direct), "plan.run vs conv2d_with: {self:?}");
+    }
+
+    /// An accepted call: equal to the portable im2col path (the activation
+    /// applied after), and close to the f64 reference when that is cheap.
+    fn check_values(&self, out: &[f32]) {
+        let portable = ConvOptions {
+            isa: Isa::Portable,
+            algorithm: Algorithm::Im2col,
+            activation: Activation::None,
+            threads: Threads::Single,
+        };
+        let mut want = sentinel(out.len());
+        self.conv(&portable, &mut want).expect("valid call");
+        let act = self.options.activation;
+        if self.options.isa != Isa::PortableUnfused {
+            let applied: Vec<f32> = want.iter().map(|&x| act.apply(x)).collect();
+            assert_eq!(canonical_bits(out), canonical_bits(&applied), "differs from portable im2col: {self:?}");
+        }
+        let k = self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3];
+        // The reference indexes with isize: keep padded sizes well inside it.
+        let p = &self.params;
+        let small = |size: usize, a: usize, b: usize| (size as u128 + a as u128 + b as u128) < (1u128 << 60);
+        let reference_ok = out.len().saturating_mul(k.max(1)) <= 100_000
+            && small(self.input_shape[2], p.padding[0], p.padding[2])
+            && small(self.input_shape[3], p.padding[1], p.padding[3])
+            && all_tame(&self.input)
+            && all_tame(&self.weight)
+            && self.bias.as_deref().is_none_or(all_tame);
+        if reference_ok {
+            let reference = conv2d_direct(
+                &self.input,
+                self.input_shape,
+                &self.weight,
+                self.weight_shape,
+                self.bias.as_deref(),
+                &self.params,
+            )
+            .expect("the reference accepts a valid call");
+            assert_close(&format!("portable im2col {self:?}"), &reference, &want, k);
+        }
+    }
+}
+
+/// im2col_len, im2col and col2im with hostile shapes and lengths.
+fn check_im2col(u: &mut Unstructured) -> Result<()> {
+    let params = hostile_params(u)?;
+    let input_shape = hostile_shape(u)?;
+    let kernel = [hostile_usize(u)?, hostile_usize(u)?];
+    let kernel = if u.ratio(1, 2)? { kernel.map(|k| k % 4) } else { kernel };
+    let groups = params.groups.max(1);
+    let weight_shape = [groups, input_shape[1] / groups, kernel[0], kernel[1]];
+    let geometry_ok = expected_output_shape(input_shape, weight_shape, &params);
+    let want_len = geometry_ok.and_then(|[n, _, h_out, w_out]| {
+        product(&[n, input_shape[1], kernel[0], kernel[1]]).and_then(|x| product(&[x, h_out, w_out]))
+    });
+    trace(&(input_shape, kernel, &params));
+    let len = im2col_len(input_shape, kernel, &params);
+    if geometry_ok.is_some() {
+        // Valid geometry: the length, or an overflow of the column count.
+        match &len {
+            Ok(l) => assert_eq!(Some(*l), want_len, "im2col_len {input_shape:?} {kernel:?} {params:?}"),
+            Err(e) => assert!(
+                want_len.is_none() && matches!(e, ConvError::Overflow { .. }),
+                "im2col_len rejected a valid geometry with {e}: {input_shape:?} {kernel:?} {params:?}"
+            ),
+        }
+    } else {
+        assert!(len.is_err(), "im2col_len accepted an invalid geometry: {input_shape:?} {kernel:?} {params:?}");
+    }
+    let cols_len = buffer_len(u, len.as_ref().ok().copied())?;
+    let image_len = buffer_len(u, product(&input_shape))?;
+    let valid = len.as_ref().is_ok_and(|&l| l == cols_len) && Some(image_len) == product(&input_shape);
+    let image = values(u, image_len)?;
+    let cols_before = sentinel(cols_len);
+    let mut cols = cols_before.clone();
+    let result = im2col(&image, input_shape, kernel, &params, &mut cols);
+    assert_eq!(result.is_ok(), valid, "im2col: {result:?} for {input_shape:?} {kernel:?} {params:?}");
+    if result.is_err() {
+        assert_eq!(bits(&cols), bits(&cols_before), "im2col changed cols on Err");
+    }
+    let cols = if result.is_ok() { cols } else { values(u, cols_len)? };
+    let image_before = sentinel(image_len);
+    let mut back = image_before.clone();
+    let result = col2im(&cols, input_shape, kernel, &params, &mut back);
+    assert_eq!(result.is_ok(), valid, "col2im: {result:?} for {input_shape:?} {kernel:?} {params:?}");
+    if result.is_err() {
+        assert_eq!(bits(&back), bits(&image_before), "col2im changed the image on Err");
+    }
+    Ok(())
+}
+
+/// GEMMs the contract lets touch nothing (m or n zero: any pointers, any
+/// strides) or only C (k zero: A and B unread), on any path.
+fn check_empty_gemm(u: &mut Unstructured) -> Result<()> {
+    let isa = any_isa(u)?;
+    let (alpha, beta) = (value(u)?, if u.arbitrary()? { 0.0 } else { value(u)? });
+    let (rsa, csa, rsb, csb) = (hostile_isize(u)?, hostile_isize(u)?, hostile_isize(u)?, hostile_isize(u)?);
+    let dangling = std::ptr::NonNull::<f32>::dangling().as_ptr();
+    if u.arbitrary()? {
+        // m or n is zero: no element of any operand exists.
+        let (mut m, mut n, k) = (hostile_usize(u)?, hostile_usize(u)?, hostile_usize(u)?);
+        if u.arbitrary()? {
+            m = 0;
+        } else {
+            n = 0;
+        }
+        let (rsc, csc) = (hostile_isize(u)?, hostile_isize(u)?);
+        // SAFETY: with m == 0 or n == 0 there is no element (i, l, j) whose
+        // address the contract asks to be valid.
+        let result = unsafe {
+            sgemm_with_isa(isa, m, k, n, alpha, dangling, rsa, csa, dangling, rsb, csb, beta, dangling, rsc, csc)
+        };
+        assert_eq!(result.is_ok(), isa.is_available(), "{}: {result:?}", isa.name());
+        // SAFETY: as above.
+        unsafe { sgemm(m, k, n, alpha, dangling, rsa, csa, dangling, rsb, csb, beta, dangling, rsc, csc) };
+        return Ok(());
+    }
+    // k == 0: C = alpha·0 + beta·C, A and B never read. C is a small
+    // row-major block inside guards.
+    let (m, n) = (u.int_in_range(1..=20)?, u.int_in_range(1..=20)?);
+    let c0 = values(u, m * n + 2)?;
+    let mut c = c0.clone();
+    // SAFETY: A and B have no elements (k == 0); C is m × n row-major at
+    // c[1..], inside the buffer.
+    let result = unsafe {
+        sgemm_with_isa(
+            isa,
+            m,
+            0,
+            n,
+            alpha,
+            dangling,
+            rsa,
+            csa,
+            dangling,
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr().add(1),
+            n as isize,
+            1,
+        )
+    };
+    assert_eq!(result.is_ok(), isa.is_available(), "{}: {result:?}", isa.name());
+    if result.is_err() {
+        assert_eq!(bits(&c), bits(&c0), "{}: C changed on Err", isa.name());
+        return Ok(());
+    }
+    assert_eq!((c[0].to_bits(), c[m * n + 1].to_bits()), (c0[0].to_bits(), c0[m * n + 1].to_bits()), "guards");
+    for (i, (&got, &old)) in c[1..=m * n].iter().zip(&c0[1..=m * n]).enumerate() {
+        // The reproducibility rule: acc = +0; c = alpha·acc, or mul_add(beta, c, alpha·acc).
+        let v = alpha * 0.0;
+        let want = if beta == 0.0 { v } else { beta.mul_add(old, v) };
+        if isa != Isa::PortableUnfused {
+            assert_eq!(got.to_bits(), want.to_bits(), "{} k=0 element {i}: alpha={alpha} beta={beta}", isa.name());
+        } else {
+            assert_eq!(got.is_nan(), want.is_nan(), "{} k=0 element {i}", isa.name());
+        }
+    }
+    Ok(())
+}
+
+/// The small surface: Isa names and detection, Activation::apply, Display.
+fn check_misc(u: &mut Unstructured) -> Result<()> {
+    let name: &str = u.arbitrary()?;
+    if let Some(isa) = Isa::from_name(name) {
+        assert_eq!(isa.name(), name);
+    }
+    for isa in Isa::ALL {
+        assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        assert_eq!(isa.is_available(), Isa::available().contains(&isa));
+        assert!(!isa.kernel_name().is_empty());
+    }
+    assert!(Isa::detect().is_available() && Isa::best().is_available());
+    let act = activation(u)?;
+    let x = value(u)?;
+    let y = act.apply(x);
+    match act {
+        Activation::None => assert_eq!(y.to_bits(), x.to_bits()),
+        Activation::Relu => assert_eq!(y.to_bits(), if x < 0.0 { 0.0f32 } else { x }.to_bits()),
+        Activation::Clamp { min, max } => {
+            let lo = if x < min { min } else { x };
+            assert_eq!(y.to_bits(), if lo > max { max } else { lo }.to_bits());
+        }
+    }
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    for _ in 0..4 {
+        let step = match u.int_in_range(0u8..=9) {
+            Ok(0..=5) => ConvCall::arbitrary(&mut u).map(|call| call.check()),
+            Ok(6 | 7) => check_im2col(&mut u),
+            Ok(8) => check_empty_gemm(&mut u),
+            Ok(_) => check_misc(&mut u),
+            Err(_) => return,
+        };
+        if step.is_err() || u.is_empty() {
+            return;
+        }
+    }
+});

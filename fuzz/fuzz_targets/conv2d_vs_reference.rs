@@ -1,0 +1,167 @@
+//! Fuzz target: small convolutions with arbitrary shapes (zero-sized ones
+//! included), parameters and data (NaN, infinities, huge values) through
+//! every ISA × algorithm × thread setting, against the f64 direct
+//! convolution; every FMA path bit-identical to the portable im2col result.
+#![no_main]
+
+use convgemm::reference::conv2d_direct;
+use convgemm::{
+    Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d, conv2d_output_shape, conv2d_with,
+};
+use convgemm_fuzz::{
+    ALGORITHMS, THREADS, activation, all_tame, assert_close, bits, canonical_bits, sentinel, trace, values,
+};
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug)]
+struct Problem {
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    params: ConvParams,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: Activation,
+}
+
+impl Problem {
+    fn arbitrary(u: &mut Unstructured) -> Result<Self> {
+        let batch = u.int_in_range(0..=2)?;
+        let groups = u.int_in_range(1..=3)?;
+        let (cg_in, cg_out) = (u.int_in_range(0..=4)?, u.int_in_range(0..=4)?);
+        let (h, w) = (u.int_in_range(0..=12)?, u.int_in_range(0..=12)?);
+        let (kh, kw) = (u.int_in_range(1..=5)?, u.int_in_range(1..=5)?);
+        let stride = [u.int_in_range(1..=4)?, u.int_in_range(1..=4)?];
+        let mut padding = [0; 4];
+        for p in &mut padding {
+            *p = u.int_in_range(0..=4)?;
+        }
+        let dilation = [u.int_in_range(1..=3)?, u.int_in_range(1..=3)?];
+        let flip = u.arbitrary()?;
+        let has_bias: bool = u.arbitrary()?;
+        let activation = activation(u)?;
+        let params = ConvParams { stride, padding, dilation, groups, flip };
+        let input_shape = [batch, groups * cg_in, h, w];
+        let weight_shape = [groups * cg_out, cg_in, kh, kw];
+        let bias = if has_bias { Some(values(u, groups * cg_out)?) } else { None };
+        let weight = values(u, weight_shape.iter().product())?;
+        let input = values(u, input_shape.iter().product())?;
+        Ok(Problem { input_shape, weight_shape, params, input, weight, bias, activation })
+    }
+
+    fn run(&self, options: &ConvOptions, out: &mut [f32]) -> std::result::Result<(), ConvError> {
+        conv2d_with(
+            options,
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            out,
+        )
+    }
+
+    fn options(isa: Isa, algorithm: Algorithm, threads: Threads, activation: Activation) -> ConvOptions {
+        ConvOptions { isa, algorithm, activation, threads }
+    }
+
+    fn check(&self) {
+        trace(self);
+        let shape = match conv2d_output_shape(self.input_shape, self.weight_shape, &self.params) {
+            Ok(shape) => shape,
+            Err(e) => {
+                // Every parameter drawn above is in range: only an empty axis is an error.
+                assert!(matches!(e, ConvError::NoOutput { .. }), "unexpected {e} for {self:?}");
+                self.check_rejected(&e);
+                return;
+            }
+        };
+        let len: usize = shape.iter().product();
+        let k = self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3];
+        let tame = all_tame(&self.input) && all_tame(&self.weight) && self.bias.as_deref().is_none_or(all_tame);
+        let reference = conv2d_direct(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+        )
+        .expect("the reference accepts what conv2d_output_shape accepts");
+
+        let mut want = sentinel(len);
+        self.run(&Self::options(Isa::Portable, Algorithm::Im2col, Threads::Single, Activation::None), &mut want)
+            .expect("valid problem");
+        if tame {
+            assert_close(&format!("portable im2col {self:?}"), &reference, &want, k);
+        }
+        for isa in Isa::available() {
+            for algorithm in ALGORITHMS {
+                // Threads only matter where a path may fork: try both once per ISA.
+                let threads_tried: &[Threads] =
+                    if algorithm == Algorithm::Auto { &THREADS } else { &[Threads::Single] };
+                for &threads in threads_tried {
+                    let what = format!("{} {algorithm:?} {threads:?} {self:?}", isa.name());
+                    let mut got = sentinel(len);
+                    self.run(&Self::options(isa, algorithm, threads, Activation::None), &mut got)
+                        .expect("valid problem");
+                    if isa == Isa::PortableUnfused {
+                        if tame {
+                            assert_close(&what, &reference, &got, k);
+                        }
+                    } else {
+                        assert_eq!(canonical_bits(&got), canonical_bits(&want), "{what}: differs from portable im2col");
+                    }
+                    if self.activation == Activation::None {
+                        continue;
+                    }
+                    // The fused activation is the scalar activation of the plain result.
+                    let mut fused = sentinel(len);
+                    self.run(&Self::options(isa, algorithm, threads, self.activation), &mut fused)
+                        .expect("valid problem");
+                    let applied: Vec<f32> = got.iter().map(|&x| self.activation.apply(x)).collect();
+                    assert_eq!(bits(&fused), bits(&applied), "{what}: fused {:?}", self.activation);
+                }
+            }
+        }
+        // The one-call API runs the detected path.
+        let mut got = sentinel(len);
+        conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            &mut got,
+        )
+        .expect("valid problem");
+        if Isa::detect() != Isa::PortableUnfused {
+            assert_eq!(canonical_bits(&got), canonical_bits(&want), "conv2d (detected path) {self:?}");
+        }
+    }
+
+    /// A problem with no output: every path rejects it and leaves a buffer alone.
+    fn check_rejected(&self, expected: &ConvError) {
+        let before = sentinel(4);
+        for isa in Isa::available() {
+            for algorithm in ALGORITHMS {
+                let mut out = before.clone();
+                let err = self
+                    .run(&Self::options(isa, algorithm, Threads::Pool, self.activation), &mut out)
+                    .expect_err("no output");
+                assert_eq!(&err, expected, "{} {algorithm:?} {self:?}", isa.name());
+                assert_eq!(bits(&out), bits(&before), "output changed on Err");
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    if let Ok(problem) = Problem::arbitrary(&mut u) {
+        problem.check();
+    }
+});
