@@ -38,6 +38,17 @@
 //! bit the same for any number of threads, any batch size, and on the
 //! AVX2+FMA, NEON and portable (`f32::mul_add`) paths. Only
 //! [`Isa::PortableUnfused`] — chosen on CPUs without FMA — differs, by rounding.
+//! The gradients (`conv2d_backward_*`) and `conv_transpose2d` document their
+//! own fixed reduction orders and are reproducible in the same way.
+//!
+//! ## NaN and infinities
+//! They propagate as IEEE arithmetic on each output's defining sum says: a
+//! NaN input reaches exactly the outputs whose sum reads it (a NaN weight
+//! poisons its whole output channel, padding taps included, since `0·NaN` is
+//! NaN), `inf·0` and opposite infinities give NaN, and `sgemm` with
+//! `beta == 0` never reads C. Whether an output is NaN is identical on every
+//! path; which NaN comes out (sign, payload) is not specified and may differ
+//! between paths where two NaNs meet.
 //!
 //! ## Threads
 //! Calls run in the caller's rayon pool (`ThreadPool::install` controls

@@ -41,6 +41,8 @@ impl Reference {
 /// `(oy, ox)` reads, or 0 where that position falls in the zero padding. This
 /// is the one place the index formula of cross-correlation is written down:
 /// `iy = oy·stride_h + u·dilation_h − pad_top`, `ix = ox·stride_w + v·dilation_w − pad_left`.
+/// (Computed in `isize`: meant for test-sized shapes, not for paddings or
+/// strides near `isize::MAX`.)
 #[allow(clippy::too_many_arguments)]
 pub fn input_tap(
     input: &[f32],

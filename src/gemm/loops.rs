@@ -315,6 +315,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "counts 100k cells one by one; no unsafe code")]
     fn split_covers_c_exactly_once() {
         for &(m, n, k, t) in &[(6, 784, 25, 2), (2048, 49, 512, 2), (7, 5, 3, 4), (100, 100, 100, 3), (1, 1, 1, 8)] {
             let parts = split(m, n, k, 6, 16, t);
