@@ -221,13 +221,21 @@ pub(crate) unsafe fn depthwise_group<L: Lanes>(
                 oy += rows;
             }
         }
-        let b = bias.map(|b| b[o]);
-        for v in out_plane.iter_mut() {
-            if let Some(b) = b {
-                *v += b;
-            }
-            *v = act.apply(*v);
-        }
+        finish_plane(out_plane, bias.map(|b| b[o]), act);
+    }
+}
+
+/// Bias, then activation, over a finished plane; each case a loop of its own
+/// so it vectorises (the same `+` and `Activation::apply` as every path).
+#[inline(always)]
+fn finish_plane(plane: &mut [f32], bias: Option<f32>, act: Activation) {
+    if let Some(b) = bias {
+        plane.iter_mut().for_each(|v| *v += b);
+    }
+    match act {
+        Activation::None => {}
+        Activation::Relu => plane.iter_mut().for_each(|v| *v = Activation::Relu.apply(*v)),
+        clamp => plane.iter_mut().for_each(|v| *v = clamp.apply(*v)),
     }
 }
 
