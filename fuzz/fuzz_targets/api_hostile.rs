@@ -6,8 +6,9 @@
 
 use convgemm::reference::conv2d_direct;
 use convgemm::{
-    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, Isa, Threads, col2im, conv2d,
-    conv2d_output_shape, conv2d_with, im2col, im2col_len, sgemm, sgemm_with_isa,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, Threads, col2im,
+    conv_transpose2d_output_shape, conv_transpose2d_with, conv2d, conv2d_backward_bias, conv2d_backward_input_with,
+    conv2d_backward_weight_with, conv2d_output_shape, conv2d_with, im2col, im2col_len, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
     ALGORITHMS, THREADS, activation, all_tame, any_isa, assert_close, bits, canonical_bits, hostile_isize,
@@ -208,8 +209,84 @@ impl ConvCall {
             assert_eq!(bits(&plain), bits(&before), "conv2d changed the output on Err: {self:?}");
         }
         self.check_plan(&before);
+        // The gradients take no bias: valid exactly when the shapes and the
+        // other lengths are.
+        let grads_ok = expected.is_some()
+            && self.input.len() == product(&self.input_shape).unwrap_or(usize::MAX)
+            && self.weight.len() == product(&self.weight_shape).unwrap_or(usize::MAX)
+            && Some(self.output_len) == expected.and_then(|s| product(&s));
+        self.check_backward(grads_ok);
         if result.is_ok() {
             self.check_values(&out);
+        }
+    }
+
+    /// The gradients and the transposed convolution on the same shapes:
+    /// never a panic; on `Err` the output untouched; `Ok` only for calls
+    /// whose shapes and lengths are those of a valid forward call.
+    fn check_backward(&self, grads_ok: bool) {
+        let shape = expected_output_shape(self.input_shape, self.weight_shape, &self.params);
+        let grad_output_shape = shape.unwrap_or(self.input_shape);
+        let grad_output: Vec<f32> = (0..self.output_len).map(|i| ((i % 7) as f32) - 3.0).collect();
+        let expect = |what: &str, r: std::result::Result<(), ConvError>, out: &[f32], before: &[f32]| match r {
+            Ok(()) => assert!(grads_ok, "{what} accepted an invalid call: {self:?}"),
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                assert_eq!(bits(out), bits(before), "{what} changed its output on Err({e}): {self:?}");
+            }
+        };
+        let before = sentinel(self.input.len());
+        let mut dx = before.clone();
+        let r = conv2d_backward_input_with(
+            &self.options,
+            &grad_output,
+            grad_output_shape,
+            &self.weight,
+            self.weight_shape,
+            &self.params,
+            &mut dx,
+            self.input_shape,
+        );
+        expect("conv2d_backward_input", r, &dx, &before);
+        let before = sentinel(self.weight.len());
+        let mut dw = before.clone();
+        let r = conv2d_backward_weight_with(
+            &self.options,
+            &self.input,
+            self.input_shape,
+            &grad_output,
+            grad_output_shape,
+            &self.params,
+            &mut dw,
+            self.weight_shape,
+        );
+        expect("conv2d_backward_weight", r, &dw, &before);
+        let before = sentinel(self.bias.as_ref().map_or(0, Vec::len));
+        let mut db = before.clone();
+        let r = conv2d_backward_bias(&grad_output, grad_output_shape, &mut db);
+        if let Err(e) = r {
+            assert!(!e.to_string().is_empty());
+            assert_eq!(bits(&db), bits(&before), "conv2d_backward_bias changed its output on Err({e})");
+        }
+        // The transposed convolution that maps this call's input back to its
+        // shape, with output_padding from the padding (often invalid).
+        let t = ConvTransposeParams {
+            stride: self.params.stride,
+            padding: self.params.padding,
+            output_padding: [self.params.padding[0] % 3, self.params.padding[1] % 3],
+            dilation: self.params.dilation,
+            groups: self.params.groups,
+        };
+        let t_shape = [self.input_shape[0], self.weight_shape[0], self.input_shape[2], self.input_shape[3]];
+        let t_want = conv_transpose2d_output_shape(t_shape, self.weight_shape, &t).ok().and_then(|s| product(&s));
+        let t_len = t_want.filter(|&n| n <= MAX_BUF).unwrap_or(self.output_len);
+        let before = sentinel(t_len);
+        let mut y = before.clone();
+        let x: Vec<f32> = (0..product(&t_shape).filter(|&n| n <= MAX_BUF).unwrap_or(0)).map(|i| i as f32).collect();
+        let r = conv_transpose2d_with(&self.options, &x, t_shape, &self.weight, self.weight_shape, None, &t, &mut y);
+        if let Err(e) = r {
+            assert!(!e.to_string().is_empty());
+            assert_eq!(bits(&y), bits(&before), "conv_transpose2d changed its output on Err({e})");
         }
     }
 
