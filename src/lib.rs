@@ -69,6 +69,7 @@ mod conv;
 mod error;
 mod gemm;
 mod im2col;
+mod pool;
 #[doc(hidden)]
 pub mod reference;
 
@@ -85,6 +86,10 @@ pub use conv::transpose::{
 pub use error::ConvError;
 pub use gemm::{Activation, Isa, sgemm, sgemm_with_isa};
 pub use im2col::{col2im, im2col, im2col_len};
+pub use pool::{
+    PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
+    pool2d_output_shape,
+};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

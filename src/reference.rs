@@ -340,3 +340,127 @@ pub fn conv_transpose2d_direct(
     }
     Ok(Reference { value, magnitude })
 }
+
+/// The output length along one pooling axis, counted window by window:
+/// window `o` starts at `o·stride − pad_a`; without `ceil_mode` it must end
+/// inside the padded input, with it it may overrun the padded end by less
+/// than a stride but must start before the trailing padding.
+fn pool_axis_len(size: usize, kernel: usize, stride: usize, dilation: usize, pad: [usize; 2], ceil: bool) -> usize {
+    let extent = dilation * (kernel - 1) + 1;
+    let padded = size + pad[0] + pad[1];
+    (0..)
+        .take_while(|&o| {
+            let start = o * stride;
+            if ceil { start < size + pad[0] && start + extent < padded + stride } else { start + extent <= padded }
+        })
+        .count()
+}
+
+/// `max_pool2d` or `avg_pool2d` by direct loops over every window position,
+/// in f64, with its own output-size count (tests compare it with
+/// `pool2d_output_shape`). Max: the largest input element of the window,
+/// padding ignored (a window with none is −∞); NaN wins. Average: the sum of
+/// the window's input elements over the divisor, which with
+/// `count_include_pad` counts window positions inside the padded input, else
+/// the input elements. Returns the values (magnitude: `Σ|x| / divisor`, 0 for
+/// max, which is exact) and the output shape. Parameter errors come from
+/// `pool2d_output_shape`.
+pub fn pool2d_direct(
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &crate::PoolParams,
+    max: bool,
+) -> Result<(Reference, [usize; 4]), ConvError> {
+    crate::pool2d_output_shape(input_shape, params)?;
+    let [n, c, h, w] = input_shape;
+    check_len("input", input.len(), n * c * h * w)?;
+    let p = params;
+    let oh = pool_axis_len(h, p.kernel[0], p.stride[0], p.dilation[0], [p.padding[0], p.padding[2]], p.ceil_mode);
+    let ow = pool_axis_len(w, p.kernel[1], p.stride[1], p.dilation[1], [p.padding[1], p.padding[3]], p.ceil_mode);
+    let (mut value, mut magnitude) = (Vec::new(), Vec::new());
+    for plane in input.chunks_exact(h * w).take(n * c) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut best, mut sum, mut abs, mut inside, mut padded) = (f64::NEG_INFINITY, 0.0, 0.0, 0, 0);
+                for u in 0..p.kernel[0] {
+                    for v in 0..p.kernel[1] {
+                        let iy = (oy * p.stride[0] + u * p.dilation[0]) as isize - p.padding[0] as isize;
+                        let ix = (ox * p.stride[1] + v * p.dilation[1]) as isize - p.padding[1] as isize;
+                        let in_padded = iy < (h + p.padding[2]) as isize && ix < (w + p.padding[3]) as isize;
+                        padded += in_padded as usize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        let x = plane[iy as usize * w + ix as usize] as f64;
+                        if x.is_nan() || x > best {
+                            best = x;
+                        }
+                        sum += x;
+                        abs += x.abs();
+                        inside += 1;
+                    }
+                }
+                let divisor = if p.count_include_pad { padded } else { inside } as f64;
+                value.push(if max { best } else { sum / divisor });
+                magnitude.push(if max { 0.0 } else { abs / divisor });
+            }
+        }
+    }
+    Ok((Reference { value, magnitude }, [n, c, oh, ow]))
+}
+
+/// The gradients of `max_pool2d` (to each window's first maximum in
+/// row-major window order; with NaNs, to the last NaN) or of `avg_pool2d`
+/// (the gradient over the divisor to every input element of the window),
+/// in f64, by direct loops. Magnitude: `Σ |term|` per input element.
+pub fn pool2d_backward_direct(
+    input: &[f32],
+    input_shape: [usize; 4],
+    grad_output: &[f32],
+    params: &crate::PoolParams,
+    max: bool,
+) -> Result<Reference, ConvError> {
+    let (_, [n, c, oh, ow]) = pool2d_direct(input, input_shape, params, max)?;
+    let [_, _, h, w] = input_shape;
+    check_len("grad_output", grad_output.len(), n * c * oh * ow)?;
+    let p = params;
+    let mut value = vec![0.0; n * c * h * w];
+    let mut magnitude = vec![0.0; n * c * h * w];
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut taps = Vec::new();
+                let mut padded = 0;
+                for u in 0..p.kernel[0] {
+                    for v in 0..p.kernel[1] {
+                        let iy = (oy * p.stride[0] + u * p.dilation[0]) as isize - p.padding[0] as isize;
+                        let ix = (ox * p.stride[1] + v * p.dilation[1]) as isize - p.padding[1] as isize;
+                        padded += (iy < (h + p.padding[2]) as isize && ix < (w + p.padding[3]) as isize) as usize;
+                        if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                            taps.push(plane * h * w + iy as usize * w + ix as usize);
+                        }
+                    }
+                }
+                let g = grad_output[(plane * oh + oy) * ow + ox] as f64;
+                let targets: Vec<(usize, f64)> = if max {
+                    let mut best: Option<usize> = None;
+                    for &t in &taps {
+                        let x = input[t];
+                        if best.is_none_or(|b| x.is_nan() || x > input[b]) {
+                            best = Some(t);
+                        }
+                    }
+                    best.map(|b| (b, g)).into_iter().collect()
+                } else {
+                    let divisor = if p.count_include_pad { padded } else { taps.len() } as f64;
+                    taps.iter().map(|&t| (t, g / divisor)).collect()
+                };
+                for (t, d) in targets {
+                    value[t] += d;
+                    magnitude[t] += d.abs();
+                }
+            }
+        }
+    }
+    Ok(Reference { value, magnitude })
+}

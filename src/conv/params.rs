@@ -116,7 +116,7 @@ fn axis_output(
     Ok((padded - extent) / stride + 1)
 }
 
-fn at_least_one(name: &'static str, value: usize) -> Result<(), ConvError> {
+pub(crate) fn at_least_one(name: &'static str, value: usize) -> Result<(), ConvError> {
     if value == 0 {
         return Err(ConvError::BadParameter { name, value, requirement: "at least 1" });
     }

@@ -1,0 +1,266 @@
+//! Pooling against the direct f64 loops of `convgemm::reference`: random
+//! shapes, strides, paddings, dilations, `ceil_mode` and `count_include_pad`;
+//! ties and NaNs for max; backward against the reference and by adjointness;
+//! pinned PyTorch cases; and the error paths, which leave the output untouched.
+
+mod common;
+
+use common::{assert_close, bits, cases, values};
+use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
+use convgemm::{
+    ConvError, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
+    pool2d_output_shape,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct PoolProblem {
+    shape: [usize; 4],
+    params: PoolParams,
+    max: bool,
+    /// Values on a coarse grid, so max windows hold ties.
+    ties: bool,
+    /// An input element set to NaN, or to −0 with `neg_zero` (max only), as
+    /// an index modulo the length: planes where the scan order matters.
+    nan_at: Option<usize>,
+    neg_zero: bool,
+    seed: u64,
+}
+
+fn pool_problem() -> impl Strategy<Value = PoolProblem> {
+    // Widths up to 40 so that rows hold the 8+ interior windows the vector
+    // kernels take (stride 2 needs about 17 columns for that).
+    let dims = (0usize..3, 1usize..4, 1usize..12, 1usize..40);
+    let window = (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3);
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<[u8; 4]>());
+    let special = (proptest::option::weighted(0.3, 0usize..10_000), any::<bool>());
+    (dims, window, flags, special, any::<u64>()).prop_filter_map(
+        "no output",
+        |((n, c, h, w), (kh, kw, sh, sw, dh, dw), (max, ceil, include, ties, pads), (nan_at, neg_zero), seed)| {
+            let (dh, dw) = if max { (dh, dw) } else { (1, 1) };
+            let ext = [dh * (kh - 1) + 1, dw * (kw - 1) + 1];
+            let mut params = PoolParams::new([kh, kw]);
+            params.stride = [sh, sw];
+            params.dilation = [dh, dw];
+            params.padding = std::array::from_fn(|i| pads[i] as usize % (ext[i % 2] / 2 + 1));
+            params.ceil_mode = ceil;
+            params.count_include_pad = include;
+            let shape = [n, c, h, w];
+            pool2d_output_shape(shape, &params).ok()?;
+            Some(PoolProblem { shape, params, max, ties, nan_at: nan_at.filter(|_| max), neg_zero, seed })
+        },
+    )
+}
+
+impl PoolProblem {
+    fn input(&self) -> Vec<f32> {
+        let len = self.shape.iter().product();
+        let mut x = values(len, self.seed);
+        if self.ties {
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        }
+        if let Some(i) = self.nan_at.filter(|_| len > 0) {
+            x[i % len] = if self.neg_zero { -0.0 } else { f32::NAN };
+        }
+        x
+    }
+
+    fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), ConvError> {
+        let f = if self.max { max_pool2d } else { avg_pool2d };
+        f(x, self.shape, &self.params, out)
+    }
+
+    fn backward(&self, x: &[f32], gy: &[f32], gx: &mut [f32]) -> Result<(), ConvError> {
+        if self.max {
+            max_pool2d_backward(x, self.shape, gy, &self.params, gx)
+        } else {
+            avg_pool2d_backward(self.shape, gy, &self.params, gx)
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1000)))]
+
+    /// Forward: the shape matches the reference's own window count; max is
+    /// exact (NaN where the reference has NaN), the average within REL.
+    #[test]
+    fn forward_matches_reference(p in pool_problem()) {
+        let x = p.input();
+        let (want, shape) = pool2d_direct(&x, p.shape, &p.params, p.max).unwrap();
+        prop_assert_eq!(pool2d_output_shape(p.shape, &p.params).unwrap(), shape);
+        let mut y = vec![7.0; shape.iter().product()];
+        p.forward(&x, &mut y).unwrap();
+        if p.max {
+            for (i, (&got, &w)) in y.iter().zip(&want.value).enumerate() {
+                // Bits, so that the sign of a zero maximum counts too.
+                let same = got.is_nan() && w.is_nan() || got.to_bits() == (w as f32).to_bits();
+                prop_assert!(same, "element {}: {} vs {}", i, got, w);
+            }
+        } else {
+            assert_close("avg_pool2d", &want, &y);
+        }
+    }
+
+    /// Backward against the reference (max: the first maximum, the last NaN),
+    /// and by adjointness: <pool(x), gy> = <x, pool_backward(gy)>.
+    #[test]
+    fn backward_matches_reference(p in pool_problem()) {
+        let x = p.input();
+        let (fwd, shape) = pool2d_direct(&x, p.shape, &p.params, p.max).unwrap();
+        let gy = values(shape.iter().product(), p.seed ^ 0x9e37);
+        let mut gx = vec![7.0; x.len()];
+        p.backward(&x, &gy, &mut gx).unwrap();
+        let want = pool2d_backward_direct(&x, p.shape, &gy, &p.params, p.max).unwrap();
+        assert_close("pool backward", &want, &gx);
+        if x.iter().all(|v| v.is_finite()) && fwd.value.iter().all(|v| v.is_finite()) {
+            let lhs: f64 = fwd.value.iter().zip(&gy).map(|(a, &b)| a * b as f64).sum();
+            let rhs: f64 = x.iter().zip(&gx).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let scale: f64 = fwd.magnitude.iter().chain(&fwd.value).zip(gy.iter().cycle()).map(|(a, &b)| (a * b as f64).abs()).sum();
+            prop_assert!((lhs - rhs).abs() <= 1e-5 * (scale + 1.0), "adjointness: {} vs {}", lhs, rhs);
+        }
+    }
+
+    /// Global average pooling is the mean of each plane.
+    #[test]
+    fn global_avg_is_the_plane_mean(n in 0usize..3, c in 1usize..5, h in 1usize..20, w in 1usize..20, seed in any::<u64>()) {
+        let x = values(n * c * h * w, seed);
+        let mut y = vec![0.0; n * c];
+        global_avg_pool2d(&x, [n, c, h, w], &mut y).unwrap();
+        for (i, plane) in x.chunks_exact(h * w).enumerate() {
+            let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64;
+            prop_assert!((y[i] as f64 - mean).abs() <= 1e-7 * (1.0 + mean.abs()), "plane {}: {} vs {}", i, y[i], mean);
+        }
+    }
+}
+
+fn params(k: usize, s: usize, pad: usize, ceil: bool, include: bool) -> PoolParams {
+    let mut p = PoolParams::new([k, k]);
+    p.stride = [s, s];
+    p.padding = [pad; 4];
+    p.ceil_mode = ceil;
+    p.count_include_pad = include;
+    p
+}
+
+/// Shapes PyTorch gives (torch.nn.functional.max_pool2d / avg_pool2d).
+#[test]
+fn output_shapes_match_pytorch() {
+    let cases = [
+        // (size, kernel, stride, pad, ceil) -> out
+        (112, 3, 2, 1, false, 56), // ResNet-50 stem
+        (55, 3, 2, 0, false, 27),  // AlexNet
+        (224, 2, 2, 0, false, 112),
+        (5, 2, 2, 0, false, 2),
+        (5, 2, 2, 0, true, 3),
+        (5, 2, 2, 1, true, 3), // the 4th window would start in the padding: dropped
+        (6, 3, 3, 1, true, 3),
+        (28, 2, 2, 0, true, 14),
+        (1, 1, 1, 0, false, 1),
+    ];
+    for (size, k, s, pad, ceil, out) in cases {
+        let shape = pool2d_output_shape([2, 3, size, size], &params(k, s, pad, ceil, true)).unwrap();
+        assert_eq!(shape, [2, 3, out, out], "size {size} k{k} s{s} p{pad} ceil {ceil}");
+    }
+}
+
+/// `count_include_pad` in ceil mode: the divisor is the window clipped to
+/// the padded input (PyTorch's `avg_pool2d(ones(1,1,3,3), 2, 2, 1, True)`).
+#[test]
+fn avg_divisors_match_pytorch() {
+    let x = [1.0; 9];
+    let mut y = [0.0; 4];
+    avg_pool2d(&x, [1, 1, 3, 3], &params(2, 2, 1, true, true), &mut y).unwrap();
+    assert_eq!(y, [0.25, 0.5, 0.5, 1.0]);
+    avg_pool2d(&x, [1, 1, 3, 3], &params(2, 2, 1, true, false), &mut y).unwrap();
+    assert_eq!(y, [1.0; 4]);
+    // ceil mode without padding: the last window overruns the input and is
+    // clipped, so it divides by what it covers even with count_include_pad.
+    avg_pool2d(&x, [1, 1, 3, 3], &params(2, 2, 0, true, true), &mut y).unwrap();
+    assert_eq!(y, [1.0; 4]);
+}
+
+#[test]
+fn max_ties_go_to_the_first_and_nan_wins() {
+    let x = [3.0, 1.0, 3.0, 3.0];
+    let mut gx = [9.0; 4];
+    max_pool2d_backward(&x, [1, 1, 2, 2], &[1.0], &PoolParams::new([2, 2]), &mut gx).unwrap();
+    assert_eq!(gx, [1.0, 0.0, 0.0, 0.0]);
+    let x = [3.0, f32::NAN, 5.0, f32::NAN];
+    let mut y = [0.0];
+    max_pool2d(&x, [1, 1, 2, 2], &PoolParams::new([2, 2]), &mut y).unwrap();
+    assert!(y[0].is_nan());
+    max_pool2d_backward(&x, [1, 1, 2, 2], &[1.0], &PoolParams::new([2, 2]), &mut gx).unwrap();
+    assert_eq!(gx, [0.0, 0.0, 0.0, 1.0]);
+}
+
+/// A dilated window that falls between the input's elements has no
+/// input: its max is -inf and it passes no gradient.
+#[test]
+fn empty_dilated_window() {
+    let mut p = PoolParams::new([2, 2]);
+    p.dilation = [3, 3];
+    p.padding = [2; 4];
+    p.stride = [1, 1];
+    let shape = pool2d_output_shape([1, 1, 1, 1], &p).unwrap();
+    assert_eq!(shape, [1, 1, 2, 2]); // taps at (-2, 1) and (-1, 2): none inside
+    let mut y = [0.0; 4];
+    max_pool2d(&[4.0], [1, 1, 1, 1], &p, &mut y).unwrap();
+    assert_eq!(y, [f32::NEG_INFINITY; 4]);
+    let mut gx = [9.0];
+    max_pool2d_backward(&[4.0], [1, 1, 1, 1], &[1.0; 4], &p, &mut gx).unwrap();
+    assert_eq!(gx, [0.0]);
+}
+
+/// Large enough to take the parallel path: same bits as on one thread.
+#[test]
+fn threads_do_not_change_bits() {
+    let shape = [2, 16, 40, 40];
+    let x = values(shape.iter().product(), 3);
+    let p = params(3, 2, 1, true, false);
+    let out: usize = pool2d_output_shape(shape, &p).unwrap().iter().product();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (mut a, mut b, mut g) = (vec![0.0; out], vec![0.0; out], vec![0.0; x.len()]);
+            max_pool2d(&x, shape, &p, &mut a).unwrap();
+            avg_pool2d(&x, shape, &p, &mut b).unwrap();
+            max_pool2d_backward(&x, shape, &a, &p, &mut g).unwrap();
+            [bits(&a), bits(&b), bits(&g)]
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn errors_name_the_problem_and_leave_output_untouched() {
+    let x = vec![1.0; 2 * 3 * 8 * 8];
+    let shape = [2, 3, 8, 8];
+    let mut y = vec![5.0; 2 * 3 * 4 * 4];
+    let mut check = |p: PoolParams, shape: [usize; 4], x: &[f32], max: bool, what: &str| {
+        let f = if max { max_pool2d } else { avg_pool2d };
+        let e = f(x, shape, &p, &mut y).unwrap_err();
+        assert!(e.to_string().contains(what), "{e} should mention {what}");
+        assert!(y.iter().all(|&v| v == 5.0), "output written on error: {e}");
+    };
+    let ok = PoolParams::new([2, 2]);
+    check(PoolParams { kernel: [0, 2], ..ok }, shape, &x, true, "kernel[0]");
+    check(PoolParams { stride: [2, 0], ..ok }, shape, &x, true, "stride[1]");
+    check(PoolParams { dilation: [0, 1], ..ok }, shape, &x, true, "dilation[0]");
+    check(PoolParams { dilation: [1, 2], ..ok }, shape, &x, false, "dilation[1]");
+    check(PoolParams { padding: [0, 0, 2, 0], ..ok }, shape, &x, true, "padding[2] (bottom)");
+    check(PoolParams { kernel: [9, 2], stride: [1, 1], ..ok }, shape, &x, true, "height");
+    check(ok, [2, 3, 0, 8], &[], true, "input_shape[2]");
+    check(ok, shape, &x[1..], true, "input buffer");
+    check(ok, [usize::MAX, 3, 8, 8], &x, true, "overflow");
+    let e = max_pool2d(&x, shape, &ok, &mut y[1..]).unwrap_err();
+    assert!(matches!(e, ConvError::BufferLength { buffer: "output", .. }), "{e}");
+    let mut gx = vec![5.0; x.len()];
+    let e = max_pool2d_backward(&x, shape, &y[1..], &ok, &mut gx).unwrap_err();
+    assert!(matches!(e, ConvError::BufferLength { buffer: "grad_output", .. }), "{e}");
+    let e = avg_pool2d_backward(shape, &y, &ok, &mut gx[1..]).unwrap_err();
+    assert!(matches!(e, ConvError::BufferLength { buffer: "grad_input", .. }), "{e}");
+    assert!(gx.iter().all(|&v| v == 5.0));
+    let e = global_avg_pool2d(&x, shape, &mut y[..5]).unwrap_err();
+    assert!(matches!(e, ConvError::BufferLength { buffer: "output", .. }), "{e}");
+}
