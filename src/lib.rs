@@ -39,7 +39,9 @@
 //! AVX2+FMA, NEON and portable (`f32::mul_add`) paths. Only
 //! [`Isa::PortableUnfused`] — chosen on CPUs without FMA — differs, by rounding.
 //! The gradients (`conv2d_backward_*`) and `conv_transpose2d` document their
-//! own fixed reduction orders and are reproducible in the same way.
+//! own fixed reduction orders and are reproducible in the same way, as is
+//! pooling ([`max_pool2d`] and [`avg_pool2d`] scan each window in row-major
+//! order, which is PyTorch's order too).
 //!
 //! ## NaN and infinities
 //! They propagate as IEEE arithmetic on each output's defining sum says: a

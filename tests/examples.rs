@@ -1,0 +1,82 @@
+//! The picture-making examples run in their quick mode, and each PNG they
+//! write decodes as an image of the expected size with real content (not a
+//! blank canvas) — not merely "the program exited 0".
+//!
+//! `cargo test` builds the examples before it runs this; when this test is
+//! run on its own and they are missing, it builds them with the same profile.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory of this build's example binaries.
+fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("examples")
+}
+
+/// Runs example `name` with `--quick --out <dir>` and returns the directory.
+fn run(name: &str) -> PathBuf {
+    let bin = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let release = examples_dir().parent().unwrap().ends_with("release");
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building example {name}");
+    }
+    let out = std::env::temp_dir().join(format!("convgemm-example-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let result = Command::new(&bin).args(["--quick", "--out"]).arg(&out).output().unwrap();
+    assert!(
+        result.status.success(),
+        "{name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out
+}
+
+/// Decodes `path` and checks its size and that it is not blank: at least
+/// `colours` distinct colours, and 5% of the pixels differ from the
+/// background (the top-left pixel).
+fn check_png(path: &Path, width: u32, height: u32, colours: usize) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (width, height), "{}", path.display());
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    let distinct: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
+    assert!(distinct.len() >= colours, "{} has only {} colours", path.display(), distinct.len());
+    let drawn = pixels.iter().filter(|p| **p != pixels[0]).count();
+    assert!(drawn * 20 >= pixels.len(), "{} is mostly background", path.display());
+    let _ = std::fs::remove_file(path);
+}
+
+// The sizes follow from each example's layout (10 px padding, 16 px label
+// rows, 6 px per character of the 5×7 font).
+
+#[test]
+fn example_lenet5() {
+    let out = run("lenet5");
+    // Ten 64 px digits across; rows: digits, 6 C1 maps, 6 S2 maps, 16 C3 maps (two rows).
+    check_png(&out.join("lenet5.png"), 10 * (64 + 8) + 8, 8 + (14 + 64 + 8) + 3 * 14 + 4 * (56 + 8), 100);
+}
+
+#[test]
+fn example_feature_maps() {
+    let out = run("feature_maps");
+    // Quick mode: a 64×64 image, 7 filters; a column is as wide as "GAUSSIAN 5x5" (71 px).
+    check_png(&out.join("feature_maps.png"), 10 + 7 * (71 + 10), 10 + 2 * (16 + 64 + 10) + 16 + 64 + 10, 100);
+    // Four 32×32 panels drawn at 4×, black and white.
+    check_png(&out.join("correlation_vs_convolution.png"), 10 + 4 * (128 + 10), 10 + 16 + 128 + 10 + 16, 3);
+}
+
+#[test]
+fn example_what_a_filter_sees() {
+    let out = run("what_a_filter_sees");
+    // Eight columns (the Gabor bank), 15×15 patches at 6×.
+    check_png(&out.join("what_a_filter_sees.png"), 10 + 8 * (90 + 10), 10 + 2 * (16 + 90 + 10) + 2 * 16, 100);
+}
