@@ -253,6 +253,8 @@ fn errors_name_the_problem_and_leave_output_untouched() {
     check(ok, [2, 3, 0, 8], &[], true, "input_shape[2]");
     check(ok, shape, &x[1..], true, "input buffer");
     check(ok, [usize::MAX, 3, 8, 8], &x, true, "overflow");
+    // An empty batch does not excuse a plane too large to index (fuzz-found).
+    check(ok, [0, 0, usize::MAX / 4, 5], &[], true, "overflow");
     let e = max_pool2d(&x, shape, &ok, &mut y[1..]).unwrap_err();
     assert!(matches!(e, ConvError::BufferLength { buffer: "output", .. }), "{e}");
     let mut gx = vec![5.0; x.len()];

@@ -1,14 +1,16 @@
-//! Fuzz target: the whole public API with hostile arguments (sizes up to
+//! Fuzz target: the whole public API (convolution, gradients, transposed
+//! convolution, pooling, im2col, GEMM) with hostile arguments (sizes up to
 //! `usize::MAX`, wrong lengths, unavailable ISAs, empty GEMMs on dangling
 //! pointers). Valid calls, and only they, are accepted and compute what the
 //! portable path and the reference do; a rejected call leaves its output as it was.
 #![no_main]
 
-use convgemm::reference::conv2d_direct;
+use convgemm::reference::{conv2d_direct, pool2d_backward_direct, pool2d_direct};
 use convgemm::{
-    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, Threads, col2im,
-    conv_transpose2d_output_shape, conv_transpose2d_with, conv2d, conv2d_backward_bias, conv2d_backward_input_with,
-    conv2d_backward_weight_with, conv2d_output_shape, conv2d_with, im2col, im2col_len, sgemm, sgemm_with_isa,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, PoolParams,
+    Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with, conv2d,
+    conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape, conv2d_with,
+    global_avg_pool2d, im2col, im2col_len, max_pool2d, max_pool2d_backward, pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
     ALGORITHMS, THREADS, activation, all_tame, any_isa, assert_close, bits, canonical_bits, hostile_isize,
@@ -410,6 +412,119 @@ fn check_im2col(u: &mut Unstructured) -> Result<()> {
     Ok(())
 }
 
+/// The pooling output shape a call must get, from the README's PyTorch
+/// rules in 128-bit arithmetic (independently of the crate): `None` for a
+/// call that must be rejected.
+fn expected_pool_shape(shape: [usize; 4], p: &PoolParams, avg: bool) -> Option<[usize; 4]> {
+    let max = usize::MAX as u128;
+    let axis = |size: usize, i: usize| -> Option<u128> {
+        let [size, k, s, d] = [size, p.kernel[i], p.stride[i], p.dilation[i]].map(|v| v as u128);
+        let (a, b) = (p.padding[i] as u128, p.padding[i + 2] as u128);
+        if size == 0 || k == 0 || s == 0 || d == 0 || (avg && d != 1) {
+            return None;
+        }
+        let extent = d * (k - 1) + 1;
+        let padded = size + a + b;
+        if extent > max || a > extent / 2 || b > extent / 2 || padded + s + extent > isize::MAX as u128 {
+            return None;
+        }
+        let span = padded.checked_sub(extent)?;
+        let mut out = if p.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+        if p.ceil_mode && (out - 1) * s >= size + a {
+            out -= 1;
+        }
+        Some(out)
+    };
+    let (oh, ow) = (axis(shape[2], 0)?, axis(shape[3], 1)?);
+    let fits = |dims: &[u128]| dims.iter().try_fold(1u128, |acc, &d| acc.checked_mul(d).filter(|&x| x <= max));
+    let [n, c] = [shape[0] as u128, shape[1] as u128];
+    fits(&[n, c])?;
+    fits(&[shape[2] as u128, shape[3] as u128])?;
+    fits(&[n, c, shape[2] as u128, shape[3] as u128])?;
+    fits(&[oh, ow])?;
+    fits(&[n, c, oh, ow])?;
+    Some([n, c, oh, ow].map(|d| d as usize))
+}
+
+/// max/avg pooling, forward and backward, and global average pooling, with
+/// hostile parameters, shapes and lengths: valid calls, and only they, are
+/// accepted and match the reference; a rejected call leaves its output as it was.
+fn check_pool(u: &mut Unstructured) -> Result<()> {
+    let mut p = PoolParams::new([0, 0]);
+    for v in p.kernel.iter_mut().chain(&mut p.stride).chain(&mut p.dilation).chain(&mut p.padding) {
+        *v = if u.ratio(1, 4)? { hostile_usize(u)? } else { u.int_in_range(0..=3)? };
+    }
+    (p.ceil_mode, p.count_include_pad) = (u.arbitrary()?, u.arbitrary()?);
+    let shape = hostile_shape(u)?;
+    let avg = u.arbitrary::<bool>()?;
+    let want = expected_pool_shape(shape, &p, avg);
+    trace(&(shape, &p, avg));
+    match pool2d_output_shape(shape, &p) {
+        // The shape function does not know the kind: it accepts dilation for both.
+        Ok(s) => assert_eq!(Some(s), expected_pool_shape(shape, &p, false), "pool2d_output_shape {shape:?} {p:?}"),
+        Err(e) => assert!(expected_pool_shape(shape, &p, false).is_none(), "rejected a valid pooling: {e}"),
+    }
+    let (in_want, out_want) = (product(&shape), want.and_then(|s| product(&s)));
+    let (in_len, out_len) = (buffer_len(u, in_want)?, buffer_len(u, out_want)?);
+    let valid = want.is_some() && Some(in_len) == in_want && Some(out_len) == out_want;
+    // The reference walks every window position: only for test-sized shapes
+    // (an empty batch may come with an astronomically wide plane).
+    let small = shape.iter().chain(want.iter().flatten()).all(|&d| d <= MAX_BUF);
+    let x = values(u, in_len)?;
+    // Values near f32::MAX may overflow an f32 sum the f64 reference keeps
+    // finite: compare values only for tame inputs.
+    let small = small && all_tame(&x);
+    let before = sentinel(out_len);
+    let mut y = before.clone();
+    let result = if avg { avg_pool2d(&x, shape, &p, &mut y) } else { max_pool2d(&x, shape, &p, &mut y) };
+    assert_eq!(result.is_ok(), valid, "pool (avg {avg}): {result:?} for {shape:?} {p:?}");
+    if result.is_err() {
+        assert_eq!(bits(&y), bits(&before), "pooling changed its output on Err");
+    } else if small {
+        let (reference, ref_shape) = pool2d_direct(&x, shape, &p, !avg).unwrap();
+        assert_eq!(Some(ref_shape), want);
+        assert_close(&format!("pool {shape:?} {p:?}"), &reference, &y, p.kernel[0] * p.kernel[1]);
+    }
+    // Backward, with its own lengths.
+    let gy_len = buffer_len(u, out_want)?;
+    let gy = values(u, gy_len)?;
+    let small = small && all_tame(&gy);
+    let gx_len = buffer_len(u, in_want)?;
+    let before = sentinel(gx_len);
+    let mut gx = before.clone();
+    let result = if avg {
+        avg_pool2d_backward(shape, &gy, &p, &mut gx)
+    } else {
+        max_pool2d_backward(&x, shape, &gy, &p, &mut gx)
+    };
+    let valid_back =
+        want.is_some() && (avg || Some(x.len()) == in_want) && Some(gy.len()) == out_want && Some(gx_len) == in_want;
+    assert_eq!(result.is_ok(), valid_back, "pool backward (avg {avg}): {result:?} for {shape:?} {p:?}");
+    if result.is_err() {
+        assert_eq!(bits(&gx), bits(&before), "pool backward changed grad_input on Err");
+    } else if small {
+        // Average pooling's gradient reads no input: the reference gets zeros.
+        let x = if avg { vec![0.0; gx_len] } else { x.clone() };
+        let reference = pool2d_backward_direct(&x, shape, &gy, &p, !avg).unwrap();
+        assert_close(&format!("pool backward {shape:?} {p:?}"), &reference, &gx, p.kernel[0] * p.kernel[1]);
+    }
+    // Global average pooling: an `[n, c]` output of plane means.
+    let planes = product(&shape[..2]);
+    let g_len = buffer_len(u, planes)?;
+    let before = sentinel(g_len);
+    let mut g = before.clone();
+    let result = global_avg_pool2d(&x, shape, &mut g);
+    // Valid exactly when one window covering the whole plane is a valid pooling.
+    let whole_plane = PoolParams::new([shape[2], shape[3]]);
+    let global_ok =
+        expected_pool_shape(shape, &whole_plane, true).is_some() && Some(x.len()) == in_want && Some(g_len) == planes;
+    assert_eq!(result.is_ok(), global_ok, "global_avg_pool2d: {result:?} for {shape:?}");
+    if result.is_err() {
+        assert_eq!(bits(&g), bits(&before), "global_avg_pool2d changed its output on Err");
+    }
+    Ok(())
+}
+
 /// GEMMs the contract lets touch nothing (m or n zero: any pointers, any
 /// strides) or only C (k zero: A and B unread), on any path.
 fn check_empty_gemm(u: &mut Unstructured) -> Result<()> {
@@ -510,10 +625,11 @@ fn check_misc(u: &mut Unstructured) -> Result<()> {
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     for _ in 0..4 {
-        let step = match u.int_in_range(0u8..=9) {
+        let step = match u.int_in_range(0u8..=10) {
             Ok(0..=5) => ConvCall::arbitrary(&mut u).map(|call| call.check()),
             Ok(6 | 7) => check_im2col(&mut u),
             Ok(8) => check_empty_gemm(&mut u),
+            Ok(9) => check_pool(&mut u),
             Ok(_) => check_misc(&mut u),
             Err(_) => return,
         };

@@ -202,8 +202,12 @@ impl PoolGeometry {
     fn new(input_shape: [usize; 4], params: &PoolParams) -> Result<Self, ConvError> {
         let h = Axis::new(&HEIGHT, input_shape[2], 0, params)?;
         let w = Axis::new(&WIDTH, input_shape[3], 1, params)?;
+        // Each partial product on its own: an empty batch must not hide a
+        // plane size that overflows (found by fuzzing).
         let planes = product(&input_shape[..2], "input plane count")?;
+        product(&input_shape[2..], "input plane size")?;
         product(&input_shape, "input element count")?;
+        product(&[h.out, w.out], "output plane size")?;
         product(&[planes, h.out, w.out], "output element count")?;
         Ok(PoolGeometry { planes, h, w, count_include_pad: params.count_include_pad })
     }
