@@ -58,7 +58,7 @@ fn test_image(size: usize) -> Vec<f32> {
             if (0.55..0.85).contains(&fx) && (0.15..0.45).contains(&fy) {
                 v = 0.6;
             }
-            if fy > 0.55 && fx < 0.45 && ((x + y) / (size / 16).max(1)) % 2 == 0 {
+            if fy > 0.55 && fx < 0.45 && ((x + y) / (size / 16).max(1)).is_multiple_of(2) {
                 v = 0.8;
             }
             img[y * size + x] = v;

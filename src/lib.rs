@@ -2,7 +2,7 @@
 //!
 //! Fast, reproducible 2-D convolution (the CNN kind) on CPUs: each
 //! (image, group) becomes one matrix product `C = W · im2col(X)`, run by a
-//! cache-blocked GEMM with microkernels for x86-64 AVX2+FMA and aarch64 NEON
+//! cache-blocked GEMM with microkernels for x86-64 AVX-512 and AVX2+FMA and aarch64 NEON
 //! (picked at run time) and a portable path.
 //!
 //! ```
@@ -36,7 +36,7 @@
 //! in increasing order, the bias last, then the activation. Threads split
 //! output rows, columns, images and groups, never K. So results are bit for
 //! bit the same for any number of threads, any batch size, and on the
-//! AVX2+FMA, NEON and portable (`f32::mul_add`) paths. Only
+//! AVX-512, AVX2+FMA, NEON and portable (`f32::mul_add`) paths. Only
 //! [`Isa::PortableUnfused`] — chosen on CPUs without FMA — differs, by rounding.
 //! The gradients (`conv2d_backward_*`) and `conv_transpose2d` document their
 //! own fixed reduction orders and are reproducible in the same way, as is
@@ -60,7 +60,7 @@
 //! ## Choosing a path
 //! [`Isa::detect`] picks the fastest instruction set once per process; the
 //! environment variable `CONVGEMM_ISA` (`portable`, `portable_unfused`,
-//! `avx2_fma`, `neon`) overrides it, and [`conv2d_with`] / [`sgemm_with_isa`]
+//! `avx2_fma`, `avx512`, `neon`) overrides it, and [`conv2d_with`] / [`sgemm_with_isa`]
 //! choose per call.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -192,7 +192,11 @@ pub fn conv2d_backward_input_direct(
                                 // i·sh = y + pt − u·dh and j·sw = x + pl − v·dw, when whole.
                                 let (ni, nj) =
                                     ((y + pt) as isize - (u * dh) as isize, (x + pl) as isize - (v * dw) as isize);
-                                if ni < 0 || nj < 0 || ni as usize % sh != 0 || nj as usize % sw != 0 {
+                                if ni < 0
+                                    || nj < 0
+                                    || !(ni as usize).is_multiple_of(sh)
+                                    || !(nj as usize).is_multiple_of(sw)
+                                {
                                     continue;
                                 }
                                 let (i, j) = (ni as usize / sh, nj as usize / sw);

@@ -124,13 +124,14 @@ pub fn interleaved_medians(contenders: &mut [&mut dyn FnMut()], rounds: usize, m
         .collect()
 }
 
-/// The FMA peak of one core in GFLOP/s: 12 independent chains of 8-wide FMAs
-/// (AVX2), enough to cover Zen 3's and Skylake's latency × 2 pipes.
+/// The FMA peak of one core in GFLOP/s: 12 independent chains of FMAs of
+/// the widest vector the CPU has (AVX-512 where present, else AVX2), enough
+/// to cover the FMA latency × 2 pipes of Zen 3/4/5 and Skylake-class cores.
 #[cfg(target_arch = "x86_64")]
 pub fn fma_peak_gflops_one_thread() -> f64 {
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx2,fma")]
-    fn chains(iters: usize) -> f32 {
+    fn chains8(iters: usize) -> f32 {
         let mut acc = [_mm256_set1_ps(0.0); 12];
         let (a, b) = (_mm256_set1_ps(std::hint::black_box(0.999_999)), _mm256_set1_ps(std::hint::black_box(1e-7)));
         for _ in 0..std::hint::black_box(iters) {
@@ -144,19 +145,33 @@ pub fn fma_peak_gflops_one_thread() -> f64 {
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
         out.iter().sum()
     }
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+    #[target_feature(enable = "avx512f")]
+    fn chains16(iters: usize) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (a, b) = (_mm512_set1_ps(std::hint::black_box(0.999_999)), _mm512_set1_ps(std::hint::black_box(1e-7)));
+        for _ in 0..std::hint::black_box(iters) {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        _mm512_reduce_add_ps(acc.iter().fold(_mm512_set1_ps(0.0), |s, &x| _mm512_add_ps(s, x)))
+    }
+    let wide = is_x86_feature_detected!("avx512f");
+    let narrow = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    if !(wide || narrow) {
         return f64::NAN;
     }
     let iters = 2_000_000;
     let mut best = f64::INFINITY;
     for _ in 0..7 {
         let t = Instant::now();
-        // SAFETY: AVX2 and FMA were detected above.
-        let s = unsafe { chains(iters) };
+        // SAFETY: the features were detected above.
+        let s = unsafe { if wide { chains16(iters) } else { chains8(iters) } };
         std::hint::black_box(s);
         best = best.min(t.elapsed().as_secs_f64());
     }
-    (iters * 12 * 8 * 2) as f64 / best / 1e9
+    let lanes = if wide { 16 } else { 8 };
+    (iters * 12 * lanes * 2) as f64 / best / 1e9
 }
 
 #[cfg(not(target_arch = "x86_64"))]

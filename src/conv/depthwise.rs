@@ -147,7 +147,7 @@ fn padded_plane<'a>(
     plane: &'a [f32],
     padded: &'a mut Vec<f32>,
 ) -> (&'a [f32], usize) {
-    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] && geo.w_out % lanes == 0 {
+    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] && geo.w_out.is_multiple_of(lanes) {
         return (plane, geo.w_in);
     }
     let row = geo.w_in + geo.pad_left + geo.pad_right;

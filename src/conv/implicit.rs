@@ -114,6 +114,23 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
         let spill_end = runs.last().map_or(isize::MAX, |&(_, off)| off + P as isize);
         let corners: [isize; P] = std::array::from_fn(|jj| row_of[jj] * w_in + col_of[jj]);
         let corner = |jj: usize| corners[jj];
+        // With stride 1 along the width, the panel's pixels of one output row
+        // read consecutive input columns for every tap: segments (first column
+        // in the panel, length, window row, window column of the first pixel).
+        // A tap that reaches into the padding copies each segment's part inside
+        // the input and zero-fills the rest, instead of testing every element.
+        let mut segs = [(0usize, 0usize, 0isize, 0isize); P];
+        let mut n_segs = 0;
+        if g.stride_w == 1 {
+            for jj in 0..wp {
+                if jj == 0 || row_of[jj] != row_of[jj - 1] {
+                    segs[n_segs] = (jj, 0, row_of[jj], col_of[jj]);
+                    n_segs += 1;
+                }
+                segs[n_segs - 1].1 += 1;
+            }
+        }
+        let segs = &segs[..n_segs];
 
         for (kk, tap) in taps.iter().enumerate() {
             let inside = tap.dy >= dy_lo && tap.dy <= dy_hi && tap.dx >= dx_lo && tap.dx <= dx_hi;
@@ -146,6 +163,28 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
                         *out = x[(tap.offset + corner(jj)) as usize];
                     }
                     row[wp..].fill(0.0);
+                }
+            } else if !segs.is_empty() {
+                row[wp..].fill(0.0);
+                for &(at, len, wy, wx) in segs {
+                    let part = &mut row[at..at + len];
+                    let iy = wy + tap.dy;
+                    if iy < 0 || iy >= h_in {
+                        part.fill(0.0);
+                        continue;
+                    }
+                    // Pixels t in 0..len read input column wx + tap.dx + t.
+                    let first = wx + tap.dx;
+                    let lo = (-first).clamp(0, len as isize) as usize;
+                    let hi = (w_in - first).clamp(0, len as isize) as usize;
+                    let hi = hi.max(lo);
+                    part[..lo].fill(0.0);
+                    part[hi..].fill(0.0);
+                    if hi > lo {
+                        // Channel base + row iy + column first + lo, inside the image.
+                        let start = (tap.offset - tap.dy * w_in - tap.dx + iy * w_in + first + lo as isize) as usize;
+                        part[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
+                    }
                 }
             } else {
                 for (jj, out) in row.iter_mut().enumerate() {

@@ -242,7 +242,7 @@ pub(crate) fn check_params(weight_shape: [usize; 4], params: &ConvParams) -> Res
     at_least_one("groups", params.groups)?;
     at_least_one("weight_shape[2] (kernel height)", weight_shape[2])?;
     at_least_one("weight_shape[3] (kernel width)", weight_shape[3])?;
-    if weight_shape[0] % params.groups != 0 {
+    if !weight_shape[0].is_multiple_of(params.groups) {
         return Err(ConvError::BadParameter {
             name: "groups",
             value: params.groups,

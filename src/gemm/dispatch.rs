@@ -13,6 +13,7 @@ use crate::ConvError;
 /// Every path but [`Isa::PortableUnfused`] gives bit-identical results (see
 /// the crate docs on reproducibility).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// Plain Rust with `f32::mul_add`: runs everywhere, the reference the SIMD
     /// paths must match bit for bit. Slow where FMA is a library call.
@@ -22,13 +23,17 @@ pub enum Isa {
     PortableUnfused,
     /// x86-64 AVX2 + FMA (`avx2_fma_6x16`).
     Avx2Fma,
+    /// x86-64 AVX-512F (`avx512_12x32`): twice AVX2's FMA width, which Zen 5
+    /// and Intel server cores run at full rate. (Depthwise convolution and
+    /// pooling run their AVX2 code on this path.)
+    Avx512,
     /// aarch64 NEON (`neon_8x12`).
     Neon,
 }
 
 impl Isa {
     /// Every path, in order of preference from slowest to fastest.
-    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::PortableUnfused, Isa::Avx2Fma, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Portable, Isa::PortableUnfused, Isa::Avx2Fma, Isa::Avx512, Isa::Neon];
 
     /// The short name used in `CONVGEMM_ISA`, test output and bench ids.
     pub fn name(self) -> &'static str {
@@ -36,6 +41,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::PortableUnfused => "portable_unfused",
             Isa::Avx2Fma => "avx2_fma",
+            Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
         }
     }
@@ -51,6 +57,12 @@ impl Isa {
             Isa::Portable | Isa::PortableUnfused => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().is_some(),
+            // The path also runs AVX2 code (depthwise, pooling): it needs both.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                super::kernel::avx512::Avx512_12x32::new().is_some()
+                    && super::kernel::avx2::Avx2Fma6x16::new().is_some()
+            }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::kernel::neon::Neon8x12::new().is_some(),
             #[allow(unreachable_patterns)]
@@ -78,7 +90,9 @@ impl Isa {
 
     /// The fastest available path, ignoring `CONVGEMM_ISA`.
     pub fn best() -> Isa {
-        if Isa::Avx2Fma.is_available() {
+        if Isa::Avx512.is_available() {
+            Isa::Avx512
+        } else if Isa::Avx2Fma.is_available() {
             Isa::Avx2Fma
         } else if Isa::Neon.is_available() {
             Isa::Neon
@@ -139,8 +153,8 @@ pub(crate) fn depthwise(
             depthwise_group::<Scalar>(geo, plane, weight, bias, act, out, padded)
         },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: availability (AVX2 and FMA) was checked above.
-        Isa::Avx2Fma => unsafe {
+        // SAFETY: availability (AVX2 and FMA; the AVX-512 path requires them too) was checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
             crate::conv::depthwise::avx2::depthwise_group_avx2(geo, plane, weight, bias, act, out, padded)
         },
         #[cfg(target_arch = "aarch64")]
@@ -181,6 +195,11 @@ pub(crate) fn dispatch<W: WithKernel>(isa: Isa, work: W) -> Result<W::Output, Co
         Isa::PortableUnfused => Ok(work.run(PORTABLE_UNFUSED)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().map(|k| work.run(k)).ok_or(unavailable),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => match (super::kernel::avx512::Avx512_12x32::new(), isa.is_available()) {
+            (Some(k), true) => Ok(work.run(k)),
+            _ => Err(unavailable),
+        },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => super::kernel::neon::Neon8x12::new().map(|k| work.run(k)).ok_or(unavailable),
         #[allow(unreachable_patterns)]

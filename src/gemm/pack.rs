@@ -55,7 +55,7 @@ impl PanelSource for PrepackedSource {
     }
 
     fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
-        (panel == self.panel && j0 % panel == 0).then(|| {
+        (panel == self.panel && j0.is_multiple_of(panel)).then(|| {
             let start = k0 * self.padded_w + j0 * kc;
             &self.data.as_slice()[start..(k0 + kc) * self.padded_w]
         })
@@ -73,6 +73,7 @@ macro_rules! with_panel_width {
             8 => $f::<8>($($arg),*),
             12 => $f::<12>($($arg),*),
             16 => $f::<16>($($arg),*),
+            32 => $f::<32>($($arg),*),
             p => unreachable!("panel width {p} is no kernel's MR or NR"),
         }
     };

@@ -520,8 +520,8 @@ fn forward(
 
 fn forward_plane(kind: Kind, isa: Isa, g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma {
-        // SAFETY: `forward` checked that the AVX2+FMA path is available.
+    if isa == Isa::Avx2Fma || isa == Isa::Avx512 {
+        // SAFETY: `forward` checked that the path is available; both have AVX2.
         unsafe { avx2::forward_plane(kind, g, x, y) };
         return;
     }

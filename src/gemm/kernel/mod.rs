@@ -7,6 +7,9 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 
@@ -175,6 +178,9 @@ mod tests {
             .collect()
     }
 
+    /// The largest tile side the battery covers (every kernel's MR and NR).
+    const D: usize = 32;
+
     /// Runs a kernel on one tile case; returns C (with a guard border) after the call.
     struct Case {
         kc: usize,
@@ -192,11 +198,11 @@ mod tests {
     /// (returned whole, so writes outside the tile show up).
     fn run<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
         let (mr, nr) = (K::MR, K::NR);
-        let a_full = values(case.kc * 16, 1); // element (i, k) at k·16 + i
-        let b_full = values(case.kc * 16, 2); // element (k, j) at k·16 + j
-        let bias = values(16, 3);
-        let rsc = 16 * case.col_stride + 3;
-        let mut c = values(rsc * 18, 4);
+        let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
+        let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
+        let bias = values(D, 3);
+        let rsc = D * case.col_stride + 3;
+        let mut c = values(rsc * (D + 2), 4);
         for i0 in (0..case.rows).step_by(mr) {
             for j0 in (0..case.cols).step_by(nr) {
                 let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
@@ -204,15 +210,15 @@ mod tests {
                 let mut b = vec![0.0f32; case.kc * nr];
                 for k in 0..case.kc {
                     for i in 0..rows {
-                        a[k * mr + i] = a_full[k * 16 + i0 + i];
+                        a[k * mr + i] = a_full[k * D + i0 + i];
                     }
                     for j in 0..cols {
-                        b[k * nr + j] = b_full[k * 16 + j0 + j];
+                        b[k * nr + j] = b_full[k * D + j0 + j];
                     }
                 }
                 let out = TileOut {
                     // SAFETY: offset rsc + 1 leaves a guard row and column; the
-                    // whole rows × cols tile (≤ 16 × 16) fits inside `c`.
+                    // whole rows × cols tile (≤ D × D) fits inside `c`.
                     c: unsafe { c.as_mut_ptr().add(rsc + 1 + i0 * rsc + j0 * case.col_stride) },
                     rsc: rsc as isize,
                     csc: case.col_stride as isize,
@@ -279,7 +285,7 @@ mod tests {
 
     #[test]
     fn every_available_kernel_matches_portable_bits() {
-        for isa in [Isa::Avx2Fma, Isa::Neon] {
+        for isa in [Isa::Avx2Fma, Isa::Avx512, Isa::Neon] {
             match dispatch(isa, Battery) {
                 Ok(n) => assert!(n > 0),
                 Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
@@ -300,12 +306,12 @@ mod tests {
             act: Activation::None,
         };
         let c = run(PORTABLE, &case);
-        let (a, b) = (values(33 * 16, 1), values(33 * 16, 2));
-        let rsc = 16 + 3;
-        assert_eq!(c[..rsc + 1], values(rsc * 18, 4)[..rsc + 1], "guard row overwritten");
+        let (a, b) = (values(33 * D, 1), values(33 * D, 2));
+        let rsc = D + 3;
+        assert_eq!(c[..rsc + 1], values(rsc * (D + 2), 4)[..rsc + 1], "guard row overwritten");
         for i in 0..4 {
             for j in 0..8 {
-                let want: f64 = (0..33).map(|k| a[k * 16 + i] as f64 * b[k * 16 + j] as f64).sum::<f64>() * 1.5;
+                let want: f64 = (0..33).map(|k| a[k * D + i] as f64 * b[k * D + j] as f64).sum::<f64>() * 1.5;
                 let got = c[rsc + 1 + i * rsc + j] as f64;
                 assert!((want - got).abs() < 1e-5, "({i},{j}): {got} vs {want}");
             }

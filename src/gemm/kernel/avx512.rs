@@ -1,0 +1,135 @@
+//! `avx512_12x32`: the x86-64 AVX-512 microkernel.
+//!
+//! Register tile (32 zmm registers): 24 accumulators, 2 for the B row, 1 for
+//! the broadcast A value. Zen 5 and Intel server cores run two 512-bit FMAs
+//! per cycle at 4 cycles' latency, so 24 independent chains keep both pipes
+//! busy; per k step the tile issues 24 FMAs against 14 loads.
+//!
+//! ```text
+//!            b[k, 0..16]  b[k, 16..32]
+//! a[0,k]  |  acc[0][0]    acc[0][1]  |
+//! a[1,k]  |  acc[1][0]    acc[1][1]  |
+//!  ...    |     ...          ...     |     acc[i][h] += a[i,k] · b[k, 16h..16h+16]
+//! a[11,k] |  acc[11][0]   acc[11][1] |
+//! ```
+//!
+//! Same arithmetic per element as every other kernel (one FMA per k, in
+//! increasing k, from +0), so the same bits.
+
+use std::arch::x86_64::*;
+
+use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+
+const MR: usize = 12;
+const NR: usize = 32;
+
+/// Proof that the CPU runs AVX-512F: only [`Avx512_12x32::new`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512_12x32 {
+    _detected: (),
+}
+
+impl Avx512_12x32 {
+    pub(crate) fn new() -> Option<Self> {
+        is_x86_feature_detected!("avx512f").then_some(Self { _detected: () })
+    }
+}
+
+impl MicroKernel for Avx512_12x32 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const NAME: &'static str = "avx512_12x32";
+
+    unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+        // SAFETY: `self` exists only when AVX-512F was detected; the pointer
+        // guarantees are the caller's, passed on unchanged.
+        unsafe { kernel_12x32(kc, a, b, out, spec) }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_12x32(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    // Start pulling the C tile toward L1 now; it is needed only after the k loop.
+    if out.csc == 1 {
+        for i in 0..out.rows {
+            let row = out.c.wrapping_offset(i as isize * out.rsc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1).cast());
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let step = |acc: &mut [[__m512; 2]; MR], k: usize| {
+        // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
+        unsafe {
+            let bk = b.add(k * NR);
+            let (b0, b1) = (_mm512_loadu_ps(bk), _mm512_loadu_ps(bk.add(16)));
+            let ak = a.add(k * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ak.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+    };
+    let mut k = 0;
+    while k + 4 <= kc {
+        step(&mut acc, k);
+        step(&mut acc, k + 1);
+        step(&mut acc, k + 2);
+        step(&mut acc, k + 3);
+        k += 4;
+    }
+    while k < kc {
+        step(&mut acc, k);
+        k += 1;
+    }
+
+    if out.cols == NR && out.csc == 1 {
+        let alpha = _mm512_set1_ps(spec.alpha);
+        let beta = _mm512_set1_ps(spec.beta);
+        for (i, row) in acc.iter().enumerate().take(out.rows) {
+            // SAFETY: row i < rows of the tile; columns 0..32 are contiguous (csc == 1).
+            let c = unsafe { out.c.offset(i as isize * out.rsc) };
+            // SAFETY: `rows` bias values are readable when bias is not null.
+            let bias = (!spec.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *spec.bias.add(i) }));
+            for (h, &acc_h) in row.iter().enumerate() {
+                // SAFETY: c + 16h .. c + 16h + 16 lies inside the tile row.
+                let ch = unsafe { c.add(16 * h) };
+                let mut v = _mm512_mul_ps(alpha, acc_h);
+                if spec.store == Store::Update {
+                    // SAFETY: as above.
+                    v = _mm512_fmadd_ps(beta, unsafe { _mm512_loadu_ps(ch) }, v);
+                }
+                if let Some(bias) = bias {
+                    v = _mm512_add_ps(v, bias);
+                }
+                v = activate(spec.act, v);
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(ch, v) };
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: `tile` holds MR·NR floats; row i starts at i·NR.
+            unsafe {
+                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
+                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), row[1]);
+            }
+        }
+        // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
+        unsafe { store_tile_scalar::<NR>(&tile, out, spec) }
+    }
+}
+
+/// [`Activation::apply`] on 16 lanes, bit for bit (NaN kept, `-0.0` kept:
+/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn activate(act: Activation, v: __m512) -> __m512 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), v),
+        Activation::Clamp { min, max } => _mm512_min_ps(_mm512_set1_ps(max), _mm512_max_ps(_mm512_set1_ps(min), v)),
+    }
+}
