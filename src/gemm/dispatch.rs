@@ -23,7 +23,7 @@ pub enum Isa {
     PortableUnfused,
     /// x86-64 AVX2 + FMA (`avx2_fma_6x16`).
     Avx2Fma,
-    /// x86-64 AVX-512F (`avx512_12x32`): twice AVX2's FMA width, which Zen 5
+    /// x86-64 AVX-512F (`avx512_8x32`): twice AVX2's FMA width, which Zen 5
     /// and Intel server cores run at full rate. (Depthwise convolution and
     /// pooling run their AVX2 code on this path.)
     Avx512,
@@ -60,7 +60,7 @@ impl Isa {
             // The path also runs AVX2 code (depthwise, pooling): it needs both.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                super::kernel::avx512::Avx512_12x32::new().is_some()
+                super::kernel::avx512::Avx512_8x32::new().is_some()
                     && super::kernel::avx2::Avx2Fma6x16::new().is_some()
             }
             #[cfg(target_arch = "aarch64")]
@@ -196,7 +196,7 @@ pub(crate) fn dispatch<W: WithKernel>(isa: Isa, work: W) -> Result<W::Output, Co
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().map(|k| work.run(k)).ok_or(unavailable),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => match (super::kernel::avx512::Avx512_12x32::new(), isa.is_available()) {
+        Isa::Avx512 => match (super::kernel::avx512::Avx512_8x32::new(), isa.is_available()) {
             (Some(k), true) => Ok(work.run(k)),
             _ => Err(unavailable),
         },
