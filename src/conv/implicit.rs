@@ -199,4 +199,3 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
         }
     }
 }
-

@@ -60,8 +60,7 @@ impl Isa {
             // The path also runs AVX2 code (depthwise, pooling): it needs both.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                super::kernel::avx512::Avx512_8x32::new().is_some()
-                    && super::kernel::avx2::Avx2Fma6x16::new().is_some()
+                super::kernel::avx512::Avx512_8x32::new().is_some() && super::kernel::avx2::Avx2Fma6x16::new().is_some()
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::kernel::neon::Neon8x12::new().is_some(),
