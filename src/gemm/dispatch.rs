@@ -23,7 +23,7 @@ pub enum Isa {
     PortableUnfused,
     /// x86-64 AVX2 + FMA (`avx2_fma_6x16`).
     Avx2Fma,
-    /// x86-64 AVX-512F (`avx512_8x32`): twice AVX2's FMA width, which Zen 5
+    /// x86-64 AVX-512F and DQ (`avx512_8x32`): twice AVX2's FMA width, which Zen 5
     /// and Intel server cores run at full rate. (Depthwise convolution and
     /// pooling run their AVX2 code on this path.)
     Avx512,
@@ -57,10 +57,13 @@ impl Isa {
             Isa::Portable | Isa::PortableUnfused => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => super::kernel::avx2::Avx2Fma6x16::new().is_some(),
-            // The path also runs AVX2 code (depthwise, pooling): it needs both.
+            // The path also runs AVX2 code (depthwise, pooling) and AVX-512DQ
+            // (pooling's NaN/−0 test): it needs all three.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                super::kernel::avx512::Avx512_8x32::new().is_some() && super::kernel::avx2::Avx2Fma6x16::new().is_some()
+                super::kernel::avx512::Avx512_8x32::new().is_some()
+                    && super::kernel::avx2::Avx2Fma6x16::new().is_some()
+                    && is_x86_feature_detected!("avx512dq")
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::kernel::neon::Neon8x12::new().is_some(),

@@ -5,7 +5,9 @@
 
 use std::arch::x86_64::*;
 
+use super::separable::{MaxLanes, separable_max_plane, window_rows};
 use super::{MAX, PoolGeometry, RowKernel, SUM, body};
+use crate::conv::depthwise::avx2::Avx2 as Lanes8;
 
 /// [`body`](super::body) with the AVX2 interior rows.
 ///
@@ -17,10 +19,29 @@ pub(super) unsafe fn forward_plane(kind: super::Kind, g: &PoolGeometry, x: &[f32
     unsafe { body::<Avx2>(kind, g, x, y) }
 }
 
+/// The AVX2 row kernels of the pool.
 pub(super) struct Avx2;
 
-/// The tallest window the vector rows take.
-const MAX_ROWS: usize = 16;
+/// The depthwise kernel's AVX2 lanes serve the separable max too.
+impl MaxLanes for Lanes8 {
+    #[inline(always)]
+    unsafe fn load_strided<const S: usize>(p: *const f32) -> __m256 {
+        // SAFETY: forwarded from the caller.
+        unsafe { load::<S>(p) }
+    }
+    #[inline(always)]
+    unsafe fn max(v: __m256, acc: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX2. maxps(v, acc) is
+        // `v > acc ? v : acc`, the scalar rule exactly.
+        unsafe { _mm256_max_ps(v, acc) }
+    }
+    // Four µops per vector on AVX2: a separate pass is cheaper.
+    const CHECKS_INLINE: bool = false;
+    #[inline(always)]
+    unsafe fn ambiguous(_: __m256) -> u32 {
+        0
+    }
+}
 
 /// Eight consecutive windows' tap: `p[0], p[S], .., p[7·S]`.
 ///
@@ -65,14 +86,9 @@ unsafe fn combine<const OP: u8>(acc: __m256, v: __m256) -> __m256 {
 impl RowKernel for Avx2 {
     #[inline(always)]
     unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
-        match g.w.stride {
-            // SAFETY: AVX2 is the caller's contract, and `x`, `y` are one
-            // plane of `g`'s input and output.
-            1 => unsafe { separable_max_plane::<1>(g, x, y, scratch) },
-            // SAFETY: as above.
-            2 => unsafe { separable_max_plane::<2>(g, x, y, scratch) },
-            _ => false,
-        }
+        // SAFETY: AVX2 is the caller's contract, and `x`, `y` are one plane
+        // of `g`'s input and output.
+        unsafe { max_plane(g, x, y, scratch) }
     }
 
     #[inline(always)]
@@ -93,145 +109,20 @@ impl RowKernel for Avx2 {
     }
 }
 
-/// The maximum of a plane in two passes: first the column maxima of every
-/// output row's window rows (`scratch`, `h_out × w` floats, full vectors),
-/// then the window maxima along each of those rows, eight windows at a time,
-/// with the border windows from the same column maxima. Declines (`false`)
-/// a plane with a NaN or a −0, where the scan order could change the bits.
+/// [`separable_max_plane`] compiled for AVX2 (the caller may be a closure,
+/// which does not carry the target features).
 ///
 /// # Safety
 /// AVX2; `x` and `y` are one plane of `g`'s input and output.
 #[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn separable_max_plane<const S: usize>(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut Vec<f32>,
-) -> bool {
-    let (w, oh) = (g.w.size, g.h.out);
-    if g.h.kernel > MAX_ROWS || super::order_matters(x) {
-        return false;
+unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
+    match g.w.stride {
+        // SAFETY: forwarded; AVX2 is enabled here.
+        1 => unsafe { separable_max_plane::<Lanes8, 1>(g, x, y, scratch) },
+        // SAFETY: as above.
+        2 => unsafe { separable_max_plane::<Lanes8, 2>(g, x, y, scratch) },
+        _ => false,
     }
-    scratch.resize(oh * w, 0.0);
-    for (oy, cols) in scratch.chunks_exact_mut(w).take(oh).enumerate() {
-        // SAFETY: AVX2; kernel height <= MAX_ROWS, so `window_rows` is Some.
-        unsafe { column_max(x, &window_rows(g, oy).unwrap_or_default(), cols) };
-    }
-    // SAFETY: AVX2 is the caller's contract; `scratch` holds `h_out` rows of
-    // `w` column maxima and `y` is one output plane.
-    unsafe {
-        match g.w.kernel {
-            2 => window_max_rows::<S, 2>(g, scratch, y),
-            3 => window_max_rows::<S, 3>(g, scratch, y),
-            _ => window_max_rows::<S, 0>(g, scratch, y),
-        }
-    }
-    true
-}
-
-/// The second pass of [`separable_max_plane`]: each output row's window
-/// maxima from its row of column maxima in `cols` (`w` floats per row).
-///
-/// # Safety
-/// AVX2; `cols` holds `h_out` rows of `w` floats, `y` is one output plane.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn window_max_rows<const S: usize, const KW: usize>(g: &PoolGeometry, cols: &[f32], y: &mut [f32]) {
-    let (lo, hi) = g.w.interior();
-    let n = hi - lo;
-    let base = if n > 0 { g.w.start(lo) as usize } else { 0 };
-    let single = [0usize];
-    for (cols, out) in cols.chunks_exact(g.w.size).zip(y.chunks_exact_mut(g.w.out)) {
-        let mut i = 0;
-        while n >= 8 && i + 8 <= n {
-            // SAFETY: windows lo + i .. lo + i + 8 are interior, so their
-            // taps are inside `cols`, the one row of `single`; i + 8 <= n.
-            let v = unsafe { block::<MAX, S, KW>(g, cols, &single, base + i * S, 1.0) };
-            // SAFETY: lo + i + 8 <= hi <= w_out.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(lo + i), v) };
-            i += 8;
-        }
-        if n >= 8 && i < n {
-            // SAFETY: as above, for the last eight interior windows.
-            let v = unsafe { block::<MAX, S, KW>(g, cols, &single, base + (n - 8) * S, 1.0) };
-            // SAFETY: hi - 8 .. hi is inside `out` (hi <= w_out).
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(hi - 8), v) };
-            i = n;
-        }
-        for ox in (0..lo).chain(lo + i..g.w.out) {
-            let mut m = f32::NEG_INFINITY;
-            for u in 0..g.w.kernel {
-                if let Some(ix) = g.w.tap(ox, u) {
-                    m = super::combine::<MAX>(m, cols[ix]);
-                }
-            }
-            out[ox] = m;
-        }
-    }
-}
-
-/// `cols[c]` = the maximum of `x[r + c]` over the row offsets `r` in
-/// `rows.0[..rows.1]` (−∞ for none).
-///
-/// # Safety
-/// AVX2.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn column_max(x: &[f32], rows: &([usize; MAX_ROWS], usize), cols: &mut [f32]) {
-    let rows = &rows.0[..rows.1];
-    assert!(rows.iter().all(|&r| r + cols.len() <= x.len()), "window row outside the plane");
-    // SAFETY: (every arm) AVX2; every row offset r has r + w <= x.len().
-    unsafe {
-        match rows.len() {
-            0 => cols.fill(f32::NEG_INFINITY),
-            2 => column_max_n::<2>(x, rows, cols),
-            3 => column_max_n::<3>(x, rows, cols),
-            _ => column_max_n::<0>(x, rows, cols),
-        }
-    }
-}
-
-/// [`column_max`] for `R` rows (0: any number, at least one).
-///
-/// # Safety
-/// AVX2; `rows` is not empty and each `r` in it has `r + cols.len() <= x.len()`.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn column_max_n<const R: usize>(x: &[f32], rows: &[usize], cols: &mut [f32]) {
-    let r = if R == 0 { rows.len() } else { R };
-    let rows = &rows[..r];
-    let (first, rest) = (rows[0], &rows[1..]);
-    let w = cols.len();
-    let mut c = 0;
-    while c + 8 <= w {
-        // SAFETY: c + 8 <= w and every row offset has room for w floats.
-        unsafe {
-            let mut m = _mm256_loadu_ps(x.as_ptr().add(first + c));
-            for &r in rest {
-                m = _mm256_max_ps(_mm256_loadu_ps(x.as_ptr().add(r + c)), m);
-            }
-            _mm256_storeu_ps(cols.as_mut_ptr().add(c), m);
-        }
-        c += 8;
-    }
-    for (j, m) in cols.iter_mut().enumerate().skip(c) {
-        *m = rest.iter().fold(x[first + j], |acc, &r| super::combine::<MAX>(acc, x[r + j]));
-    }
-}
-
-/// The offsets in the plane of the valid input rows of output row `oy`'s
-/// windows, and their count; `None` for windows taller than `MAX_ROWS`
-/// (left to the portable loop).
-#[inline(always)]
-fn window_rows(g: &PoolGeometry, oy: usize) -> Option<([usize; MAX_ROWS], usize)> {
-    let mut rows = [0usize; MAX_ROWS];
-    let mut count = 0;
-    for iy in (0..g.h.kernel).filter_map(|t| g.h.tap(oy, t)) {
-        *rows.get_mut(count)? = iy * g.w.size;
-        count += 1;
-    }
-    Some((rows, count))
 }
 
 /// The interior windows `lo .. lo + out.len()` of output row `oy`, eight at

@@ -520,10 +520,12 @@ fn forward(
 
 fn forward_plane(kind: Kind, isa: Isa, g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma || isa == Isa::Avx512 {
-        // SAFETY: `forward` checked that the path is available; both have AVX2.
-        unsafe { avx2::forward_plane(kind, g, x, y) };
-        return;
+    match isa {
+        // SAFETY: `forward` checked that the path is available.
+        Isa::Avx2Fma => return unsafe { avx2::forward_plane(kind, g, x, y) },
+        // SAFETY: as above; the AVX-512 path has AVX-512F and AVX2.
+        Isa::Avx512 => return unsafe { avx512::forward_plane(kind, g, x, y) },
+        _ => {}
     }
     let _ = isa;
     // SAFETY: the portable rows need no CPU feature.
@@ -615,6 +617,9 @@ fn order_matters(x: &[f32]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod separable;
 
 /// How a window's elements are combined (the const parameter of the scans).
 const SUM: u8 = 0;
