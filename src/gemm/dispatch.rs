@@ -23,9 +23,10 @@ pub enum Isa {
     PortableUnfused,
     /// x86-64 AVX2 + FMA (`avx2_fma_6x16`).
     Avx2Fma,
-    /// x86-64 AVX-512F and DQ (`avx512_8x32`): twice AVX2's FMA width, which Zen 5
-    /// and Intel server cores run at full rate. (Depthwise convolution and
-    /// pooling run their AVX2 code on this path.)
+    /// x86-64 AVX-512F and DQ (`avx512_8x32`): twice AVX2's FMA width, which
+    /// Zen 5 and Intel server cores run at full rate. Needs AVX2 too: the
+    /// depthwise kernel, the average pool and the exact max-pool scan run
+    /// their AVX2 code on this path.
     Avx512,
     /// aarch64 NEON (`neon_8x12`).
     Neon,
