@@ -1,12 +1,14 @@
-//! The interior rows of the forward pool on AVX2: eight output columns per
-//! register, all taps of their windows combined in registers (row-major
-//! window order) and stored once. Stride 1 reads one unaligned vector per
-//! tap; stride 2 reads two overlapping vectors and keeps the even lanes.
+//! The forward max pool on AVX2: the separable max of
+//! [`separable`](super::separable) on the depthwise kernel's 8-wide lanes,
+//! and the exact row-major scan (for planes holding a NaN or a −0) eight
+//! windows to a register, all taps combined in registers and stored once.
+//! Stride 1 reads one unaligned vector per tap; stride 2 reads two
+//! overlapping vectors and keeps the even lanes. Sums take the portable rows.
 
 use std::arch::x86_64::*;
 
 use super::separable::{MaxLanes, separable_max_plane, window_rows};
-use super::{MAX, PoolGeometry, RowKernel, SUM, body};
+use super::{MaxPlane, PoolGeometry, RowKernel, body};
 use crate::conv::depthwise::avx2::Avx2 as Lanes8;
 
 /// [`body`](super::body) with the AVX2 interior rows.
@@ -65,45 +67,33 @@ unsafe fn load<const S: usize>(p: *const f32) -> __m256 {
     }
 }
 
-/// [`combine`](super::combine) on eight lanes, with the same operand order.
+/// [`combine`](super::combine)`::<MAX_NAN>` on eight lanes: `v > acc ||
+/// isnan(v) ? v : acc`, the first maximum or the last NaN.
 ///
 /// # Safety
 /// AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn combine<const OP: u8>(acc: __m256, v: __m256) -> __m256 {
-    match OP {
-        SUM => _mm256_add_ps(acc, v),
-        // maxps(v, acc) is `v > acc ? v : acc`, the scalar rule exactly.
-        MAX => _mm256_max_ps(v, acc),
-        _ => {
-            let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, acc), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            _mm256_blendv_ps(acc, v, take)
-        }
-    }
+unsafe fn max_nan(acc: __m256, v: __m256) -> __m256 {
+    let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, acc), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    _mm256_blendv_ps(acc, v, take)
 }
 
 impl RowKernel for Avx2 {
     #[inline(always)]
-    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
+    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
         // SAFETY: AVX2 is the caller's contract, and `x`, `y` are one plane
         // of `g`'s input and output.
         unsafe { max_plane(g, x, y, scratch) }
     }
 
     #[inline(always)]
-    unsafe fn row<const OP: u8>(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32], d: f32) -> bool {
-        // Sums take the portable loop: compiled for AVX2 here it measured
-        // 3-4x faster on VGG's 2x2/2 average pool than these blocks, whose
-        // split loads straight from a plane too large for L2 stall.
-        if OP == SUM {
-            return false;
-        }
+    unsafe fn exact_max_row(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
         match g.w.stride {
             // SAFETY: forwarded from the caller.
-            1 => unsafe { row_s::<OP, 1>(g, x, oy, lo, out, d) },
+            1 => unsafe { exact_max_row::<1>(g, x, oy, lo, out) },
             // SAFETY: forwarded from the caller.
-            2 => unsafe { row_s::<OP, 2>(g, x, oy, lo, out, d) },
+            2 => unsafe { exact_max_row::<2>(g, x, oy, lo, out) },
             _ => false,
         }
     }
@@ -115,33 +105,27 @@ impl RowKernel for Avx2 {
 /// # Safety
 /// AVX2; `x` and `y` are one plane of `g`'s input and output.
 #[target_feature(enable = "avx2")]
-unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
+unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
     match g.w.stride {
         // SAFETY: forwarded; AVX2 is enabled here.
         1 => unsafe { separable_max_plane::<Lanes8, 1>(g, x, y, scratch) },
         // SAFETY: as above.
         2 => unsafe { separable_max_plane::<Lanes8, 2>(g, x, y, scratch) },
-        _ => false,
+        _ => MaxPlane::Declined,
     }
 }
 
-/// The interior windows `lo .. lo + out.len()` of output row `oy`, eight at
-/// a time; a last partial block is recomputed overlapping the one before it.
-/// Rows narrower than eight windows are left to the portable loop.
+/// The exact max scan of the interior windows `lo .. lo + out.len()` of
+/// output row `oy`, eight at a time; a last partial block is recomputed
+/// overlapping the one before it. Rows narrower than eight windows, or
+/// windows taller than `MAX_ROWS`, are left to the portable loop (`false`).
 ///
 /// # Safety
 /// AVX2; `lo .. lo + out.len()` are interior windows of `g`, and `x` is one
 /// plane of `g`'s input.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn row_s<const OP: u8, const S: usize>(
-    g: &PoolGeometry,
-    x: &[f32],
-    oy: usize,
-    lo: usize,
-    out: &mut [f32],
-    divisor: f32,
-) -> bool {
+unsafe fn exact_max_row<const S: usize>(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
     let n = out.len();
     if n < 8 {
         return false;
@@ -154,22 +138,19 @@ unsafe fn row_s<const OP: u8, const S: usize>(
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n = out.len(); windows lo + i .. lo + i + 8 are interior.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), block::<OP, S, 0>(g, x, rows, base + i * S, divisor)) };
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), block::<S>(g, x, rows, base + i * S)) };
         i += 8;
     }
     if i < n {
         // SAFETY: n >= 8, so n - 8 .. n is inside `out`, and those windows are interior.
-        unsafe {
-            _mm256_storeu_ps(out.as_mut_ptr().add(n - 8), block::<OP, S, 0>(g, x, rows, base + (n - 8) * S, divisor))
-        };
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(n - 8), block::<S>(g, x, rows, base + (n - 8) * S)) };
     }
     true
 }
 
 /// Eight consecutive interior windows whose valid rows start at `rows` in
-/// `x`, the first window at column `col`: their scans (divided by `divisor`
-/// for a sum). `KW` is the kernel width when known at compile time (then the
-/// tap loop unrolls), else 0.
+/// `x`, the first window at column `col`: their exact max scans, taps in
+/// row-major window order.
 ///
 /// # Safety
 /// AVX2; the eight windows are interior windows of `g` and `x` is a plane of
@@ -178,26 +159,16 @@ unsafe fn row_s<const OP: u8, const S: usize>(
 /// last of those columns.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn block<const OP: u8, const S: usize, const KW: usize>(
-    g: &PoolGeometry,
-    x: &[f32],
-    rows: &[usize],
-    col: usize,
-    divisor: f32,
-) -> __m256 {
-    let kw = if KW == 0 { g.w.kernel } else { KW };
-    let dw = g.w.dilation;
-    let mut acc = _mm256_set1_ps(if OP == SUM { 0.0 } else { f32::NEG_INFINITY });
+unsafe fn block<const S: usize>(g: &PoolGeometry, x: &[f32], rows: &[usize], col: usize) -> __m256 {
+    let (kw, dw) = (g.w.kernel, g.w.dilation);
+    let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
     for &row in rows {
         // SAFETY: a row of the plane, column `col`: inside `x` (above).
         let p = unsafe { x.as_ptr().add(row + col) };
         for u in 0..kw {
             // SAFETY: the taps of the eight windows in this row (above).
-            acc = unsafe { combine::<OP>(acc, load::<S>(p.add(u * dw))) };
+            acc = unsafe { max_nan(acc, load::<S>(p.add(u * dw))) };
         }
-    }
-    if OP == SUM {
-        acc = _mm256_div_ps(acc, _mm256_set1_ps(divisor));
     }
     acc
 }

@@ -1,13 +1,13 @@
 //! The forward max pool on AVX-512: the separable max of
 //! [`separable`](super::separable) on 16 lanes, with the stride-2 tap as
-//! one two-register permute. Sums and planes holding a NaN or a −0 take the
-//! AVX2 rows (every AVX-512 CPU has AVX2; `Isa::Avx512` requires both).
+//! one two-register permute. Sums take the portable rows and planes holding
+//! a NaN or a −0 the AVX2 exact rows (`Isa::Avx512` requires AVX2).
 
 use std::arch::x86_64::*;
 
 use super::avx2::Avx2;
 use super::separable::{MaxLanes, separable_max_plane};
-use super::{PoolGeometry, RowKernel, body};
+use super::{MaxPlane, PoolGeometry, RowKernel, body};
 use crate::conv::depthwise::Lanes;
 
 /// [`body`](super::body) with the AVX-512 max planes.
@@ -84,16 +84,16 @@ impl MaxLanes for Avx512 {
 
 impl RowKernel for Avx512 {
     #[inline(always)]
-    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
+    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
         // SAFETY: AVX-512F is the caller's contract, and `x`, `y` are one
         // plane of `g`'s input and output.
         unsafe { max_plane(g, x, y, scratch) }
     }
 
     #[inline(always)]
-    unsafe fn row<const OP: u8>(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32], d: f32) -> bool {
+    unsafe fn exact_max_row(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
         // SAFETY: the caller's contract covers AVX2 (the path requires it).
-        unsafe { Avx2::row::<OP>(g, x, oy, lo, out, d) }
+        unsafe { Avx2::exact_max_row(g, x, oy, lo, out) }
     }
 }
 
@@ -103,12 +103,12 @@ impl RowKernel for Avx512 {
 /// # Safety
 /// AVX-512F and DQ; `x` and `y` are one plane of `g`'s input and output.
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool {
+unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
     match g.w.stride {
         // SAFETY: forwarded; AVX-512F is enabled here.
         1 => unsafe { separable_max_plane::<Avx512, 1>(g, x, y, scratch) },
         // SAFETY: as above.
         2 => unsafe { separable_max_plane::<Avx512, 2>(g, x, y, scratch) },
-        _ => false,
+        _ => MaxPlane::Declined,
     }
 }

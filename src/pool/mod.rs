@@ -532,34 +532,38 @@ fn forward_plane(kind: Kind, isa: Isa, g: &PoolGeometry, x: &[f32], y: &mut [f32
     unsafe { body::<Portable>(kind, g, x, y) }
 }
 
+/// What a whole-plane max kernel did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MaxPlane {
+    /// The plane is computed.
+    Done,
+    /// The plane holds a NaN or a −0: it needs the exact row-major scan.
+    OrderMatters,
+    /// The kernel does not take this geometry; nothing is known of the plane.
+    Declined,
+}
+
 /// Vector kernels for parts of the forward pass; each may decline.
 trait RowKernel {
-    /// Computes the max-pooled plane `y` from the input plane `x` and
-    /// returns `true`, if no window holds a NaN or a −0 (so the scan order
-    /// cannot change the bits, and the kernel may take any); else returns
-    /// `false`, leaving `y` unspecified. `scratch` is a reusable buffer.
+    /// Computes the max-pooled plane `y` from the input plane `x` if no
+    /// window holds a NaN or a −0 (then the scan order cannot change the
+    /// bits, and the kernel may take any); otherwise says why not, leaving
+    /// `y` unspecified. `scratch` is a reusable buffer.
     ///
     /// # Safety
     /// The CPU has the implementation's instructions; `x` and `y` are one
     /// plane of `g`'s input and output.
-    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> bool;
+    unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane;
 
-    /// Writes `out[i]`, the scan of interior window `(oy, lo + i)` (a sum
-    /// divided by `divisor`), for every `i`, and returns `true`; or returns
+    /// Writes `out[i]`, the exact row-major max scan (`MAX_NAN`) of interior
+    /// window `(oy, lo + i)`, for every `i`, and returns `true`; or returns
     /// `false`, writing nothing.
     ///
     /// # Safety
     /// The CPU has the implementation's instructions; `lo .. lo + out.len()`
     /// are interior windows of `g` (all taps inside the input), and `x` is
     /// one plane of its input.
-    unsafe fn row<const OP: u8>(
-        g: &PoolGeometry,
-        x: &[f32],
-        oy: usize,
-        lo: usize,
-        out: &mut [f32],
-        divisor: f32,
-    ) -> bool;
+    unsafe fn exact_max_row(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool;
 }
 
 /// No vector kernel: every row takes the portable loops, which the compiler
@@ -568,11 +572,11 @@ struct Portable;
 
 impl RowKernel for Portable {
     #[inline(always)]
-    unsafe fn max_plane(_: &PoolGeometry, _: &[f32], _: &mut [f32], _: &mut Vec<f32>) -> bool {
-        false
+    unsafe fn max_plane(_: &PoolGeometry, _: &[f32], _: &mut [f32], _: &mut Vec<f32>) -> MaxPlane {
+        MaxPlane::Declined
     }
     #[inline(always)]
-    unsafe fn row<const OP: u8>(_: &PoolGeometry, _: &[f32], _: usize, _: usize, _: &mut [f32], _: f32) -> bool {
+    unsafe fn exact_max_row(_: &PoolGeometry, _: &[f32], _: usize, _: usize, _: &mut [f32]) -> bool {
         false
     }
 }
@@ -590,9 +594,12 @@ unsafe fn body<I: RowKernel>(kind: Kind, g: &PoolGeometry, x: &[f32], y: &mut [f
     // SAFETY: forwarded from the caller.
     unsafe {
         match kind {
-            Kind::Max if with_scratch(|scratch| I::max_plane(g, x, y, scratch)) => {}
-            Kind::Max if order_matters(x) => plane_body::<MAX_NAN, I>(g, x, y),
-            Kind::Max => plane_body::<MAX, I>(g, x, y),
+            Kind::Max => match with_scratch(|scratch| I::max_plane(g, x, y, scratch)) {
+                MaxPlane::Done => {}
+                MaxPlane::OrderMatters => plane_body::<MAX_NAN, I>(g, x, y),
+                MaxPlane::Declined if order_matters(x) => plane_body::<MAX_NAN, I>(g, x, y),
+                MaxPlane::Declined => plane_body::<MAX, I>(g, x, y),
+            },
             Kind::Avg => plane_body::<SUM, I>(g, x, y),
         }
     }
@@ -685,7 +692,8 @@ unsafe fn plane_body<const OP: u8, I: RowKernel>(g: &PoolGeometry, x: &[f32], y:
         let inner = &mut row_out[lo..hi];
         // SAFETY: `I`'s instructions are the caller's contract; lo..hi are
         // the interior windows and `x` is a plane of `g`'s input.
-        if hi > lo && !unsafe { I::row::<OP>(g, x, oy, lo, inner, divisor) } {
+        let vector = OP == MAX_NAN && unsafe { I::exact_max_row(g, x, oy, lo, inner) };
+        if hi > lo && !vector {
             inner.fill(init);
             for iy in (0..g.h.kernel).filter_map(|t| g.h.tap(oy, t)) {
                 let row = &x[iy * w..][..w];

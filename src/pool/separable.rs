@@ -6,7 +6,7 @@
 //! NaNs meet; a plane holding a NaN or a −0 is therefore declined and takes
 //! the exact row-major scan.
 
-use super::{MAX, PoolGeometry, combine, order_matters};
+use super::{MAX, MaxPlane, PoolGeometry, combine, order_matters};
 use crate::conv::depthwise::Lanes;
 
 /// The tallest window the vector kernels take.
@@ -53,8 +53,8 @@ pub(super) fn window_rows(g: &PoolGeometry, oy: usize) -> Option<([usize; MAX_RO
 /// row's window rows (`scratch`, `h_out × w` floats), then the window maxima
 /// along each of those rows, `N` windows at a time, with the border windows
 /// from the same column maxima. Two passes over the plane rather than two
-/// per row, so the second never loads from stores still in flight. Declines
-/// (`false`) a plane with a NaN or a −0, and windows taller than `MAX_ROWS`.
+/// per row, so the second never loads from stores still in flight. Stops at
+/// a plane with a NaN or a −0, and declines windows taller than `MAX_ROWS`.
 ///
 /// # Safety
 /// The CPU has `L`'s instructions; `x` and `y` are one plane of `g`'s input
@@ -65,10 +65,13 @@ pub(super) unsafe fn separable_max_plane<L: MaxLanes, const S: usize>(
     x: &[f32],
     y: &mut [f32],
     scratch: &mut Vec<f32>,
-) -> bool {
+) -> MaxPlane {
     let (w, oh) = (g.w.size, g.h.out);
-    if g.h.kernel > MAX_ROWS || (!L::CHECKS_INLINE && order_matters(x)) {
-        return false;
+    if g.h.kernel > MAX_ROWS {
+        return MaxPlane::Declined;
+    }
+    if !L::CHECKS_INLINE && order_matters(x) {
+        return MaxPlane::OrderMatters;
     }
     let mut flags = 0;
     scratch.resize(oh * w, 0.0);
@@ -88,7 +91,7 @@ pub(super) unsafe fn separable_max_plane<L: MaxLanes, const S: usize>(
     }
     // Every element a window reads lies in a row loaded above.
     if flags != 0 {
-        return false;
+        return MaxPlane::OrderMatters;
     }
     // SAFETY: the caller's CPU guarantee; `scratch` holds `h_out` rows of `w`
     // column maxima and `y` is one output plane.
@@ -99,7 +102,7 @@ pub(super) unsafe fn separable_max_plane<L: MaxLanes, const S: usize>(
             _ => window_max_rows::<L, S, 0>(g, scratch, y),
         }
     }
-    true
+    MaxPlane::Done
 }
 
 /// `cols[c]` = the maximum of `x[r + c]` over the row offsets `r` in `rows`
