@@ -230,18 +230,22 @@ fn picture(net: &LeNet, path: &std::path::Path, rng: &mut Rng) {
     let x = digits(10, rng);
     let outs = net.forward(&x, 10, &mut [0.0; 8]);
     let (pad, label) = (8, 14);
-    let mut canvas = Canvas::new(10 * (64 + pad) + pad, 4 * (label + 64 + pad) + 16 * (28 + pad), WHITE);
+    let sections = [
+        ("C1: 6 MAPS 28x28 (CONV 5x5 + TANH) OF THE FIRST DIGIT", 6usize, 28, 2, &outs[0]),
+        ("S2: 6 MAPS 14x14 (AVG POOL 2x2)", 6, 14, 4, &outs[1]),
+        ("C3: 16 MAPS 10x10 (CONV 5x5 + TANH)", 16, 10, 4, &outs[2]),
+    ];
+    // Ten maps of 56 px per row of maps.
+    let height =
+        pad + (label + 64 + pad) + sections.iter().map(|s| label + s.1.div_ceil(10) * (56 + pad)).sum::<usize>();
+    let mut canvas = Canvas::new(10 * (64 + pad) + pad, height, WHITE);
     let mut y = pad;
     canvas.text(pad, y, "INPUT DIGITS 32x32", INK, 1);
     for i in 0..10 {
         canvas.plane(pad + i * (64 + pad), y + label, &x[i * 1024..][..1024], 32, 32, 2, Map::Gray);
     }
     y += label + 64 + pad;
-    for (name, maps, side, scale, data) in [
-        ("C1: 6 MAPS 28x28 (CONV 5x5 + TANH) OF THE FIRST DIGIT", 6, 28, 2, &outs[0]),
-        ("S2: 6 MAPS 14x14 (AVG POOL 2x2)", 6, 14, 4, &outs[1]),
-        ("C3: 16 MAPS 10x10 (CONV 5x5 + TANH)", 16, 10, 4, &outs[2]),
-    ] {
+    for (name, maps, side, scale, data) in sections {
         canvas.text(pad, y, name, INK, 1);
         for m in 0..maps {
             let (col, row) = (m % 10, m / 10);
@@ -250,13 +254,7 @@ fn picture(net: &LeNet, path: &std::path::Path, rng: &mut Rng) {
         }
         y += label + maps.div_ceil(10) * (56 + pad);
     }
-    let mut cropped = Canvas::new(canvas.width, y, WHITE);
-    for yy in 0..y {
-        for xx in 0..canvas.width {
-            cropped.put(xx, yy, canvas.pixel(xx, yy));
-        }
-    }
-    cropped.save(path).unwrap();
+    canvas.save(path).unwrap();
 }
 
 #[cfg(test)]

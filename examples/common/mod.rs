@@ -144,10 +144,6 @@ impl Canvas {
         }
     }
 
-    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
-        self.pixels[y * self.width + x]
-    }
-
     pub fn fill_rect(&mut self, x0: usize, y0: usize, w: usize, h: usize, color: [u8; 3]) {
         for y in y0..y0 + h {
             for x in x0..x0 + w {

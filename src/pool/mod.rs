@@ -687,8 +687,12 @@ unsafe fn plane_body<const OP: u8, I: RowKernel>(g: &PoolGeometry, x: &[f32], y:
     let (lo, hi) = g.w.interior();
     let init = if OP == SUM { 0.0 } else { f32::NEG_INFINITY };
     for (oy, row_out) in y.chunks_exact_mut(ow).enumerate() {
-        let rows = (0..g.h.kernel).filter_map(|t| g.h.tap(oy, t)).count();
-        let divisor = if OP == SUM && hi > lo { g.divisor(oy, lo, rows * g.w.kernel) } else { 1.0 };
+        let divisor = if OP == SUM && hi > lo {
+            let rows = (0..g.h.kernel).filter_map(|t| g.h.tap(oy, t)).count();
+            g.divisor(oy, lo, rows * g.w.kernel)
+        } else {
+            1.0
+        };
         let inner = &mut row_out[lo..hi];
         // SAFETY: `I`'s instructions are the caller's contract; lo..hi are
         // the interior windows and `x` is a plane of `g`'s input.
