@@ -7,6 +7,7 @@
 //! ```text
 //! cargo bench --bench pool             # full table
 //! cargo bench --bench pool -- quick    # fewer rounds
+//! cargo bench --bench pool -- resnet50 # only the cases whose name holds it
 //! ```
 //!
 //! Bytes moved: pooling reads the input once and writes the output; the
@@ -45,12 +46,14 @@ const CASES: [Case; 5] = [
 ];
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let filters: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
     let (rounds, sample) = if quick { (7, Duration::from_millis(20)) } else { (31, Duration::from_millis(40)) };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("| case | input | threads | copy µs | pool µs | pool / copy | copy GB/s | pool GB/s |");
     println!("|---|---|---|---|---|---|---|---|");
-    for c in &CASES {
+    for c in CASES.iter().filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str()))) {
         let x = values(c.shape.iter().product(), 1);
         let mut params = PoolParams::new([c.kernel; 2]);
         params.stride = [c.stride; 2];

@@ -212,6 +212,32 @@ fn empty_dilated_window() {
     assert_eq!(gx, [0.0]);
 }
 
+/// Wide dilated rows, at and past the reach of the vector kernels: the
+/// last tap 16 or 17 columns on with stride 1, 32 or 33 with stride 2
+/// (beyond a block of 16 windows and the next), each padded and not.
+#[test]
+fn wide_dilated_rows_match_reference() {
+    for (stride, kernel, dilation) in
+        [(1, 5, 4), (1, 3, 8), (1, 2, 16), (1, 2, 17), (1, 4, 5), (2, 3, 16), (2, 2, 32), (2, 2, 33), (2, 5, 8)]
+    {
+        for width in [34, 49, 70] {
+            for pad in [0, dilation * (kernel - 1) / 2] {
+                let mut p = PoolParams::new([2, kernel]);
+                p.stride = [1, stride];
+                p.dilation = [1, dilation];
+                p.padding = [0, pad, 0, pad];
+                let shape = [1, 2, 3, width];
+                let x = values(shape.iter().product(), width as u64);
+                let (want, out_shape) = pool2d_direct(&x, shape, &p, true).unwrap();
+                let mut y = vec![0.0; out_shape.iter().product()];
+                max_pool2d(&x, shape, &p, &mut y).unwrap();
+                let case = format!("stride {stride} kernel {kernel} dilation {dilation} width {width} pad {pad}");
+                assert_eq!(bits(&y), bits(&want.value.iter().map(|&v| v as f32).collect::<Vec<_>>()), "{case}");
+            }
+        }
+    }
+}
+
 /// Large enough to take the parallel path: same bits as on one thread.
 #[test]
 fn threads_do_not_change_bits() {

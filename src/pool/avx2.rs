@@ -11,7 +11,7 @@ use super::separable::{MaxLanes, separable_max_plane, window_rows};
 use super::{MaxPlane, PoolGeometry, RowKernel, body};
 use crate::conv::depthwise::avx2::Avx2 as Lanes8;
 
-/// [`body`](super::body) with the AVX2 interior rows.
+/// [`body`] with the AVX2 interior rows.
 ///
 /// # Safety
 /// The CPU has AVX2.

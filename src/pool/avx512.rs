@@ -1,16 +1,19 @@
-//! The forward max pool on AVX-512: the separable max of
-//! [`separable`](super::separable) on 16 lanes, with the stride-2 tap as
-//! one two-register permute. Sums take the portable rows and planes holding
-//! a NaN or a −0 the AVX2 exact rows (`Isa::Avx512` requires AVX2).
+//! The forward max pool on AVX-512: for strides 1 and 2, one pass from
+//! registers ([`fused_max_plane`]): the column maxima of a block of
+//! windows' rows, then each tap as a lane shift of them; masked loads put
+//! −∞ at the borders. Wider windows take the separable max of
+//! [`separable`](super::separable) on 16 lanes. Sums take the portable
+//! rows and planes holding a NaN or a −0 the AVX2 exact rows
+//! (`Isa::Avx512` requires AVX2).
 
 use std::arch::x86_64::*;
 
 use super::avx2::Avx2;
-use super::separable::{MaxLanes, separable_max_plane};
+use super::separable::{MAX_ROWS, MaxLanes, separable_max_plane, window_rows};
 use super::{MaxPlane, PoolGeometry, RowKernel, body};
 use crate::conv::depthwise::Lanes;
 
-/// [`body`](super::body) with the AVX-512 max planes.
+/// [`body`] with the AVX-512 max planes.
 ///
 /// # Safety
 /// The CPU has AVX-512F, AVX-512DQ and AVX2.
@@ -97,18 +100,216 @@ impl RowKernel for Avx512 {
     }
 }
 
-/// [`separable_max_plane`] compiled for AVX-512 (the caller may be a
-/// closure, which does not carry the target features).
+/// The max plane compiled for AVX-512 (the caller may be a closure, which
+/// does not carry the target features): [`fused_max_plane`] where a
+/// window's taps span at most one block past its own, else
+/// [`separable_max_plane`].
 ///
 /// # Safety
 /// AVX-512F and DQ; `x` and `y` are one plane of `g`'s input and output.
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
-    match g.w.stride {
-        // SAFETY: forwarded; AVX-512F is enabled here.
-        1 => unsafe { separable_max_plane::<Avx512, 1>(g, x, y, scratch) },
-        // SAFETY: as above.
-        2 => unsafe { separable_max_plane::<Avx512, 2>(g, x, y, scratch) },
-        _ => MaxPlane::Declined,
+    let last_tap = g.w.dilation * (g.w.kernel - 1);
+    // SAFETY: forwarded; AVX-512F and DQ are enabled here, and each fused
+    // arm's last tap is within 16·S (dilation 1 and kernel ≤ 3, or checked).
+    unsafe {
+        match (g.w.stride, g.w.kernel, g.w.dilation) {
+            (1, 2, 1) => fused_max_plane::<1, 2, 1>(g, x, y),
+            (1, 3, 1) => fused_max_plane::<1, 3, 1>(g, x, y),
+            (1, _, _) if last_tap <= 16 => fused_max_plane::<1, 0, 0>(g, x, y),
+            (2, 2, 1) => fused_max_plane::<2, 2, 1>(g, x, y),
+            (2, 3, 1) => fused_max_plane::<2, 3, 1>(g, x, y),
+            (2, _, _) if last_tap <= 32 => fused_max_plane::<2, 0, 0>(g, x, y),
+            (1, _, _) => separable_max_plane::<Avx512, 1>(g, x, y, scratch),
+            (2, _, _) => separable_max_plane::<Avx512, 2>(g, x, y, scratch),
+            _ => MaxPlane::Declined,
+        }
+    }
+}
+
+/// The lanes of 16 columns starting at `c` (may be negative) that lie inside
+/// a row of `w`.
+#[inline(always)]
+fn columns_inside(c: isize, w: usize) -> __mmask16 {
+    let lo = (-c).clamp(0, 16) as u32;
+    let hi = (w as isize - c).clamp(0, 16) as u32;
+    let below_hi = if hi >= 16 { 0xffff } else { (1u32 << hi) - 1 };
+    (below_hi & !((1u32 << lo) - 1)) as __mmask16
+}
+
+/// The max pool of a plane in one pass, one output row at a time, 16
+/// windows at a time, from registers only. For each block of 16 windows:
+/// the column maxima of the window rows, 16·S columns (`S` vectors, with
+/// columns outside the row as −∞ by masked loads, so borders need no
+/// separate code); for S = 2 split into even and odd columns by two
+/// permutes; then tap `o` (its column offset, `u · dilation`) of the 16
+/// windows is those columns shifted by `o / S` lanes, with the next
+/// block's columns shifted in, one two-register permute. The next block's
+/// columns are carried, so each input vector is loaded once per output row.
+/// `KW` and `DW` are the kernel width and dilation if known at compile time
+/// (the taps then unroll into constant permutes), else 0. Stops at a
+/// plane with a NaN or a −0 (one `vfpclassps` per load), as the separable
+/// max does.
+///
+/// # Safety
+/// AVX-512F and DQ; `x` and `y` are one plane of `g`'s input and output;
+/// `S` is `g.w.stride` (1 or 2), and the last tap's offset is at most 16·S.
+#[inline(always)]
+unsafe fn fused_max_plane<const S: usize, const KW: usize, const DW: usize>(
+    g: &PoolGeometry,
+    x: &[f32],
+    y: &mut [f32],
+) -> MaxPlane {
+    let (w, wo) = (g.w.size, g.w.out);
+    let kw = if KW == 0 { g.w.kernel } else { KW };
+    let dw = if DW == 0 { g.w.dilation } else { DW };
+    assert!(S == g.w.stride && dw == g.w.dilation && dw * (kw - 1) <= 16 * S, "taps beyond the next block");
+    assert!(x.len() == g.h.size * w && y.len() == g.h.out * wo, "not one plane");
+    if g.h.kernel > MAX_ROWS {
+        return MaxPlane::Declined;
+    }
+    let col0 = -(g.w.pad_a as isize);
+    let mut flags = 0u32;
+    for oy in 0..g.h.out {
+        let (rows, count) = window_rows(g, oy).unwrap_or_default();
+        let rows = &rows[..count];
+        assert!(rows.iter().all(|&r| r + w <= x.len()), "window row outside the plane");
+        let out = &mut y[oy * wo..(oy + 1) * wo];
+        // SAFETY: the caller's CPU guarantee; every row offset r has
+        // r + w <= x.len(), and dw · (kw - 1) <= 16·S, both asserted.
+        unsafe {
+            match rows.len() {
+                0 => out.fill(f32::NEG_INFINITY),
+                2 => fused_row::<S, KW, DW, 2>(x, w, rows, col0, kw, dw, out, &mut flags),
+                3 => fused_row::<S, KW, DW, 3>(x, w, rows, col0, kw, dw, out, &mut flags),
+                _ => fused_row::<S, KW, DW, 0>(x, w, rows, col0, kw, dw, out, &mut flags),
+            }
+        }
+    }
+    if flags != 0 { MaxPlane::OrderMatters } else { MaxPlane::Done }
+}
+
+/// One output row of [`fused_max_plane`] from the window rows at offsets
+/// `rows` (`R` of them, or any number with `R = 0`; at least one).
+///
+/// # Safety
+/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`; the last
+/// tap's offset `dw · (kw - 1)` is at most 16·S.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_row<const S: usize, const KW: usize, const DW: usize, const R: usize>(
+    x: &[f32],
+    w: usize,
+    rows: &[usize],
+    col0: isize,
+    kw: usize,
+    dw: usize,
+    out: &mut [f32],
+    flags: &mut u32,
+) {
+    let (kw, dw) = (if KW == 0 { kw } else { KW }, if DW == 0 { dw } else { DW });
+    let wo = out.len();
+    // The lanes the last tap shifts by: the last block needs no next one
+    // if its last window's last tap stays within it.
+    let last_shift = dw * (kw - 1) / S;
+    let blocks = wo.div_ceil(16);
+    // SAFETY: AVX-512F and DQ (the caller's contract) for every intrinsic;
+    // the loads as argued in `column_max`, the stores below.
+    unsafe {
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut cur = block_columns::<S, R>(x, w, rows, col0, flags);
+        for j in 0..blocks {
+            let n = (wo - 16 * j).min(16);
+            let next = if j + 1 < blocks || n - 1 + last_shift >= 16 {
+                block_columns::<S, R>(x, w, rows, col0 + (16 * S * (j + 1)) as isize, flags)
+            } else {
+                [_mm512_set1_ps(f32::NEG_INFINITY); S]
+            };
+            let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+            for u in 0..kw {
+                let o = u * dw;
+                let (p, t) = (o % S, o / S);
+                let v = match t {
+                    0 => cur[p],
+                    16 => next[p],
+                    _ => _mm512_permutex2var_ps(cur[p], _mm512_add_epi32(iota, _mm512_set1_epi32(t as i32)), next[p]),
+                };
+                acc = _mm512_max_ps(v, acc);
+            }
+            if n == 16 {
+                // SAFETY: windows 16j .. 16j + 16 are inside `out`.
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), acc);
+            } else {
+                // SAFETY: lanes l < n are windows 16j + l < wo, inside `out`;
+                // the others are not written (no fault).
+                _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(16 * j), ((1u32 << n) - 1) as __mmask16, acc);
+            }
+            cur = next;
+        }
+    }
+}
+
+/// One block's columns, from column `c` on, as `S` vectors: for S = 1,
+/// column `c + l` in lane `l`; for S = 2, the even columns `c + 2l`, then
+/// the odd ones. Each column is the maximum over the row offsets `rows`,
+/// with columns outside `0..w` as −∞. Ors into `flags` the NaN/−0 test of
+/// every loaded vector. (Functions, not closures: a closure would not
+/// inherit the caller's target features, and its intrinsics would not
+/// inline.)
+///
+/// # Safety
+/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`.
+#[inline(always)]
+unsafe fn block_columns<const S: usize, const R: usize>(
+    x: &[f32],
+    w: usize,
+    rows: &[usize],
+    c: isize,
+    flags: &mut u32,
+) -> [__m512; S] {
+    // SAFETY: the caller's guarantees, forwarded.
+    unsafe {
+        let a = column_max::<R>(x, w, rows, c, flags);
+        let mut v = [a; S];
+        if S == 2 {
+            let b = column_max::<R>(x, w, rows, c + 16, flags);
+            let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            v[0] = _mm512_permutex2var_ps(a, evens, b);
+            v[1] = _mm512_permutex2var_ps(a, odds, b);
+        }
+        v
+    }
+}
+
+/// The maxima over the row offsets `rows` of columns `c .. c + 16` (−∞ for
+/// columns outside `0..w`); ors the NaN/−0 test of each load into `flags`.
+///
+/// # Safety
+/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`.
+#[inline(always)]
+unsafe fn column_max<const R: usize>(x: &[f32], w: usize, rows: &[usize], c: isize, flags: &mut u32) -> __m512 {
+    let rows = &rows[..if R == 0 { rows.len() } else { R }];
+    // SAFETY: AVX-512F and DQ (the caller's contract). Lanes l with mask bit
+    // l have 0 <= c + l < w and r + w <= x.len(): each load reads only inside
+    // row r; masked-off lanes are not accessed (no fault).
+    unsafe {
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut m = neg_inf;
+        if c >= 0 && c as usize + 16 <= w {
+            for &r in rows {
+                let v = _mm512_loadu_ps(x.as_ptr().add(r + c as usize));
+                *flags |= _mm512_fpclass_ps_mask::<0x85>(v) as u32;
+                m = _mm512_max_ps(v, m);
+            }
+        } else {
+            let mask = columns_inside(c, w);
+            for &r in rows {
+                let v = _mm512_mask_loadu_ps(neg_inf, mask, x.as_ptr().wrapping_offset(r as isize + c));
+                *flags |= _mm512_fpclass_ps_mask::<0x85>(v) as u32;
+                m = _mm512_max_ps(v, m);
+            }
+        }
+        m
     }
 }
