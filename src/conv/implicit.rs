@@ -2,6 +2,8 @@
 //! packed straight into B panels (stride, zero padding and dilation applied
 //! while packing), so the `K × N` column matrix is never built.
 
+use std::cell::Cell;
+
 use super::params::ConvGeometry;
 use crate::gemm::loops::KC;
 use crate::gemm::pack::{PanelSource, with_panel_width};
@@ -24,7 +26,22 @@ impl<'a> ImageSource<'a> {
 
 impl PanelSource for ImageSource<'_> {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
+        let g = self.geo;
+        // The band holds every row and column between the first and last
+        // window: worth it where the windows cover the stride.
+        if (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, detected just above.
+                return unsafe { with_panel_width!(panel, pack_rows_avx512(self, k0, kc, j0, w, dst)) };
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, detected just above.
+                return unsafe { with_panel_width!(panel, pack_rows_avx2(self, k0, kc, j0, w, dst)) };
+            }
+            with_panel_width!(panel, pack_rows(self, k0, kc, j0, w, dst))
+        } else {
+            with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
+        }
     }
 }
 
@@ -40,12 +57,13 @@ struct Tap {
     dx: isize,
 }
 
-/// Packs one block of the implicit im2col matrix. The block's taps are
-/// tabulated once; per panel, the window corners of its `P` output pixels
-/// are computed once, with the range of taps that stay inside the image.
-/// Each panel row is then a straight copy of `P` floats per output row the
-/// panel touches (stride 1), `P` indexed loads (other strides), or, only for
-/// taps that reach into the padding, a bounds-checked fill.
+/// Packs one block of the implicit im2col matrix where the windows skip
+/// input rows or columns (a kernel extent below the stride, as a 1×1
+/// convolution with stride 2), which [`pack_rows`]'s band would copy for
+/// nothing. The block's taps are tabulated once; per panel, the window
+/// corners of its `P` output pixels are computed once, with the range of
+/// taps that stay inside the image. Each panel row is then `P` indexed
+/// loads or, only for taps that reach into the padding, a bounds-checked fill.
 fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     if kc == 0 {
         return;
@@ -93,60 +111,10 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
         // (dy, dx) lies in these ranges.
         let (dy_lo, dy_hi) = (-row_of[0], h_in - 1 - row_of[wp - 1]);
         let (dx_lo, dx_hi) = (-col_min, w_in - 1 - col_max);
-        // With stride 1, a full panel is a few runs of consecutive input
-        // pixels, one per output row it touches: (first column in the panel,
-        // input offset of its window corner).
-        let mut runs = [(0usize, 0isize); P];
-        let mut n_runs = 0;
-        if g.stride_w == 1 && wp == P {
-            for jj in 0..P {
-                if jj == 0 || row_of[jj] != row_of[jj - 1] {
-                    runs[n_runs] = (jj, row_of[jj] * w_in + col_of[jj]);
-                    n_runs += 1;
-                }
-            }
-        }
-        let runs = &runs[..n_runs];
-        // Each run is copied as a whole P floats: it may read past its input
-        // row (the check below keeps it inside the image) and write past its
-        // part of the panel row, into parts that the next run, or the next
-        // panel row, overwrites afterwards; so the block's last row may not spill.
-        let spill_end = runs.last().map_or(isize::MAX, |&(_, off)| off + P as isize);
         let corners: [isize; P] = std::array::from_fn(|jj| row_of[jj] * w_in + col_of[jj]);
         let corner = |jj: usize| corners[jj];
-        // With stride 1 along the width, the panel's pixels of one output row
-        // read consecutive input columns for every tap: segments (first column
-        // in the panel, length, window row, window column of the first pixel).
-        // A tap that reaches into the padding copies each segment's part inside
-        // the input and zero-fills the rest, instead of testing every element.
-        let mut segs = [(0usize, 0usize, 0isize, 0isize); P];
-        let mut n_segs = 0;
-        if g.stride_w == 1 {
-            for jj in 0..wp {
-                if jj == 0 || row_of[jj] != row_of[jj - 1] {
-                    segs[n_segs] = (jj, 0, row_of[jj], col_of[jj]);
-                    n_segs += 1;
-                }
-                segs[n_segs - 1].1 += 1;
-            }
-        }
-        let segs = &segs[..n_segs];
-
         for (kk, tap) in taps.iter().enumerate() {
             let inside = tap.dy >= dy_lo && tap.dy <= dy_hi && tap.dx >= dx_lo && tap.dx <= dx_hi;
-            if inside
-                && !runs.is_empty()
-                && (kk + 1 < kc || runs.len() == 1)
-                && tap.offset + spill_end <= x.len() as isize
-            {
-                for &(at, off) in runs {
-                    let start = (tap.offset + off) as usize;
-                    let run: &[f32; P] = x[start..start + P].try_into().expect("P floats");
-                    let out: &mut [f32; P] = (&mut panel[kk * P + at..][..P]).try_into().expect("P floats");
-                    *out = *run;
-                }
-                continue;
-            }
             let row = &mut panel[kk * P..][..P];
             if inside {
                 if wp == P {
@@ -164,28 +132,6 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
                     }
                     row[wp..].fill(0.0);
                 }
-            } else if !segs.is_empty() {
-                row[wp..].fill(0.0);
-                for &(at, len, wy, wx) in segs {
-                    let part = &mut row[at..at + len];
-                    let iy = wy + tap.dy;
-                    if iy < 0 || iy >= h_in {
-                        part.fill(0.0);
-                        continue;
-                    }
-                    // Pixels t in 0..len read input column wx + tap.dx + t.
-                    let first = wx + tap.dx;
-                    let lo = (-first).clamp(0, len as isize) as usize;
-                    let hi = (w_in - first).clamp(0, len as isize) as usize;
-                    let hi = hi.max(lo);
-                    part[..lo].fill(0.0);
-                    part[hi..].fill(0.0);
-                    if hi > lo {
-                        // Channel base + row iy + column first + lo, inside the image.
-                        let start = (tap.offset - tap.dy * w_in - tap.dx + iy * w_in + first + lo as isize) as usize;
-                        part[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
-                    }
-                }
             } else {
                 for (jj, out) in row.iter_mut().enumerate() {
                     let (iy, ix) = (row_of[jj] + tap.dy, col_of[jj] + tap.dx);
@@ -198,4 +144,231 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
             }
         }
     }
+}
+
+/// Packs one block of the implicit im2col matrix as straight copies. The
+/// input rows the block's windows cover are first copied, for the block's
+/// channels, into a band with the padding as zeros, each row split into its
+/// `stride_w` phases (padded column `q + i·stride_w` at phase `q`, index
+/// `i`), so that for every tap the panel's pixels of one output row read
+/// consecutive band floats; an unpadded input with stride 1 is read in
+/// place. Every panel row is then one copy of `P` floats per output row the
+/// panel touches, whatever the tap.
+///
+/// Each copy moves a whole `P` floats: it may read past its band row and
+/// write past its part of the panel row, into parts that the next copy, or
+/// the next panel row, overwrites afterwards. The copies that would leave
+/// `buf` or `dst` move only their own floats.
+#[inline(always)]
+fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    if kc == 0 || w == 0 {
+        return;
+    }
+    let g = src.geo;
+    debug_assert!(g.is_compact());
+    let (taps_per_channel, w_out, sw) = (g.kh * g.kw, g.w_out, g.stride_w);
+    let (c_lo, c_hi) = (k0 / taps_per_channel, (k0 + kc - 1) / taps_per_channel + 1);
+    let (oy_lo, oy_hi) = (j0 / w_out, (j0 + w - 1) / w_out + 1);
+    // The band: padded rows py0 .. py0 + rows (padded row py is input row
+    // py - pad_top), for channels c_lo .. c_hi; a row is `sw` phases of
+    // `phase` floats.
+    let py0 = oy_lo * g.stride_h;
+    let rows = (oy_hi - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1 - py0;
+    let width = g.pad_left + g.w_in + g.pad_right;
+    let phase = width.div_ceil(sw);
+    let row_len = phase * sw;
+    let in_place = sw == 1 && g.pad_top + g.pad_bottom + g.pad_left + g.pad_right == 0;
+    let mut band = take_band();
+    {
+        let (buf, channel_len, origin): (&[f32], usize, usize) = if in_place {
+            (src.channels, g.h_in * g.w_in, c_lo * g.h_in * g.w_in + py0 * width)
+        } else {
+            let channel_len = rows * row_len;
+            let len = (c_hi - c_lo) * channel_len;
+            band.resize(len + P, 0.0);
+            for (c, channel) in (c_lo..c_hi).zip(band[..len].chunks_exact_mut(channel_len)) {
+                for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
+                    match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
+                        Some(iy) => {
+                            let at = (c * g.h_in + iy) * g.w_in;
+                            fill_band_row(row, &src.channels[at..at + g.w_in], g.pad_left, sw, phase);
+                        }
+                        None => row.fill(0.0),
+                    }
+                }
+            }
+            (&band[..], channel_len, 0)
+        };
+        // Where each tap of the block reads, relative to its pixel's window
+        // corner in the band.
+        let mut taps = [0usize; KC];
+        let taps = &mut taps[..kc];
+        let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
+        let (mut u, mut v) = (r / g.kw, r % g.kw);
+        for tap in taps.iter_mut() {
+            let (vq, vi) = (v * g.dilation_w % sw, v * g.dilation_w / sw);
+            *tap = origin + (c - c_lo) * channel_len + u * g.dilation_h * row_len + vq * phase + vi;
+            v += 1;
+            if v == g.kw {
+                (u, v) = (u + 1, 0);
+                if u == g.kh {
+                    (c, u) = (c + 1, 0);
+                }
+            }
+        }
+        let panels = w.div_ceil(P);
+        for p in 0..panels {
+            let jp = j0 + p * P;
+            let wp = P.min(j0 + w - jp);
+            // One run per output row the panel touches: (first column in the
+            // panel, its pixel's window corner in the band).
+            let mut runs = [(0usize, 0usize); P];
+            let mut n_runs = 0;
+            let (mut oy, mut ox) = (jp / w_out, jp % w_out);
+            let mut at = 0;
+            while at < wp {
+                runs[n_runs] = (at, (oy * g.stride_h - py0) * row_len + ox);
+                n_runs += 1;
+                at += w_out - ox;
+                (oy, ox) = (oy + 1, 0);
+            }
+            let runs = &runs[..n_runs];
+            let panel_at = p * kc * P;
+            // Whole-P copies stay inside `buf` and `dst` for every tap of the
+            // panel (the taps grow with k, the runs with the column) unless
+            // this is the block's last panel or its reads reach the end.
+            let whole = taps[kc - 1] + runs[n_runs - 1].1 + P <= buf.len() && panel_at + (kc + 1) * P <= dst.len();
+            for (kk, &tap) in taps.iter().enumerate() {
+                let row_at = panel_at + kk * P;
+                if whole {
+                    for &(at, corner) in runs {
+                        // SAFETY: tap + corner + P <= buf.len() and
+                        // row_at + at + P <= panel_at + (kc + 1)·P <= dst.len(),
+                        // both checked above; `buf` and `dst` do not overlap.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                buf.as_ptr().add(tap + corner),
+                                dst.as_mut_ptr().add(row_at + at),
+                                P,
+                            )
+                        };
+                    }
+                } else {
+                    for (i, &(at, corner)) in runs.iter().enumerate() {
+                        let (from, to) = (tap + corner, row_at + at);
+                        let len = if from + P <= buf.len() && to + P <= dst.len() {
+                            P
+                        } else {
+                            runs.get(i + 1).map_or(wp, |r| r.0) - at
+                        };
+                        dst[to..to + len].copy_from_slice(&buf[from..from + len]);
+                    }
+                }
+                if wp < P {
+                    dst[row_at + wp..row_at + P].fill(0.0);
+                }
+            }
+        }
+    }
+    put_band(band);
+}
+
+/// [`pack_rows`] compiled for AVX-512, so that a run of 16 or 32 floats
+/// moves as one or two vectors (the baseline x86-64 target moves 4 floats
+/// per instruction).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_rows_avx512<const P: usize>(
+    src: &ImageSource,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
+    pack_rows::<P>(src, k0, kc, j0, w, dst)
+}
+
+/// [`pack_rows`] compiled for AVX2: 8 floats per move.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_rows_avx2<const P: usize>(
+    src: &ImageSource,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
+    pack_rows::<P>(src, k0, kc, j0, w, dst)
+}
+
+/// One band row: the input row `x` between `pad_left` zeros and zeros up
+/// to the row's end, split into `sw` phases of `phase` floats (padded
+/// column `q + i·sw` at `q·phase + i`).
+#[inline(always)]
+fn fill_band_row(row: &mut [f32], x: &[f32], pad_left: usize, sw: usize, phase: usize) {
+    match sw {
+        1 => {
+            row[..pad_left].fill(0.0);
+            row[pad_left..pad_left + x.len()].copy_from_slice(x);
+            row[pad_left + x.len()..].fill(0.0);
+        }
+        2 => split_phases::<2>(row, x, pad_left, phase),
+        4 => split_phases::<4>(row, x, pad_left, phase),
+        _ => split_phases::<0>(row, x, pad_left, phase),
+    }
+}
+
+/// [`fill_band_row`] for stride `SW` (0: any, `row.len() / phase`): zeros,
+/// then the input, the columns of each `SW`-aligned group of padded columns
+/// dealt out to the phases (a de-interleave the compiler vectorises for a
+/// constant `SW`).
+#[inline(always)]
+fn split_phases<const SW: usize>(row: &mut [f32], x: &[f32], pad_left: usize, phase: usize) {
+    let sw = if SW == 0 { row.len() / phase } else { SW };
+    row.fill(0.0);
+    // Input columns before the first group that starts a multiple of sw.
+    let head = ((sw - pad_left % sw) % sw).min(x.len());
+    for (ix, &v) in x[..head].iter().enumerate() {
+        let pc = ix + pad_left;
+        row[pc % sw * phase + pc / sw] = v;
+    }
+    let first = (head + pad_left) / sw;
+    let tail = x[head..].chunks_exact(sw).remainder();
+    let n = x[head..].len() / sw;
+    for q in 0..sw {
+        let out = &mut row[q * phase + first..][..n];
+        for (o, group) in out.iter_mut().zip(x[head..].chunks_exact(sw)) {
+            *o = group[q];
+        }
+    }
+    for (q, &v) in tail.iter().enumerate() {
+        row[q * phase + first + n] = v;
+    }
+}
+
+thread_local! {
+    /// The band buffer of [`pack_rows`], reused across calls on this thread.
+    static BAND: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// This thread's band buffer, taken (a nested call would get a fresh one).
+/// (Not a closure-taking helper: a closure would not inherit the caller's
+/// target features.)
+#[inline(always)]
+fn take_band() -> Vec<f32> {
+    BAND.with(Cell::take)
+}
+
+/// Gives the band buffer back for the next call on this thread.
+#[inline(always)]
+fn put_band(band: Vec<f32>) {
+    BAND.with(|cell| cell.set(band));
 }
