@@ -54,31 +54,38 @@ impl MicroKernel for Avx512_8x32 {
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
-        unsafe { kernel_8x32(kc, a, b, out, spec) }
+        unsafe {
+            if out.cols <= 16 { kernel_8x32::<1>(kc, a, b, out, spec) } else { kernel_8x32::<2>(kc, a, b, out, spec) }
+        }
     }
 }
 
+/// The tile's product with `H` of the B panel's two 16-column halves: a
+/// tile of at most 16 columns (an edge of N) skips the FMAs of the other
+/// half, which only zeros would feed. Full and partial tiles with unit
+/// column stride store through (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn kernel_8x32<const H: usize>(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
     // Start pulling the C tile toward L1 now; it is needed only after the k loop.
     if out.csc == 1 {
         for i in 0..out.rows {
             let row = out.c.wrapping_offset(i as isize * out.rsc);
             _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1).cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(out.cols - 1).cast());
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let step = |acc: &mut [[__m512; 2]; MR], k: usize| {
+    let mut acc = [[_mm512_setzero_ps(); H]; MR];
+    let step = |acc: &mut [[__m512; H]; MR], k: usize| {
         // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
         unsafe {
             let bk = b.add(k * NR);
-            let (b0, b1) = (_mm512_loadu_ps(bk), _mm512_loadu_ps(bk.add(16)));
+            let bh: [__m512; H] = std::array::from_fn(|h| _mm512_loadu_ps(bk.add(16 * h)));
             let ak = a.add(k * MR);
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ak.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+                for h in 0..H {
+                    row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
+                }
             }
         }
     };
@@ -95,40 +102,46 @@ unsafe fn kernel_8x32(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
         k += 1;
     }
 
-    if out.cols == NR && out.csc == 1 {
+    if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
         let beta = _mm512_set1_ps(spec.beta);
         for (i, row) in acc.iter().enumerate().take(out.rows) {
-            // SAFETY: row i < rows of the tile; columns 0..32 are contiguous (csc == 1).
+            // SAFETY: row i < rows of the tile; its columns are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
             let bias = (!spec.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *spec.bias.add(i) }));
             for (h, &acc_h) in row.iter().enumerate() {
-                // SAFETY: c + 16h .. c + 16h + 16 lies inside the tile row.
-                let ch = unsafe { c.add(16 * h) };
+                let lanes = out.cols.saturating_sub(16 * h).min(16);
+                if lanes == 0 {
+                    break;
+                }
+                let mask = if lanes == 16 { 0xffff } else { ((1u32 << lanes) - 1) as __mmask16 };
+                // Columns 16h .. 16h + lanes of the row, inside the tile; the
+                // masked-off lanes are neither read nor written (no fault).
+                let ch = c.wrapping_add(16 * h);
                 let mut v = _mm512_mul_ps(alpha, acc_h);
                 if spec.store == Store::Update {
                     // SAFETY: as above.
-                    v = _mm512_fmadd_ps(beta, unsafe { _mm512_loadu_ps(ch) }, v);
+                    v = _mm512_fmadd_ps(beta, unsafe { _mm512_maskz_loadu_ps(mask, ch) }, v);
                 }
                 if let Some(bias) = bias {
                     v = _mm512_add_ps(v, bias);
                 }
                 v = activate(spec.act, v);
                 // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(ch, v) };
+                unsafe { _mm512_mask_storeu_ps(ch, mask, v) };
             }
         }
     } else {
         let mut tile = [0.0f32; MR * NR];
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: `tile` holds MR·NR floats; row i starts at i·NR.
-            unsafe {
-                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
-                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), row[1]);
+            for (h, &acc_h) in row.iter().enumerate() {
+                // SAFETY: `tile` holds MR·NR floats; row i's half h starts at i·NR + 16h.
+                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16 * h), acc_h) };
             }
         }
-        // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
+        // SAFETY: the caller's guarantees for `out` and `spec` are passed on;
+        // columns past 16·H are past `cols`, never stored.
         unsafe { store_tile_scalar::<NR>(&tile, out, spec) }
     }
 }

@@ -242,7 +242,10 @@ mod tests {
     fn cases(mr: usize, nr: usize) -> Vec<Case> {
         let mut out = Vec::new();
         for &kc in &[0, 1, 2, 3, 7, 16, 33] {
-            for &(rows, cols) in &[(mr, nr), (1, 1), (mr - 1, nr), (mr, nr - 1), (2, 3)] {
+            let half = nr / 2;
+            for &(rows, cols) in
+                &[(mr, nr), (1, 1), (mr - 1, nr), (mr, nr - 1), (2, 3), (mr, half), (mr - 1, half + 1), (mr, half - 1)]
+            {
                 for (store, beta) in [(Store::Overwrite, 0.0), (Store::Update, 0.75), (Store::Update, 1.0)] {
                     for (col_stride, bias, act) in [
                         (1, false, Activation::None),
