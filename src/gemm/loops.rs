@@ -157,12 +157,14 @@ fn split(m: usize, n: usize, k: usize, mr: usize, nr: usize, threads: usize) -> 
 
 /// The serial five-loop nest over the sub-block `rows × cols` of C.
 ///
-/// Two loop orders, same arithmetic (each C tile still takes the K chunks in
-/// order): when the rows fit one ic block, A is packed once per K chunk and
-/// B streams through L2 in narrow blocks (`nc_narrow`) — a B block that is
-/// used by one ic block only gains nothing from L3 and costs the write and
-/// re-read of a large buffer; otherwise the classic BLIS order jc, pc, ic
-/// keeps a wide B block in L3 for all the ic blocks.
+/// Three loop orders, same arithmetic (each C tile still takes the K chunks
+/// in order): when the rows fit one ic block, B streams through L2 in narrow
+/// blocks (`nc_narrow`) — a B block that is used by one ic block only gains
+/// nothing from L3 and costs the write and re-read of a large buffer. Then
+/// with A prepacked (a convolution plan's weights) the order is jc, pc, ic,
+/// so a narrow block of C stays in L2 across the K chunks; else pc, jc, ic,
+/// so that A is packed once per K chunk. Otherwise the classic BLIS order
+/// jc, pc, ic keeps a wide B block in L3 for all the ic blocks.
 ///
 /// # Safety
 /// As for [`gemm`], restricted to the sub-block.
@@ -211,7 +213,22 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
     // ic block, so the narrow order pays for up to 3/4 of L2 of it.
     let prepacked = a.packed(mr, 0, KC.min(k), rows.start).is_some();
     let narrow = rows.len() <= blk.mc || (prepacked && rows.len() * KC * 4 <= blk.l2 * 3 / 4);
-    if narrow {
+    if narrow && prepacked {
+        // Nothing to pack for A: each block of C stays in L2 across the K
+        // chunks, instead of one sweep over all of C per chunk (C of a large
+        // convolution layer lives in L3 or memory; A comes from L2 or L3).
+        for jc in cols.clone().step_by(blk.nc_narrow) {
+            let nc = blk.nc_narrow.min(cols.end - jc);
+            for chunk in 0..chunks {
+                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+                let bp = packed_b(pc, kc, jc, nc);
+                for ic in rows.clone().step_by(blk.mc) {
+                    let mc = blk.mc.min(rows.end - ic);
+                    block(chunk, (ic, mc), (jc, nc), packed_a(pc, kc, ic, mc), bp);
+                }
+            }
+        }
+    } else if narrow {
         for chunk in 0..chunks {
             let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
             let ap = if prepacked { std::ptr::null() } else { packed_a(pc, kc, rows.start, rows.len()) };
