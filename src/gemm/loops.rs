@@ -228,19 +228,34 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
                 }
             }
         }
-    } else if narrow {
+    } else if narrow && chunks > 1 && rows.len().div_ceil(mr) * mr * k * 4 <= blk.l2 / 2 {
+        // A, packed whole for every K chunk up front, fits half of L2: the
+        // same order as a prepacked A, keeping each block of C in L2.
+        let rows_padded = rows.len().div_ceil(mr) * mr;
+        let all = a_buf.get(rows_padded * k);
         for chunk in 0..chunks {
             let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-            let ap = if prepacked { std::ptr::null() } else { packed_a(pc, kc, rows.start, rows.len()) };
+            a.pack(mr, pc, kc, rows.start, rows.len(), &mut all[pc * rows_padded..(pc + kc) * rows_padded]);
+        }
+        let all = all.as_ptr();
+        for jc in cols.clone().step_by(blk.nc_narrow) {
+            let nc = blk.nc_narrow.min(cols.end - jc);
+            for chunk in 0..chunks {
+                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+                let bp = packed_b(pc, kc, jc, nc);
+                // SAFETY: chunk `chunk`'s panels start at pc·rows_padded of
+                // the rows_padded·k floats packed above.
+                block(chunk, (rows.start, rows.len()), (jc, nc), unsafe { all.add(pc * rows_padded) }, bp);
+            }
+        }
+    } else if narrow {
+        // A packed once per K chunk, its rows in one ic block.
+        for chunk in 0..chunks {
+            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+            let ap = packed_a(pc, kc, rows.start, rows.len());
             for jc in cols.clone().step_by(blk.nc_narrow) {
                 let nc = blk.nc_narrow.min(cols.end - jc);
-                let bp = packed_b(pc, kc, jc, nc);
-                for ic in rows.clone().step_by(blk.mc) {
-                    let mc = blk.mc.min(rows.end - ic);
-                    // Without prepacking, the rows fit one block (ic == rows.start).
-                    let ap = if prepacked { packed_a(pc, kc, ic, mc) } else { ap };
-                    block(chunk, (ic, mc), (jc, nc), ap, bp);
-                }
+                block(chunk, (rows.start, rows.len()), (jc, nc), ap, packed_b(pc, kc, jc, nc));
             }
         }
     } else {
