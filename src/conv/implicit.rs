@@ -151,8 +151,7 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
 /// channels, into a band with the padding as zeros, each row split into its
 /// `stride_w` phases (padded column `q + i·stride_w` at phase `q`, index
 /// `i`), so that for every tap the panel's pixels of one output row read
-/// consecutive band floats; an unpadded input with stride 1 is read in
-/// place. Every panel row is then one copy of `P` floats per output row the
+/// consecutive band floats. Every panel row is then one copy of `P` floats per output row the
 /// panel touches, whatever the tap.
 ///
 /// Each copy moves a whole `P` floats: it may read past its band row and
@@ -177,28 +176,24 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     let width = g.pad_left + g.w_in + g.pad_right;
     let phase = width.div_ceil(sw);
     let row_len = phase * sw;
-    let in_place = sw == 1 && g.pad_top + g.pad_bottom + g.pad_left + g.pad_right == 0;
     let mut band = take_band();
     {
-        let (buf, channel_len, origin): (&[f32], usize, usize) = if in_place {
-            (src.channels, g.h_in * g.w_in, c_lo * g.h_in * g.w_in + py0 * width)
-        } else {
-            let channel_len = rows * row_len;
-            let len = (c_hi - c_lo) * channel_len;
-            band.resize(len + P, 0.0);
-            for (c, channel) in (c_lo..c_hi).zip(band[..len].chunks_exact_mut(channel_len)) {
-                for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
-                    match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
-                        Some(iy) => {
-                            let at = (c * g.h_in + iy) * g.w_in;
-                            fill_band_row(row, &src.channels[at..at + g.w_in], g.pad_left, sw, phase);
-                        }
-                        None => row.fill(0.0),
+        let channel_len = rows * row_len;
+        let len = (c_hi - c_lo) * channel_len;
+        // P floats of slack: a whole-P copy from the band's last run stays inside.
+        band.resize(len + P, 0.0);
+        for (c, channel) in (c_lo..c_hi).zip(band[..len].chunks_exact_mut(channel_len)) {
+            for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
+                match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
+                    Some(iy) => {
+                        let at = (c * g.h_in + iy) * g.w_in;
+                        fill_band_row(row, &src.channels[at..at + g.w_in], g.pad_left, sw, phase);
                     }
+                    None => row.fill(0.0),
                 }
             }
-            (&band[..], channel_len, 0)
-        };
+        }
+        let buf = &band[..];
         // Where each tap of the block reads, relative to its pixel's window
         // corner in the band.
         let mut taps = [0usize; KC];
@@ -207,7 +202,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
         let (mut u, mut v) = (r / g.kw, r % g.kw);
         for tap in taps.iter_mut() {
             let (vq, vi) = (v * g.dilation_w % sw, v * g.dilation_w / sw);
-            *tap = origin + (c - c_lo) * channel_len + u * g.dilation_h * row_len + vq * phase + vi;
+            *tap = (c - c_lo) * channel_len + u * g.dilation_h * row_len + vq * phase + vi;
             v += 1;
             if v == g.kw {
                 (u, v) = (u + 1, 0);
@@ -236,21 +231,25 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
             let panel_at = p * kc * P;
             // Whole-P copies stay inside `buf` and `dst` for every tap of the
             // panel (the taps grow with k, the runs with the column) unless
-            // this is the block's last panel or its reads reach the end.
+            // the panel is the last one in a `dst` without room to spill
+            // into, or its reads reach the end of `buf`.
             let whole = taps[kc - 1] + runs[n_runs - 1].1 + P <= buf.len() && panel_at + (kc + 1) * P <= dst.len();
             for (kk, &tap) in taps.iter().enumerate() {
                 let row_at = panel_at + kk * P;
                 if whole {
-                    for &(at, corner) in runs {
+                    for (i, &(at, corner)) in runs.iter().enumerate() {
+                        let (from, to) = (tap + corner, row_at + at);
                         // SAFETY: tap + corner + P <= buf.len() and
                         // row_at + at + P <= panel_at + (kc + 1)·P <= dst.len(),
                         // both checked above; `buf` and `dst` do not overlap.
+                        // A run of at most 16 pixels moves 16 floats, not P.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                buf.as_ptr().add(tap + corner),
-                                dst.as_mut_ptr().add(row_at + at),
-                                P,
-                            )
+                            let (from, to) = (buf.as_ptr().add(from), dst.as_mut_ptr().add(to));
+                            if P > 16 && runs.get(i + 1).map_or(wp, |r| r.0) - at <= 16 {
+                                std::ptr::copy_nonoverlapping(from, to, 16)
+                            } else {
+                                std::ptr::copy_nonoverlapping(from, to, P)
+                            }
                         };
                     }
                 } else {

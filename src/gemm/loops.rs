@@ -198,7 +198,9 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
         match b.packed(nr, pc, kc, jc) {
             Some(panels) => panels.as_ptr(),
             None => {
-                let buf = b_buf.get(nc.div_ceil(nr) * nr * kc);
+                // One panel row more than the panels: room for a packer's
+                // whole-row copies to spill past the last panel.
+                let buf = b_buf.get((nc.div_ceil(nr) * kc + 1) * nr);
                 b.pack(nr, pc, kc, jc, nc, buf);
                 buf.as_ptr()
             }
