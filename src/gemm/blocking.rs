@@ -60,11 +60,17 @@ fn parse_size(text: &str) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(unit).filter(|&s| s > 0)
 }
 
+/// The largest A block: on Zen 5 (1 MiB L2) a 1024³ product ran ~10 %
+/// faster with 256 KiB blocks (256 rows) than with half of L2 (512 rows);
+/// 512³ and 2048³ were unchanged.
+const MC_BYTES_MAX: usize = 256 << 10;
+
 /// Block sizes of the ic and jc loops for a kernel with tile `mr × nr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Blocking {
     /// Rows of A packed per ic block: `MC·KC·4` bytes is about half of L2,
-    /// leaving the other half for the B micro-panels and C.
+    /// leaving the other half for the B micro-panels and C, and at most
+    /// [`MC_BYTES_MAX`].
     pub mc: usize,
     /// Columns of B packed per jc block: `KC·NC·4` bytes is a quarter of L3
     /// (L3 is shared; the rest serves the other core and C).
@@ -79,7 +85,7 @@ pub(crate) struct Blocking {
 impl Blocking {
     pub(crate) fn new(caches: CacheSizes, mr: usize, nr: usize) -> Self {
         let row_bytes = KC * std::mem::size_of::<f32>();
-        let mc = (caches.l2 / 2 / row_bytes / mr).clamp(1, 64) * mr;
+        let mc = ((caches.l2 / 2).min(MC_BYTES_MAX) / row_bytes / mr).clamp(1, 64) * mr;
         let nc = (caches.l3 / 4 / row_bytes / nr).clamp(16, 1024) * nr;
         let nc_narrow = (caches.l2 / 4 / row_bytes / nr).clamp(1, 64) * nr;
         Blocking { mc, nc, nc_narrow, l2: caches.l2 }
@@ -105,5 +111,13 @@ mod tests {
         assert_eq!(b.mc, 252); // 256 KiB / 1 KiB per row, down to a multiple of 6
         assert_eq!(b.nc, 8192); // 8 MiB / 1 KiB per column
         assert_eq!(b.nc_narrow, 128); // 128 KiB / 1 KiB per column
+    }
+
+    #[test]
+    fn blocking_zen5_8x32() {
+        let b = Blocking::new(CacheSizes { l1: 48 << 10, l2: 1 << 20, l3: 32 << 20 }, 8, 32);
+        assert_eq!(b.mc, 256); // capped at 256 KiB / 1 KiB per row
+        assert_eq!(b.nc, 8192);
+        assert_eq!(b.nc_narrow, 256); // 256 KiB / 1 KiB per column
     }
 }
