@@ -93,6 +93,10 @@ unsafe fn rows_chunk<L: Lanes, const R: usize>(
         }
         let valid = n.min(w_out - ox);
         for (r, row) in acc.iter().enumerate() {
+            if valid == n {
+                finish::<L>(row, &mut out[r * w_out + ox..][..n], first);
+                continue;
+            }
             let mut lanes = [0.0f32; 16];
             finish::<L>(row, &mut lanes, true);
             for (o, &v) in out[r * w_out + ox..][..valid].iter_mut().zip(&lanes) {
@@ -141,6 +145,7 @@ const SLACK: usize = 16;
 /// The input plane with its zero padding: `plane` itself when there is no
 /// padding and output rows split into whole vectors of `lanes`, else a copy in `padded` (with
 /// [`SLACK`] zeros after it). Returns it and its row length.
+#[inline(always)]
 fn padded_plane<'a>(
     geo: &ConvGeometry,
     lanes: usize,
@@ -151,20 +156,50 @@ fn padded_plane<'a>(
         return (plane, geo.w_in);
     }
     let row = geo.w_in + geo.pad_left + geo.pad_right;
-    let zeros = |n: usize| std::iter::repeat_n(0.0f32, n);
-    // Written once, in order: no zero-fill pass before the copy.
-    padded.clear();
-    padded.extend(zeros(geo.pad_top * row));
-    for src in plane.chunks_exact(geo.w_in.max(1)).take(geo.h_in) {
-        padded.extend(zeros(geo.pad_left));
-        padded.extend_from_slice(&src[..geo.w_in]);
-        padded.extend(zeros(geo.pad_right));
+    // Every float written once: the top and bottom padding rows by fills,
+    // each input row by fixed-size pieces (the rows are short: no library
+    // call per row), each side padding by a store of 8 zeros that the row
+    // copy, or the next row's, then partly overwrites.
+    let (top, bottom) = (geo.pad_top * row, (geo.pad_top + geo.h_in) * row);
+    padded.resize(bottom + geo.pad_bottom * row + SLACK, 0.0);
+    padded[..top].fill(0.0);
+    padded[bottom..].fill(0.0);
+    if geo.w_in > 0 {
+        let short_pads = geo.pad_left <= 8 && geo.pad_right <= 8;
+        let body = &mut padded[top..];
+        for (iy, src) in plane.chunks_exact(geo.w_in).take(geo.h_in).enumerate() {
+            let at = iy * row;
+            if short_pads {
+                body[at..at + 8].fill(0.0);
+            } else {
+                body[at..at + geo.pad_left].fill(0.0);
+            }
+            copy_short(&mut body[at + geo.pad_left..at + geo.pad_left + geo.w_in], src);
+            let end = at + geo.pad_left + geo.w_in;
+            if short_pads {
+                body[end..end + 8].fill(0.0);
+            } else {
+                body[end..end + geo.pad_right].fill(0.0);
+            }
+        }
     }
-    if geo.w_in == 0 {
-        padded.extend(zeros(geo.h_in * row));
-    }
-    padded.extend(zeros(geo.pad_bottom * row + SLACK));
     (&padded[..], row)
+}
+
+/// `dst.copy_from_slice(src)` in pieces of 8 floats, inline.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("8 floats");
+        let d: &mut [f32; 8] = d.try_into().expect("8 floats");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
 }
 
 /// The direct convolution of one (image, group) with one input channel:
