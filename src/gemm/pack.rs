@@ -114,10 +114,34 @@ impl StridedSource {
 
 impl PanelSource for StridedSource {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, detected just above.
+            return unsafe { with_panel_width!(panel, pack_strided_avx512(self, k0, kc, j0, w, dst)) };
+        }
         with_panel_width!(panel, pack_strided(self, k0, kc, j0, w, dst))
     }
 }
 
+/// [`pack_strided`] compiled for AVX-512: a panel row of 16 or 32
+/// contiguous floats moves as one or two vectors.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_strided_avx512<const P: usize>(
+    src: &StridedSource,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
+    pack_strided::<P>(src, k0, kc, j0, w, dst)
+}
+
+#[inline(always)]
 fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     let s = src;
     {
