@@ -165,7 +165,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     }
     let g = src.geo;
     debug_assert!(g.is_compact());
-    let (taps_per_channel, w_out, sw) = (g.kh * g.kw, g.w_out, g.stride_w);
+    let (taps_per_channel, w_out) = (g.kh * g.kw, g.w_out);
     let (c_lo, c_hi) = (k0 / taps_per_channel, (k0 + kc - 1) / taps_per_channel + 1);
     let (oy_lo, oy_hi) = (j0 / w_out, (j0 + w - 1) / w_out + 1);
     // The band: padded rows py0 .. py0 + rows (padded row py is input row
@@ -173,44 +173,13 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     // `phase` floats.
     let py0 = oy_lo * g.stride_h;
     let rows = (oy_hi - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1 - py0;
-    let width = g.pad_left + g.w_in + g.pad_right;
-    let phase = width.div_ceil(sw);
-    let row_len = phase * sw;
     let mut band = take_band();
     {
-        let channel_len = rows * row_len;
-        let len = (c_hi - c_lo) * channel_len;
-        // P floats of slack: a whole-P copy from the band's last run stays inside.
-        band.resize(len + P, 0.0);
-        for (c, channel) in (c_lo..c_hi).zip(band[..len].chunks_exact_mut(channel_len)) {
-            for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
-                match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
-                    Some(iy) => {
-                        let at = (c * g.h_in + iy) * g.w_in;
-                        fill_band_row(row, &src.channels[at..at + g.w_in], g.pad_left, sw, phase);
-                    }
-                    None => row.fill(0.0),
-                }
-            }
-        }
+        let layout = build_band(g, src.channels, c_lo..c_hi, py0, rows, P, &mut band);
         let buf = &band[..];
-        // Where each tap of the block reads, relative to its pixel's window
-        // corner in the band.
         let mut taps = [0usize; KC];
         let taps = &mut taps[..kc];
-        let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
-        let (mut u, mut v) = (r / g.kw, r % g.kw);
-        for tap in taps.iter_mut() {
-            let (vq, vi) = (v * g.dilation_w % sw, v * g.dilation_w / sw);
-            *tap = (c - c_lo) * channel_len + u * g.dilation_h * row_len + vq * phase + vi;
-            v += 1;
-            if v == g.kw {
-                (u, v) = (u + 1, 0);
-                if u == g.kh {
-                    (c, u) = (c + 1, 0);
-                }
-            }
-        }
+        band_taps(g, k0, c_lo, &layout, taps);
         let panels = w.div_ceil(P);
         for p in 0..panels {
             let jp = j0 + p * P;
@@ -222,7 +191,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
             let (mut oy, mut ox) = (jp / w_out, jp % w_out);
             let mut at = 0;
             while at < wp {
-                runs[n_runs] = (at, (oy * g.stride_h - py0) * row_len + ox);
+                runs[n_runs] = (at, (oy * g.stride_h - py0) * layout.row_len + ox);
                 n_runs += 1;
                 at += w_out - ox;
                 (oy, ox) = (oy + 1, 0);
@@ -306,6 +275,74 @@ unsafe fn pack_rows_avx2<const P: usize>(
     dst: &mut [f32],
 ) {
     pack_rows::<P>(src, k0, kc, j0, w, dst)
+}
+
+/// The layout of a band built by [`build_band`].
+struct Band {
+    /// Floats per channel: `rows · row_len`.
+    channel_len: usize,
+    /// Floats per band row: `stride_w` phases of `phase`.
+    row_len: usize,
+    /// Floats per phase of a row: `ceil(padded width / stride_w)`.
+    phase: usize,
+}
+
+/// Builds in `band` the padded rows `py0 .. py0 + rows` (padded row `py` is
+/// input row `py - pad_top`, zeros outside the input) of `channels` (of the
+/// group's `[c, h, w]` input `x`), each row split into its `stride_w` phases
+/// (padded column `q + i·stride_w` at `q·phase + i`), followed by `slack`
+/// floats. Every float is written.
+#[inline(always)]
+fn build_band(
+    g: &ConvGeometry,
+    x: &[f32],
+    channels: std::ops::Range<usize>,
+    py0: usize,
+    rows: usize,
+    slack: usize,
+    band: &mut Vec<f32>,
+) -> Band {
+    let sw = g.stride_w;
+    let width = g.pad_left + g.w_in + g.pad_right;
+    let phase = width.div_ceil(sw);
+    let row_len = phase * sw;
+    let channel_len = rows * row_len;
+    let len = channels.len() * channel_len;
+    band.resize(len + slack, 0.0);
+    band[len..].fill(0.0);
+    for (c, channel) in channels.zip(band[..len].chunks_exact_mut(channel_len)) {
+        for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
+            match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
+                Some(iy) => {
+                    let at = (c * g.h_in + iy) * g.w_in;
+                    fill_band_row(row, &x[at..at + g.w_in], g.pad_left, sw, phase);
+                }
+                None => row.fill(0.0),
+            }
+        }
+    }
+    Band { channel_len, row_len, phase }
+}
+
+/// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in a
+/// band of `band`'s layout whose first channel is `c_lo`, relative to its
+/// pixel's window corner.
+#[inline(always)]
+fn band_taps(g: &ConvGeometry, k0: usize, c_lo: usize, band: &Band, taps: &mut [usize]) {
+    let taps_per_channel = g.kh * g.kw;
+    let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
+    let (mut u, mut v) = (r / g.kw, r % g.kw);
+    for tap in taps.iter_mut() {
+        let (vq, vi) = (v * g.dilation_w % g.stride_w, v * g.dilation_w / g.stride_w);
+        *tap = (c - c_lo) * band.channel_len + u * g.dilation_h * band.row_len + vq * band.phase + vi;
+        v += 1;
+        if v == g.kw {
+            (u, v) = (u + 1, 0);
+            if u == g.kh {
+                (c, u) = (c + 1, 0);
+            }
+        }
+    }
 }
 
 /// One band row: the input row `x` between `pad_left` zeros and zeros up
