@@ -74,6 +74,16 @@ fn output_shape_of_known_layers() {
 fn conv_one_by_one() {
     ConvProblem::new([2, 5, 7, 9], [3, 5, 1, 1], ConvParams::default(), true, 1).check();
 }
+/// Depthwise kernels of more taps than the direct path's small tap table
+/// (32): 6×6 and 7×7, padded and dilated, through every path and ISA.
+#[test]
+fn depthwise_large_kernels_match_reference() {
+    for (k, pad, dilation) in [(6, 2, 1), (7, 3, 1), (7, 3, 2)] {
+        let params = ConvParams { padding: [pad; 4], dilation: [dilation; 2], groups: 4, ..ConvParams::default() };
+        ConvProblem::new([1, 4, 19, 23], [4, 1, k, k], params, true, k as u64).check();
+    }
+}
+
 #[test]
 fn conv_kernel_equals_input() {
     ConvProblem::new([1, 3, 5, 4], [2, 3, 5, 4], ConvParams::default(), true, 2).check();

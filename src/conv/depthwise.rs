@@ -220,8 +220,36 @@ pub(crate) unsafe fn depthwise_group<L: Lanes>(
     padded: &mut Vec<f32>,
 ) {
     let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
+    // The tap table: a small one for the usual kernels (up to 5×5), so each
+    // call does not clear a KC-long one.
+    if geo.kh * geo.kw <= 32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { planes::<L>(geo, padded, row_stride, weight, bias, act, out, &mut [(0, 0.0); 32]) }
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { planes::<L>(geo, padded, row_stride, weight, bias, act, out, &mut [(0, 0.0); KC]) }
+    }
+}
+
+/// The body of [`depthwise_group`], from the padded plane (rows
+/// `row_stride` apart), with a tap table of at least `min(KC, kh·kw)`.
+///
+/// # Safety
+/// `L`'s instructions are available.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn planes<L: Lanes>(
+    geo: &ConvGeometry,
+    padded: &[f32],
+    row_stride: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    taps: &mut [(usize, f32)],
+) {
     let taps_per_kernel = geo.kh * geo.kw;
-    let mut taps = [(0usize, 0.0f32); KC];
+    assert!(taps.len() >= taps_per_kernel.min(KC), "tap table too short");
     // Saturating: a step that does not fit is never taken (one output row).
     let row_step = geo.stride_h.saturating_mul(row_stride);
     for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
