@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use super::params::ConvGeometry;
 use crate::gemm::loops::KC;
-use crate::gemm::pack::{PanelSource, with_panel_width};
+use crate::gemm::pack::{PanelSource, with_panel_width, with_widest_vectors};
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
 /// row `(c·kh + u)·kw + v`, column `oy·w_out + ox` is
@@ -30,15 +30,7 @@ impl PanelSource for ImageSource<'_> {
         // The band holds every row and column between the first and last
         // window: worth it where the windows cover the stride.
         if (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F, detected just above.
-                return unsafe { with_panel_width!(panel, pack_rows_avx512(self, k0, kc, j0, w, dst)) };
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, detected just above.
-                return unsafe { with_panel_width!(panel, pack_rows_avx2(self, k0, kc, j0, w, dst)) };
-            }
-            with_panel_width!(panel, pack_rows(self, k0, kc, j0, w, dst))
+            with_panel_width!(panel, pack_rows_fast(self, k0, kc, j0, w, dst))
         } else {
             with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
         }
@@ -241,41 +233,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     put_band(band);
 }
 
-/// [`pack_rows`] compiled for AVX-512, so that a run of 16 or 32 floats
-/// moves as one or two vectors (the baseline x86-64 target moves 4 floats
-/// per instruction).
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_rows_avx512<const P: usize>(
-    src: &ImageSource,
-    k0: usize,
-    kc: usize,
-    j0: usize,
-    w: usize,
-    dst: &mut [f32],
-) {
-    pack_rows::<P>(src, k0, kc, j0, w, dst)
-}
-
-/// [`pack_rows`] compiled for AVX2: 8 floats per move.
-///
-/// # Safety
-/// The CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pack_rows_avx2<const P: usize>(
-    src: &ImageSource,
-    k0: usize,
-    kc: usize,
-    j0: usize,
-    w: usize,
-    dst: &mut [f32],
-) {
-    pack_rows::<P>(src, k0, kc, j0, w, dst)
-}
+with_widest_vectors!(pack_rows_fast, pack_rows, ImageSource<'_>);
 
 /// The layout of a band built by [`build_band`].
 struct Band {

@@ -80,6 +80,54 @@ macro_rules! with_panel_width {
 }
 pub(crate) use with_panel_width;
 
+/// Defines `fn $name<const P: usize>(src: &$src, k0, kc, j0, w, dst)`:
+/// the packing routine `$body::<P>` (which must be `#[inline(always)]`)
+/// compiled for the widest vectors this CPU has, AVX-512F, else AVX2, else
+/// the build's baseline, chosen at run time. Its fixed-length copies then
+/// move as whole vectors (the x86-64 baseline moves 4 floats at a time).
+macro_rules! with_widest_vectors {
+    ($name:ident, $body:ident, $src:ty) => {
+        fn $name<const P: usize>(src: &$src, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                /// `$body` compiled for AVX-512F.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512F.
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<const P: usize>(
+                    src: &$src,
+                    k0: usize,
+                    kc: usize,
+                    j0: usize,
+                    w: usize,
+                    dst: &mut [f32],
+                ) {
+                    $body::<P>(src, k0, kc, j0, w, dst)
+                }
+                /// `$body` compiled for AVX2.
+                ///
+                /// # Safety
+                /// The CPU has AVX2.
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<const P: usize>(src: &$src, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+                    $body::<P>(src, k0, kc, j0, w, dst)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, detected just above.
+                    return unsafe { avx512::<P>(src, k0, kc, j0, w, dst) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, detected just above.
+                    return unsafe { avx2::<P>(src, k0, kc, j0, w, dst) };
+                }
+            }
+            $body::<P>(src, k0, kc, j0, w, dst)
+        }
+    };
+}
+pub(crate) use with_widest_vectors;
+
 /// A matrix in caller memory: element `(k, j)` at `ptr + k·row_stride + j·col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StridedSource {
@@ -114,32 +162,11 @@ impl StridedSource {
 
 impl PanelSource for StridedSource {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, detected just above.
-            return unsafe { with_panel_width!(panel, pack_strided_avx512(self, k0, kc, j0, w, dst)) };
-        }
-        with_panel_width!(panel, pack_strided(self, k0, kc, j0, w, dst))
+        with_panel_width!(panel, pack_strided_fast(self, k0, kc, j0, w, dst))
     }
 }
 
-/// [`pack_strided`] compiled for AVX-512: a panel row of 16 or 32
-/// contiguous floats moves as one or two vectors.
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_strided_avx512<const P: usize>(
-    src: &StridedSource,
-    k0: usize,
-    kc: usize,
-    j0: usize,
-    w: usize,
-    dst: &mut [f32],
-) {
-    pack_strided::<P>(src, k0, kc, j0, w, dst)
-}
+with_widest_vectors!(pack_strided_fast, pack_strided, StridedSource);
 
 #[inline(always)]
 fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
