@@ -18,7 +18,9 @@ pub enum Algorithm {
     /// Build the explicit `K × N` im2col matrix of each (image, group), then
     /// multiply: the simple path the others are tested against.
     Im2col,
-    /// Pack B straight from the image (implicit im2col): no `K × N` buffer.
+    /// Pack B from the image (implicit im2col), through a zero-padded copy
+    /// of the input rows one block of output reads, for the K chunk's
+    /// channels: no `K × N` buffer.
     Implicit,
     /// 1×1 kernel, stride 1, no padding: the image itself is B. Falls back to
     /// `Implicit` for other shapes.
