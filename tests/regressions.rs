@@ -165,3 +165,29 @@ fn conv_depthwise_huge_padding_huge_stride() {
         }
     }
 }
+
+/// An input of width 0 that padding makes valid: every window reads only
+/// padding, so every output is its bias. The direct (depthwise) path built
+/// its padded plane without the rows of a zero-width input, which kept the
+/// thread's scratch contents from an earlier call, and returned those
+/// instead (fuzz `api_hostile`, after the padded plane was rewritten to
+/// write each float once).
+#[test]
+fn conv_zero_width_input_is_bias_after_a_dirty_scratch() {
+    let params = ConvParams { padding: [1, 2, 6, 2], flip: true, ..ConvParams::default() };
+    let bias = [-0.5f32, 0.75];
+    let weight = [0.25f32, 3.5, -1.0, 2.0, 0.5, -0.75, 1.5, -2.0];
+    for isa in Isa::available() {
+        let opts = ConvOptions { isa, threads: Threads::Single, ..ConvOptions::default() };
+        // Fill this thread's scratch with non-zero values first (an
+        // unpadded plane: its first rows are input, not zeros).
+        let big = vec![1.5f32; 40 * 40];
+        let mut big_out = vec![0.0f32; 2 * 39 * 39];
+        let unpadded = ConvParams::default();
+        conv2d_with(&opts, &big, [1, 1, 40, 40], &weight, [2, 1, 2, 2], None, &unpadded, &mut big_out).unwrap();
+        let mut out = [f32::NAN; 2 * 10 * 3];
+        conv2d_with(&opts, &[], [1, 1, 4, 0], &weight, [2, 1, 2, 2], Some(&bias), &params, &mut out).unwrap();
+        let want: Vec<f32> = bias.iter().flat_map(|&b| [b; 30]).collect();
+        assert_eq!(out.to_vec(), want, "{}", isa.name());
+    }
+}

@@ -182,6 +182,10 @@ fn padded_plane<'a>(
                 body[end..end + geo.pad_right].fill(0.0);
             }
         }
+    } else {
+        // No input columns: the rows are all padding (found by fuzzing:
+        // they kept the scratch's last contents).
+        padded[top..bottom].fill(0.0);
     }
     (&padded[..], row)
 }
