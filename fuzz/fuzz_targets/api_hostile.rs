@@ -587,7 +587,10 @@ fn check_empty_gemm(u: &mut Unstructured) -> Result<()> {
         // The reproducibility rule: acc = +0; c = alpha·acc, or mul_add(beta, c, alpha·acc).
         let v = alpha * 0.0;
         let want = if beta == 0.0 { v } else { beta.mul_add(old, v) };
-        if isa != Isa::PortableUnfused {
+        // Which NaN comes out where two meet (a NaN beta, alpha or C value)
+        // is not specified (lib.rs, "NaN and infinities"): NaN-ness only.
+        let two_nans = [alpha, beta, old].iter().filter(|x| x.is_nan()).count() >= 2;
+        if isa != Isa::PortableUnfused && !two_nans {
             assert_eq!(got.to_bits(), want.to_bits(), "{} k=0 element {i}: alpha={alpha} beta={beta}", isa.name());
         } else {
             assert_eq!(got.is_nan(), want.is_nan(), "{} k=0 element {i}", isa.name());
