@@ -74,6 +74,16 @@ fn output_shape_of_known_layers() {
 fn conv_one_by_one() {
     ConvProblem::new([2, 5, 7, 9], [3, 5, 1, 1], ConvParams::default(), true, 1).check();
 }
+/// A vertical dilation of 40,000 (and padding to match): the implicit
+/// packer's band of the few windows would span 40,005 rows, so the block
+/// takes the in-place gather path instead (a fuzzed call with a band of
+/// 91 GB ran out of memory). Every path against the reference.
+#[test]
+fn huge_dilation_takes_the_in_place_packer() {
+    let params = ConvParams { padding: [20_000, 1, 20_000, 1], dilation: [40_000, 1], ..ConvParams::default() };
+    ConvProblem::new([1, 2, 5, 6], [3, 2, 2, 2], params, true, 7).check();
+}
+
 /// Depthwise kernels of more taps than the direct path's small tap table
 /// (32): 6×6 and 7×7, padded and dilated, through every path and ISA.
 #[test]

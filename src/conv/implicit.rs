@@ -26,15 +26,34 @@ impl<'a> ImageSource<'a> {
 
 impl PanelSource for ImageSource<'_> {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        let g = self.geo;
-        // The band holds every row and column between the first and last
-        // window: worth it where the windows cover the stride.
-        if (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w {
+        if kc > 0 && w > 0 && band_fits(self.geo, k0, kc, j0, w) {
             with_panel_width!(panel, pack_rows_fast(self, k0, kc, j0, w, dst))
         } else {
             with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
         }
     }
+}
+
+/// Whether [`pack_rows`] takes the block: where the windows cover the
+/// stride (the band holds every row and column between the first and last
+/// window, so windows that skip input would copy it for nothing), and the
+/// band is at most four times the block it packs, plus 64 Ki floats. A large
+/// dilation or padding makes the band of a few windows huge (a fuzzed call
+/// asked for 91 GB); those blocks take [`pack_image`], which reads in place.
+fn band_fits(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> bool {
+    let covers = (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w;
+    let taps_per_channel = g.kh * g.kw;
+    let channels = (k0 + kc - 1) / taps_per_channel + 1 - k0 / taps_per_channel;
+    let (oy_lo, oy_hi) = (j0 / g.w_out, (j0 + w - 1) / g.w_out + 1);
+    // As in pack_rows and build_band, in checked arithmetic.
+    let band = (|| {
+        let rows =
+            ((oy_hi - 1) * g.stride_h).checked_add((g.kh - 1).checked_mul(g.dilation_h)?)? + 1 - oy_lo * g.stride_h;
+        let width = g.pad_left.checked_add(g.w_in)?.checked_add(g.pad_right)?;
+        let row_len = width.div_ceil(g.stride_w).checked_mul(g.stride_w)?;
+        channels.checked_mul(rows)?.checked_mul(row_len)
+    })();
+    covers && band.is_some_and(|len| len <= kc.saturating_mul(w).saturating_mul(4).saturating_add(1 << 16))
 }
 
 /// One row of the im2col matrix: kernel tap `(c, u, v)` as offsets from a
@@ -365,4 +384,24 @@ fn take_band() -> Vec<f32> {
 #[inline(always)]
 fn put_band(band: Vec<f32>) {
     BAND.with(|cell| cell.set(band));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConvParams;
+
+    #[test]
+    fn band_fits_real_layers_not_huge_dilations() {
+        let resnet = ConvParams { padding: [1; 4], ..ConvParams::default() };
+        let g = ConvGeometry::new([1, 64, 56, 56], [64, 64, 3, 3], &resnet).unwrap();
+        assert!(band_fits(&g, 0, KC, 0, 256));
+        assert!(band_fits(&g, 512, 64, 3072, 64));
+        let dilated = ConvParams { padding: [20_000, 1, 20_000, 1], dilation: [40_000, 1], ..ConvParams::default() };
+        let g = ConvGeometry::new([1, 2, 5, 6], [3, 2, 2, 2], &dilated).unwrap();
+        assert!(!band_fits(&g, 0, 8, 0, 35));
+        let strided = ConvParams { stride: [2, 2], ..ConvParams::default() };
+        let g = ConvGeometry::new([1, 8, 16, 16], [8, 8, 1, 1], &strided).unwrap();
+        assert!(!band_fits(&g, 0, 8, 0, 64), "a 1x1 kernel with stride 2 skips input");
+    }
 }
