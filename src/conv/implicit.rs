@@ -42,18 +42,7 @@ impl PanelSource for ImageSource<'_> {
 /// asked for 91 GB); those blocks take [`pack_image`], which reads in place.
 fn band_fits(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> bool {
     let covers = (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w;
-    let taps_per_channel = g.kh * g.kw;
-    let channels = (k0 + kc - 1) / taps_per_channel + 1 - k0 / taps_per_channel;
-    let (oy_lo, oy_hi) = (j0 / g.w_out, (j0 + w - 1) / g.w_out + 1);
-    // As in pack_rows and build_band, in checked arithmetic.
-    let band = (|| {
-        let rows =
-            ((oy_hi - 1) * g.stride_h).checked_add((g.kh - 1).checked_mul(g.dilation_h)?)? + 1 - oy_lo * g.stride_h;
-        let width = g.pad_left.checked_add(g.w_in)?.checked_add(g.pad_right)?;
-        let row_len = width.div_ceil(g.stride_w).checked_mul(g.stride_w)?;
-        channels.checked_mul(rows)?.checked_mul(row_len)
-    })();
-    covers && band.is_some_and(|len| len <= kc.saturating_mul(w).saturating_mul(4).saturating_add(1 << 16))
+    covers && Band::of(g, k0, kc, j0, w).len() <= kc.saturating_mul(w).saturating_mul(4).saturating_add(1 << 16)
 }
 
 /// One row of the im2col matrix: kernel tap `(c, u, v)` as offsets from a
@@ -176,21 +165,15 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     }
     let g = src.geo;
     debug_assert!(g.is_compact());
-    let (taps_per_channel, w_out) = (g.kh * g.kw, g.w_out);
-    let (c_lo, c_hi) = (k0 / taps_per_channel, (k0 + kc - 1) / taps_per_channel + 1);
-    let (oy_lo, oy_hi) = (j0 / w_out, (j0 + w - 1) / w_out + 1);
-    // The band: padded rows py0 .. py0 + rows (padded row py is input row
-    // py - pad_top), for channels c_lo .. c_hi; a row is `sw` phases of
-    // `phase` floats.
-    let py0 = oy_lo * g.stride_h;
-    let rows = (oy_hi - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1 - py0;
+    let w_out = g.w_out;
+    let layout = Band::of(g, k0, kc, j0, w);
     let mut band = take_band();
     {
-        let layout = build_band(g, src.channels, c_lo..c_hi, py0, rows, P, &mut band);
+        build_band(g, src.channels, &layout, P, &mut band);
         let buf = &band[..];
         let mut taps = [0usize; KC];
         let taps = &mut taps[..kc];
-        band_taps(g, k0, c_lo, &layout, taps);
+        band_taps(g, k0, &layout, taps);
         let panels = w.div_ceil(P);
         for p in 0..panels {
             let jp = j0 + p * P;
@@ -202,7 +185,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
             let (mut oy, mut ox) = (jp / w_out, jp % w_out);
             let mut at = 0;
             while at < wp {
-                runs[n_runs] = (at, (oy * g.stride_h - py0) * layout.row_len + ox);
+                runs[n_runs] = (at, (oy * g.stride_h - layout.py0) * layout.row_len + ox);
                 n_runs += 1;
                 at += w_out - ox;
                 (oy, ox) = (oy + 1, 0);
@@ -254,64 +237,72 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
 
 with_widest_vectors!(pack_rows_fast, pack_rows, ImageSource<'_>);
 
-/// The layout of a band built by [`build_band`].
+/// The band of one block of the im2col matrix (taps `k0 .. k0 + kc`,
+/// pixels `j0 .. j0 + w`): the padded rows `py0 .. py0 + rows` (padded row
+/// `py` is input row `py - pad_top`) of the channels the taps read, each
+/// row split into its `stride_w` phases (padded column `q + i·stride_w` at
+/// `q·phase + i`).
 struct Band {
-    /// Floats per channel: `rows · row_len`.
-    channel_len: usize,
-    /// Floats per band row: `stride_w` phases of `phase`.
-    row_len: usize,
-    /// Floats per phase of a row: `ceil(padded width / stride_w)`.
-    phase: usize,
-}
-
-/// Builds in `band` the padded rows `py0 .. py0 + rows` (padded row `py` is
-/// input row `py - pad_top`, zeros outside the input) of `channels` (of the
-/// group's `[c, h, w]` input `x`), each row split into its `stride_w` phases
-/// (padded column `q + i·stride_w` at `q·phase + i`), followed by `slack`
-/// floats. Every float is written.
-#[inline(always)]
-fn build_band(
-    g: &ConvGeometry,
-    x: &[f32],
     channels: std::ops::Range<usize>,
     py0: usize,
-    rows: usize,
-    slack: usize,
-    band: &mut Vec<f32>,
-) -> Band {
-    let sw = g.stride_w;
-    let width = g.pad_left + g.w_in + g.pad_right;
-    let phase = width.div_ceil(sw);
-    let row_len = phase * sw;
-    let channel_len = rows * row_len;
-    let len = channels.len() * channel_len;
+    /// Floats per phase of a row: `ceil(padded width / stride_w)`.
+    phase: usize,
+    /// Floats per band row: `stride_w` phases.
+    row_len: usize,
+    /// Floats per channel: `rows · row_len` (saturating: [`band_fits`] asks
+    /// about geometries whose band could not exist).
+    channel_len: usize,
+}
+
+impl Band {
+    fn of(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
+        let taps_per_channel = g.kh * g.kw;
+        let channels = k0 / taps_per_channel..(k0 + kc - 1) / taps_per_channel + 1;
+        let (oy_lo, oy_hi) = (j0 / g.w_out, (j0 + w - 1) / g.w_out + 1);
+        let py0 = oy_lo * g.stride_h;
+        let last_row = ((oy_hi - 1) * g.stride_h).saturating_add((g.kh - 1).saturating_mul(g.dilation_h));
+        let rows = last_row.saturating_add(1) - py0;
+        let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(g.stride_w);
+        let row_len = phase * g.stride_w;
+        Band { channels, py0, phase, row_len, channel_len: rows.saturating_mul(row_len) }
+    }
+
+    /// Floats in the band (saturating).
+    fn len(&self) -> usize {
+        self.channels.len().saturating_mul(self.channel_len)
+    }
+}
+
+/// Builds `layout`'s band of the group's `[c, h, w]` input `x` in `band`,
+/// zeros in the padding, followed by `slack` floats. Every float is written.
+#[inline(always)]
+fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &mut Vec<f32>) {
+    let len = layout.len();
     band.resize(len + slack, 0.0);
     band[len..].fill(0.0);
-    for (c, channel) in channels.zip(band[..len].chunks_exact_mut(channel_len)) {
-        for (py, row) in (py0..).zip(channel.chunks_exact_mut(row_len)) {
+    for (c, channel) in layout.channels.clone().zip(band[..len].chunks_exact_mut(layout.channel_len)) {
+        for (py, row) in (layout.py0..).zip(channel.chunks_exact_mut(layout.row_len)) {
             match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
                 Some(iy) => {
                     let at = (c * g.h_in + iy) * g.w_in;
-                    fill_band_row(row, &x[at..at + g.w_in], g.pad_left, sw, phase);
+                    fill_band_row(row, &x[at..at + g.w_in], g.pad_left, g.stride_w, layout.phase);
                 }
                 None => row.fill(0.0),
             }
         }
     }
-    Band { channel_len, row_len, phase }
 }
 
-/// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in a
-/// band of `band`'s layout whose first channel is `c_lo`, relative to its
-/// pixel's window corner.
+/// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in
+/// `band`, relative to its pixel's window corner.
 #[inline(always)]
-fn band_taps(g: &ConvGeometry, k0: usize, c_lo: usize, band: &Band, taps: &mut [usize]) {
+fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [usize]) {
     let taps_per_channel = g.kh * g.kw;
     let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
     let (mut u, mut v) = (r / g.kw, r % g.kw);
     for tap in taps.iter_mut() {
         let (vq, vi) = (v * g.dilation_w % g.stride_w, v * g.dilation_w / g.stride_w);
-        *tap = (c - c_lo) * band.channel_len + u * g.dilation_h * band.row_len + vq * band.phase + vi;
+        *tap = (c - band.channels.start) * band.channel_len + u * g.dilation_h * band.row_len + vq * band.phase + vi;
         v += 1;
         if v == g.kw {
             (u, v) = (u + 1, 0);
