@@ -215,10 +215,22 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
     // ic block, so the narrow order pays for up to 3/4 of L2 of it.
     let prepacked = a.packed(mr, 0, KC.min(k), rows.start).is_some();
     let narrow = rows.len() <= blk.mc || (prepacked && rows.len() * KC * 4 <= blk.l2 * 3 / 4);
-    if narrow && prepacked {
-        // Nothing to pack for A: each block of C stays in L2 across the K
-        // chunks, instead of one sweep over all of C per chunk (C of a large
-        // convolution layer lives in L3 or memory; A comes from L2 or L3).
+    // Without prepacking, A packed whole for every K chunk up front when
+    // that fits half of L2 (its rows are then one ic block).
+    let rows_padded = rows.len().div_ceil(mr) * mr;
+    let whole_a = !prepacked && narrow && chunks > 1 && rows_padded * k * 4 <= blk.l2 / 2;
+    if narrow && (prepacked || whole_a) {
+        // Nothing to pack for A per block: each block of C stays in L2 across
+        // the K chunks, instead of one sweep over all of C per chunk (C of a
+        // large convolution layer lives in L3 or memory; A in L2 or L3).
+        let whole = whole_a.then(|| {
+            let all = a_buf.get(rows_padded * k);
+            for chunk in 0..chunks {
+                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+                a.pack(mr, pc, kc, rows.start, rows.len(), &mut all[pc * rows_padded..(pc + kc) * rows_padded]);
+            }
+            all.as_ptr()
+        });
         for jc in cols.clone().step_by(blk.nc_narrow) {
             let nc = blk.nc_narrow.min(cols.end - jc);
             for chunk in 0..chunks {
@@ -226,28 +238,14 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
                 let bp = packed_b(pc, kc, jc, nc);
                 for ic in rows.clone().step_by(blk.mc) {
                     let mc = blk.mc.min(rows.end - ic);
-                    block(chunk, (ic, mc), (jc, nc), packed_a(pc, kc, ic, mc), bp);
+                    let ap = match whole {
+                        // SAFETY: chunk `chunk`'s panels start at pc·rows_padded
+                        // of the rows_padded·k floats packed above (one ic block).
+                        Some(all) => unsafe { all.add(pc * rows_padded) },
+                        None => a.packed(mr, pc, kc, ic).expect("prepacked A").as_ptr(),
+                    };
+                    block(chunk, (ic, mc), (jc, nc), ap, bp);
                 }
-            }
-        }
-    } else if narrow && chunks > 1 && rows.len().div_ceil(mr) * mr * k * 4 <= blk.l2 / 2 {
-        // A, packed whole for every K chunk up front, fits half of L2: the
-        // same order as a prepacked A, keeping each block of C in L2.
-        let rows_padded = rows.len().div_ceil(mr) * mr;
-        let all = a_buf.get(rows_padded * k);
-        for chunk in 0..chunks {
-            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-            a.pack(mr, pc, kc, rows.start, rows.len(), &mut all[pc * rows_padded..(pc + kc) * rows_padded]);
-        }
-        let all = all.as_ptr();
-        for jc in cols.clone().step_by(blk.nc_narrow) {
-            let nc = blk.nc_narrow.min(cols.end - jc);
-            for chunk in 0..chunks {
-                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-                let bp = packed_b(pc, kc, jc, nc);
-                // SAFETY: chunk `chunk`'s panels start at pc·rows_padded of
-                // the rows_padded·k floats packed above.
-                block(chunk, (rows.start, rows.len()), (jc, nc), unsafe { all.add(pc * rows_padded) }, bp);
             }
         }
     } else if narrow {
