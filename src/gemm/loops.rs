@@ -76,6 +76,10 @@ pub(crate) enum Parallelism {
 /// machine all get slower with 2 threads under ~4 MFLOP: PEERS.md).
 pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
 
+/// Up to this many kernel tiles of rows, a kernel that reads B in place
+/// ([`MicroKernel::READS_B_ROWS`]) gets B unpacked.
+const IN_PLACE_MAX_TILES: usize = 2;
+
 /// The per-thread packing buffers, reused across calls.
 #[derive(Default)]
 struct Workspace {
@@ -206,9 +210,10 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
             }
         }
     };
-    let block = |chunk: usize, (ic, mc): (usize, usize), (jc, nc): (usize, usize), ap: *const f32, bp: *const f32| {
-        // SAFETY: the panels were packed for this chunk and these blocks; the
-        // caller's guarantees cover C and the bias.
+    let mut packed_b = |pc, kc, jc, nc| BBlock::Packed(packed_b(pc, kc, jc, nc));
+    let block = |chunk: usize, (ic, mc): (usize, usize), (jc, nc): (usize, usize), ap: *const f32, bp: BBlock| {
+        // SAFETY: the panels were packed for this chunk and these blocks (B's
+        // rows lie in the source's extent); the caller's guarantees cover C and the bias.
         unsafe { macro_kernel(kern, chunk, chunks, k, (ic, mc), (jc, nc), ap, bp, c, epi) }
     };
     // A prepacked whole (a convolution plan's weights) needs no packing per
@@ -219,7 +224,19 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
     // that fits half of L2 (its rows are then one ic block).
     let rows_padded = rows.len().div_ceil(mr) * mr;
     let whole_a = !prepacked && narrow && chunks > 1 && rows_padded * k * 4 <= blk.l2 / 2;
-    if narrow && (prepacked || whole_a) {
+    if let Some((ptr, stride)) = b.rows().filter(|_| K::READS_B_ROWS && rows.len() <= IN_PLACE_MAX_TILES * mr) {
+        // A few rows of C: each B element feeds a handful of FMAs, so a copy
+        // of B would cost about as much as the product. The kernel reads
+        // B's rows where they lie; A is packed once per K chunk.
+        for chunk in 0..chunks {
+            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
+            let ap = packed_a(pc, kc, rows.start, rows.len());
+            // Row pc, column cols.start of B (wrapping: with k == 0 there is
+            // no row, and the kernel reads none).
+            let ptr = ptr.wrapping_offset(pc as isize * stride + cols.start as isize);
+            block(chunk, (rows.start, rows.len()), (cols.start, cols.len()), ap, BBlock::Rows { ptr, stride });
+        }
+    } else if narrow && (prepacked || whole_a) {
         // Nothing to pack for A per block: each block of C stays in L2 across
         // the K chunks, instead of one sweep over all of C per chunk (C of a
         // large convolution layer lives in L3 or memory; A in L2 or L3).
@@ -274,13 +291,23 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
     }
 }
 
+/// The B operand of one block, as the kernels read it.
+#[derive(Clone, Copy, Debug)]
+enum BBlock {
+    /// `ceil(nc/NR)` packed panels of `kc × NR`.
+    Packed(*const f32),
+    /// In place: element `(kk, jj)` of the block at `ptr + kk·stride + jj`.
+    Rows { ptr: *const f32, stride: isize },
+}
+
 /// The jr and ir loops: every kernel tile of the `mc × nc` block at
-/// `(ic, jc)` for K chunk `chunk` (of `chunks`), from packed panels.
+/// `(ic, jc)` for K chunk `chunk` (of `chunks`), from packed A panels.
 ///
 /// # Safety
-/// `ap` holds the block's A panels (`ceil(mc/MR)` panels of `kc × MR`), `bp`
-/// its B panels (`ceil(nc/NR)` of `kc × NR`), `kc` the chunk's length; the
-/// block lies inside C; `epi.bias` is null or covers the rows.
+/// `ap` holds the block's A panels (`ceil(mc/MR)` panels of `kc × MR`), `b`
+/// its B panels or rows (`kc` rows of `nc` readable floats), `kc` the
+/// chunk's length; the block lies inside C; `epi.bias` is null or covers the
+/// rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn macro_kernel<K: MicroKernel>(
@@ -291,11 +318,15 @@ unsafe fn macro_kernel<K: MicroKernel>(
     (ic, mc): (usize, usize),
     (jc, nc): (usize, usize),
     ap: *const f32,
-    bp: *const f32,
+    b: BBlock,
     c: CMatrix,
     epi: &Epilogue,
 ) {
-    let (mr, nr) = (K::MR, K::NR);
+    let mr = K::MR;
+    let nr = match b {
+        BBlock::Packed(_) => K::NR,
+        BBlock::Rows { .. } => K::B_ROWS_NR,
+    };
     let kc = KC.min(k - chunk * KC);
     let last = chunk + 1 == chunks;
     let spec = StoreSpec {
@@ -306,8 +337,6 @@ unsafe fn macro_kernel<K: MicroKernel>(
         act: if last { epi.act } else { Activation::None },
     };
     for jr in (0..nc).step_by(nr) {
-        // SAFETY: panel jr / NR of the packed B block.
-        let b_panel = unsafe { bp.add(jr * kc) };
         for ir in (0..mc).step_by(mr) {
             let (i, j) = (ic + ir, jc + jr);
             let out = TileOut {
@@ -334,9 +363,18 @@ unsafe fn macro_kernel<K: MicroKernel>(
                     prefetch_tile(c, ahead_i, ahead_j, mr.min(ic + mc - ahead_i), nr.min(jc + nc - ahead_j));
                 }
             }
-            // SAFETY: panel ir / MR of the packed A block, the B panel above,
-            // both with kc rows; the tile lies inside C.
-            unsafe { kern.run(kc, ap.add(ir * kc), b_panel, &out, &spec) };
+            // SAFETY: panel ir / MR of the packed A block, with kc rows; the
+            // tile lies inside C; B as the match says.
+            unsafe {
+                match b {
+                    // Panel jr / NR of the packed block, kc rows.
+                    BBlock::Packed(bp) => kern.run(kc, ap.add(ir * kc), bp.add(jr * kc), &out, &spec),
+                    // Columns jr .. jr + cols of the block's kc rows, in place.
+                    BBlock::Rows { ptr, stride } => {
+                        kern.run_b_rows(kc, ap.add(ir * kc), ptr.wrapping_add(jr), stride, &out, &spec)
+                    }
+                }
+            };
         }
     }
 }

@@ -21,6 +21,13 @@ pub(crate) trait PanelSource: Sync {
     fn packed(&self, _panel: usize, _k0: usize, _kc: usize, _j0: usize) -> Option<&[f32]> {
         None
     }
+
+    /// `(ptr, row_stride)` if the source is rows of contiguous floats in
+    /// memory, element `(k, j)` at `ptr + k·row_stride + j`: a kernel can
+    /// then read B where it lies instead of packing it.
+    fn rows(&self) -> Option<(*const f32, isize)> {
+        None
+    }
 }
 
 /// An operand packed once for every K chunk and reused across calls (the
@@ -163,6 +170,10 @@ impl StridedSource {
 impl PanelSource for StridedSource {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         with_panel_width!(panel, pack_strided_fast(self, k0, kc, j0, w, dst))
+    }
+
+    fn rows(&self) -> Option<(*const f32, isize)> {
+        (self.col_stride == 1).then_some((self.ptr, self.row_stride))
     }
 }
 

@@ -113,7 +113,7 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
             }
         }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
-        unsafe { store_tile_scalar::<NR>(&tile, out, spec) }
+        unsafe { store_tile_scalar(&tile, NR, out, spec) }
     }
 }
 

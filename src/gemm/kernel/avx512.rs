@@ -50,22 +50,121 @@ impl MicroKernel for Avx512_8x32 {
     const MR: usize = MR;
     const NR: usize = NR;
     const NAME: &'static str = "avx512_8x32";
+    const READS_B_ROWS: bool = true;
+    const B_ROWS_NR: usize = B_ROWS_NR;
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
+        unsafe { with_tile_shape(kc, a, b, out, spec) }
+    }
+
+    unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
+        // SAFETY: as in `run`; `in_place` keeps every read in the `cols` columns.
         unsafe {
-            if out.cols <= 16 { kernel_8x32::<1>(kc, a, b, out, spec) } else { kernel_8x32::<2>(kc, a, b, out, spec) }
+            match out.rows {
+                1 => in_place::<1, 8>(kc, a, b, rsb, out, spec),
+                2 => in_place::<2, 8>(kc, a, b, rsb, out, spec),
+                3 => in_place::<3, 4>(kc, a, b, rsb, out, spec),
+                4 => in_place::<4, 4>(kc, a, b, rsb, out, spec),
+                5 => in_place::<5, 2>(kc, a, b, rsb, out, spec),
+                6 => in_place::<6, 2>(kc, a, b, rsb, out, spec),
+                7 => in_place::<7, 2>(kc, a, b, rsb, out, spec),
+                _ => in_place::<8, 2>(kc, a, b, rsb, out, spec),
+            }
         }
     }
 }
 
-/// The tile's product with `H` of the B panel's two 16-column halves: a
-/// tile of at most 16 columns (an edge of N) skips the FMAs of the other
-/// half, which only zeros would feed. Full and partial tiles with unit
-/// column stride store through (masked) vector stores.
+/// The widest in-place tile: 8 vectors of 16 columns for a tile of one or
+/// two rows, so that 8 or 16 FMA chains are in flight (2 pipes × 4 cycles
+/// of latency need 8).
+const B_ROWS_NR: usize = 128;
+
+/// `run_b_rows` for a tile of `R` rows, in slices of `H` vectors (`16·H`
+/// columns): `R·H` = 8 to 16 accumulators, whatever the row count.
+///
+/// # Safety
+/// AVX-512F; as [`MicroKernel::run_b_rows`].
+#[inline(always)]
+unsafe fn in_place<const R: usize, const H: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: isize,
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
+    for j in (0..out.cols).step_by(16 * H) {
+        let cols = (out.cols - j).min(16 * H);
+        let masks = std::array::from_fn(|h| ((1u32 << cols.saturating_sub(16 * h).min(16)) - 1) as __mmask16);
+        let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks };
+        let out = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
+        // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
+        // the masks cover exactly those columns (all lanes of a full slice).
+        unsafe {
+            if cols == 16 * H {
+                kernel_8x32::<R, H, false>(kc, a, b, &out, spec)
+            } else {
+                kernel_8x32::<R, H, true>(kc, a, b, &out, spec)
+            }
+        }
+    }
+}
+
+/// Where the kernel reads B: row `k` at `ptr + k·stride`, its `H` vectors
+/// of 16 columns loaded under `masks` (lanes off are not read, so cannot
+/// fault). Unmasked (`MASKED == false`: a packed panel, a full slice of
+/// rows in place), all `16·H` lanes are read.
+#[derive(Clone, Copy)]
+struct BRows<const H: usize> {
+    ptr: *const f32,
+    stride: isize,
+    masks: [__mmask16; H],
+}
+
+/// Calls [`kernel_8x32`] on a packed B panel, compiled for the tile's row
+/// count (1..=8) and B halves (1 or 2), so a tile of few rows (M = 6, an
+/// edge of M) or columns (an edge of N) issues only its own FMAs.
+///
+/// # Safety
+/// AVX-512F; the pointer guarantees of [`MicroKernel::run`].
+#[inline(always)]
+unsafe fn with_tile_shape(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    macro_rules! rows {
+        ($h:literal) => {{
+            let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h] };
+            // SAFETY: the caller's guarantees; R is the tile's row count.
+            unsafe {
+                match out.rows {
+                    1 => kernel_8x32::<1, $h, false>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, false>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, false>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, false>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, false>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, false>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, false>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, false>(kc, a, b, out, spec),
+                }
+            }
+        }};
+    }
+    if out.cols <= 16 { rows!(1) } else { rows!(2) }
+}
+
+/// The tile's product for its `R` rows with `H` of B's two 16-column halves:
+/// a tile of at most 16 columns (an edge of N) skips the FMAs of the other
+/// half, which only zeros would feed, and a tile of fewer rows those of the
+/// missing rows. Full and partial tiles with unit column stride store through
+/// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<const H: usize>(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool>(
+    kc: usize,
+    a: *const f32,
+    b: BRows<H>,
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
     // Start pulling the C tile toward L1 now; it is needed only after the k loop.
     if out.csc == 1 {
         for i in 0..out.rows {
@@ -74,38 +173,13 @@ unsafe fn kernel_8x32<const H: usize>(kc: usize, a: *const f32, b: *const f32, o
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(out.cols - 1).cast());
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); H]; MR];
-    let step = |acc: &mut [[__m512; H]; MR], k: usize| {
-        // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
-        unsafe {
-            let bk = b.add(k * NR);
-            let bh: [__m512; H] = std::array::from_fn(|h| _mm512_loadu_ps(bk.add(16 * h)));
-            let ak = a.add(k * MR);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ak.add(i));
-                for h in 0..H {
-                    row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
-                }
-            }
-        }
-    };
-    let mut k = 0;
-    while k + 4 <= kc {
-        step(&mut acc, k);
-        step(&mut acc, k + 1);
-        step(&mut acc, k + 2);
-        step(&mut acc, k + 3);
-        k += 4;
-    }
-    while k < kc {
-        step(&mut acc, k);
-        k += 1;
-    }
+    // SAFETY: the caller's guarantees for A and B, passed on.
+    let acc = unsafe { product::<R, H, MASKED>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
         let beta = _mm512_set1_ps(spec.beta);
-        for (i, row) in acc.iter().enumerate().take(out.rows) {
+        for (i, row) in acc.iter().enumerate() {
             // SAFETY: row i < rows of the tile; its columns are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
@@ -133,17 +207,72 @@ unsafe fn kernel_8x32<const H: usize>(kc: usize, a: *const f32, b: *const f32, o
             }
         }
     } else {
+        const { assert!(R * 16 * H <= MR * NR) };
         let mut tile = [0.0f32; MR * NR];
         for (i, row) in acc.iter().enumerate() {
             for (h, &acc_h) in row.iter().enumerate() {
-                // SAFETY: `tile` holds MR·NR floats; row i's half h starts at i·NR + 16h.
-                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16 * h), acc_h) };
+                // SAFETY: `tile` holds MR·NR >= R·16H floats; row i's vector h
+                // starts at i·16H + 16h.
+                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add((i * H + h) * 16), acc_h) };
             }
         }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on;
-        // columns past 16·H are past `cols`, never stored.
-        unsafe { store_tile_scalar::<NR>(&tile, out, spec) }
+        // the tile's `rows <= R` rows and `cols <= 16·H` columns are all here.
+        unsafe { store_tile_scalar(&tile, 16 * H, out, spec) }
     }
+}
+
+/// `acc[i][h]` = the chunk's sums for row `i`, columns `16h .. 16h + 16`,
+/// each from +0 by one FMA per k in increasing k. A function of its own, so
+/// the accumulators stay in registers through the k loop (inlined into the
+/// store code, LLVM kept a copy of every one on the stack).
+///
+/// # Safety
+/// AVX-512F; `kc·MR` floats at `a`; B's `kc` rows readable as `b` says.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn product<const R: usize, const H: usize, const MASKED: bool>(
+    kc: usize,
+    a: *const f32,
+    b: BRows<H>,
+) -> [[__m512; H]; R] {
+    let mut acc = [[_mm512_setzero_ps(); H]; R];
+    let (b_ptr, b_stride, b_masks) = (b.ptr, b.stride, b.masks);
+    let step = |acc: &mut [[__m512; H]; R], k: usize| {
+        // SAFETY: k < kc; the caller guarantees kc·MR floats at `a` and B's
+        // kc rows (whole panel rows, or the masked lanes of rows in place).
+        unsafe {
+            let bk = b_ptr.offset(k as isize * b_stride);
+            let bh: [__m512; H] = std::array::from_fn(|h| {
+                if MASKED {
+                    _mm512_maskz_loadu_ps(b_masks[h], bk.wrapping_add(16 * h))
+                } else {
+                    _mm512_loadu_ps(bk.add(16 * h))
+                }
+            });
+            let ak = a.add(k * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ak.add(i));
+                for h in 0..H {
+                    row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
+                }
+            }
+        }
+    };
+    let mut k = 0;
+    while k + 4 <= kc {
+        step(&mut acc, k);
+        step(&mut acc, k + 1);
+        step(&mut acc, k + 2);
+        step(&mut acc, k + 3);
+        k += 4;
+    }
+    while k < kc {
+        step(&mut acc, k);
+        k += 1;
+    }
+
+    acc
 }
 
 /// [`Activation::apply`] on 16 lanes, bit for bit (NaN kept, `-0.0` kept:

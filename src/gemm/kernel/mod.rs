@@ -4,6 +4,8 @@
 
 pub(crate) mod portable;
 
+use super::loops::KC;
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 
@@ -124,24 +126,63 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// `a`, `b`, `out` and `spec.bias` must be valid as the trait docs say,
     /// and `rows <= MR`, `cols <= NR`.
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec);
+
+    /// Whether [`MicroKernel::run_b_rows`] reads B where it lies. Only then
+    /// does the engine skip packing B for it (for a few rows of C, packing B
+    /// costs as much as the product): the default method copies.
+    const READS_B_ROWS: bool = false;
+
+    /// The widest tile `run_b_rows` takes: `out.cols <= B_ROWS_NR`. Wider
+    /// than `NR` lets a kernel keep enough FMA chains in flight when the
+    /// tile has a row or two.
+    const B_ROWS_NR: usize = Self::NR;
+
+    /// [`MicroKernel::run`] with B read in place from rows of unit column
+    /// stride: element `(k, j)` at `b + k·rsb + j`, for `k < kc` and
+    /// `j < out.cols` only (`out.cols <= B_ROWS_NR`). Same arithmetic, so
+    /// the same bits as `run` on the packed panels.
+    ///
+    /// The default packs the tile into a panel on the stack and calls `run`.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`] for `a`, `out` and `spec`; `kc <= KC`; those
+    /// `kc × out.cols` elements of B readable.
+    unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
+        /// The widest panel any kernel has (`avx512_8x32`).
+        const MAX_NR: usize = 32;
+        /// The panel, aligned as the kernels' packed operands are.
+        #[repr(C, align(64))]
+        struct Panel([f32; KC * MAX_NR]);
+        let mut panel = Panel([0.0; KC * MAX_NR]);
+        let panel = &mut panel.0;
+        assert!(kc <= KC && Self::NR <= MAX_NR, "run_b_rows: kc {kc} > KC or NR {} > {MAX_NR}", Self::NR);
+        for (kk, row) in panel.chunks_exact_mut(Self::NR).take(kc).enumerate() {
+            // SAFETY: the caller guarantees out.cols readable floats from row kk of B.
+            let src = unsafe { std::slice::from_raw_parts(b.offset(kk as isize * rsb), out.cols) };
+            row[..out.cols].copy_from_slice(src);
+        }
+        // SAFETY: the panel holds kc·NR floats, zeros past `cols`; the rest is the caller's.
+        unsafe { self.run(kc, a, panel.as_ptr(), out, spec) }
+    }
 }
 
-/// The store step on a tile of accumulators held in memory (`acc[i·NR + j]`),
+/// The store step on a tile of accumulators held in memory (`acc[i·row_len + j]`),
 /// element by element, exactly as [`Store`] defines it. Kernels call it for
 /// partial tiles and non-unit column strides; inlined into a kernel compiled
 /// with FMA it compiles to the same fused operation as the vector path.
 ///
 /// # Safety
-/// As [`MicroKernel::run`] for `out` and `spec.bias`; `acc` holds `rows·NR` values.
+/// As [`MicroKernel::run`] for `out` and `spec.bias`; `acc` holds `rows·row_len`
+/// values, `cols <= row_len`.
 #[inline(always)]
-pub(crate) unsafe fn store_tile_scalar<const NR: usize>(acc: &[f32], out: &TileOut, spec: &StoreSpec) {
+pub(crate) unsafe fn store_tile_scalar(acc: &[f32], row_len: usize, out: &TileOut, spec: &StoreSpec) {
     for i in 0..out.rows {
         // SAFETY: the caller guarantees `rows` bias values when bias is not null.
         let bias = (!spec.bias.is_null()).then(|| unsafe { *spec.bias.add(i) });
         for j in 0..out.cols {
             // SAFETY: (i, j) lies inside the rows × cols tile the caller owns.
             let cp = unsafe { out.c.offset(i as isize * out.rsc + j as isize * out.csc) };
-            let v = spec.alpha * acc[i * NR + j];
+            let v = spec.alpha * acc[i * row_len + j];
             let mut x = match spec.store {
                 Store::Overwrite => v,
                 // SAFETY: as above, `cp` is inside the tile.
@@ -178,8 +219,9 @@ mod tests {
             .collect()
     }
 
-    /// The largest tile side the battery covers (every kernel's MR and NR).
-    const D: usize = 32;
+    /// The largest tile side the battery covers (every kernel's MR and NR,
+    /// and the widest in-place tile).
+    const D: usize = 128;
 
     /// Runs a kernel on one tile case; returns C (with a guard border) after the call.
     struct Case {
@@ -239,6 +281,48 @@ mod tests {
         c
     }
 
+    /// As [`run`], with B read in place by `run_b_rows` (row stride `D`),
+    /// in tiles of `MR × B_ROWS_NR`.
+    fn run_rows<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
+        let (mr, nr) = (K::MR, K::B_ROWS_NR);
+        let a_full = values(case.kc * D, 1);
+        let b_full = values(case.kc * D, 2);
+        let bias = values(D, 3);
+        let rsc = D * case.col_stride + 3;
+        let mut c = values(rsc * (D + 2), 4);
+        for i0 in (0..case.rows).step_by(mr) {
+            for j0 in (0..case.cols).step_by(nr) {
+                let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
+                let mut a = vec![0.0f32; case.kc * mr];
+                for k in 0..case.kc {
+                    for i in 0..rows {
+                        a[k * mr + i] = a_full[k * D + i0 + i];
+                    }
+                }
+                let out = TileOut {
+                    // SAFETY: as in `run`.
+                    c: unsafe { c.as_mut_ptr().add(rsc + 1 + i0 * rsc + j0 * case.col_stride) },
+                    rsc: rsc as isize,
+                    csc: case.col_stride as isize,
+                    rows,
+                    cols,
+                };
+                let spec = StoreSpec {
+                    alpha: 1.5,
+                    beta: case.beta,
+                    store: case.spec_store,
+                    bias: if case.bias { bias[i0..].as_ptr() } else { std::ptr::null() },
+                    act: case.act,
+                };
+                // SAFETY: kc rows of D floats at b_full; columns j0 .. j0 + cols < D.
+                unsafe {
+                    kern.run_b_rows(case.kc, a.as_ptr(), b_full.as_ptr().wrapping_add(j0), D as isize, &out, &spec)
+                };
+            }
+        }
+        c
+    }
+
     fn cases(mr: usize, nr: usize) -> Vec<Case> {
         let mut out = Vec::new();
         for &kc in &[0, 1, 2, 3, 7, 16, 33] {
@@ -279,6 +363,49 @@ mod tests {
                 );
             }
             all.len()
+        }
+    }
+
+    /// `run_b_rows` against the same kernel's `run` on packed panels (which
+    /// the battery above holds to the portable kernel's bits).
+    struct RowsBattery;
+    impl WithKernel for RowsBattery {
+        type Output = usize;
+        fn run<K: MicroKernel>(self, kern: K) -> usize {
+            let mut n = 0;
+            for &kc in &[0, 1, 3, 7, 33] {
+                for rows in [1, 2, 3, 4, K::MR - 1, K::MR] {
+                    for cols in [1, 15, 16, 17, 31, 33, 48, 64, 100, 127, 128] {
+                        for (store, beta, col_stride, bias, act) in [
+                            (Store::Overwrite, 0.0, 1, false, Activation::None),
+                            (Store::Update, 0.75, 2, true, Activation::Relu),
+                            (Store::Update, 1.0, 1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
+                        ] {
+                            let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
+                            let (got, want) = (bits(&run_rows(kern, &case)), bits(&run(kern, &case)));
+                            assert!(
+                                got == want,
+                                "{} run_b_rows differs from its run on packed panels at kc={kc} rows={rows} \
+                                 cols={cols} store={store:?} col_stride={col_stride}, first at index {:?}",
+                                K::NAME,
+                                got.iter().zip(&want).position(|(g, w)| g != w),
+                            );
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            n
+        }
+    }
+
+    #[test]
+    fn every_kernel_reading_b_in_place_matches_its_packed_bits() {
+        for isa in Isa::ALL {
+            match dispatch(isa, RowsBattery) {
+                Ok(n) => assert!(n > 0),
+                Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
+            }
         }
     }
 

@@ -62,6 +62,6 @@ impl<M: MulAdd + Copy + Send + Sync> MicroKernel for Portable4x8<M> {
             }
         }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
-        unsafe { store_tile_scalar::<NR>(&acc, out, spec) }
+        unsafe { store_tile_scalar(&acc, NR, out, spec) }
     }
 }
