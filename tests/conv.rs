@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ConvProblem, assert_close, bits, cases, conv_problem, values};
+use common::{ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, values};
 use convgemm::reference::input_tap;
 use convgemm::{
     Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len,
@@ -15,6 +15,15 @@ proptest! {
 
     #[test]
     fn conv2d_matches_reference_on_every_path(p in conv_problem()) {
+        p.check();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(150)))]
+
+    #[test]
+    fn conv2d_with_many_channels_matches_reference_on_every_path(p in conv_problem_wide()) {
         p.check();
     }
 }

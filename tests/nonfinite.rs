@@ -14,8 +14,14 @@ use convgemm::{
     Activation, Algorithm, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with, sgemm_with_isa,
 };
 
-const ALGORITHMS: [Algorithm; 5] =
-    [Algorithm::Auto, Algorithm::Im2col, Algorithm::Implicit, Algorithm::Pointwise, Algorithm::Depthwise];
+const ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::Auto,
+    Algorithm::Im2col,
+    Algorithm::Implicit,
+    Algorithm::Pointwise,
+    Algorithm::Depthwise,
+    Algorithm::Direct,
+];
 
 /// A convolution with its data.
 struct Conv {

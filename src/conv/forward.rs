@@ -11,8 +11,9 @@ use crate::gemm::{Activation, Isa};
 #[non_exhaustive]
 pub enum Algorithm {
     /// The fastest applicable: [`Algorithm::Depthwise`] for groups with one
-    /// input channel, [`Algorithm::Pointwise`] for 1×1 stride-1 unpadded
-    /// kernels, else [`Algorithm::Implicit`].
+    /// input channel, [`Algorithm::Direct`] where it applies and each output
+    /// sums at least 128 products, [`Algorithm::Pointwise`] for 1×1 stride-1
+    /// unpadded kernels, else [`Algorithm::Implicit`].
     #[default]
     Auto,
     /// Build the explicit `K × N` im2col matrix of each (image, group), then
@@ -25,6 +26,13 @@ pub enum Algorithm {
     /// 1×1 kernel, stride 1, no padding: the image itself is B. Falls back to
     /// `Implicit` for other shapes.
     Pointwise,
+    /// The image read where it lies, from a zero-padded copy of the rows a
+    /// block of output reads: the kernel broadcasts image values and takes
+    /// output channels as its vector lanes, so no im2col element is copied.
+    /// For groups with several input channels and at least 16 output
+    /// channels, on a path whose kernel has it (AVX-512); falls back to
+    /// `Implicit` elsewhere.
+    Direct,
     /// Direct convolution, vectorised over output columns, for groups with
     /// one input channel (depthwise, channel multipliers, single-channel
     /// images), where a GEMM tile would be mostly empty. Falls back to

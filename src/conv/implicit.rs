@@ -40,7 +40,7 @@ impl PanelSource for ImageSource<'_> {
 /// band is at most four times the block it packs, plus 64 Ki floats. A large
 /// dilation or padding makes the band of a few windows huge (a fuzzed call
 /// asked for 91 GB); those blocks take [`pack_image`], which reads in place.
-fn band_fits(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> bool {
+pub(super) fn band_fits(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> bool {
     let covers = (g.kh - 1) * g.dilation_h + 1 >= g.stride_h && (g.kw - 1) * g.dilation_w + 1 >= g.stride_w;
     covers && Band::of(g, k0, kc, j0, w).len() <= kc.saturating_mul(w).saturating_mul(4).saturating_add(1 << 16)
 }
@@ -242,20 +242,20 @@ with_widest_vectors!(pack_rows_fast, pack_rows, ImageSource<'_>);
 /// `py` is input row `py - pad_top`) of the channels the taps read, each
 /// row split into its `stride_w` phases (padded column `q + i·stride_w` at
 /// `q·phase + i`).
-struct Band {
+pub(super) struct Band {
     channels: std::ops::Range<usize>,
-    py0: usize,
+    pub(super) py0: usize,
     /// Floats per phase of a row: `ceil(padded width / stride_w)`.
     phase: usize,
     /// Floats per band row: `stride_w` phases.
-    row_len: usize,
+    pub(super) row_len: usize,
     /// Floats per channel: `rows · row_len` (saturating: [`band_fits`] asks
     /// about geometries whose band could not exist).
     channel_len: usize,
 }
 
 impl Band {
-    fn of(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
+    pub(super) fn of(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
         let taps_per_channel = g.kh * g.kw;
         let channels = k0 / taps_per_channel..(k0 + kc - 1) / taps_per_channel + 1;
         let (oy_lo, oy_hi) = (j0 / g.w_out, (j0 + w - 1) / g.w_out + 1);
@@ -276,7 +276,7 @@ impl Band {
 /// Builds `layout`'s band of the group's `[c, h, w]` input `x` in `band`,
 /// zeros in the padding, followed by `slack` floats. Every float is written.
 #[inline(always)]
-fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &mut Vec<f32>) {
+pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &mut Vec<f32>) {
     let len = layout.len();
     band.resize(len + slack, 0.0);
     band[len..].fill(0.0);
@@ -296,7 +296,7 @@ fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &m
 /// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in
 /// `band`, relative to its pixel's window corner.
 #[inline(always)]
-fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [usize]) {
+pub(super) fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [usize]) {
     let taps_per_channel = g.kh * g.kw;
     let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
     let (mut u, mut v) = (r / g.kw, r % g.kw);
@@ -367,13 +367,13 @@ thread_local! {
 /// (Not a closure-taking helper: a closure would not inherit the caller's
 /// target features.)
 #[inline(always)]
-fn take_band() -> Vec<f32> {
+pub(super) fn take_band() -> Vec<f32> {
     BAND.with(Cell::take)
 }
 
 /// Gives the band buffer back for the next call on this thread.
 #[inline(always)]
-fn put_band(band: Vec<f32>) {
+pub(super) fn put_band(band: Vec<f32>) {
     BAND.with(|cell| cell.set(band));
 }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod backward;
 pub(crate) mod depthwise;
+pub(crate) mod direct;
 pub(crate) mod forward;
 pub(crate) mod implicit;
 pub(crate) mod params;

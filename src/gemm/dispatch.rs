@@ -171,6 +171,49 @@ pub(crate) fn depthwise(
     Ok(())
 }
 
+/// Whether the direct path (`conv::direct`) takes `geo` on `isa`.
+pub(crate) fn direct_applies(isa: Isa, geo: &crate::conv::params::ConvGeometry) -> bool {
+    struct Applies<'a>(&'a crate::conv::params::ConvGeometry);
+    impl WithKernel for Applies<'_> {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            crate::conv::direct::applies::<K>(self.0)
+        }
+    }
+    dispatch(isa, Applies(geo)).unwrap_or(false)
+}
+
+/// `conv::direct::direct_group` with the kernel of `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn direct(
+    isa: Isa,
+    geo: &crate::conv::params::ConvGeometry,
+    channels: &[f32],
+    weights: &super::pack::PrepackedSource,
+    bias: Option<&[f32]>,
+    act: super::Activation,
+    out: &mut [f32],
+    par: super::loops::Parallelism,
+) -> Result<(), ConvError> {
+    struct Direct<'a> {
+        geo: &'a crate::conv::params::ConvGeometry,
+        channels: &'a [f32],
+        weights: &'a super::pack::PrepackedSource,
+        bias: Option<&'a [f32]>,
+        act: super::Activation,
+        out: &'a mut [f32],
+        par: super::loops::Parallelism,
+    }
+    impl WithKernel for Direct<'_> {
+        type Output = ();
+        fn run<K: MicroKernel>(self, kern: K) {
+            let Direct { geo, channels, weights, bias, act, out, par } = self;
+            crate::conv::direct::direct_group(kern, geo, channels, weights, bias, act, out, par)
+        }
+    }
+    dispatch(isa, Direct { geo, channels, weights, bias, act, out, par })
+}
+
 /// Whether `f32::mul_add` is a hardware instruction on this CPU.
 fn has_fast_fma() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -38,6 +38,11 @@ pub(crate) struct PrepackedSource {
     panel: usize,
     /// W rounded up to a multiple of the panel width.
     padded_w: usize,
+    /// Rows (K) and the rows per chunk it was cut into.
+    k: usize,
+    chunk: usize,
+    /// W.
+    w: usize,
 }
 
 impl PrepackedSource {
@@ -50,19 +55,45 @@ impl PrepackedSource {
             let kc = chunk.min(k - k0);
             src.pack(panel, k0, kc, 0, w, &mut buf[k0 * padded_w..(k0 + kc) * padded_w]);
         }
-        PrepackedSource { data, panel, padded_w }
+        PrepackedSource { data, panel, padded_w, k, chunk: chunk.max(1), w }
+    }
+
+    /// The same matrix packed with panels of `panel` columns (a kernel that
+    /// reads it as the other operand), cut every `chunk` rows.
+    pub(crate) fn repacked(&self, panel: usize, chunk: usize) -> PrepackedSource {
+        PrepackedSource::new(self, panel, self.k, self.w, chunk)
+    }
+
+    /// Element `(k, j)`, `k < K`, `j < W`.
+    fn get(&self, k: usize, j: usize) -> f32 {
+        let k0 = k / self.chunk * self.chunk;
+        let kc = self.chunk.min(self.k - k0);
+        let (p, jj) = (j / self.panel, j % self.panel);
+        self.data.as_slice()[k0 * self.padded_w + p * kc * self.panel + (k - k0) * self.panel + jj]
     }
 }
 
 impl PanelSource for PrepackedSource {
     fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        let src = self.packed(panel, k0, kc, j0).expect("prepacked with this panel width");
-        let len = w.div_ceil(panel) * panel * kc;
-        dst[..len].copy_from_slice(&src[..len]);
+        if let Some(src) = self.packed(panel, k0, kc, j0) {
+            let len = w.div_ceil(panel) * panel * kc;
+            dst[..len].copy_from_slice(&src[..len]);
+            return;
+        }
+        // Another panel width (or chunking): element by element, once per plan.
+        for (p, panel_dst) in dst.chunks_exact_mut(kc * panel).take(w.div_ceil(panel)).enumerate() {
+            for (kk, row) in panel_dst.chunks_exact_mut(panel).enumerate() {
+                for (jj, x) in row.iter_mut().enumerate() {
+                    let j = j0 + p * panel + jj;
+                    *x = if j < j0 + w { self.get(k0 + kk, j) } else { 0.0 };
+                }
+            }
+        }
     }
 
     fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
-        (panel == self.panel && j0.is_multiple_of(panel)).then(|| {
+        let whole_chunk = k0.is_multiple_of(self.chunk) && kc == self.chunk.min(self.k - k0);
+        (panel == self.panel && j0.is_multiple_of(panel) && whole_chunk).then(|| {
             let start = k0 * self.padded_w + j0 * kc;
             &self.data.as_slice()[start..(k0 + kc) * self.padded_w]
         })

@@ -136,9 +136,14 @@ impl ConvProblem {
         let reference = self.reference();
         assert_close(&format!("portable im2col {self:?}"), &reference, &want);
         for_each_isa(|isa| {
-            for algorithm in
-                [Algorithm::Im2col, Algorithm::Implicit, Algorithm::Pointwise, Algorithm::Depthwise, Algorithm::Auto]
-            {
+            for algorithm in [
+                Algorithm::Im2col,
+                Algorithm::Implicit,
+                Algorithm::Pointwise,
+                Algorithm::Depthwise,
+                Algorithm::Direct,
+                Algorithm::Auto,
+            ] {
                 for threads in [Threads::Pool, Threads::Single] {
                     let opts = ConvOptions { isa, algorithm, threads, ..ConvOptions::default() };
                     let got = self.run(&opts).expect("valid problem");
@@ -164,6 +169,23 @@ impl ConvProblem {
 /// Random convolution problems over the ranges of the foundation issue:
 /// n 1..3, channels and groups, h, w 1..24, kernel 1..6, stride 1..4,
 /// each padding side 0..4, dilation 1..3, flip, bias or not.
+/// Problems with 16 to 40 output channels per group and at least two input
+/// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
+/// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
+/// around the 32-lane panel.
+pub fn conv_problem_wide() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1usize..=2, 1usize..=2, 2usize..=12, 16usize..=40),
+        (1usize..=20, 1usize..=20, 1usize..=5, 1usize..=5),
+        (1usize..=4, 1usize..=4, [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3]),
+        (1usize..=2, 1usize..=2, any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
+            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
+            ConvProblem::new([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
+        })
+}
+
 pub fn conv_problem() -> impl Strategy<Value = ConvProblem> {
     (
         (1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4),

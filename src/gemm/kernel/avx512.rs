@@ -52,11 +52,25 @@ impl MicroKernel for Avx512_8x32 {
     const NAME: &'static str = "avx512_8x32";
     const READS_B_ROWS: bool = true;
     const B_ROWS_NR: usize = B_ROWS_NR;
+    const READS_A_TAPS: bool = true;
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
-        unsafe { with_tile_shape(kc, a, b, out, spec) }
+        unsafe { with_tile_shape::<false>(kc, ACols { ptr: a, taps: std::ptr::null() }, b, out, spec) }
+    }
+
+    unsafe fn run_a_taps(
+        self,
+        kc: usize,
+        a: *const f32,
+        taps: *const usize,
+        b: *const f32,
+        out: &TileOut,
+        spec: &StoreSpec,
+    ) {
+        // SAFETY: as in `run`, with A's columns where the caller says.
+        unsafe { with_tile_shape::<true>(kc, ACols { ptr: a, taps }, b, out, spec) }
     }
 
     unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
@@ -103,10 +117,11 @@ unsafe fn in_place<const R: usize, const H: usize>(
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
         // the masks cover exactly those columns (all lanes of a full slice).
         unsafe {
+            let a = ACols { ptr: a, taps: std::ptr::null() };
             if cols == 16 * H {
-                kernel_8x32::<R, H, false>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, false, false>(kc, a, b, &out, spec)
             } else {
-                kernel_8x32::<R, H, true>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, true, false>(kc, a, b, &out, spec)
             }
         }
     }
@@ -123,28 +138,38 @@ struct BRows<const H: usize> {
     masks: [__mmask16; H],
 }
 
+/// Where the kernel reads A: with `TAPS`, column `k` of the tile at
+/// `ptr + taps[k]` (its rows consecutive: `run_a_taps`), else a packed
+/// panel at `ptr` (`taps` unused).
+#[derive(Clone, Copy)]
+struct ACols {
+    ptr: *const f32,
+    taps: *const usize,
+}
+
 /// Calls [`kernel_8x32`] on a packed B panel, compiled for the tile's row
 /// count (1..=8) and B halves (1 or 2), so a tile of few rows (M = 6, an
 /// edge of M) or columns (an edge of N) issues only its own FMAs.
 ///
 /// # Safety
-/// AVX-512F; the pointer guarantees of [`MicroKernel::run`].
+/// AVX-512F; the pointer guarantees of [`MicroKernel::run`] (of
+/// [`MicroKernel::run_a_taps`] with `TAPS`).
 #[inline(always)]
-unsafe fn with_tile_shape(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn with_tile_shape<const TAPS: bool>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
     macro_rules! rows {
         ($h:literal) => {{
             let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h] };
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
-                    1 => kernel_8x32::<1, $h, false>(kc, a, b, out, spec),
-                    2 => kernel_8x32::<2, $h, false>(kc, a, b, out, spec),
-                    3 => kernel_8x32::<3, $h, false>(kc, a, b, out, spec),
-                    4 => kernel_8x32::<4, $h, false>(kc, a, b, out, spec),
-                    5 => kernel_8x32::<5, $h, false>(kc, a, b, out, spec),
-                    6 => kernel_8x32::<6, $h, false>(kc, a, b, out, spec),
-                    7 => kernel_8x32::<7, $h, false>(kc, a, b, out, spec),
-                    _ => kernel_8x32::<8, $h, false>(kc, a, b, out, spec),
+                    1 => kernel_8x32::<1, $h, false, TAPS>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, false, TAPS>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, false, TAPS>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, false, TAPS>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, false, TAPS>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, false, TAPS>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, false, TAPS>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, false, TAPS>(kc, a, b, out, spec),
                 }
             }
         }};
@@ -158,9 +183,9 @@ unsafe fn with_tile_shape(kc: usize, a: *const f32, b: *const f32, out: &TileOut
 /// missing rows. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool>(
+unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const TAPS: bool>(
     kc: usize,
-    a: *const f32,
+    a: ACols,
     b: BRows<H>,
     out: &TileOut,
     spec: &StoreSpec,
@@ -174,7 +199,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool>(
         }
     }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED>(kc, a, b) };
+    let acc = unsafe { product::<R, H, MASKED, TAPS>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
@@ -206,6 +231,9 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool>(
                 unsafe { _mm512_mask_storeu_ps(ch, mask, v) };
             }
         }
+    } else if out.rsc == 1 {
+        // SAFETY: the caller's guarantees for `out` and `spec`, passed on.
+        unsafe { store_columns::<R, H>(&acc, out, spec) }
     } else {
         const { assert!(R * 16 * H <= MR * NR) };
         let mut tile = [0.0f32; MR * NR];
@@ -222,18 +250,81 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool>(
     }
 }
 
+/// The store step for a tile whose rows are contiguous in C (`rsc == 1`,
+/// as C column-major, or a convolution's output with pixels as rows): the
+/// tile goes through the stack, and each column of at most 8 rows is
+/// gathered into one vector and stored whole, masked to `rows`. The same
+/// operations per element as the other store paths.
+///
+/// # Safety
+/// AVX-512F; as [`MicroKernel::run`] for `out` and `spec`, with `out.rsc == 1`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_columns<const R: usize, const H: usize>(acc: &[[__m512; H]; R], out: &TileOut, spec: &StoreSpec) {
+    /// The tile, row-major, `16·H` floats a row (zeros in rows past R).
+    #[repr(C, align(64))]
+    struct Tile([f32; MR * NR]);
+    const { assert!(R * 16 * H <= MR * NR && R <= 8) };
+    let mut tile = Tile([0.0; MR * NR]);
+    for (i, row) in acc.iter().enumerate() {
+        for (h, &acc_h) in row.iter().enumerate() {
+            // SAFETY: vector h of row i ends at (i·H + h + 1)·16 <= R·16H <= MR·NR.
+            unsafe { _mm512_store_ps(tile.0.as_mut_ptr().add((i * H + h) * 16), acc_h) };
+        }
+    }
+    let rows = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(out.rows as i32), rows);
+    let index = _mm256_mullo_epi32(rows, _mm256_set1_epi32(16 * H as i32));
+    let (alpha, beta) = (_mm256_set1_ps(spec.alpha), _mm256_set1_ps(spec.beta));
+    // SAFETY: `rows` bias values are readable when bias is not null; the mask
+    // reads only those.
+    let bias = (!spec.bias.is_null()).then(|| unsafe { _mm256_maskload_ps(spec.bias, mask) });
+    for j in 0..out.cols {
+        // SAFETY: element (i, j) of the tile at i·16H + j; the mask loads
+        // only rows i < rows <= R, j < cols <= 16H: inside R·16H <= MR·NR.
+        let v = unsafe {
+            _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), tile.0.as_ptr().add(j), index, _mm256_castsi256_ps(mask))
+        };
+        // Column j of the tile: `rows` contiguous floats (rsc == 1) inside C.
+        let c = out.c.wrapping_offset(j as isize * out.csc);
+        let mut v = _mm256_mul_ps(alpha, v);
+        if spec.store == Store::Update {
+            // SAFETY: as above; the mask reads only the tile's rows.
+            v = _mm256_fmadd_ps(beta, unsafe { _mm256_maskload_ps(c, mask) }, v);
+        }
+        if let Some(bias) = bias {
+            v = _mm256_add_ps(v, bias);
+        }
+        v = activate8(spec.act, v);
+        // SAFETY: as above; the mask writes only the tile's rows.
+        unsafe { _mm256_maskstore_ps(c, mask, v) };
+    }
+}
+
+/// [`Activation::apply`] on 8 lanes, bit for bit, as [`activate`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn activate8(act: Activation, v: __m256) -> __m256 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+        Activation::Clamp { min, max } => _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v)),
+    }
+}
+
 /// `acc[i][h]` = the chunk's sums for row `i`, columns `16h .. 16h + 16`,
 /// each from +0 by one FMA per k in increasing k. A function of its own, so
 /// the accumulators stay in registers through the k loop (inlined into the
 /// store code, LLVM kept a copy of every one on the stack).
 ///
 /// # Safety
-/// AVX-512F; `kc·MR` floats at `a`; B's `kc` rows readable as `b` says.
+/// AVX-512F; A's `kc` columns readable as `a` says (with `TAPS`), else
+/// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn product<const R: usize, const H: usize, const MASKED: bool>(
+unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const TAPS: bool>(
     kc: usize,
-    a: *const f32,
+    a: ACols,
     b: BRows<H>,
 ) -> [[__m512; H]; R] {
     let mut acc = [[_mm512_setzero_ps(); H]; R];
@@ -250,7 +341,7 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool>(
                     _mm512_loadu_ps(bk.add(16 * h))
                 }
             });
-            let ak = a.add(k * MR);
+            let ak = if TAPS { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ak.add(i));
                 for h in 0..H {

@@ -137,6 +137,47 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// tile has a row or two.
     const B_ROWS_NR: usize = Self::NR;
 
+    /// Whether [`MicroKernel::run_a_taps`] reads A where it lies (the
+    /// default method gathers).
+    const READS_A_TAPS: bool = false;
+
+    /// [`MicroKernel::run`] with A read in place, each of its `kc` columns
+    /// a run of consecutive floats: element `(i, k)` at `a + taps[k] + i`,
+    /// for `i < out.rows` and `k < kc` only. A convolution reads its image
+    /// this way (rows: output pixels, columns: kernel taps). Same arithmetic,
+    /// so the same bits as `run` on the packed panel.
+    ///
+    /// The default gathers the tile into a panel on the stack and calls `run`.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`] for `b`, `out` and `spec`; `kc <= KC`; `kc`
+    /// offsets at `taps`; those `out.rows × kc` elements of A readable.
+    unsafe fn run_a_taps(
+        self,
+        kc: usize,
+        a: *const f32,
+        taps: *const usize,
+        b: *const f32,
+        out: &TileOut,
+        spec: &StoreSpec,
+    ) {
+        /// The tallest panel any kernel has.
+        const MAX_MR: usize = 8;
+        /// The panel, aligned as the kernels' packed operands are.
+        #[repr(C, align(64))]
+        struct Panel([f32; KC * MAX_MR]);
+        let mut panel = Panel([0.0; KC * MAX_MR]);
+        let panel = &mut panel.0;
+        assert!(kc <= KC && Self::MR <= MAX_MR, "run_a_taps: kc {kc} > KC or MR {} > {MAX_MR}", Self::MR);
+        for (k, col) in panel.chunks_exact_mut(Self::MR).take(kc).enumerate() {
+            // SAFETY: the caller guarantees kc offsets and out.rows readable floats at each.
+            let src = unsafe { std::slice::from_raw_parts(a.add(*taps.add(k)), out.rows) };
+            col[..out.rows].copy_from_slice(src);
+        }
+        // SAFETY: the panel holds kc·MR floats, zeros past `rows`; the rest is the caller's.
+        unsafe { self.run(kc, panel.as_ptr(), b, out, spec) }
+    }
+
     /// [`MicroKernel::run`] with B read in place from rows of unit column
     /// stride: element `(k, j)` at `b + k·rsb + j`, for `k < kc` and
     /// `j < out.cols` only (`out.cols <= B_ROWS_NR`). Same arithmetic, so
@@ -221,18 +262,37 @@ mod tests {
 
     /// The largest tile side the battery covers (every kernel's MR and NR,
     /// and the widest in-place tile).
-    const D: usize = 128;
+    /// (Under Miri, which runs only the portable kernels, 32: their tiles
+    /// and in-place widths are at most 8.)
+    const D: usize = if cfg!(miri) { 32 } else { 128 };
+
+    /// `all`, or under Miri (slow) its first and last entries.
+    fn few<T: Copy>(all: &[T]) -> Vec<T> {
+        if cfg!(miri) { vec![all[0], all[all.len() - 1]] } else { all.to_vec() }
+    }
 
     /// Runs a kernel on one tile case; returns C (with a guard border) after the call.
     struct Case {
         kc: usize,
         rows: usize,
         cols: usize,
+        /// C's column stride; 0 means column-major (row stride 1, column
+        /// stride `D + 3`).
         col_stride: usize,
         spec_store: Store,
         beta: f32,
         bias: bool,
         act: Activation,
+    }
+
+    /// `(rsc, csc)` of C, and its length with a guard border.
+    fn c_layout(case: &Case) -> (usize, usize, usize) {
+        if case.col_stride == 0 {
+            (1, D + 3, (D + 3) * (D + 2))
+        } else {
+            let rsc = D * case.col_stride + 3;
+            (rsc, case.col_stride, rsc * (D + 2))
+        }
     }
 
     /// Computes the `rows × cols` tile of `case` with `K`, in as many
@@ -243,8 +303,8 @@ mod tests {
         let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
         let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
         let bias = values(D, 3);
-        let rsc = D * case.col_stride + 3;
-        let mut c = values(rsc * (D + 2), 4);
+        let (rsc, csc, len) = c_layout(case);
+        let mut c = values(len, 4);
         for i0 in (0..case.rows).step_by(mr) {
             for j0 in (0..case.cols).step_by(nr) {
                 let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
@@ -259,11 +319,11 @@ mod tests {
                     }
                 }
                 let out = TileOut {
-                    // SAFETY: offset rsc + 1 leaves a guard row and column; the
+                    // SAFETY: offset D + 4 leaves a guard border; the
                     // whole rows × cols tile (≤ D × D) fits inside `c`.
-                    c: unsafe { c.as_mut_ptr().add(rsc + 1 + i0 * rsc + j0 * case.col_stride) },
+                    c: unsafe { c.as_mut_ptr().add(D + 4 + i0 * rsc + j0 * csc) },
                     rsc: rsc as isize,
-                    csc: case.col_stride as isize,
+                    csc: csc as isize,
                     rows,
                     cols,
                 };
@@ -288,8 +348,8 @@ mod tests {
         let a_full = values(case.kc * D, 1);
         let b_full = values(case.kc * D, 2);
         let bias = values(D, 3);
-        let rsc = D * case.col_stride + 3;
-        let mut c = values(rsc * (D + 2), 4);
+        let (rsc, csc, len) = c_layout(case);
+        let mut c = values(len, 4);
         for i0 in (0..case.rows).step_by(mr) {
             for j0 in (0..case.cols).step_by(nr) {
                 let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
@@ -301,9 +361,9 @@ mod tests {
                 }
                 let out = TileOut {
                     // SAFETY: as in `run`.
-                    c: unsafe { c.as_mut_ptr().add(rsc + 1 + i0 * rsc + j0 * case.col_stride) },
+                    c: unsafe { c.as_mut_ptr().add(D + 4 + i0 * rsc + j0 * csc) },
                     rsc: rsc as isize,
-                    csc: case.col_stride as isize,
+                    csc: csc as isize,
                     rows,
                     cols,
                 };
@@ -334,6 +394,7 @@ mod tests {
                     for (col_stride, bias, act) in [
                         (1, false, Activation::None),
                         (2, true, Activation::Relu),
+                        (0, true, Activation::Relu),
                         (1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
                     ] {
                         out.push(Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act });
@@ -373,12 +434,13 @@ mod tests {
         type Output = usize;
         fn run<K: MicroKernel>(self, kern: K) -> usize {
             let mut n = 0;
-            for &kc in &[0, 1, 3, 7, 33] {
-                for rows in [1, 2, 3, 4, K::MR - 1, K::MR] {
-                    for cols in [1, 15, 16, 17, 31, 33, 48, 64, 100, 127, 128] {
+            for kc in few(&[0, 1, 3, 7, 33]) {
+                for rows in few(&[1, 2, 3, 4, K::MR - 1, K::MR]) {
+                    for cols in few(&[1, 15, 16, 17, 31, 33, 48, 64, 100, 127, 128]).into_iter().filter(|&c| c <= D) {
                         for (store, beta, col_stride, bias, act) in [
                             (Store::Overwrite, 0.0, 1, false, Activation::None),
                             (Store::Update, 0.75, 2, true, Activation::Relu),
+                            (Store::Update, 0.5, 0, true, Activation::None),
                             (Store::Update, 1.0, 1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
                         ] {
                             let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
@@ -396,6 +458,84 @@ mod tests {
                 }
             }
             n
+        }
+    }
+
+    /// `run_a_taps` against the same kernel's `run` on the packed A panel:
+    /// A's columns scattered at irregular offsets in a larger buffer.
+    struct TapsBattery;
+    impl WithKernel for TapsBattery {
+        type Output = usize;
+        fn run<K: MicroKernel>(self, kern: K) -> usize {
+            let mut n = 0;
+            for kc in few(&[0, 1, 3, 7, 33]) {
+                for rows in few(&[1, 2, K::MR - 1, K::MR]) {
+                    for cols in few(&[1, K::NR / 2, K::NR - 1, K::NR]) {
+                        for (col_stride, store, beta, bias, act) in [
+                            (1, Store::Overwrite, 0.0, false, Activation::None),
+                            (1, Store::Update, 0.75, true, Activation::Relu),
+                            (0, Store::Update, 1.0, true, Activation::Clamp { min: -0.5, max: 0.25 }),
+                        ] {
+                            let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
+                            // Column k of A at taps[k] = 11·k + k % 3 of `a_far`.
+                            let taps: Vec<usize> = (0..kc).map(|k| 11 * k + k % 3).collect();
+                            let a_far = values(11 * kc + 16, 5);
+                            let mut a = vec![0.0f32; kc * K::MR];
+                            for k in 0..kc {
+                                a[k * K::MR..k * K::MR + rows].copy_from_slice(&a_far[taps[k]..taps[k] + rows]);
+                            }
+                            let b = values(kc * K::NR, 6);
+                            let (rsc, csc, len) = c_layout(&case);
+                            let bias_v = values(K::MR, 7);
+                            let mut outs = [values(len, 8), values(len, 8)];
+                            for (which, c) in outs.iter_mut().enumerate() {
+                                let out = TileOut {
+                                    // SAFETY: a rows × cols tile at D + 4 fits the guarded buffer.
+                                    c: unsafe { c.as_mut_ptr().add(D + 4) },
+                                    rsc: rsc as isize,
+                                    csc: csc as isize,
+                                    rows,
+                                    cols,
+                                };
+                                let spec = StoreSpec {
+                                    alpha: 1.5,
+                                    beta,
+                                    store,
+                                    bias: if bias { bias_v.as_ptr() } else { std::ptr::null() },
+                                    act,
+                                };
+                                // SAFETY: kc·MR floats at `a`, kc·NR at `b`; every
+                                // taps[k] + rows <= a_far.len().
+                                unsafe {
+                                    if which == 0 {
+                                        kern.run(kc, a.as_ptr(), b.as_ptr(), &out, &spec)
+                                    } else {
+                                        kern.run_a_taps(kc, a_far.as_ptr(), taps.as_ptr(), b.as_ptr(), &out, &spec)
+                                    }
+                                };
+                            }
+                            assert_eq!(
+                                bits(&outs[1]),
+                                bits(&outs[0]),
+                                "{} run_a_taps differs from its packed run at kc={kc} rows={rows} cols={cols}",
+                                K::NAME
+                            );
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            n
+        }
+    }
+
+    #[test]
+    fn every_kernel_reading_a_by_taps_matches_its_packed_bits() {
+        for isa in Isa::ALL {
+            match dispatch(isa, TapsBattery) {
+                Ok(n) => assert!(n > 0),
+                Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
+            }
         }
     }
 

@@ -1,0 +1,304 @@
+//! Direct convolution on the GEMM microkernel with the roles turned: a tile
+//! is output pixels (rows) × output channels (columns, the vector lanes).
+//!
+//! The image is never packed. Its values are broadcast by the kernel from
+//! the zero-padded band of `implicit.rs`, where they lie: for one kernel tap,
+//! a tile's 8 pixels of an output row read 8 consecutive band floats
+//! ([`MicroKernel::run_a_taps`]). The weights are the vector operand, packed
+//! once per plan in `NR`-wide panels. Where the implicit path copies every
+//! im2col element into a panel once per use (a cost that `c_out` FMAs per
+//! element repay only partly for 64 output channels), this path copies only
+//! the band.
+//!
+//! The tile is stored pixel-major into a block of scratch (the K chunks add
+//! up there, in order), then transposed into the NCHW output with the bias
+//! and the activation: the same operations on each element as the GEMM
+//! paths, so the same bits.
+
+use std::cell::Cell;
+
+use rayon::prelude::*;
+
+use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
+use super::params::ConvGeometry;
+use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
+use crate::gemm::loops::{KC, PARALLEL_MIN_FLOPS, Parallelism};
+use crate::gemm::pack::{PanelSource, PrepackedSource};
+
+/// Output pixels times output channels per block: 128 KiB of scratch, in
+/// L2 with the block's band and the weights of a K chunk.
+const BLOCK_FLOATS: usize = 32 << 10;
+
+/// Output rows per block for `m` output channels and `threads` threads:
+/// whole rows, at least one, at least 4 blocks per thread when there are
+/// threads to share them, and blocks of nearly equal size.
+fn block_rows(g: &ConvGeometry, m: usize, threads: usize) -> usize {
+    let fits = (BLOCK_FLOATS / (g.w_out * m).max(1)).clamp(1, g.h_out.max(1));
+    let most = if threads > 1 { fits.min(g.h_out.div_ceil(4 * threads)).max(1) } else { fits };
+    // As even as whole rows allow: 13 rows of at most 6 go 5, 5, 3, not 6, 6, 1.
+    g.h_out.div_ceil(g.h_out.div_ceil(most).max(1)).max(1)
+}
+
+/// Whether the direct path takes this (image, group): several input channels
+/// per group (one channel per group is the depthwise kernel's), enough output
+/// channels to fill a vector (fewer waste the lanes: the GEMM paths tile them
+/// as rows), and a band of bounded size for every block (checked for one
+/// output row and for the largest block: the band and its bound both grow
+/// linearly with the rows).
+pub(crate) fn applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
+    let m = g.c_out_per_group();
+    let k = g.patch_len();
+    K::READS_A_TAPS
+        && g.is_compact()
+        && g.c_in_per_group() >= 2
+        && m >= 16
+        && k > 0
+        && g.out_pixels() > 0
+        && band_fits(g, 0, KC.min(k), 0, g.w_out)
+        && band_fits(g, 0, KC.min(k), 0, block_rows(g, m, 1) * g.w_out)
+}
+
+/// The output of one group, written by blocks of rows from several threads.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: blocks write disjoint pixel ranges of every channel (see
+// `direct_group`), and the slice outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// The pixel-major block of [`direct_group`], reused across calls.
+    static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// `out` (`[m, h_out·w_out]`, NCHW of one group) = the convolution of the
+/// group's `channels` with the weights `w_b` (`K × m`, packed in `NR` panels
+/// for every K chunk), plus `bias`, then `act`. Blocks of output rows run in
+/// parallel when `par` allows and the work repays a fork; each block is
+/// computed the same way on any thread, so the bits do not depend on it.
+///
+/// # Panics
+/// If [`applies`] is false for `g` (the caller checks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn direct_group<K: MicroKernel>(
+    kern: K,
+    g: &ConvGeometry,
+    channels: &[f32],
+    w_b: &PrepackedSource,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    par: Parallelism,
+) {
+    assert!(applies::<K>(g), "direct path on a geometry it does not take");
+    let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
+    assert_eq!(out.len(), m * n);
+    let flops = 2.0 * m as f64 * n as f64 * k as f64;
+    let threads = match par {
+        Parallelism::Rayon if flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
+        _ => 1,
+    };
+    let mut rows_per_block = block_rows(g, m, threads);
+    // Too few row blocks to share out evenly (a small image): blocks as
+    // large as on one thread, and the output channels split in one part per
+    // thread (whole panels), each part taking every block.
+    let panels = m.div_ceil(K::NR);
+    let parts = if threads > 1 && g.h_out.div_ceil(rows_per_block) < 4 * threads {
+        rows_per_block = block_rows(g, m, 1);
+        panels.min(threads)
+    } else {
+        1
+    };
+    let blocks = g.h_out.div_ceil(rows_per_block);
+    let out = OutPtr(out.as_mut_ptr());
+    let run = |item: usize| {
+        let (part, b) = (item / blocks, item % blocks);
+        let oy0 = b * rows_per_block;
+        let rows = oy0..(oy0 + rows_per_block).min(g.h_out);
+        let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
+        let mut block = BLOCK.with(Cell::take);
+        // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
+        // of the channels `cols` of `out` (m × n floats), and no other item
+        // writes those.
+        unsafe { direct_block(kern, g, channels, w_b, bias, act, out, rows, cols, &mut block) };
+        BLOCK.with(|cell| cell.set(block));
+    };
+    if threads > 1 {
+        (0..blocks * parts).into_par_iter().for_each(run);
+    } else {
+        (0..blocks * parts).for_each(run);
+    }
+}
+
+/// The output rows `rows` of [`direct_group`] for the output channels
+/// `cols` (from a multiple of NR), through the pixel-major `block`.
+///
+/// # Safety
+/// `out` addresses the group's `m × n` output; no one else accesses those
+/// pixels of those channels meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct_block<K: MicroKernel>(
+    kern: K,
+    g: &ConvGeometry,
+    channels: &[f32],
+    w_b: &PrepackedSource,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: OutPtr,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    block: &mut Vec<f32>,
+) {
+    let (k, n) = (g.patch_len(), g.out_pixels());
+    // The block's channels: its row length.
+    let m = cols.len();
+    let (mr, nr) = (K::MR, K::NR);
+    let chunks = k.div_ceil(KC);
+    let mut band = take_band();
+    let mut taps = [0usize; KC];
+    let (p0, npx) = (rows.start * g.w_out, rows.len() * g.w_out);
+    block.resize(npx * m, 0.0);
+    let tile_c = block.as_mut_ptr();
+    for chunk in 0..chunks {
+        let (k0, kc) = (chunk * KC, KC.min(k - chunk * KC));
+        let layout = Band::of(g, k0, kc, p0, npx);
+        build_band(g, channels, &layout, 0, &mut band);
+        let taps = &mut taps[..kc];
+        band_taps(g, k0, &layout, taps);
+        let spec = StoreSpec {
+            alpha: 1.0,
+            beta: if chunk == 0 { 0.0 } else { 1.0 },
+            store: if chunk == 0 { Store::Overwrite } else { Store::Update },
+            bias: std::ptr::null(),
+            act: Activation::None,
+        };
+        let panels = w_b.packed(nr, k0, kc, 0).expect("weights packed in NR panels");
+        for oy in rows.clone() {
+            let row_at = (oy * g.stride_h - layout.py0) * layout.row_len;
+            for ox0 in (0..g.w_out).step_by(mr) {
+                let px = (oy - rows.start) * g.w_out + ox0;
+                for jr in (0..m).step_by(nr) {
+                    let out_tile = TileOut {
+                        // Pixel px, channel cols.start + jr: column jr of the pixel-major block.
+                        c: tile_c.wrapping_add(px * m + jr),
+                        rsc: m as isize,
+                        csc: 1,
+                        rows: mr.min(g.w_out - ox0),
+                        cols: nr.min(m - jr),
+                    };
+                    // SAFETY: pixel (oy, ox0 + i) reads band float
+                    // row_at + ox0 + i + taps[k], inside the band built for
+                    // these rows and taps (Band::of covers every window of
+                    // the block); panel jr / NR of the chunk's packed
+                    // weights holds kc × NR floats; the tile lies inside
+                    // the npx × m block.
+                    unsafe {
+                        kern.run_a_taps(
+                            kc,
+                            band.as_ptr().add(row_at + ox0),
+                            taps.as_ptr(),
+                            panels.as_ptr().add((cols.start + jr) * kc),
+                            &out_tile,
+                            &spec,
+                        )
+                    };
+                }
+            }
+        }
+    }
+    put_band(band);
+    // The block, channel-major, with the bias and the activation.
+    let bias = bias.map(|b| &b[cols.clone()]);
+    // SAFETY: channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
+    unsafe { finish_block(&block[..npx * m], m, out.0.add(cols.start * n + p0), n, bias, act) };
+}
+
+/// `out[co·n + p] = act(block[p·m + co] + bias[co])` (without a bias,
+/// `act(block[p·m + co])`) for the block's `npx = block.len() / m` pixels and
+/// `m` channels: the transpose of the pixel-major block into NCHW, in 8 × 8
+/// tiles of vectors where the CPU has AVX2.
+///
+/// # Safety
+/// `out + co·n + p` writable for `co < m`, `p < npx`, and no one else
+/// accessing those floats meanwhile.
+unsafe fn finish_block(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
+    let npx = block.len() / m;
+    let finish = |x: f32, co: usize| act.apply(bias.map_or(x, |b| x + b[co]));
+    let (mut p8, mut m8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        (p8, m8) = (npx / 8 * 8, m / 8 * 8);
+        // SAFETY: AVX2 was detected; the caller's guarantees for `out`.
+        unsafe { transpose8_avx2(block, m, out, n, bias, act) };
+    }
+    // What the 8 × 8 tiles left: channels past m8 for every pixel, pixels
+    // past p8 for the channels below m8.
+    for co in 0..m {
+        for p in if co < m8 { p8 } else { 0 }..npx {
+            // SAFETY: co < m, p < npx: the caller's guarantees.
+            unsafe { *out.add(co * n + p) = finish(block[p * m + co], co) };
+        }
+    }
+}
+
+/// The 8 × 8 tiles of [`finish_block`]: pixels `0..npx/8·8`, channels `0..m/8·8`.
+///
+/// # Safety
+/// The CPU has AVX2; as [`finish_block`] for `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8_avx2(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
+    use std::arch::x86_64::*;
+    let npx = block.len() / m;
+    for co in (0..m / 8 * 8).step_by(8) {
+        for p in (0..npx / 8 * 8).step_by(8) {
+            // SAFETY: rows p..p+8 <= npx of the block, channels co..co+8 <= m;
+            // each a load of 8 floats inside `block`.
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add((p + i) * m + co)) });
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            // Column c of the 8 rows: channel co + c for pixels p..p+8.
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (c, &v) in cols.iter().enumerate() {
+                let v = match bias {
+                    Some(b) => _mm256_add_ps(v, _mm256_set1_ps(b[co + c])),
+                    None => v,
+                };
+                let v = match act {
+                    Activation::None => v,
+                    Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+                    Activation::Clamp { min, max } => {
+                        _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v))
+                    }
+                };
+                // SAFETY: channel co + c < m, pixels p..p+8 <= npx: the caller's guarantees.
+                unsafe { _mm256_storeu_ps(out.add((co + c) * n + p), v) };
+            }
+        }
+    }
+}
