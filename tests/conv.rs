@@ -93,6 +93,28 @@ fn huge_dilation_takes_the_in_place_packer() {
     ConvProblem::new([1, 2, 5, 6], [3, 2, 2, 2], params, true, 7).check();
 }
 
+/// Plans that prefer the direct path (32 output channels, K = 6·5·5 = 150)
+/// keep only its form of the weights. On an input the path does not take
+/// (a huge dilation makes its band too big) the GEMM path runs on weights
+/// repacked from that form; on one it takes, the direct path runs. Both
+/// equal the one-shot calls, which `check` holds to the reference.
+#[test]
+fn direct_plan_falls_back_on_inputs_it_does_not_take() {
+    let dilated = ConvParams { padding: [20_000, 2, 20_000, 2], dilation: [10_000, 1], ..ConvParams::default() };
+    let far = ConvProblem::new([1, 6, 5, 9], [32, 6, 5, 5], dilated, true, 21);
+    let near = ConvProblem::new([2, 6, 9, 9], [32, 6, 5, 5], ConvParams::default(), true, 22);
+    for p in [&far, &near] {
+        p.check();
+        let plan =
+            Conv2dPlan::new(&p.weight, p.weight_shape, p.bias.as_deref(), &p.params, &Default::default()).unwrap();
+        for _ in 0..2 {
+            let mut out = vec![f32::NAN; p.output_len().unwrap()];
+            plan.run(&p.input, p.input_shape, &mut out).unwrap();
+            assert_eq!(bits(&out), bits(&p.run(&Default::default()).unwrap()));
+        }
+    }
+}
+
 /// Depthwise kernels of more taps than the direct path's small tap table
 /// (32): 6×6 and 7×7, padded and dilated, through every path and ISA.
 #[test]

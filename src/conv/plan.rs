@@ -39,9 +39,15 @@ pub struct Conv2dPlan {
     weight_shape: [usize; 4],
     params: ConvParams,
     options: ConvOptions,
-    /// Per group, Aᵀ (`K × c_out/groups`) packed in MR panels for every K chunk.
-    weights: Vec<PrepackedSource>,
-    /// The same in NR panels, for the direct path; packed on its first run.
+    /// Whether `run` takes the direct path where the input allows.
+    prefers_direct: bool,
+    /// Per group, Aᵀ (`K × c_out/groups`) packed in MR panels for every K
+    /// chunk (the GEMM paths): packed by `new` unless the plan prefers the
+    /// direct path, else repacked on first need (an input the direct path
+    /// does not take).
+    weights: OnceLock<Vec<PrepackedSource>>,
+    /// The same in NR panels (the direct path): packed by `new` when the plan
+    /// prefers it. One form is kept, not both.
     weights_nr: OnceLock<Vec<PrepackedSource>>,
     /// The (flipped if asked) weights as given, kept for the direct path
     /// when each group has one input channel.
@@ -76,7 +82,7 @@ impl Conv2dPlan {
         if let Some(b) = bias {
             check_len("bias", b.len(), weight_shape[0])?;
         }
-        let (mr, _) = options.isa.tile()?;
+        let (mr, nr) = options.isa.tile()?;
         let flipped;
         let weight = if params.flip {
             flipped = flip_kernels(weight, weight_shape[2] * weight_shape[3]);
@@ -89,21 +95,33 @@ impl Conv2dPlan {
         // An empty weight (no output channels, or K = 0) packs nothing: every
         // output is then its bias, whatever the number of groups.
         let groups = if weight.is_empty() { 0 } else { params.groups };
-        let weights = (0..groups)
+        // What `direct::applies` asks of the weights; the input is checked per run.
+        let prefers_direct = dispatch::reads_a_taps(options.isa)
+            && weight_shape[1] >= 2
+            && m >= 16
+            && match options.algorithm {
+                Algorithm::Direct => k > 0,
+                Algorithm::Auto => k >= DIRECT_MIN_K,
+                _ => false,
+            };
+        let packed: Vec<_> = (0..groups)
             .map(|g| {
                 let w = &weight[g * m * k..][..m * k];
                 // SAFETY: `w` is m × k row-major, read as its transpose (k × m).
                 let a_t = unsafe { StridedSource::new(w.as_ptr(), 1, k as isize) };
-                PrepackedSource::new(&a_t, mr, k, m, KC)
+                PrepackedSource::new(&a_t, if prefers_direct { nr } else { mr }, k, m, KC)
             })
             .collect();
+        let (weights, weights_nr) = (OnceLock::new(), OnceLock::new());
+        let _ = if prefers_direct { weights_nr.set(packed) } else { weights.set(packed) };
         let direct_weights = (weight_shape[1] == 1).then(|| weight.to_vec());
         Ok(Conv2dPlan {
             weight_shape,
             params: *params,
             options: *options,
+            prefers_direct,
             weights,
-            weights_nr: OnceLock::new(),
+            weights_nr,
             direct_weights,
             bias: bias.map(<[f32]>::to_vec),
         })
@@ -121,20 +139,15 @@ impl Conv2dPlan {
         let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
         check_len("input", input.len(), geo.input_len())?;
         check_len("output", output.len(), geo.output_len())?;
-        let nr = || {
-            let (_, nr) = self.options.isa.tile().expect("the plan's ISA was checked when it was built");
-            self.weights.iter().map(|w| w.repacked(nr, KC)).collect()
-        };
-        let direct_path = dispatch::direct_applies(self.options.isa, &geo)
-            && match self.options.algorithm {
-                Algorithm::Direct => true,
-                Algorithm::Auto => geo.patch_len() >= DIRECT_MIN_K,
-                _ => false,
+        let weights = if self.prefers_direct && dispatch::direct_applies(self.options.isa, &geo) {
+            Weights { packed: &[], packed_nr: self.weights_nr.get().map(Vec::as_slice), direct: None }
+        } else {
+            let mr = || {
+                let (mr, _) = self.options.isa.tile().expect("the plan's ISA was checked when it was built");
+                let nr_form = self.weights_nr.get().expect("one form is packed by `new`");
+                nr_form.iter().map(|w| w.repacked(mr, KC)).collect()
             };
-        let weights = Weights {
-            packed: &self.weights,
-            packed_nr: direct_path.then(|| &self.weights_nr.get_or_init(nr)[..]),
-            direct: self.direct_weights.as_deref(),
+            Weights { packed: self.weights.get_or_init(mr), packed_nr: None, direct: self.direct_weights.as_deref() }
         };
         execute(&geo, &self.options, input, &weights, self.bias.as_deref(), output);
         Ok(())
@@ -143,7 +156,7 @@ impl Conv2dPlan {
 
 /// The weights in the forms the algorithms read.
 pub(crate) struct Weights<'a> {
-    /// Per group, packed A panels (GEMM paths).
+    /// Per group, packed A panels (GEMM paths); empty on the direct path.
     pub packed: &'a [PrepackedSource],
     /// Per group, the same in the kernel's NR panels, when the direct path runs.
     pub packed_nr: Option<&'a [PrepackedSource]>,
@@ -197,7 +210,7 @@ pub(crate) fn execute(
         let (image, group) = (index / geo.groups, index % geo.groups);
         let channels = &input[image * image_len + group * group_len..][..group_len];
         let bias = bias.map(|b| &b[group * m..][..m]);
-        let a_t = &weights.packed[group];
+        let a_t = || &weights.packed[group];
         match algorithm {
             Algorithm::Depthwise => {
                 let w = &direct.expect("direct weights chosen above")[group * m * k..][..m * k];
@@ -214,15 +227,15 @@ pub(crate) fn execute(
                 im2col_image(geo, channels, 0..geo.c_in_per_group(), cols);
                 // SAFETY: `cols` is K × N row-major.
                 let b = unsafe { StridedSource::new(cols.as_ptr(), n as isize, 1) };
-                group_gemm(options.isa, par, (m, n, k), a_t, &b, bias, options, out);
+                group_gemm(options.isa, par, (m, n, k), a_t(), &b, bias, options, out);
             }
             Algorithm::Pointwise => {
                 // SAFETY: with a 1×1 stride-1 unpadded kernel the group's
                 // channels are the K × N matrix, row-major.
                 let b = unsafe { StridedSource::new(channels.as_ptr(), n as isize, 1) };
-                group_gemm(options.isa, par, (m, n, k), a_t, &b, bias, options, out);
+                group_gemm(options.isa, par, (m, n, k), a_t(), &b, bias, options, out);
             }
-            _ => group_gemm(options.isa, par, (m, n, k), a_t, &ImageSource::new(geo, channels), bias, options, out),
+            _ => group_gemm(options.isa, par, (m, n, k), a_t(), &ImageSource::new(geo, channels), bias, options, out),
         }
     };
     let jobs = geo.batch * geo.groups;

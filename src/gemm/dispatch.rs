@@ -171,6 +171,18 @@ pub(crate) fn depthwise(
     Ok(())
 }
 
+/// Whether the kernel of `isa` reads A by taps in place (the direct path).
+pub(crate) fn reads_a_taps(isa: Isa) -> bool {
+    struct Reads;
+    impl WithKernel for Reads {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            K::READS_A_TAPS
+        }
+    }
+    dispatch(isa, Reads).unwrap_or(false)
+}
+
 /// Whether the direct path (`conv::direct`) takes `geo` on `isa`.
 pub(crate) fn direct_applies(isa: Isa, geo: &crate::conv::params::ConvGeometry) -> bool {
     struct Applies<'a>(&'a crate::conv::params::ConvGeometry);
