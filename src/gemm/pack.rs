@@ -228,27 +228,39 @@ fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: u
                     row.copy_from_slice(src);
                 }
             } else if s.row_stride == 1 {
-                // Columns contiguous along k (A row-major packed as Aᵀ, B column-major):
-                // read the P columns side by side, write each panel row contiguously.
+                // Columns contiguous along k (A row-major packed as Aᵀ, B column-major,
+                // a plan's weights): read each column straight through, write it
+                // down the panel (P floats apart), which stays in L1. Reading
+                // the P columns side by side instead streams P lines at once.
+                // In 8 × 8 blocks, each a fixed-size transpose.
                 // SAFETY: (k0, jp) is inside the extent.
                 let base = unsafe { s.at(k0, jp) };
-                let gather = |row: &mut [f32], kk: usize, w: usize| {
-                    for (jj, x) in row.iter_mut().enumerate().take(w) {
-                        // SAFETY: (k0 + kk, jp + jj) is inside the extent (kk < kc, jj < wp).
-                        *x = unsafe { *base.offset(kk as isize + jj as isize * s.col_stride) };
+                // SAFETY: (k0 .. k0 + kc, jp + jj) is inside the extent for
+                // jj < wp, and contiguous (row stride 1).
+                let col =
+                    |jj: usize| unsafe { std::slice::from_raw_parts(base.offset(jj as isize * s.col_stride), kc) };
+                let (w8, k8) = (wp / 8 * 8, kc / 8 * 8);
+                for j in (0..w8).step_by(8) {
+                    let cols: [&[f32]; 8] = std::array::from_fn(|jj| col(j + jj));
+                    for k in (0..k8).step_by(8) {
+                        let block: [[f32; 8]; 8] = std::array::from_fn(|jj| cols[jj][k..k + 8].try_into().unwrap());
+                        for kk in 0..8 {
+                            let row: &mut [f32; 8] = (&mut panel[(k + kk) * P + j..][..8]).try_into().unwrap();
+                            *row = std::array::from_fn(|jj| block[jj][kk]);
+                        }
                     }
-                };
-                if wp == P {
-                    // The common full panel: a fixed-length inner loop.
-                    for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
-                        gather(row, kk, P);
+                    for k in k8..kc {
+                        for jj in 0..8 {
+                            panel[k * P + j + jj] = cols[jj][k];
+                        }
                     }
-                } else {
-                    for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
-                        gather(row, kk, wp);
-                    }
-                    zero_tail::<P>(panel, wp);
                 }
+                for jj in w8..wp {
+                    for (row, &x) in panel.chunks_exact_mut(P).zip(col(jj)) {
+                        row[jj] = x;
+                    }
+                }
+                zero_tail::<P>(panel, wp);
             } else {
                 for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
                     for (jj, x) in row.iter_mut().enumerate() {
