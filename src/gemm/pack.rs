@@ -228,13 +228,33 @@ fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: u
                     row.copy_from_slice(src);
                 }
             } else if s.row_stride == 1 {
-                // Columns contiguous along k (A row-major packed as Aᵀ, B column-major,
-                // a plan's weights): read each column straight through, write it
-                // down the panel (P floats apart), which stays in L1. Reading
-                // the P columns side by side instead streams P lines at once.
-                // In 8 × 8 blocks, each a fixed-size transpose.
+                // Columns contiguous along k (A row-major packed as Aᵀ, B
+                // column-major, a plan's weights).
                 // SAFETY: (k0, jp) is inside the extent.
                 let base = unsafe { s.at(k0, jp) };
+                if P <= 8 {
+                    // A narrow panel (A's MR): read its P columns side by
+                    // side, write each panel row contiguously.
+                    let gather = |row: &mut [f32], kk: usize, w: usize| {
+                        for (jj, x) in row.iter_mut().enumerate().take(w) {
+                            // SAFETY: (k0 + kk, jp + jj) is inside the extent (kk < kc, jj < wp).
+                            *x = unsafe { *base.offset(kk as isize + jj as isize * s.col_stride) };
+                        }
+                    };
+                    if wp == P {
+                        // The common full panel: a fixed-length inner loop.
+                        for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                            gather(row, kk, P);
+                        }
+                    } else {
+                        for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                            gather(row, kk, wp);
+                        }
+                        zero_tail::<P>(panel, wp);
+                    }
+                    continue;
+                }
+                // A wide panel: in 8 × 8 blocks, each a fixed-size transpose.
                 // SAFETY: (k0 .. k0 + kc, jp + jj) is inside the extent for
                 // jj < wp, and contiguous (row stride 1).
                 let col =
