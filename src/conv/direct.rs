@@ -111,7 +111,7 @@ pub(crate) fn direct_group<K: MicroKernel>(
         1
     };
     let blocks = g.h_out.div_ceil(rows_per_block);
-    let out = OutPtr(out.as_mut_ptr());
+    let job = Job { kern, g, channels, w_b, bias, act, out: OutPtr(out.as_mut_ptr()) };
     let run = |item: usize| {
         let (part, b) = (item / blocks, item % blocks);
         let oy0 = b * rows_per_block;
@@ -121,7 +121,7 @@ pub(crate) fn direct_group<K: MicroKernel>(
         // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
         // of the channels `cols` of `out` (m × n floats), and no other item
         // writes those.
-        unsafe { direct_block(kern, g, channels, w_b, bias, act, out, rows, cols, &mut block) };
+        unsafe { direct_block(&job, rows, cols, &mut block) };
         BLOCK.with(|cell| cell.set(block));
     };
     if threads > 1 {
@@ -131,25 +131,31 @@ pub(crate) fn direct_group<K: MicroKernel>(
     }
 }
 
+/// What every block of one [`direct_group`] call shares.
+struct Job<'a, K> {
+    kern: K,
+    g: &'a ConvGeometry,
+    channels: &'a [f32],
+    w_b: &'a PrepackedSource,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    /// The group's `m × n` output.
+    out: OutPtr,
+}
+
 /// The output rows `rows` of [`direct_group`] for the output channels
 /// `cols` (from a multiple of NR), through the pixel-major `block`.
 ///
 /// # Safety
-/// `out` addresses the group's `m × n` output; no one else accesses those
-/// pixels of those channels meanwhile.
-#[allow(clippy::too_many_arguments)]
+/// No one else accesses those pixels of those channels of `job.out`
+/// meanwhile.
 unsafe fn direct_block<K: MicroKernel>(
-    kern: K,
-    g: &ConvGeometry,
-    channels: &[f32],
-    w_b: &PrepackedSource,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: OutPtr,
+    job: &Job<'_, K>,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     block: &mut Vec<f32>,
 ) {
+    let &Job { kern, g, channels, w_b, bias, act, out } = job;
     let (k, n) = (g.patch_len(), g.out_pixels());
     // The block's channels: its row length.
     let m = cols.len();
@@ -225,13 +231,16 @@ unsafe fn direct_block<K: MicroKernel>(
 unsafe fn finish_block(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
     let npx = block.len() / m;
     let finish = |x: f32, co: usize| act.apply(bias.map_or(x, |b| x + b[co]));
-    let (mut p8, mut m8) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        (p8, m8) = (npx / 8 * 8, m / 8 * 8);
-        // SAFETY: AVX2 was detected; the caller's guarantees for `out`.
+    let (p8, m8) = if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were detected; the caller's guarantees for `out`.
         unsafe { transpose8_avx2(block, m, out, n, bias, act) };
-    }
+        (npx / 8 * 8, m / 8 * 8)
+    } else {
+        (0, 0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (p8, m8) = (0, 0);
     // What the 8 × 8 tiles left: channels past m8 for every pixel, pixels
     // past p8 for the channels below m8.
     for co in 0..m {
@@ -245,9 +254,9 @@ unsafe fn finish_block(block: &[f32], m: usize, out: *mut f32, n: usize, bias: O
 /// The 8 × 8 tiles of [`finish_block`]: pixels `0..npx/8·8`, channels `0..m/8·8`.
 ///
 /// # Safety
-/// The CPU has AVX2; as [`finish_block`] for `out`.
+/// The CPU has AVX2 and FMA; as [`finish_block`] for `out`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn transpose8_avx2(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
     use std::arch::x86_64::*;
     let npx = block.len() / m;
@@ -289,13 +298,7 @@ unsafe fn transpose8_avx2(block: &[f32], m: usize, out: *mut f32, n: usize, bias
                     Some(b) => _mm256_add_ps(v, _mm256_set1_ps(b[co + c])),
                     None => v,
                 };
-                let v = match act {
-                    Activation::None => v,
-                    Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
-                    Activation::Clamp { min, max } => {
-                        _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v))
-                    }
-                };
+                let v = crate::gemm::kernel::avx2::activate(act, v);
                 // SAFETY: channel co + c < m, pixels p..p+8 <= npx: the caller's guarantees.
                 unsafe { _mm256_storeu_ps(out.add((co + c) * n + p), v) };
             }

@@ -532,8 +532,10 @@ fn forward_plane(kind: Kind, isa: Isa, g: &PoolGeometry, x: &[f32], y: &mut [f32
     unsafe { body::<Portable>(kind, g, x, y) }
 }
 
-/// What a whole-plane max kernel did.
+/// What a whole-plane max kernel did. (Only the x86-64 kernels compute
+/// planes; NEON declines them all.)
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum MaxPlane {
     /// The plane is computed.
     Done,
@@ -626,6 +628,7 @@ fn order_matters(x: &[f32]) -> bool {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod separable;
 
 /// How a window's elements are combined (the const parameter of the scans).

@@ -8,6 +8,7 @@ use convgemm::{
     Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with,
 };
 use proptest::prelude::*;
+use std::ops::RangeInclusive;
 
 /// The relative bound of every closeness check: an f32 result may differ from
 /// the f64 reference by `REL · Σ|term|` (the magnitude of the defining sum,
@@ -169,16 +170,25 @@ impl ConvProblem {
 /// Random convolution problems over the ranges of the foundation issue:
 /// n 1..3, channels and groups, h, w 1..24, kernel 1..6, stride 1..4,
 /// each padding side 0..4, dilation 1..3, flip, bias or not.
-/// Problems with 16 to 40 output channels per group and at least two input
-/// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
-/// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
-/// around the 32-lane panel.
-pub fn conv_problem_wide() -> impl Strategy<Value = ConvProblem> {
+/// Random problems: batch, groups, channels per group in and out, input
+/// size, kernel size, padding and dilation each drawn from its range
+/// (strides 1..=4).
+#[allow(clippy::too_many_arguments)]
+fn problems(
+    n: RangeInclusive<usize>,
+    groups: RangeInclusive<usize>,
+    cg_in: RangeInclusive<usize>,
+    cg_out: RangeInclusive<usize>,
+    hw: RangeInclusive<usize>,
+    k: RangeInclusive<usize>,
+    pad: RangeInclusive<usize>,
+    dil: RangeInclusive<usize>,
+) -> impl Strategy<Value = ConvProblem> {
     (
-        (1usize..=2, 1usize..=2, 2usize..=12, 16usize..=40),
-        (1usize..=20, 1usize..=20, 1usize..=5, 1usize..=5),
-        (1usize..=4, 1usize..=4, [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3]),
-        (1usize..=2, 1usize..=2, any::<bool>(), any::<bool>(), any::<u64>()),
+        (n, groups, cg_in, cg_out),
+        (hw.clone(), hw, k.clone(), k),
+        (1usize..=4, 1usize..=4, [pad.clone(), pad.clone(), pad.clone(), pad]),
+        (dil.clone(), dil, any::<bool>(), any::<bool>(), any::<u64>()),
     )
         .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
             let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
@@ -186,15 +196,15 @@ pub fn conv_problem_wide() -> impl Strategy<Value = ConvProblem> {
         })
 }
 
+/// Problems of every shape, a few channels each.
 pub fn conv_problem() -> impl Strategy<Value = ConvProblem> {
-    (
-        (1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4),
-        (1usize..=24, 1usize..=24, 1usize..=6, 1usize..=6),
-        (1usize..=4, 1usize..=4, [0usize..=4, 0usize..=4, 0usize..=4, 0usize..=4]),
-        (1usize..=3, 1usize..=3, any::<bool>(), any::<bool>(), any::<u64>()),
-    )
-        .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
-            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
-            ConvProblem::new([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
-        })
+    problems(1..=3, 1..=3, 1..=4, 1..=4, 1..=24, 1..=6, 0..=4, 1..=3)
+}
+
+/// Problems with 16 to 40 output channels per group and at least two input
+/// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
+/// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
+/// around the 32-lane panel.
+pub fn conv_problem_wide() -> impl Strategy<Value = ConvProblem> {
+    problems(1..=2, 1..=2, 2..=12, 16..=40, 1..=20, 1..=5, 0..=3, 1..=2)
 }

@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -66,18 +66,7 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
             }
         }
     };
-    let mut k = 0;
-    while k + 4 <= kc {
-        step(&mut acc, k);
-        step(&mut acc, k + 1);
-        step(&mut acc, k + 2);
-        step(&mut acc, k + 3);
-        k += 4;
-    }
-    while k < kc {
-        step(&mut acc, k);
-        k += 1;
-    }
+    unrolled_k_loop(kc, |k| step(&mut acc, k));
 
     if out.cols == NR && out.csc == 1 {
         let alpha = _mm256_set1_ps(spec.alpha);
@@ -121,7 +110,7 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
 /// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn activate(act: Activation, v: __m256) -> __m256 {
+pub(crate) fn activate(act: Activation, v: __m256) -> __m256 {
     match act {
         Activation::None => v,
         Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),

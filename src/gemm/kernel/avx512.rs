@@ -29,7 +29,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
 
 const MR: usize = 8;
 const NR: usize = 32;
@@ -295,20 +295,9 @@ unsafe fn store_columns<const R: usize, const H: usize>(acc: &[[__m512; H]; R], 
         if let Some(bias) = bias {
             v = _mm256_add_ps(v, bias);
         }
-        v = activate8(spec.act, v);
+        v = super::avx2::activate(spec.act, v);
         // SAFETY: as above; the mask writes only the tile's rows.
         unsafe { _mm256_maskstore_ps(c, mask, v) };
-    }
-}
-
-/// [`Activation::apply`] on 8 lanes, bit for bit, as [`activate`].
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn activate8(act: Activation, v: __m256) -> __m256 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
-        Activation::Clamp { min, max } => _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v)),
     }
 }
 
@@ -350,18 +339,7 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const TAPS
             }
         }
     };
-    let mut k = 0;
-    while k + 4 <= kc {
-        step(&mut acc, k);
-        step(&mut acc, k + 1);
-        step(&mut acc, k + 2);
-        step(&mut acc, k + 3);
-        k += 4;
-    }
-    while k < kc {
-        step(&mut acc, k);
-        k += 1;
-    }
+    unrolled_k_loop(kc, |k| step(&mut acc, k));
 
     acc
 }

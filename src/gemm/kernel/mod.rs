@@ -71,6 +71,23 @@ impl Activation {
     }
 }
 
+/// A zeroed packed panel on the stack, aligned as the kernels' packed
+/// operands are: room for `KC` rows of the widest panel (`avx512_8x32`'s 32).
+#[repr(C, align(64))]
+struct StackPanel([f32; KC * 32]);
+
+impl StackPanel {
+    fn new() -> Self {
+        StackPanel([0.0; KC * 32])
+    }
+
+    /// The first `kc × width` floats; panics past the room.
+    fn get(&mut self, kc: usize, width: usize) -> &mut [f32] {
+        assert!(kc <= KC && width <= 32, "stack panel of {kc} × {width} floats: more than KC × 32");
+        &mut self.0[..kc * width]
+    }
+}
+
 /// Where a kernel writes: a `rows × cols` block of C (`rows <= MR`,
 /// `cols <= NR`) with element `(i, j)` at `c + i·rsc + j·csc`.
 #[derive(Clone, Copy, Debug)]
@@ -161,14 +178,8 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         out: &TileOut,
         spec: &StoreSpec,
     ) {
-        /// The tallest panel any kernel has.
-        const MAX_MR: usize = 8;
-        /// The panel, aligned as the kernels' packed operands are.
-        #[repr(C, align(64))]
-        struct Panel([f32; KC * MAX_MR]);
-        let mut panel = Panel([0.0; KC * MAX_MR]);
-        let panel = &mut panel.0;
-        assert!(kc <= KC && Self::MR <= MAX_MR, "run_a_taps: kc {kc} > KC or MR {} > {MAX_MR}", Self::MR);
+        let mut panel = StackPanel::new();
+        let panel = panel.get(kc, Self::MR);
         for (k, col) in panel.chunks_exact_mut(Self::MR).take(kc).enumerate() {
             // SAFETY: the caller guarantees kc offsets and out.rows readable floats at each.
             let src = unsafe { std::slice::from_raw_parts(a.add(*taps.add(k)), out.rows) };
@@ -189,14 +200,8 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// As [`MicroKernel::run`] for `a`, `out` and `spec`; `kc <= KC`; those
     /// `kc × out.cols` elements of B readable.
     unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
-        /// The widest panel any kernel has (`avx512_8x32`).
-        const MAX_NR: usize = 32;
-        /// The panel, aligned as the kernels' packed operands are.
-        #[repr(C, align(64))]
-        struct Panel([f32; KC * MAX_NR]);
-        let mut panel = Panel([0.0; KC * MAX_NR]);
-        let panel = &mut panel.0;
-        assert!(kc <= KC && Self::NR <= MAX_NR, "run_b_rows: kc {kc} > KC or NR {} > {MAX_NR}", Self::NR);
+        let mut panel = StackPanel::new();
+        let panel = panel.get(kc, Self::NR);
         for (kk, row) in panel.chunks_exact_mut(Self::NR).take(kc).enumerate() {
             // SAFETY: the caller guarantees out.cols readable floats from row kk of B.
             let src = unsafe { std::slice::from_raw_parts(b.offset(kk as isize * rsb), out.cols) };
@@ -204,6 +209,25 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         }
         // SAFETY: the panel holds kc·NR floats, zeros past `cols`; the rest is the caller's.
         unsafe { self.run(kc, a, panel.as_ptr(), out, spec) }
+    }
+}
+
+/// `step(k)` for `k = 0, 1, …, kc − 1` in order, unrolled by 4: the k loop
+/// of the x86-64 kernels (inlined into each, with their target features).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn unrolled_k_loop(kc: usize, mut step: impl FnMut(usize)) {
+    let mut k = 0;
+    while k + 4 <= kc {
+        step(k);
+        step(k + 1);
+        step(k + 2);
+        step(k + 3);
+        k += 4;
+    }
+    while k < kc {
+        step(k);
+        k += 1;
     }
 }
 
@@ -297,9 +321,11 @@ mod tests {
 
     /// Computes the `rows × cols` tile of `case` with `K`, in as many
     /// kernel calls as `K`'s tile needs, into a C buffer with a guard border
-    /// (returned whole, so writes outside the tile show up).
-    fn run<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
-        let (mr, nr) = (K::MR, K::NR);
+    /// (returned whole, so writes outside the tile show up). B goes packed
+    /// to `run`, or with `in_place` straight to `run_b_rows` (row stride
+    /// `D`, tiles `B_ROWS_NR` wide).
+    fn compute<K: MicroKernel>(kern: K, case: &Case, in_place: bool) -> Vec<f32> {
+        let (mr, nr) = (K::MR, if in_place { K::B_ROWS_NR } else { K::NR });
         let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
         let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
         let bias = values(D, 3);
@@ -334,53 +360,23 @@ mod tests {
                     bias: if case.bias { bias[i0..].as_ptr() } else { std::ptr::null() },
                     act: case.act,
                 };
-                // SAFETY: panels hold kc·MR and kc·NR floats; the tile lies in `c`.
-                unsafe { kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec) };
+                // SAFETY: panels hold kc·MR and kc·NR floats; kc rows of D
+                // floats at b_full, columns j0 .. j0 + cols <= D; the tile lies in `c`.
+                unsafe {
+                    if in_place {
+                        let b_rows = b_full.as_ptr().wrapping_add(j0);
+                        kern.run_b_rows(case.kc, a.as_ptr(), b_rows, D as isize, &out, &spec)
+                    } else {
+                        kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec)
+                    }
+                };
             }
         }
         c
     }
 
-    /// As [`run`], with B read in place by `run_b_rows` (row stride `D`),
-    /// in tiles of `MR × B_ROWS_NR`.
-    fn run_rows<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
-        let (mr, nr) = (K::MR, K::B_ROWS_NR);
-        let a_full = values(case.kc * D, 1);
-        let b_full = values(case.kc * D, 2);
-        let bias = values(D, 3);
-        let (rsc, csc, len) = c_layout(case);
-        let mut c = values(len, 4);
-        for i0 in (0..case.rows).step_by(mr) {
-            for j0 in (0..case.cols).step_by(nr) {
-                let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
-                let mut a = vec![0.0f32; case.kc * mr];
-                for k in 0..case.kc {
-                    for i in 0..rows {
-                        a[k * mr + i] = a_full[k * D + i0 + i];
-                    }
-                }
-                let out = TileOut {
-                    // SAFETY: as in `run`.
-                    c: unsafe { c.as_mut_ptr().add(D + 4 + i0 * rsc + j0 * csc) },
-                    rsc: rsc as isize,
-                    csc: csc as isize,
-                    rows,
-                    cols,
-                };
-                let spec = StoreSpec {
-                    alpha: 1.5,
-                    beta: case.beta,
-                    store: case.spec_store,
-                    bias: if case.bias { bias[i0..].as_ptr() } else { std::ptr::null() },
-                    act: case.act,
-                };
-                // SAFETY: kc rows of D floats at b_full; columns j0 .. j0 + cols < D.
-                unsafe {
-                    kern.run_b_rows(case.kc, a.as_ptr(), b_full.as_ptr().wrapping_add(j0), D as isize, &out, &spec)
-                };
-            }
-        }
-        c
+    fn run<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
+        compute(kern, case, false)
     }
 
     fn cases(mr: usize, nr: usize) -> Vec<Case> {
@@ -444,7 +440,7 @@ mod tests {
                             (Store::Update, 1.0, 1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
                         ] {
                             let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
-                            let (got, want) = (bits(&run_rows(kern, &case)), bits(&run(kern, &case)));
+                            let (got, want) = (bits(&compute(kern, &case, true)), bits(&run(kern, &case)));
                             assert!(
                                 got == want,
                                 "{} run_b_rows differs from its run on packed panels at kc={kc} rows={rows} \
