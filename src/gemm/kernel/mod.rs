@@ -319,26 +319,44 @@ mod tests {
         }
     }
 
+    /// How a kernel gets its operands in [`compute`].
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Mode {
+        /// `run` on packed panels.
+        Packed,
+        /// `run_b_rows`: B's rows in place (row stride `D`), tiles `B_ROWS_NR` wide.
+        BRows,
+        /// `run_a_taps`: A's column k at `taps[k] = 11·k + k % 3` of a larger buffer.
+        ATaps,
+    }
+
+    /// Column k of A in `Mode::ATaps`: irregular offsets, MR floats each.
+    fn tap(k: usize) -> usize {
+        11 * k + k % 3
+    }
+
     /// Computes the `rows × cols` tile of `case` with `K`, in as many
     /// kernel calls as `K`'s tile needs, into a C buffer with a guard border
-    /// (returned whole, so writes outside the tile show up). B goes packed
-    /// to `run`, or with `in_place` straight to `run_b_rows` (row stride
-    /// `D`, tiles `B_ROWS_NR` wide).
-    fn compute<K: MicroKernel>(kern: K, case: &Case, in_place: bool) -> Vec<f32> {
-        let (mr, nr) = (K::MR, if in_place { K::B_ROWS_NR } else { K::NR });
+    /// (returned whole, so writes outside the tile show up), taking the
+    /// operands as `mode` says.
+    fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
+        let (mr, nr) = (K::MR, if mode == Mode::BRows { K::B_ROWS_NR } else { K::NR });
         let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
         let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
         let bias = values(D, 3);
         let (rsc, csc, len) = c_layout(case);
         let mut c = values(len, 4);
+        let taps: Vec<usize> = (0..case.kc).map(tap).collect();
         for i0 in (0..case.rows).step_by(mr) {
             for j0 in (0..case.cols).step_by(nr) {
                 let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
                 let mut a = vec![0.0f32; case.kc * mr];
+                let mut a_far = values(tap(case.kc) + mr, 5);
                 let mut b = vec![0.0f32; case.kc * nr];
                 for k in 0..case.kc {
                     for i in 0..rows {
                         a[k * mr + i] = a_full[k * D + i0 + i];
+                        a_far[taps[k] + i] = a_full[k * D + i0 + i];
                     }
                     for j in 0..cols {
                         b[k * nr + j] = b_full[k * D + j0 + j];
@@ -361,13 +379,16 @@ mod tests {
                     act: case.act,
                 };
                 // SAFETY: panels hold kc·MR and kc·NR floats; kc rows of D
-                // floats at b_full, columns j0 .. j0 + cols <= D; the tile lies in `c`.
+                // floats at b_full, columns j0 .. j0 + cols <= D; MR floats
+                // at every a_far + taps[k]; the tile lies in `c`.
                 unsafe {
-                    if in_place {
-                        let b_rows = b_full.as_ptr().wrapping_add(j0);
-                        kern.run_b_rows(case.kc, a.as_ptr(), b_rows, D as isize, &out, &spec)
-                    } else {
-                        kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec)
+                    match mode {
+                        Mode::Packed => kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec),
+                        Mode::BRows => {
+                            let b_rows = b_full.as_ptr().wrapping_add(j0);
+                            kern.run_b_rows(case.kc, a.as_ptr(), b_rows, D as isize, &out, &spec)
+                        }
+                        Mode::ATaps => kern.run_a_taps(case.kc, a_far.as_ptr(), taps.as_ptr(), b.as_ptr(), &out, &spec),
                     }
                 };
             }
@@ -376,7 +397,7 @@ mod tests {
     }
 
     fn run<K: MicroKernel>(kern: K, case: &Case) -> Vec<f32> {
-        compute(kern, case, false)
+        compute(kern, case, Mode::Packed)
     }
 
     fn cases(mr: usize, nr: usize) -> Vec<Case> {
@@ -423,10 +444,10 @@ mod tests {
         }
     }
 
-    /// `run_b_rows` against the same kernel's `run` on packed panels (which
-    /// the battery above holds to the portable kernel's bits).
-    struct RowsBattery;
-    impl WithKernel for RowsBattery {
+    /// A kernel's in-place reads (`mode`) against its own `run` on packed
+    /// panels (which the battery above holds to the portable kernel's bits).
+    struct InPlaceBattery(Mode);
+    impl WithKernel for InPlaceBattery {
         type Output = usize;
         fn run<K: MicroKernel>(self, kern: K) -> usize {
             let mut n = 0;
@@ -440,12 +461,13 @@ mod tests {
                             (Store::Update, 1.0, 1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
                         ] {
                             let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
-                            let (got, want) = (bits(&compute(kern, &case, true)), bits(&run(kern, &case)));
+                            let (got, want) = (bits(&compute(kern, &case, self.0)), bits(&run(kern, &case)));
                             assert!(
                                 got == want,
-                                "{} run_b_rows differs from its run on packed panels at kc={kc} rows={rows} \
+                                "{} {:?} differs from its run on packed panels at kc={kc} rows={rows} \
                                  cols={cols} store={store:?} col_stride={col_stride}, first at index {:?}",
                                 K::NAME,
+                                self.0,
                                 got.iter().zip(&want).position(|(g, w)| g != w),
                             );
                             n += 1;
@@ -457,90 +479,14 @@ mod tests {
         }
     }
 
-    /// `run_a_taps` against the same kernel's `run` on the packed A panel:
-    /// A's columns scattered at irregular offsets in a larger buffer.
-    struct TapsBattery;
-    impl WithKernel for TapsBattery {
-        type Output = usize;
-        fn run<K: MicroKernel>(self, kern: K) -> usize {
-            let mut n = 0;
-            for kc in few(&[0, 1, 3, 7, 33]) {
-                for rows in few(&[1, 2, K::MR - 1, K::MR]) {
-                    for cols in few(&[1, K::NR / 2, K::NR - 1, K::NR]) {
-                        for (col_stride, store, beta, bias, act) in [
-                            (1, Store::Overwrite, 0.0, false, Activation::None),
-                            (1, Store::Update, 0.75, true, Activation::Relu),
-                            (0, Store::Update, 1.0, true, Activation::Clamp { min: -0.5, max: 0.25 }),
-                        ] {
-                            let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
-                            // Column k of A at taps[k] = 11·k + k % 3 of `a_far`.
-                            let taps: Vec<usize> = (0..kc).map(|k| 11 * k + k % 3).collect();
-                            let a_far = values(11 * kc + 16, 5);
-                            let mut a = vec![0.0f32; kc * K::MR];
-                            for k in 0..kc {
-                                a[k * K::MR..k * K::MR + rows].copy_from_slice(&a_far[taps[k]..taps[k] + rows]);
-                            }
-                            let b = values(kc * K::NR, 6);
-                            let (rsc, csc, len) = c_layout(&case);
-                            let bias_v = values(K::MR, 7);
-                            let mut outs = [values(len, 8), values(len, 8)];
-                            for (which, c) in outs.iter_mut().enumerate() {
-                                let out = TileOut {
-                                    // SAFETY: a rows × cols tile at D + 4 fits the guarded buffer.
-                                    c: unsafe { c.as_mut_ptr().add(D + 4) },
-                                    rsc: rsc as isize,
-                                    csc: csc as isize,
-                                    rows,
-                                    cols,
-                                };
-                                let spec = StoreSpec {
-                                    alpha: 1.5,
-                                    beta,
-                                    store,
-                                    bias: if bias { bias_v.as_ptr() } else { std::ptr::null() },
-                                    act,
-                                };
-                                // SAFETY: kc·MR floats at `a`, kc·NR at `b`; every
-                                // taps[k] + rows <= a_far.len().
-                                unsafe {
-                                    if which == 0 {
-                                        kern.run(kc, a.as_ptr(), b.as_ptr(), &out, &spec)
-                                    } else {
-                                        kern.run_a_taps(kc, a_far.as_ptr(), taps.as_ptr(), b.as_ptr(), &out, &spec)
-                                    }
-                                };
-                            }
-                            assert_eq!(
-                                bits(&outs[1]),
-                                bits(&outs[0]),
-                                "{} run_a_taps differs from its packed run at kc={kc} rows={rows} cols={cols}",
-                                K::NAME
-                            );
-                            n += 1;
-                        }
-                    }
+    #[test]
+    fn every_kernel_reading_in_place_matches_its_packed_bits() {
+        for mode in [Mode::BRows, Mode::ATaps] {
+            for isa in Isa::ALL {
+                match dispatch(isa, InPlaceBattery(mode)) {
+                    Ok(n) => assert!(n > 0),
+                    Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
                 }
-            }
-            n
-        }
-    }
-
-    #[test]
-    fn every_kernel_reading_a_by_taps_matches_its_packed_bits() {
-        for isa in Isa::ALL {
-            match dispatch(isa, TapsBattery) {
-                Ok(n) => assert!(n > 0),
-                Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
-            }
-        }
-    }
-
-    #[test]
-    fn every_kernel_reading_b_in_place_matches_its_packed_bits() {
-        for isa in Isa::ALL {
-            match dispatch(isa, RowsBattery) {
-                Ok(n) => assert!(n > 0),
-                Err(_) => eprintln!("skipped {} (not available on this CPU)", isa.name()),
             }
         }
     }
