@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
 use super::params::ConvGeometry;
 use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
-use crate::gemm::loops::{KC, PARALLEL_MIN_FLOPS, Parallelism};
+use crate::gemm::loops::{CMatrix, KC, Parallelism};
 use crate::gemm::pack::{PanelSource, PrepackedSource};
 
 /// Output pixels times output channels per block: 128 KiB of scratch, in
@@ -39,33 +39,27 @@ fn block_rows(g: &ConvGeometry, m: usize, threads: usize) -> usize {
     g.h_out.div_ceil(g.h_out.div_ceil(most).max(1)).max(1)
 }
 
-/// Whether the direct path takes this (image, group): several input channels
-/// per group (one channel per group is the depthwise kernel's), enough output
-/// channels to fill a vector (fewer waste the lanes: the GEMM paths tile them
-/// as rows), and a band of bounded size for every block (checked for one
-/// output row and for the largest block: the band and its bound both grow
-/// linearly with the rows).
+/// Whether the direct path takes weights of `c_in_per_group` input channels,
+/// `m` output channels per group and `k` products per output on kernel `K`:
+/// a kernel that reads A by taps, several input channels per group (one
+/// channel per group is the depthwise kernel's), and enough output channels
+/// to fill a vector (fewer waste the lanes: the GEMM paths tile them as rows).
+pub(crate) fn takes_weights<K: MicroKernel>(c_in_per_group: usize, m: usize, k: usize) -> bool {
+    K::READS_A_TAPS && c_in_per_group >= 2 && m >= 16 && k > 0
+}
+
+/// Whether the direct path takes this (image, group): its weights (see
+/// [`takes_weights`]), and a band of bounded size for every block (checked
+/// for one output row and for the largest block: the band and its bound
+/// both grow linearly with the rows).
 pub(crate) fn applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
-    let m = g.c_out_per_group();
-    let k = g.patch_len();
-    K::READS_A_TAPS
+    let (m, k) = (g.c_out_per_group(), g.patch_len());
+    takes_weights::<K>(g.c_in_per_group(), m, k)
         && g.is_compact()
-        && g.c_in_per_group() >= 2
-        && m >= 16
-        && k > 0
         && g.out_pixels() > 0
         && band_fits(g, 0, KC.min(k), 0, g.w_out)
         && band_fits(g, 0, KC.min(k), 0, block_rows(g, m, 1) * g.w_out)
 }
-
-/// The output of one group, written by blocks of rows from several threads.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: blocks write disjoint pixel ranges of every channel (see
-// `direct_group`), and the slice outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-// SAFETY: as for Send.
-unsafe impl Sync for OutPtr {}
 
 thread_local! {
     /// The pixel-major block of [`direct_group`], reused across calls.
@@ -94,11 +88,7 @@ pub(crate) fn direct_group<K: MicroKernel>(
     assert!(applies::<K>(g), "direct path on a geometry it does not take");
     let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
     assert_eq!(out.len(), m * n);
-    let flops = 2.0 * m as f64 * n as f64 * k as f64;
-    let threads = match par {
-        Parallelism::Rayon if flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
-        _ => 1,
-    };
+    let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
     let mut rows_per_block = block_rows(g, m, threads);
     // Too few row blocks to share out evenly (a small image): blocks as
     // large as on one thread, and the output channels split in one part per
@@ -111,7 +101,7 @@ pub(crate) fn direct_group<K: MicroKernel>(
         1
     };
     let blocks = g.h_out.div_ceil(rows_per_block);
-    let job = Job { kern, g, channels, w_b, bias, act, out: OutPtr(out.as_mut_ptr()) };
+    let job = Job { kern, g, channels, w_b, bias, act, out: CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 } };
     let run = |item: usize| {
         let (part, b) = (item / blocks, item % blocks);
         let oy0 = b * rows_per_block;
@@ -139,8 +129,8 @@ struct Job<'a, K> {
     w_b: &'a PrepackedSource,
     bias: Option<&'a [f32]>,
     act: Activation,
-    /// The group's `m × n` output.
-    out: OutPtr,
+    /// The group's `m × n` output; blocks write disjoint pixels of it.
+    out: CMatrix,
 }
 
 /// The output rows `rows` of [`direct_group`] for the output channels
@@ -217,7 +207,7 @@ unsafe fn direct_block<K: MicroKernel>(
     // The block, channel-major, with the bias and the activation.
     let bias = bias.map(|b| &b[cols.clone()]);
     // SAFETY: channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
-    unsafe { finish_block(&block[..npx * m], m, out.0.add(cols.start * n + p0), n, bias, act) };
+    unsafe { finish_block(&block[..npx * m], m, out.ptr.add(cols.start * n + p0), n, bias, act) };
 }
 
 /// `out[co·n + p] = act(block[p·m + co] + bias[co])` (without a bias,

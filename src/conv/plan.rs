@@ -39,16 +39,14 @@ pub struct Conv2dPlan {
     weight_shape: [usize; 4],
     params: ConvParams,
     options: ConvOptions,
-    /// Whether `run` takes the direct path where the input allows.
-    prefers_direct: bool,
+    /// Per group, the weights in NR panels for the direct path, when the
+    /// plan prefers it (`run` takes it wherever the input allows).
+    weights_nr: Option<Vec<PrepackedSource>>,
     /// Per group, Aᵀ (`K × c_out/groups`) packed in MR panels for every K
     /// chunk (the GEMM paths): packed by `new` unless the plan prefers the
-    /// direct path, else repacked on first need (an input the direct path
-    /// does not take).
+    /// direct path, else repacked from `weights_nr` on first need (an input
+    /// the direct path does not take). One form is kept, not both.
     weights: OnceLock<Vec<PrepackedSource>>,
-    /// The same in NR panels (the direct path): packed by `new` when the plan
-    /// prefers it. One form is kept, not both.
-    weights_nr: OnceLock<Vec<PrepackedSource>>,
     /// The (flipped if asked) weights as given, kept for the direct path
     /// when each group has one input channel.
     direct_weights: Option<Vec<f32>>,
@@ -95,12 +93,10 @@ impl Conv2dPlan {
         // An empty weight (no output channels, or K = 0) packs nothing: every
         // output is then its bias, whatever the number of groups.
         let groups = if weight.is_empty() { 0 } else { params.groups };
-        // What `direct::applies` asks of the weights; the input is checked per run.
-        let prefers_direct = dispatch::reads_a_taps(options.isa)
-            && weight_shape[1] >= 2
-            && m >= 16
+        // The input is checked per run (`direct::applies`).
+        let prefers_direct = dispatch::direct_takes_weights(options.isa, weight_shape[1], m, k)
             && match options.algorithm {
-                Algorithm::Direct => k > 0,
+                Algorithm::Direct => true,
                 Algorithm::Auto => k >= DIRECT_MIN_K,
                 _ => false,
             };
@@ -112,16 +108,15 @@ impl Conv2dPlan {
                 PrepackedSource::new(&a_t, if prefers_direct { nr } else { mr }, k, m, KC)
             })
             .collect();
-        let (weights, weights_nr) = (OnceLock::new(), OnceLock::new());
-        let _ = if prefers_direct { weights_nr.set(packed) } else { weights.set(packed) };
+        let (weights, weights_nr) =
+            if prefers_direct { (OnceLock::new(), Some(packed)) } else { (OnceLock::from(packed), None) };
         let direct_weights = (weight_shape[1] == 1).then(|| weight.to_vec());
         Ok(Conv2dPlan {
             weight_shape,
             params: *params,
             options: *options,
-            prefers_direct,
-            weights,
             weights_nr,
+            weights,
             direct_weights,
             bias: bias.map(<[f32]>::to_vec),
         })
@@ -139,15 +134,22 @@ impl Conv2dPlan {
         let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
         check_len("input", input.len(), geo.input_len())?;
         check_len("output", output.len(), geo.output_len())?;
-        let weights = if self.prefers_direct && dispatch::direct_applies(self.options.isa, &geo) {
-            Weights { packed: &[], packed_nr: self.weights_nr.get().map(Vec::as_slice), direct: None }
-        } else {
-            let mr = || {
-                let (mr, _) = self.options.isa.tile().expect("the plan's ISA was checked when it was built");
-                let nr_form = self.weights_nr.get().expect("one form is packed by `new`");
-                nr_form.iter().map(|w| w.repacked(mr, KC)).collect()
-            };
-            Weights { packed: self.weights.get_or_init(mr), packed_nr: None, direct: self.direct_weights.as_deref() }
+        let weights = match &self.weights_nr {
+            Some(nr_form) if dispatch::direct_applies(self.options.isa, &geo) => {
+                Weights { packed: &[], packed_nr: Some(nr_form), direct: None }
+            }
+            _ => {
+                let mr = || {
+                    let (mr, _) = self.options.isa.tile().expect("the plan's ISA was checked when it was built");
+                    let nr_form = self.weights_nr.as_ref().expect("one form is packed by `new`");
+                    nr_form.iter().map(|w| w.repacked(mr)).collect()
+                };
+                Weights {
+                    packed: self.weights.get_or_init(mr),
+                    packed_nr: None,
+                    direct: self.direct_weights.as_deref(),
+                }
+            }
         };
         execute(&geo, &self.options, input, &weights, self.bias.as_deref(), output);
         Ok(())

@@ -171,16 +171,16 @@ pub(crate) fn depthwise(
     Ok(())
 }
 
-/// Whether the kernel of `isa` reads A by taps in place (the direct path).
-pub(crate) fn reads_a_taps(isa: Isa) -> bool {
-    struct Reads;
-    impl WithKernel for Reads {
+/// Whether the direct path (`conv::direct`) takes weights of this shape on `isa`.
+pub(crate) fn direct_takes_weights(isa: Isa, c_in_per_group: usize, m: usize, k: usize) -> bool {
+    struct Takes(usize, usize, usize);
+    impl WithKernel for Takes {
         type Output = bool;
         fn run<K: MicroKernel>(self, _: K) -> bool {
-            K::READS_A_TAPS
+            crate::conv::direct::takes_weights::<K>(self.0, self.1, self.2)
         }
     }
-    dispatch(isa, Reads).unwrap_or(false)
+    dispatch(isa, Takes(c_in_per_group, m, k)).unwrap_or(false)
 }
 
 /// Whether the direct path (`conv::direct`) takes `geo` on `isa`.

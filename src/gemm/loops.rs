@@ -72,6 +72,18 @@ pub(crate) enum Parallelism {
     Rayon,
 }
 
+impl Parallelism {
+    /// The threads a problem of `flops` runs on: the current rayon pool's
+    /// when forking is allowed and the problem repays it
+    /// ([`PARALLEL_MIN_FLOPS`]), else 1.
+    pub(crate) fn threads(self, flops: f64) -> usize {
+        match self {
+            Parallelism::Rayon if flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
+            _ => 1,
+        }
+    }
+}
+
 /// Below this many flops a fork costs more than it saves (the peers on this
 /// machine all get slower with 2 threads under ~4 MFLOP: PEERS.md).
 pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
@@ -121,13 +133,7 @@ pub(crate) unsafe fn gemm<K: MicroKernel, A: PanelSource, B: PanelSource>(
         return;
     }
     let blk = Blocking::new(cache_sizes(), K::MR, K::NR);
-    let threads = match par {
-        Parallelism::Serial => 1,
-        Parallelism::Rayon if 2.0 * m as f64 * n as f64 * k as f64 >= PARALLEL_MIN_FLOPS => {
-            rayon::current_num_threads()
-        }
-        Parallelism::Rayon => 1,
-    };
+    let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
     let run = |(rows, cols): (Range<usize>, Range<usize>)| {
         with_workspace(|ws| {
             // SAFETY: the caller's guarantees; the tasks' rectangles are disjoint.

@@ -59,9 +59,9 @@ impl PrepackedSource {
     }
 
     /// The same matrix packed with panels of `panel` columns (a kernel that
-    /// reads it as the other operand), cut every `chunk` rows.
-    pub(crate) fn repacked(&self, panel: usize, chunk: usize) -> PrepackedSource {
-        PrepackedSource::new(self, panel, self.k, self.w, chunk)
+    /// reads it as the other operand), cut into the same chunks.
+    pub(crate) fn repacked(&self, panel: usize) -> PrepackedSource {
+        PrepackedSource::new(self, panel, self.k, self.w, self.chunk)
     }
 
     /// Element `(k, j)`, `k < K`, `j < W`.
