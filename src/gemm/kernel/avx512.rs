@@ -111,7 +111,7 @@ unsafe fn in_place<const R: usize, const H: usize>(
 ) {
     for j in (0..out.cols).step_by(16 * H) {
         let cols = (out.cols - j).min(16 * H);
-        let masks = std::array::from_fn(|h| ((1u32 << cols.saturating_sub(16 * h).min(16)) - 1) as __mmask16);
+        let masks = std::array::from_fn(|h| lane_mask(cols, h));
         let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks };
         let out = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
@@ -210,12 +210,11 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
             // SAFETY: `rows` bias values are readable when bias is not null.
             let bias = (!spec.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *spec.bias.add(i) }));
             for (h, &acc_h) in row.iter().enumerate() {
-                let lanes = out.cols.saturating_sub(16 * h).min(16);
-                if lanes == 0 {
+                let mask = lane_mask(out.cols, h);
+                if mask == 0 {
                     break;
                 }
-                let mask = if lanes == 16 { 0xffff } else { ((1u32 << lanes) - 1) as __mmask16 };
-                // Columns 16h .. 16h + lanes of the row, inside the tile; the
+                // Columns 16h .. of the row the mask keeps, inside the tile; the
                 // masked-off lanes are neither read nor written (no fault).
                 let ch = c.wrapping_add(16 * h);
                 let mut v = _mm512_mul_ps(alpha, acc_h);
@@ -233,26 +232,44 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
         }
     } else if out.rsc == 1 {
         // SAFETY: the caller's guarantees for `out` and `spec`, passed on.
-        unsafe { store_columns::<R, H>(&acc, out, spec) }
+        unsafe { store_columns::<H>(&spill(&acc), out, spec) }
     } else {
-        const { assert!(R * 16 * H <= MR * NR) };
-        let mut tile = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            for (h, &acc_h) in row.iter().enumerate() {
-                // SAFETY: `tile` holds MR·NR >= R·16H floats; row i's vector h
-                // starts at i·16H + 16h.
-                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add((i * H + h) * 16), acc_h) };
-            }
-        }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on;
         // the tile's `rows <= R` rows and `cols <= 16·H` columns are all here.
-        unsafe { store_tile_scalar(&tile, 16 * H, out, spec) }
+        unsafe { store_tile_scalar(&spill(&acc).0, 16 * H, out, spec) }
     }
 }
 
+/// A tile's accumulators in memory, row-major, `16·H` floats a row (zeros
+/// in rows past R), for the store paths that do not store rows of vectors.
+#[repr(C, align(64))]
+struct Spilled([f32; MR * NR]);
+
+/// `acc` as a [`Spilled`] tile.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn spill<const R: usize, const H: usize>(acc: &[[__m512; H]; R]) -> Spilled {
+    const { assert!(R * 16 * H <= MR * NR && R <= 8) };
+    let mut tile = Spilled([0.0; MR * NR]);
+    for (i, row) in acc.iter().enumerate() {
+        for (h, &acc_h) in row.iter().enumerate() {
+            // SAFETY: vector h of row i ends at (i·H + h + 1)·16 <= R·16H <= MR·NR.
+            unsafe { _mm512_store_ps(tile.0.as_mut_ptr().add((i * H + h) * 16), acc_h) };
+        }
+    }
+    tile
+}
+
+/// The bits of the lanes of vector `h` that hold the first `cols` columns:
+/// all 16 for a full vector, none past `cols`.
+#[inline(always)]
+fn lane_mask(cols: usize, h: usize) -> __mmask16 {
+    ((1u32 << cols.saturating_sub(16 * h).min(16)) - 1) as __mmask16
+}
+
 /// The store step for a tile whose rows are contiguous in C (`rsc == 1`,
-/// as C column-major, or a convolution's output with pixels as rows): the
-/// tile goes through the stack, and each column of at most 8 rows is
+/// as C column-major, or a convolution's output with pixels as rows): from
+/// the spilled tile (rows of `16·H` floats), each column of at most 8 rows is
 /// gathered into one vector and stored whole, masked to `rows`. The same
 /// operations per element as the other store paths.
 ///
@@ -260,18 +277,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
 /// AVX-512F; as [`MicroKernel::run`] for `out` and `spec`, with `out.rsc == 1`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_columns<const R: usize, const H: usize>(acc: &[[__m512; H]; R], out: &TileOut, spec: &StoreSpec) {
-    /// The tile, row-major, `16·H` floats a row (zeros in rows past R).
-    #[repr(C, align(64))]
-    struct Tile([f32; MR * NR]);
-    const { assert!(R * 16 * H <= MR * NR && R <= 8) };
-    let mut tile = Tile([0.0; MR * NR]);
-    for (i, row) in acc.iter().enumerate() {
-        for (h, &acc_h) in row.iter().enumerate() {
-            // SAFETY: vector h of row i ends at (i·H + h + 1)·16 <= R·16H <= MR·NR.
-            unsafe { _mm512_store_ps(tile.0.as_mut_ptr().add((i * H + h) * 16), acc_h) };
-        }
-    }
+unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &StoreSpec) {
     let rows = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(out.rows as i32), rows);
     let index = _mm256_mullo_epi32(rows, _mm256_set1_epi32(16 * H as i32));
@@ -281,7 +287,7 @@ unsafe fn store_columns<const R: usize, const H: usize>(acc: &[[__m512; H]; R], 
     let bias = (!spec.bias.is_null()).then(|| unsafe { _mm256_maskload_ps(spec.bias, mask) });
     for j in 0..out.cols {
         // SAFETY: element (i, j) of the tile at i·16H + j; the mask loads
-        // only rows i < rows <= R, j < cols <= 16H: inside R·16H <= MR·NR.
+        // only rows i < rows, j < cols <= 16H: inside the spilled R·16H floats.
         let v = unsafe {
             _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), tile.0.as_ptr().add(j), index, _mm256_castsi256_ps(mask))
         };
