@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, values};
+use common::{ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem, values};
 use convgemm::reference::input_tap;
 use convgemm::{
     Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len,
@@ -24,6 +24,15 @@ proptest! {
 
     #[test]
     fn conv2d_with_many_channels_matches_reference_on_every_path(p in conv_problem_wide()) {
+        p.check();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(150)))]
+
+    #[test]
+    fn depthwise_matches_reference_on_every_path(p in depthwise_problem()) {
         p.check();
     }
 }

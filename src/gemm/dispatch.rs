@@ -146,7 +146,7 @@ pub(crate) fn depthwise(
     out: &mut [f32],
     padded: &mut Vec<f32>,
 ) -> Result<(), ConvError> {
-    use crate::conv::depthwise::{Scalar, depthwise_group};
+    use crate::conv::depthwise::{Scalar, depthwise_group, rolling_takes};
     if !isa.is_available() {
         return Err(ConvError::IsaUnavailable { isa: isa.name() });
     }
@@ -154,6 +154,16 @@ pub(crate) fn depthwise(
         // SAFETY: scalar code needs no CPU feature.
         Isa::Portable | Isa::PortableUnfused => unsafe {
             depthwise_group::<Scalar>(geo, plane, weight, bias, act, out, padded)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability (AVX-512F) was checked above.
+        Isa::Avx512 if rolling_takes(geo) => unsafe {
+            crate::conv::depthwise::avx2::rolling_group_avx512(geo, plane, weight, bias, act, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability (AVX2 and FMA) was checked above.
+        Isa::Avx2Fma if rolling_takes(geo) => unsafe {
+            crate::conv::depthwise::avx2::rolling_group_avx2(geo, plane, weight, bias, act, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX2 and FMA; the AVX-512 path requires them too) was checked above.

@@ -167,12 +167,9 @@ impl ConvProblem {
     }
 }
 
-/// Random convolution problems over the ranges of the foundation issue:
-/// n 1..3, channels and groups, h, w 1..24, kernel 1..6, stride 1..4,
-/// each padding side 0..4, dilation 1..3, flip, bias or not.
 /// Random problems: batch, groups, channels per group in and out, input
-/// size, kernel size, padding and dilation each drawn from its range
-/// (strides 1..=4).
+/// size, kernel size, stride, padding and dilation each drawn from its
+/// range, flip, bias or not.
 #[allow(clippy::too_many_arguments)]
 fn problems(
     n: RangeInclusive<usize>,
@@ -181,13 +178,14 @@ fn problems(
     cg_out: RangeInclusive<usize>,
     hw: RangeInclusive<usize>,
     k: RangeInclusive<usize>,
+    stride: RangeInclusive<usize>,
     pad: RangeInclusive<usize>,
     dil: RangeInclusive<usize>,
 ) -> impl Strategy<Value = ConvProblem> {
     (
         (n, groups, cg_in, cg_out),
         (hw.clone(), hw, k.clone(), k),
-        (1usize..=4, 1usize..=4, [pad.clone(), pad.clone(), pad.clone(), pad]),
+        (stride.clone(), stride, [pad.clone(), pad.clone(), pad.clone(), pad]),
         (dil.clone(), dil, any::<bool>(), any::<bool>(), any::<u64>()),
     )
         .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
@@ -196,9 +194,18 @@ fn problems(
         })
 }
 
-/// Problems of every shape, a few channels each.
+/// Problems of every shape, a few channels each, over the ranges of the
+/// foundation issue: n 1..3, channels and groups, h, w 1..24, kernel 1..6,
+/// stride 1..4, each padding side 0..4, dilation 1..3.
 pub fn conv_problem() -> impl Strategy<Value = ConvProblem> {
-    problems(1..=3, 1..=3, 1..=4, 1..=4, 1..=24, 1..=6, 0..=4, 1..=3)
+    problems(1..=3, 1..=3, 1..=4, 1..=4, 1..=24, 1..=6, 1..=4, 0..=4, 1..=3)
+}
+
+/// Depthwise problems (one input channel per group, one or two outputs) of
+/// stride 1 and kernels 3..5 high, on images up to 72 wide: the shapes of the
+/// AVX-512 depthwise rows (1 to 5 vectors of 16 columns, edges masked).
+pub fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
+    problems(1..=2, 1..=5, 1..=1, 1..=2, 1..=72, 3..=5, 1..=1, 0..=4, 1..=2)
 }
 
 /// Problems with 16 to 40 output channels per group and at least two input
@@ -206,5 +213,5 @@ pub fn conv_problem() -> impl Strategy<Value = ConvProblem> {
 /// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
 /// around the 32-lane panel.
 pub fn conv_problem_wide() -> impl Strategy<Value = ConvProblem> {
-    problems(1..=2, 1..=2, 2..=12, 16..=40, 1..=20, 1..=5, 0..=3, 1..=2)
+    problems(1..=2, 1..=2, 2..=12, 16..=40, 1..=20, 1..=5, 1..=4, 0..=3, 1..=2)
 }

@@ -354,7 +354,7 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const TAPS
 /// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn activate(act: Activation, v: __m512) -> __m512 {
+pub(crate) fn activate(act: Activation, v: __m512) -> __m512 {
     match act {
         Activation::None => v,
         Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), v),
