@@ -124,6 +124,31 @@ fn direct_plan_falls_back_on_inputs_it_does_not_take() {
     }
 }
 
+/// Unpadded problems with stride 1 along rows, where the direct path reads
+/// the input in place as its band: several row blocks (60 × 40 × 20
+/// outputs), two K chunks (300 channels of a 1 × 1 kernel on a 7 × 7 image,
+/// whose tiles run across output rows), LeNet's conv2 on a batch, a
+/// dilated 3 × 1 kernel, and stride 2 down the columns (2 × 3 and 2 × 1). Every path and ISA
+/// against the reference.
+#[test]
+fn direct_reads_unpadded_inputs_in_place() {
+    let strided = ConvParams { stride: [2, 1], ..ConvParams::default() };
+    let dilated = ConvParams { dilation: [2, 1], ..ConvParams::default() };
+    for (i, (input, weight, params)) in [
+        ([1, 12, 60, 40], [20, 12, 3, 3], ConvParams::default()),
+        ([1, 300, 7, 7], [40, 300, 1, 1], ConvParams::default()),
+        ([2, 6, 14, 14], [16, 6, 5, 5], ConvParams::default()),
+        ([1, 8, 6, 9], [17, 8, 3, 1], dilated),
+        ([1, 5, 11, 13], [18, 5, 2, 3], strided),
+        ([1, 5, 11, 13], [18, 5, 2, 1], strided),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ConvProblem::new(input, weight, params, i % 2 == 0, 30 + i as u64).check();
+    }
+}
+
 /// Depthwise kernels of more taps than the direct path's small tap table
 /// (32): 6×6 and 7×7, padded and dilated, through every path and ISA.
 #[test]

@@ -158,8 +158,15 @@ unsafe fn direct_block<K: MicroKernel>(
     let tile_c = block.as_mut_ptr();
     for chunk in 0..chunks {
         let (k0, kc) = (chunk * KC, KC.min(k - chunk * KC));
-        let layout = Band::of(g, k0, kc, p0, npx);
-        build_band(g, channels, &layout, 0, &mut band);
+        // The band: the input itself where it can be (no copy), else built.
+        let (layout, band_at) = match Band::in_input(g, k0, kc, p0, npx) {
+            Some((layout, start)) => (layout, channels[start..].as_ptr()),
+            None => {
+                let layout = Band::of(g, k0, kc, p0, npx);
+                build_band(g, channels, &layout, 0, &mut band);
+                (layout, band.as_ptr())
+            }
+        };
         let taps = &mut taps[..kc];
         band_taps(g, k0, &layout, taps);
         let spec = StoreSpec {
@@ -170,29 +177,40 @@ unsafe fn direct_block<K: MicroKernel>(
             act: Activation::None,
         };
         let panels = w_b.packed(nr, k0, kc, 0).expect("weights packed in NR panels");
-        for oy in rows.clone() {
-            let row_at = (oy * g.stride_h - layout.py0) * layout.row_len;
-            for ox0 in (0..g.w_out).step_by(mr) {
-                let px = (oy - rows.start) * g.w_out + ox0;
+        // The block's tiles, each `(pixel, band offset, pixels)`: 8 pixels of
+        // an output row, or, where output rows lie back to back in the band
+        // (stride 1 and a band row as long as an output row: 1 × 1 and
+        // k × 1 kernels without horizontal padding), 8 pixels of the whole
+        // block, so that a 7-wide image does not leave a row of each tile empty.
+        let flat = g.stride_h == 1 && g.stride_w == 1 && layout.row_len == g.w_out;
+        let row_at = |oy: usize| (oy * g.stride_h - layout.py0) * layout.row_len;
+        let (line, lines) = if flat { (npx, 1) } else { (g.w_out, rows.len()) };
+        for l in 0..lines {
+            let (px0, at0) = (l * line, row_at(rows.start + l));
+            for x in (0..line).step_by(mr) {
                 for jr in (0..m).step_by(nr) {
                     let out_tile = TileOut {
-                        // Pixel px, channel cols.start + jr: column jr of the pixel-major block.
-                        c: tile_c.wrapping_add(px * m + jr),
+                        // Pixel px0 + x, channel cols.start + jr: column jr of the pixel-major block.
+                        c: tile_c.wrapping_add((px0 + x) * m + jr),
                         rsc: m as isize,
                         csc: 1,
-                        rows: mr.min(g.w_out - ox0),
+                        rows: mr.min(line - x),
                         cols: nr.min(m - jr),
                     };
-                    // SAFETY: pixel (oy, ox0 + i) reads band float
-                    // row_at + ox0 + i + taps[k], inside the band built for
+                    // SAFETY: the tile's pixel i reads band float
+                    // at0 + x + i + taps[k], inside the band built for
                     // these rows and taps (Band::of covers every window of
-                    // the block); panel jr / NR of the chunk's packed
-                    // weights holds kc × NR floats; the tile lies inside
-                    // the npx × m block.
+                    // the block; with `flat`, pixel p of the block is band
+                    // float row_at(rows.start) + p), or, read in place,
+                    // inside the group's input (no padding: every window
+                    // is, and the band's floats are the input's at the
+                    // same offsets from band_at); panel jr / NR of the
+                    // chunk's packed weights holds kc × NR floats; the tile
+                    // lies inside the npx × m block.
                     unsafe {
                         kern.run_a_taps(
                             kc,
-                            band.as_ptr().add(row_at + ox0),
+                            band_at.add(at0 + x),
                             taps.as_ptr(),
                             panels.as_ptr().add((cols.start + jr) * kc),
                             &out_tile,

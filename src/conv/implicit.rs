@@ -267,6 +267,21 @@ impl Band {
         Band { channels, py0, phase, row_len, channel_len: rows.saturating_mul(row_len) }
     }
 
+    /// The band of [`Band::of`] read in place from the group's input, and
+    /// where in the input it starts: where there is no padding and stride 1
+    /// along rows, a band row is an input row, and the input's channels
+    /// (`h_in·w_in` apart) serve as the band's.
+    pub(super) fn in_input(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Option<(Band, usize)> {
+        let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
+        if !unpadded || g.stride_w != 1 {
+            return None;
+        }
+        let band = Band { channel_len: g.h_in * g.w_in, ..Band::of(g, k0, kc, j0, w) };
+        debug_assert_eq!(band.row_len, g.w_in);
+        let start = band.channels.start * band.channel_len + band.py0 * g.w_in;
+        Some((band, start))
+    }
+
     /// Floats in the band (saturating).
     fn len(&self) -> usize {
         self.channels.len().saturating_mul(self.channel_len)
