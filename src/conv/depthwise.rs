@@ -333,7 +333,8 @@ impl Lanes for Scalar {
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ConvGeometry, Lanes, MaskedLanes, depthwise_group, rolling_group};
+    use super::rolling::{MaskedLanes, rolling_group};
+    use super::{ConvGeometry, Lanes, depthwise_group};
     use crate::gemm::Activation;
 
     /// [`depthwise_group`] with 8-lane AVX2 FMAs.
@@ -519,230 +520,238 @@ pub(crate) mod avx2 {
     }
 }
 
-/// Vector lanes with masked loads and stores, for [`rolling_group`].
-pub(crate) trait MaskedLanes: Copy {
-    /// Lanes per vector.
-    const N: usize;
-    /// Vector registers: the accumulators, the input vectors, a broadcast
-    /// weight and a mask must fit in them.
-    const REGS: usize;
-    type V: Copy;
-    type M: Copy;
-    /// The lanes `lo .. hi` (`lo <= hi <= N`).
-    ///
-    /// # Safety
-    /// The CPU supports the lanes' instructions.
-    unsafe fn mask(lo: usize, hi: usize) -> Self::M;
-    /// # Safety
-    /// The CPU supports the lanes' instructions.
-    unsafe fn splat(x: f32) -> Self::V;
-    /// Lane `j` of `m` is `p[j]`, the others `0.0` and not read.
-    ///
-    /// # Safety
-    /// `p + j` readable for the lanes `j` of `m`; CPU support.
-    unsafe fn load(m: Self::M, p: *const f32) -> Self::V;
-    /// `p[0 .. N]`, unmasked (faster than [`MaskedLanes::load`]).
-    ///
-    /// # Safety
-    /// `p .. p + N` readable; CPU support.
-    unsafe fn load_all(p: *const f32) -> Self::V;
-    /// # Safety
-    /// `p + j` writable for the lanes `j` of `m`; CPU support.
-    unsafe fn store(m: Self::M, p: *mut f32, v: Self::V);
-    /// `a·b + c` rounded once.
-    ///
-    /// # Safety
-    /// The CPU supports the lanes' instructions.
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// # Safety
-    /// The CPU supports the lanes' instructions.
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-    /// [`Activation::apply`] on every lane, bit for bit.
-    ///
-    /// # Safety
-    /// The CPU supports the lanes' instructions.
-    unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
-}
+/// Depthwise rows by rolling accumulators ([`rolling::rolling_group`]), on
+/// lanes with masked loads: x86-64's AVX2 and AVX-512.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod rolling {
+    use super::ConvGeometry;
+    use crate::gemm::Activation;
 
-/// Most vectors of output columns in one block of [`rolling_group`].
-const ROLLING_MAX_C: usize = 4;
-
-/// Whether [`rolling_group`] takes this geometry: stride 1 both ways, a
-/// 3 × 3 or 5 × 5 kernel, no vertical dilation.
-pub(crate) fn rolling_takes(geo: &ConvGeometry) -> bool {
-    geo.stride_h == 1 && geo.stride_w == 1 && geo.dilation_h == 1 && geo.kh == geo.kw && matches!(geo.kh, 3 | 5)
-}
-
-/// The convolution of one (image, group) with one input channel, as
-/// [`depthwise_group`] computes it (the same outputs, bit for bit), for a
-/// geometry [`rolling_takes`] accepts, without a padded copy of the plane:
-/// each input row is loaded once per kernel column and feeds the `k`
-/// output rows it belongs to. The zero padding comes from masked loads
-/// (masked lanes read as `0.0`), so every output still does its `kh·kw`
-/// FMAs in tap order from `+0.0`; bias and activation are applied to each
-/// finished row before it is stored.
-///
-/// # Safety
-/// `L`'s instructions are available.
-#[inline(always)]
-pub(crate) unsafe fn rolling_group<L: MaskedLanes>(
-    geo: &ConvGeometry,
-    plane: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [f32],
-) {
-    assert!(rolling_takes(geo) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry rolling_group takes");
-    let taps = geo.kh * geo.kw;
-    // Vectors per row: `k·C` accumulators, `C` input vectors, a weight and
-    // a mask fit in the registers.
-    let max_c = ((L::REGS - 2) / (geo.kh + 1)).min(ROLLING_MAX_C);
-    for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
-        let block = |x0, cols| Block {
-            geo,
-            plane,
-            kernel: &weight[o * taps..(o + 1) * taps],
-            bias: bias.map(|b| b[o]),
-            act,
-            x0,
-            cols,
-        };
-        let mut x0 = 0;
-        while x0 < geo.w_out {
-            let cols = (geo.w_out - x0).min(L::N * max_c);
-            let b = block(x0, cols);
-            // SAFETY: CPU support is the caller's; the block's columns fit
-            // its `C` vectors.
-            unsafe {
-                match (geo.kh, cols.div_ceil(L::N)) {
-                    (3, 1) => b.rows::<L, 3, 1>(out_plane),
-                    (3, 2) => b.rows::<L, 3, 2>(out_plane),
-                    (3, 3) => b.rows::<L, 3, 3>(out_plane),
-                    (3, _) => b.rows::<L, 3, 4>(out_plane),
-                    (_, 1) => b.rows::<L, 5, 1>(out_plane),
-                    (_, 2) => b.rows::<L, 5, 2>(out_plane),
-                    (_, 3) => b.rows::<L, 5, 3>(out_plane),
-                    (_, _) => b.rows::<L, 5, 4>(out_plane),
-                }
-            }
-            x0 += cols;
-        }
+    /// Vector lanes with masked loads and stores, for [`rolling_group`].
+    pub(crate) trait MaskedLanes: Copy {
+        /// Lanes per vector.
+        const N: usize;
+        /// Vector registers: the accumulators, the input vectors, a broadcast
+        /// weight and a mask must fit in them.
+        const REGS: usize;
+        type V: Copy;
+        type M: Copy;
+        /// The lanes `lo .. hi` (`lo <= hi <= N`).
+        ///
+        /// # Safety
+        /// The CPU supports the lanes' instructions.
+        unsafe fn mask(lo: usize, hi: usize) -> Self::M;
+        /// # Safety
+        /// The CPU supports the lanes' instructions.
+        unsafe fn splat(x: f32) -> Self::V;
+        /// Lane `j` of `m` is `p[j]`, the others `0.0` and not read.
+        ///
+        /// # Safety
+        /// `p + j` readable for the lanes `j` of `m`; CPU support.
+        unsafe fn load(m: Self::M, p: *const f32) -> Self::V;
+        /// `p[0 .. N]`, unmasked (faster than [`MaskedLanes::load`]).
+        ///
+        /// # Safety
+        /// `p .. p + N` readable; CPU support.
+        unsafe fn load_all(p: *const f32) -> Self::V;
+        /// # Safety
+        /// `p + j` writable for the lanes `j` of `m`; CPU support.
+        unsafe fn store(m: Self::M, p: *mut f32, v: Self::V);
+        /// `a·b + c` rounded once.
+        ///
+        /// # Safety
+        /// The CPU supports the lanes' instructions.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// # Safety
+        /// The CPU supports the lanes' instructions.
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        /// [`Activation::apply`] on every lane, bit for bit.
+        ///
+        /// # Safety
+        /// The CPU supports the lanes' instructions.
+        unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
     }
-}
 
-/// Output columns `x0 .. x0 + cols` of one output plane of [`rolling_group`].
-struct Block<'a> {
-    geo: &'a ConvGeometry,
-    plane: &'a [f32],
-    kernel: &'a [f32],
-    bias: Option<f32>,
-    act: Activation,
-    x0: usize,
-    cols: usize,
-}
+    /// Most vectors of output columns in one block of [`rolling_group`].
+    const ROLLING_MAX_C: usize = 4;
 
-impl Block<'_> {
-    /// Every output row of the block, `C` vectors wide, for a `K × K`
-    /// kernel. After input row `i` (of the padded frame), `acc[u]` holds
-    /// output row `i - u`, which has had the taps of kernel rows `0..=u`;
-    /// `acc[K - 1]` is then complete.
+    /// Whether [`rolling_group`] takes this geometry: stride 1 both ways, a
+    /// 3 × 3 or 5 × 5 kernel, no vertical dilation.
+    pub(crate) fn rolling_takes(geo: &ConvGeometry) -> bool {
+        geo.stride_h == 1 && geo.stride_w == 1 && geo.dilation_h == 1 && geo.kh == geo.kw && matches!(geo.kh, 3 | 5)
+    }
+
+    /// The convolution of one (image, group) with one input channel, as
+    /// [`depthwise_group`](super::depthwise_group) computes it (the same outputs, bit for bit), for a
+    /// geometry [`rolling_takes`] accepts, without a padded copy of the plane:
+    /// each input row is loaded once per kernel column and feeds the `k`
+    /// output rows it belongs to. The zero padding comes from masked loads
+    /// (masked lanes read as `0.0`), so every output still does its `kh·kw`
+    /// FMAs in tap order from `+0.0`; bias and activation are applied to each
+    /// finished row before it is stored.
     ///
     /// # Safety
     /// `L`'s instructions are available.
     #[inline(always)]
-    unsafe fn rows<L: MaskedLanes, const K: usize, const C: usize>(&self, out: &mut [f32]) {
-        let (geo, n) = (self.geo, L::N);
-        assert!(K == geo.kh && K == geo.kw && self.cols <= n * C && self.x0 + self.cols <= geo.w_out);
-        assert!(self.plane.len() >= geo.h_in * geo.w_in && self.kernel.len() >= K * K);
-        assert!(out.len() >= geo.out_pixels());
-        // Load (c, v) reads the input columns `start[c] + v·dw ..+ N`; its
-        // mask keeps the lanes inside the row (the rest is the zero padding).
-        // (Plain loops, not closures: a closure would not inherit the
-        // caller's target features, and the mask intrinsics would become calls.)
-        let mut start = [0isize; C];
-        for (c, s) in start.iter_mut().enumerate() {
-            *s = (self.x0 + n * c) as isize - geo.pad_left as isize;
-        }
-        // SAFETY: CPU support is the caller's.
-        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(self.bias.unwrap_or(0.0)), L::mask(0, 0)) };
-        // Each load's mask, and whether it has every lane. A vector whose
-        // loads all have every lane (not at an edge) loads unmasked, which is
-        // faster (AVX-512 res. AVX2 on MobileNetV2's layer: 72 against 76 µs,
-        // 110 against 139 µs).
-        let (mut masks, none) = ([[(empty, false); C]; K], [[(empty, false); C]; K]);
-        let mut stores = [empty; C];
-        for c in 0..C {
-            for (v, row) in masks.iter_mut().enumerate() {
-                let s = start[c] + (v * geo.dilation_w) as isize;
-                let lo = (-s).clamp(0, n as isize) as usize;
-                let hi = (geo.w_in as isize - s).clamp(0, n as isize) as usize;
-                // SAFETY: as above.
-                row[c] = (unsafe { L::mask(lo, hi.max(lo)) }, lo == 0 && hi == n);
-            }
-            // SAFETY: as above.
-            stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
-        }
-        // Whether vector c has a load with lanes outside the row.
-        let mut edge = [false; C];
-        for (c, e) in edge.iter_mut().enumerate() {
-            *e = masks.iter().any(|m| !m[c].1);
-        }
-        let mut shifts = [0isize; K];
-        for (v, s) in shifts.iter_mut().enumerate() {
-            *s = (v * geo.dilation_w) as isize;
-        }
-        let mut wv = [[zero; K]; K];
-        for (u, row) in wv.iter_mut().enumerate() {
-            for (v, w) in row.iter_mut().enumerate() {
-                // SAFETY: CPU support as above.
-                *w = unsafe { L::splat(self.kernel[u * K + v]) };
-            }
-        }
-        let mut acc = [[zero; C]; K];
-        for i in 0..geo.h_out + K - 1 {
-            let iy = i as isize - geo.pad_top as isize;
-            let masks_are_none = !(0..geo.h_in as isize).contains(&iy);
-            let masks = if masks_are_none { &none } else { &masks };
-            // Only read through where inside the plane: outside, every mask is empty.
-            let row = self.plane.as_ptr().wrapping_offset(iy.wrapping_mul(geo.w_in as isize));
-            for c in 0..C {
-                // SAFETY: the masks keep only the lanes inside row `iy` of the
-                // plane (`edge[c]` false: every lane of every shift is); CPU
-                // support as above.
+    pub(crate) unsafe fn rolling_group<L: MaskedLanes>(
+        geo: &ConvGeometry,
+        plane: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        assert!(rolling_takes(geo) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry rolling_group takes");
+        let taps = geo.kh * geo.kw;
+        // Vectors per row: `k·C` accumulators, `C` input vectors, a weight and
+        // a mask fit in the registers.
+        let max_c = ((L::REGS - 2) / (geo.kh + 1)).min(ROLLING_MAX_C);
+        for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
+            let block = |x0, cols| Block {
+                geo,
+                plane,
+                kernel: &weight[o * taps..(o + 1) * taps],
+                bias: bias.map(|b| b[o]),
+                act,
+                x0,
+                cols,
+            };
+            let mut x0 = 0;
+            while x0 < geo.w_out {
+                let cols = (geo.w_out - x0).min(L::N * max_c);
+                let b = block(x0, cols);
+                // SAFETY: CPU support is the caller's; the block's columns fit
+                // its `C` vectors.
                 unsafe {
-                    if edge[c] || masks_are_none {
-                        for v in 0..K {
-                            let x = L::load(masks[v][c].0, row.wrapping_offset(start[c] + shifts[v]));
-                            for u in 0..K {
-                                acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
-                            }
-                        }
-                    } else {
-                        for v in 0..K {
-                            let x = L::load_all(row.wrapping_offset(start[c] + shifts[v]));
-                            for u in 0..K {
-                                acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
-                            }
-                        }
+                    match (geo.kh, cols.div_ceil(L::N)) {
+                        (3, 1) => b.rows::<L, 3, 1>(out_plane),
+                        (3, 2) => b.rows::<L, 3, 2>(out_plane),
+                        (3, 3) => b.rows::<L, 3, 3>(out_plane),
+                        (3, _) => b.rows::<L, 3, 4>(out_plane),
+                        (_, 1) => b.rows::<L, 5, 1>(out_plane),
+                        (_, 2) => b.rows::<L, 5, 2>(out_plane),
+                        (_, 3) => b.rows::<L, 5, 3>(out_plane),
+                        (_, _) => b.rows::<L, 5, 4>(out_plane),
                     }
                 }
+                x0 += cols;
             }
-            if let Some(r) = (i + 1).checked_sub(K).filter(|&r| r < geo.h_out) {
-                let dst = out[r * geo.w_out + self.x0..].as_mut_ptr();
-                for (c, &a) in acc[K - 1].iter().enumerate() {
-                    // SAFETY: the store mask keeps the columns
-                    // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
+        }
+    }
+
+    /// Output columns `x0 .. x0 + cols` of one output plane of [`rolling_group`].
+    struct Block<'a> {
+        geo: &'a ConvGeometry,
+        plane: &'a [f32],
+        kernel: &'a [f32],
+        bias: Option<f32>,
+        act: Activation,
+        x0: usize,
+        cols: usize,
+    }
+
+    impl Block<'_> {
+        /// Every output row of the block, `C` vectors wide, for a `K × K`
+        /// kernel. After input row `i` (of the padded frame), `acc[u]` holds
+        /// output row `i - u`, which has had the taps of kernel rows `0..=u`;
+        /// `acc[K - 1]` is then complete.
+        ///
+        /// # Safety
+        /// `L`'s instructions are available.
+        #[inline(always)]
+        unsafe fn rows<L: MaskedLanes, const K: usize, const C: usize>(&self, out: &mut [f32]) {
+            let (geo, n) = (self.geo, L::N);
+            assert!(K == geo.kh && K == geo.kw && self.cols <= n * C && self.x0 + self.cols <= geo.w_out);
+            assert!(self.plane.len() >= geo.h_in * geo.w_in && self.kernel.len() >= K * K);
+            assert!(out.len() >= geo.out_pixels());
+            // Load (c, v) reads the input columns `start[c] + v·dw ..+ N`; its
+            // mask keeps the lanes inside the row (the rest is the zero padding).
+            // (Plain loops, not closures: a closure would not inherit the
+            // caller's target features, and the mask intrinsics would become calls.)
+            let mut start = [0isize; C];
+            for (c, s) in start.iter_mut().enumerate() {
+                *s = (self.x0 + n * c) as isize - geo.pad_left as isize;
+            }
+            // SAFETY: CPU support is the caller's.
+            let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(self.bias.unwrap_or(0.0)), L::mask(0, 0)) };
+            // Each load's mask, and whether it has every lane. A vector whose
+            // loads all have every lane (not at an edge) loads unmasked, which is
+            // faster (AVX-512 res. AVX2 on MobileNetV2's layer: 72 against 76 µs,
+            // 110 against 139 µs).
+            let (mut masks, none) = ([[(empty, false); C]; K], [[(empty, false); C]; K]);
+            let mut stores = [empty; C];
+            for c in 0..C {
+                for (v, row) in masks.iter_mut().enumerate() {
+                    let s = start[c] + (v * geo.dilation_w) as isize;
+                    let lo = (-s).clamp(0, n as isize) as usize;
+                    let hi = (geo.w_in as isize - s).clamp(0, n as isize) as usize;
+                    // SAFETY: as above.
+                    row[c] = (unsafe { L::mask(lo, hi.max(lo)) }, lo == 0 && hi == n);
+                }
+                // SAFETY: as above.
+                stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
+            }
+            // Whether vector c has a load with lanes outside the row.
+            let mut edge = [false; C];
+            for (c, e) in edge.iter_mut().enumerate() {
+                *e = masks.iter().any(|m| !m[c].1);
+            }
+            let mut shifts = [0isize; K];
+            for (v, s) in shifts.iter_mut().enumerate() {
+                *s = (v * geo.dilation_w) as isize;
+            }
+            let mut wv = [[zero; K]; K];
+            for (u, row) in wv.iter_mut().enumerate() {
+                for (v, w) in row.iter_mut().enumerate() {
+                    // SAFETY: CPU support as above.
+                    *w = unsafe { L::splat(self.kernel[u * K + v]) };
+                }
+            }
+            let mut acc = [[zero; C]; K];
+            for i in 0..geo.h_out + K - 1 {
+                let iy = i as isize - geo.pad_top as isize;
+                let masks_are_none = !(0..geo.h_in as isize).contains(&iy);
+                let masks = if masks_are_none { &none } else { &masks };
+                // Only read through where inside the plane: outside, every mask is empty.
+                let row = self.plane.as_ptr().wrapping_offset(iy.wrapping_mul(geo.w_in as isize));
+                for c in 0..C {
+                    // SAFETY: the masks keep only the lanes inside row `iy` of the
+                    // plane (`edge[c]` false: every lane of every shift is); CPU
+                    // support as above.
                     unsafe {
-                        let a = if self.bias.is_some() { L::add(a, bias) } else { a };
-                        L::store(stores[c], dst.add(n * c), L::activate(self.act, a));
+                        if edge[c] || masks_are_none {
+                            for v in 0..K {
+                                let x = L::load(masks[v][c].0, row.wrapping_offset(start[c] + shifts[v]));
+                                for u in 0..K {
+                                    acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
+                                }
+                            }
+                        } else {
+                            for v in 0..K {
+                                let x = L::load_all(row.wrapping_offset(start[c] + shifts[v]));
+                                for u in 0..K {
+                                    acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
+                                }
+                            }
+                        }
                     }
                 }
+                if let Some(r) = (i + 1).checked_sub(K).filter(|&r| r < geo.h_out) {
+                    let dst = out[r * geo.w_out + self.x0..].as_mut_ptr();
+                    for (c, &a) in acc[K - 1].iter().enumerate() {
+                        // SAFETY: the store mask keeps the columns
+                        // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
+                        unsafe {
+                            let a = if self.bias.is_some() { L::add(a, bias) } else { a };
+                            L::store(stores[c], dst.add(n * c), L::activate(self.act, a));
+                        }
+                    }
+                }
+                for u in (1..K).rev() {
+                    acc[u] = acc[u - 1];
+                }
+                acc[0] = [zero; C];
             }
-            for u in (1..K).rev() {
-                acc[u] = acc[u - 1];
-            }
-            acc[0] = [zero; C];
         }
     }
 }

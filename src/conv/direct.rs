@@ -3,8 +3,10 @@
 //!
 //! The image is never packed. Its values are broadcast by the kernel from
 //! the zero-padded band of `implicit.rs`, where they lie: for one kernel tap,
-//! a tile's 8 pixels of an output row read 8 consecutive band floats
-//! ([`MicroKernel::run_a_taps`]). The weights are the vector operand, packed
+//! a tile's 8 pixels of an output row read 8 band floats `stride_w` apart
+//! ([`MicroKernel::run_a_taps`] with that step; for a stride the kernel
+//! does not take as a step, the band rows are split into phases and the
+//! floats are consecutive). Without padding the band is the input itself. The weights are the vector operand, packed
 //! once per plan in `NR`-wide panels. Where the implicit path copies every
 //! im2col element into a panel once per use (a cost that `c_out` FMAs per
 //! element repay only partly for 64 output channels), this path copies only
@@ -45,7 +47,7 @@ fn block_rows(g: &ConvGeometry, m: usize, threads: usize) -> usize {
 /// channel per group is the depthwise kernel's), and enough output channels
 /// to fill a vector (fewer waste the lanes: the GEMM paths tile them as rows).
 pub(crate) fn takes_weights<K: MicroKernel>(c_in_per_group: usize, m: usize, k: usize) -> bool {
-    K::READS_A_TAPS && c_in_per_group >= 2 && m >= 16 && k > 0
+    K::reads_a_taps(1) && c_in_per_group >= 2 && m >= 16 && k > 0
 }
 
 /// Whether the direct path takes this (image, group): its weights (see
@@ -156,13 +158,18 @@ unsafe fn direct_block<K: MicroKernel>(
     let (p0, npx) = (rows.start * g.w_out, rows.len() * g.w_out);
     block.resize(npx * m, 0.0);
     let tile_c = block.as_mut_ptr();
+    // A tile's pixels lie `step` floats apart in the band: the kernel reads
+    // them along an unsplit row where it can take the stride as its step,
+    // else from the row split into `stride_w` phases, one float apart.
+    let step = if K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
+    let phases = g.stride_w / step;
     for chunk in 0..chunks {
         let (k0, kc) = (chunk * KC, KC.min(k - chunk * KC));
         // The band: the input itself where it can be (no copy), else built.
-        let (layout, band_at) = match Band::in_input(g, k0, kc, p0, npx) {
+        let (layout, band_at) = match Band::in_input(g, k0, kc, p0, npx, phases) {
             Some((layout, start)) => (layout, channels[start..].as_ptr()),
             None => {
-                let layout = Band::of(g, k0, kc, p0, npx);
+                let layout = Band::with_phases(g, k0, kc, p0, npx, phases);
                 build_band(g, channels, &layout, 0, &mut band);
                 (layout, band.as_ptr())
             }
@@ -198,7 +205,7 @@ unsafe fn direct_block<K: MicroKernel>(
                         cols: nr.min(m - jr),
                     };
                     // SAFETY: the tile's pixel i reads band float
-                    // at0 + x + i + taps[k], inside the band built for
+                    // at0 + (x + i)·step + taps[k], inside the band built for
                     // these rows and taps (Band::of covers every window of
                     // the block; with `flat`, pixel p of the block is band
                     // float row_at(rows.start) + p), or, read in place,
@@ -210,7 +217,8 @@ unsafe fn direct_block<K: MicroKernel>(
                     unsafe {
                         kern.run_a_taps(
                             kc,
-                            band_at.add(at0 + x),
+                            band_at.add(at0 + x * step),
+                            step,
                             taps.as_ptr(),
                             panels.as_ptr().add((cols.start + jr) * kc),
                             &out_tile,

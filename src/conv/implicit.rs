@@ -240,14 +240,17 @@ with_widest_vectors!(pack_rows_fast, pack_rows, ImageSource<'_>);
 /// The band of one block of the im2col matrix (taps `k0 .. k0 + kc`,
 /// pixels `j0 .. j0 + w`): the padded rows `py0 .. py0 + rows` (padded row
 /// `py` is input row `py - pad_top`) of the channels the taps read, each
-/// row split into its `stride_w` phases (padded column `q + i·stride_w` at
-/// `q·phase + i`).
+/// row split into `phases` phases (padded column `q + i·phases` at
+/// `q·phase + i`): `stride_w` phases put the columns of consecutive output
+/// pixels next to each other, 1 keeps the row as it is.
 pub(super) struct Band {
     channels: std::ops::Range<usize>,
     pub(super) py0: usize,
-    /// Floats per phase of a row: `ceil(padded width / stride_w)`.
+    /// Phases per row: `stride_w` or 1.
+    phases: usize,
+    /// Floats per phase of a row: `ceil(padded width / phases)`.
     phase: usize,
-    /// Floats per band row: `stride_w` phases.
+    /// Floats per band row: `phases` phases.
     pub(super) row_len: usize,
     /// Floats per channel: `rows · row_len` (saturating: [`band_fits`] asks
     /// about geometries whose band could not exist).
@@ -255,28 +258,42 @@ pub(super) struct Band {
 }
 
 impl Band {
+    /// The band split into `stride_w` phases, as the packer reads it.
     pub(super) fn of(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
+        Band::with_phases(g, k0, kc, j0, w, g.stride_w)
+    }
+
+    /// The band split into `phases` phases (`stride_w` or 1).
+    pub(super) fn with_phases(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize, phases: usize) -> Band {
+        debug_assert!(phases == 1 || phases == g.stride_w);
         let taps_per_channel = g.kh * g.kw;
         let channels = k0 / taps_per_channel..(k0 + kc - 1) / taps_per_channel + 1;
         let (oy_lo, oy_hi) = (j0 / g.w_out, (j0 + w - 1) / g.w_out + 1);
         let py0 = oy_lo * g.stride_h;
         let last_row = ((oy_hi - 1) * g.stride_h).saturating_add((g.kh - 1).saturating_mul(g.dilation_h));
         let rows = last_row.saturating_add(1) - py0;
-        let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(g.stride_w);
-        let row_len = phase * g.stride_w;
-        Band { channels, py0, phase, row_len, channel_len: rows.saturating_mul(row_len) }
+        let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(phases);
+        let row_len = phase * phases;
+        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len) }
     }
 
-    /// The band of [`Band::of`] read in place from the group's input, and
-    /// where in the input it starts: where there is no padding and stride 1
-    /// along rows, a band row is an input row, and the input's channels
+    /// The band of [`Band::with_phases`] read in place from the group's
+    /// input, and where in the input it starts: where there is no padding
+    /// and one phase, a band row is an input row, and the input's channels
     /// (`h_in·w_in` apart) serve as the band's.
-    pub(super) fn in_input(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Option<(Band, usize)> {
+    pub(super) fn in_input(
+        g: &ConvGeometry,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        w: usize,
+        phases: usize,
+    ) -> Option<(Band, usize)> {
         let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
-        if !unpadded || g.stride_w != 1 {
+        if !unpadded || phases != 1 {
             return None;
         }
-        let band = Band { channel_len: g.h_in * g.w_in, ..Band::of(g, k0, kc, j0, w) };
+        let band = Band { channel_len: g.h_in * g.w_in, ..Band::with_phases(g, k0, kc, j0, w, 1) };
         debug_assert_eq!(band.row_len, g.w_in);
         let start = band.channels.start * band.channel_len + band.py0 * g.w_in;
         Some((band, start))
@@ -300,7 +317,7 @@ pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usiz
             match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
                 Some(iy) => {
                     let at = (c * g.h_in + iy) * g.w_in;
-                    fill_band_row(row, &x[at..at + g.w_in], g.pad_left, g.stride_w, layout.phase);
+                    fill_band_row(row, &x[at..at + g.w_in], g.pad_left, layout.phases, layout.phase);
                 }
                 None => row.fill(0.0),
             }
@@ -316,7 +333,7 @@ pub(super) fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [us
     let (mut c, r) = (k0 / taps_per_channel, k0 % taps_per_channel);
     let (mut u, mut v) = (r / g.kw, r % g.kw);
     for tap in taps.iter_mut() {
-        let (vq, vi) = (v * g.dilation_w % g.stride_w, v * g.dilation_w / g.stride_w);
+        let (vq, vi) = (v * g.dilation_w % band.phases, v * g.dilation_w / band.phases);
         *tap = (c - band.channels.start) * band.channel_len + u * g.dilation_h * band.row_len + vq * band.phase + vi;
         v += 1;
         if v == g.kw {

@@ -146,7 +146,7 @@ pub(crate) fn depthwise(
     out: &mut [f32],
     padded: &mut Vec<f32>,
 ) -> Result<(), ConvError> {
-    use crate::conv::depthwise::{Scalar, depthwise_group, rolling_takes};
+    use crate::conv::depthwise::{Scalar, depthwise_group};
     if !isa.is_available() {
         return Err(ConvError::IsaUnavailable { isa: isa.name() });
     }
@@ -157,12 +157,12 @@ pub(crate) fn depthwise(
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX-512F) was checked above.
-        Isa::Avx512 if rolling_takes(geo) => unsafe {
+        Isa::Avx512 if crate::conv::depthwise::rolling::rolling_takes(geo) => unsafe {
             crate::conv::depthwise::avx2::rolling_group_avx512(geo, plane, weight, bias, act, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX2 and FMA) was checked above.
-        Isa::Avx2Fma if rolling_takes(geo) => unsafe {
+        Isa::Avx2Fma if crate::conv::depthwise::rolling::rolling_takes(geo) => unsafe {
             crate::conv::depthwise::avx2::rolling_group_avx2(geo, plane, weight, bias, act, out)
         },
         #[cfg(target_arch = "x86_64")]

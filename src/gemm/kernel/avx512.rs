@@ -52,25 +52,37 @@ impl MicroKernel for Avx512_8x32 {
     const NAME: &'static str = "avx512_8x32";
     const READS_B_ROWS: bool = true;
     const B_ROWS_NR: usize = B_ROWS_NR;
-    const READS_A_TAPS: bool = true;
+
+    fn reads_a_taps(step: usize) -> bool {
+        matches!(step, 1 | 2 | 4)
+    }
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
-        unsafe { with_tile_shape::<false>(kc, ACols { ptr: a, taps: std::ptr::null() }, b, out, spec) }
+        unsafe { with_tile_shape::<0>(kc, ACols { ptr: a, taps: std::ptr::null() }, b, out, spec) }
     }
 
     unsafe fn run_a_taps(
         self,
         kc: usize,
         a: *const f32,
+        step: usize,
         taps: *const usize,
         b: *const f32,
         out: &TileOut,
         spec: &StoreSpec,
     ) {
+        let a_cols = ACols { ptr: a, taps };
         // SAFETY: as in `run`, with A's columns where the caller says.
-        unsafe { with_tile_shape::<true>(kc, ACols { ptr: a, taps }, b, out, spec) }
+        unsafe {
+            match step {
+                1 => with_tile_shape::<1>(kc, a_cols, b, out, spec),
+                2 => with_tile_shape::<2>(kc, a_cols, b, out, spec),
+                4 => with_tile_shape::<4>(kc, a_cols, b, out, spec),
+                _ => super::gather_a_taps(self, kc, a, step, taps, b, out, spec),
+            }
+        }
     }
 
     unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
@@ -119,9 +131,9 @@ unsafe fn in_place<const R: usize, const H: usize>(
         unsafe {
             let a = ACols { ptr: a, taps: std::ptr::null() };
             if cols == 16 * H {
-                kernel_8x32::<R, H, false, false>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, false, 0>(kc, a, b, &out, spec)
             } else {
-                kernel_8x32::<R, H, true, false>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, true, 0>(kc, a, b, &out, spec)
             }
         }
     }
@@ -138,9 +150,10 @@ struct BRows<const H: usize> {
     masks: [__mmask16; H],
 }
 
-/// Where the kernel reads A: with `TAPS`, column `k` of the tile at
-/// `ptr + taps[k]` (its rows consecutive: `run_a_taps`), else a packed
-/// panel at `ptr` (`taps` unused).
+/// Where the kernel reads A: with a pixel step `A_STEP > 0`, column `k` of
+/// the tile at `ptr + taps[k]`, its rows `A_STEP` floats apart
+/// (`run_a_taps`); with `A_STEP == 0`, a packed panel at `ptr` (`taps`
+/// unused).
 #[derive(Clone, Copy)]
 struct ACols {
     ptr: *const f32,
@@ -153,23 +166,23 @@ struct ACols {
 ///
 /// # Safety
 /// AVX-512F; the pointer guarantees of [`MicroKernel::run`] (of
-/// [`MicroKernel::run_a_taps`] with `TAPS`).
+/// [`MicroKernel::run_a_taps`] with a step `A_STEP > 0`).
 #[inline(always)]
-unsafe fn with_tile_shape<const TAPS: bool>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
     macro_rules! rows {
         ($h:literal) => {{
             let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h] };
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
-                    1 => kernel_8x32::<1, $h, false, TAPS>(kc, a, b, out, spec),
-                    2 => kernel_8x32::<2, $h, false, TAPS>(kc, a, b, out, spec),
-                    3 => kernel_8x32::<3, $h, false, TAPS>(kc, a, b, out, spec),
-                    4 => kernel_8x32::<4, $h, false, TAPS>(kc, a, b, out, spec),
-                    5 => kernel_8x32::<5, $h, false, TAPS>(kc, a, b, out, spec),
-                    6 => kernel_8x32::<6, $h, false, TAPS>(kc, a, b, out, spec),
-                    7 => kernel_8x32::<7, $h, false, TAPS>(kc, a, b, out, spec),
-                    _ => kernel_8x32::<8, $h, false, TAPS>(kc, a, b, out, spec),
+                    1 => kernel_8x32::<1, $h, false, A_STEP>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, false, A_STEP>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, false, A_STEP>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, false, A_STEP>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, false, A_STEP>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, false, A_STEP>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, false, A_STEP>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, false, A_STEP>(kc, a, b, out, spec),
                 }
             }
         }};
@@ -183,7 +196,7 @@ unsafe fn with_tile_shape<const TAPS: bool>(kc: usize, a: ACols, b: *const f32, 
 /// missing rows. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const TAPS: bool>(
+unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -199,7 +212,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
         }
     }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED, TAPS>(kc, a, b) };
+    let acc = unsafe { product::<R, H, MASKED, A_STEP>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
@@ -313,11 +326,11 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 /// store code, LLVM kept a copy of every one on the stack).
 ///
 /// # Safety
-/// AVX-512F; A's `kc` columns readable as `a` says (with `TAPS`), else
+/// AVX-512F; A's `kc` columns readable as `a` says (with `A_STEP > 0`), else
 /// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const TAPS: bool>(
+unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -336,9 +349,9 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const TAPS
                     _mm512_loadu_ps(bk.add(16 * h))
                 }
             });
-            let ak = if TAPS { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
+            let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ak.add(i));
+                let ai = _mm512_set1_ps(*ak.add(i * A_STEP.max(1)));
                 for h in 0..H {
                     row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
                 }

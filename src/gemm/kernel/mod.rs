@@ -154,39 +154,38 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// tile has a row or two.
     const B_ROWS_NR: usize = Self::NR;
 
-    /// Whether [`MicroKernel::run_a_taps`] reads A where it lies (the
-    /// default method gathers).
-    const READS_A_TAPS: bool = false;
+    /// Whether [`MicroKernel::run_a_taps`] reads A where it lies for a
+    /// pixel step of `step` floats (else it gathers, as the default does).
+    fn reads_a_taps(step: usize) -> bool {
+        let _ = step;
+        false
+    }
 
     /// [`MicroKernel::run`] with A read in place, each of its `kc` columns
-    /// a run of consecutive floats: element `(i, k)` at `a + taps[k] + i`,
-    /// for `i < out.rows` and `k < kc` only. A convolution reads its image
-    /// this way (rows: output pixels, columns: kernel taps). Same arithmetic,
-    /// so the same bits as `run` on the packed panel.
+    /// a run of floats `step` apart: element `(i, k)` at
+    /// `a + taps[k] + i·step`, for `i < out.rows` and `k < kc` only. A
+    /// convolution reads its image this way (rows: output pixels `step`
+    /// apart along an image row, columns: kernel taps). Same arithmetic, so
+    /// the same bits as `run` on the packed panel.
     ///
     /// The default gathers the tile into a panel on the stack and calls `run`.
     ///
     /// # Safety
     /// As [`MicroKernel::run`] for `b`, `out` and `spec`; `kc <= KC`; `kc`
     /// offsets at `taps`; those `out.rows × kc` elements of A readable.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_a_taps(
         self,
         kc: usize,
         a: *const f32,
+        step: usize,
         taps: *const usize,
         b: *const f32,
         out: &TileOut,
         spec: &StoreSpec,
     ) {
-        let mut panel = StackPanel::new();
-        let panel = panel.get(kc, Self::MR);
-        for (k, col) in panel.chunks_exact_mut(Self::MR).take(kc).enumerate() {
-            // SAFETY: the caller guarantees kc offsets and out.rows readable floats at each.
-            let src = unsafe { std::slice::from_raw_parts(a.add(*taps.add(k)), out.rows) };
-            col[..out.rows].copy_from_slice(src);
-        }
-        // SAFETY: the panel holds kc·MR floats, zeros past `rows`; the rest is the caller's.
-        unsafe { self.run(kc, panel.as_ptr(), b, out, spec) }
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { gather_a_taps(self, kc, a, step, taps, b, out, spec) }
     }
 
     /// [`MicroKernel::run`] with B read in place from rows of unit column
@@ -210,6 +209,35 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         // SAFETY: the panel holds kc·NR floats, zeros past `cols`; the rest is the caller's.
         unsafe { self.run(kc, a, panel.as_ptr(), out, spec) }
     }
+}
+
+/// [`MicroKernel::run_a_taps`] by gathering the tile's A into a panel on the
+/// stack and calling `run`: the default, and a kernel's path for the steps
+/// it does not read in place.
+///
+/// # Safety
+/// As [`MicroKernel::run_a_taps`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gather_a_taps<K: MicroKernel>(
+    kern: K,
+    kc: usize,
+    a: *const f32,
+    step: usize,
+    taps: *const usize,
+    b: *const f32,
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
+    let mut panel = StackPanel::new();
+    let panel = panel.get(kc, K::MR);
+    for (k, col) in panel.chunks_exact_mut(K::MR).take(kc).enumerate() {
+        for (i, v) in col[..out.rows].iter_mut().enumerate() {
+            // SAFETY: the caller guarantees kc offsets and out.rows readable floats `step` apart at each.
+            *v = unsafe { *a.add(*taps.add(k) + i * step) };
+        }
+    }
+    // SAFETY: the panel holds kc·MR floats, zeros past `rows`; the rest is the caller's.
+    unsafe { kern.run(kc, panel.as_ptr(), b, out, spec) }
 }
 
 /// `step(k)` for `k = 0, 1, …, kc − 1` in order, unrolled by 4: the k loop
@@ -326,13 +354,15 @@ mod tests {
         Packed,
         /// `run_b_rows`: B's rows in place (row stride `D`), tiles `B_ROWS_NR` wide.
         BRows,
-        /// `run_a_taps`: A's column k at `taps[k] = 11·k + k % 3` of a larger buffer.
-        ATaps,
+        /// `run_a_taps` with this pixel step: A's column k at `tap(k)` of
+        /// a larger buffer, its rows `step` floats apart.
+        ATaps(usize),
     }
 
-    /// Column k of A in `Mode::ATaps`: irregular offsets, MR floats each.
-    fn tap(k: usize) -> usize {
-        11 * k + k % 3
+    /// Column k of A in `Mode::ATaps(step)`: irregular offsets, room for
+    /// `mr` rows `step` apart between them.
+    fn tap(k: usize, mr: usize, step: usize) -> usize {
+        (mr * step + 3) * k + k % 3
     }
 
     /// Computes the `rows × cols` tile of `case` with `K`, in as many
@@ -346,17 +376,18 @@ mod tests {
         let bias = values(D, 3);
         let (rsc, csc, len) = c_layout(case);
         let mut c = values(len, 4);
-        let taps: Vec<usize> = (0..case.kc).map(tap).collect();
+        let step = if let Mode::ATaps(step) = mode { step } else { 1 };
+        let taps: Vec<usize> = (0..case.kc).map(|k| tap(k, mr, step)).collect();
         for i0 in (0..case.rows).step_by(mr) {
             for j0 in (0..case.cols).step_by(nr) {
                 let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
                 let mut a = vec![0.0f32; case.kc * mr];
-                let mut a_far = values(tap(case.kc) + mr, 5);
+                let mut a_far = values(tap(case.kc, mr, step), 5);
                 let mut b = vec![0.0f32; case.kc * nr];
                 for k in 0..case.kc {
                     for i in 0..rows {
                         a[k * mr + i] = a_full[k * D + i0 + i];
-                        a_far[taps[k] + i] = a_full[k * D + i0 + i];
+                        a_far[taps[k] + i * step] = a_full[k * D + i0 + i];
                     }
                     for j in 0..cols {
                         b[k * nr + j] = b_full[k * D + j0 + j];
@@ -380,7 +411,7 @@ mod tests {
                 };
                 // SAFETY: panels hold kc·MR and kc·NR floats; kc rows of D
                 // floats at b_full, columns j0 .. j0 + cols <= D; MR floats
-                // at every a_far + taps[k]; the tile lies in `c`.
+                // `step` apart at every a_far + taps[k]; the tile lies in `c`.
                 unsafe {
                     match mode {
                         Mode::Packed => kern.run(case.kc, a.as_ptr(), b.as_ptr(), &out, &spec),
@@ -388,7 +419,9 @@ mod tests {
                             let b_rows = b_full.as_ptr().wrapping_add(j0);
                             kern.run_b_rows(case.kc, a.as_ptr(), b_rows, D as isize, &out, &spec)
                         }
-                        Mode::ATaps => kern.run_a_taps(case.kc, a_far.as_ptr(), taps.as_ptr(), b.as_ptr(), &out, &spec),
+                        Mode::ATaps(step) => {
+                            kern.run_a_taps(case.kc, a_far.as_ptr(), step, taps.as_ptr(), b.as_ptr(), &out, &spec)
+                        }
                     }
                 };
             }
@@ -481,7 +514,8 @@ mod tests {
 
     #[test]
     fn every_kernel_reading_in_place_matches_its_packed_bits() {
-        for mode in [Mode::BRows, Mode::ATaps] {
+        // Steps 1, 2 and 4 are read in place by the AVX-512 kernel, 3 is gathered.
+        for mode in [Mode::BRows, Mode::ATaps(1), Mode::ATaps(2), Mode::ATaps(3), Mode::ATaps(4)] {
             for isa in Isa::ALL {
                 match dispatch(isa, InPlaceBattery(mode)) {
                     Ok(n) => assert!(n > 0),
