@@ -31,14 +31,23 @@ use crate::gemm::pack::{PanelSource, PrepackedSource};
 /// L2 with the block's band and the weights of a K chunk.
 const BLOCK_FLOATS: usize = 32 << 10;
 
-/// Output rows per block for `m` output channels and `threads` threads:
-/// whole rows, at least one, at least 4 blocks per thread when there are
-/// threads to share them, and blocks of nearly equal size.
-fn block_rows(g: &ConvGeometry, m: usize, threads: usize) -> usize {
-    let fits = (BLOCK_FLOATS / (g.w_out * m).max(1)).clamp(1, g.h_out.max(1));
-    let most = if threads > 1 { fits.min(g.h_out.div_ceil(4 * threads)).max(1) } else { fits };
-    // As even as whole rows allow: 13 rows of at most 6 go 5, 5, 3, not 6, 6, 1.
-    g.h_out.div_ceil(g.h_out.div_ceil(most).max(1)).max(1)
+/// How many blocks of output rows the direct path makes for `m` output
+/// channels and `threads` threads: blocks of at most [`BLOCK_FLOATS`], at
+/// least 4 per thread when there are threads to share them, as many as a
+/// multiple of the threads (so each thread gets the same number), and no
+/// more than there are rows. Block `b` of `blocks` holds the rows of
+/// [`block_range`], whose sizes differ by at most one.
+fn row_blocks(g: &ConvGeometry, m: usize, threads: usize) -> usize {
+    let h = g.h_out.max(1);
+    let fits = (BLOCK_FLOATS / (g.w_out * m).max(1)).clamp(1, h);
+    let blocks = h.div_ceil(fits);
+    if threads > 1 { blocks.max(4 * threads).next_multiple_of(threads).min(h) } else { blocks }
+}
+
+/// The output rows of block `b` of `blocks`: 55 rows in 10 blocks go 5, 6,
+/// 5, 6, … (two threads get 27 and 28 rows), not 6, 6, …, 6, 1.
+fn block_range(g: &ConvGeometry, b: usize, blocks: usize) -> std::ops::Range<usize> {
+    b * g.h_out / blocks..(b + 1) * g.h_out / blocks
 }
 
 /// Whether the direct path takes weights of `c_in_per_group` input channels,
@@ -60,7 +69,7 @@ pub(crate) fn applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
         && g.is_compact()
         && g.out_pixels() > 0
         && band_fits(g, 0, KC.min(k), 0, g.w_out)
-        && band_fits(g, 0, KC.min(k), 0, block_rows(g, m, 1) * g.w_out)
+        && band_fits(g, 0, KC.min(k), 0, g.h_out.div_ceil(row_blocks(g, m, 1)) * g.w_out)
 }
 
 thread_local! {
@@ -91,23 +100,21 @@ pub(crate) fn direct_group<K: MicroKernel>(
     let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
     assert_eq!(out.len(), m * n);
     let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
-    let mut rows_per_block = block_rows(g, m, threads);
+    let mut blocks = row_blocks(g, m, threads);
     // Too few row blocks to share out evenly (a small image): blocks as
     // large as on one thread, and the output channels split in one part per
     // thread (whole panels), each part taking every block.
     let panels = m.div_ceil(K::NR);
-    let parts = if threads > 1 && g.h_out.div_ceil(rows_per_block) < 4 * threads {
-        rows_per_block = block_rows(g, m, 1);
+    let parts = if threads > 1 && blocks < 4 * threads {
+        blocks = row_blocks(g, m, 1);
         panels.min(threads)
     } else {
         1
     };
-    let blocks = g.h_out.div_ceil(rows_per_block);
     let job = Job { kern, g, channels, w_b, bias, act, out: CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 } };
     let run = |item: usize| {
         let (part, b) = (item / blocks, item % blocks);
-        let oy0 = b * rows_per_block;
-        let rows = oy0..(oy0 + rows_per_block).min(g.h_out);
+        let rows = block_range(g, b, blocks);
         let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
         let mut block = BLOCK.with(Cell::take);
         // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
