@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
 use super::params::ConvGeometry;
 use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
+use crate::gemm::blocking::cache_sizes;
 use crate::gemm::loops::{CMatrix, KC, Parallelism};
 use crate::gemm::pack::{PanelSource, PrepackedSource};
 
@@ -100,13 +101,22 @@ pub(crate) fn direct_group<K: MicroKernel>(
     let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
     assert_eq!(out.len(), m * n);
     let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
+    // Threads share the work by row blocks, each block reading all the
+    // weights, or, for a small image (too few row blocks to share out
+    // evenly) or weights beyond L2 that more blocks would read again from
+    // L3 than a second band build costs, by output channels (one part of
+    // whole panels per thread, each part taking every block of one thread's
+    // blocking, and building its own bands). AlexNet conv3 on 2 threads
+    // (3.5 MiB of weights, 13 rows: 8 blocks against 3): 763 -> 674 µs;
+    // ResNet res3_s2 (590 KiB, in L2) stays by rows (533 against 553 µs).
     let mut blocks = row_blocks(g, m, threads);
-    // Too few row blocks to share out evenly (a small image): blocks as
-    // large as on one thread, and the output channels split in one part per
-    // thread (whole panels), each part taking every block.
     let panels = m.div_ceil(K::NR);
-    let parts = if threads > 1 && blocks < 4 * threads {
-        blocks = row_blocks(g, m, 1);
+    let (one_thread_blocks, weight_bytes) = (row_blocks(g, m, 1), 4 * k * m);
+    let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
+    let second_band = 4 * g.c_in_per_group() * g.h_in * g.w_in;
+    let by_channels = blocks < 4 * threads || (weight_bytes > cache_sizes().l2 && rereads > second_band);
+    let parts = if threads > 1 && by_channels {
+        blocks = one_thread_blocks;
         panels.min(threads)
     } else {
         1

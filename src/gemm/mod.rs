@@ -2,7 +2,7 @@
 //! crate-internal entry the convolution code calls with its own operand
 //! sources. Knows nothing of images or convolution.
 
-mod blocking;
+pub(crate) mod blocking;
 pub(crate) mod dispatch;
 pub(crate) mod kernel;
 pub(crate) mod loops;
