@@ -70,7 +70,10 @@ fn digits(batch: usize, rng: &mut Rng) -> Vec<f32> {
     x
 }
 
-/// A dense layer `y[b, o] = Σ_i x[b, i] · w[o, i] + bias[o]` through `sgemm`.
+/// A dense layer `y[b, o] = Σ_i x[b, i] · w[i, o] + bias[o]` through `sgemm`.
+/// The weights are stored input-major (`n_in × n_out`, row-major), so that
+/// B has unit column stride and `sgemm` reads it in place for a small batch
+/// instead of packing all of it on every call (C5 at batch 1: 14 → 2.5 µs).
 fn dense(x: &[f32], batch: usize, w: &[f32], bias: &[f32], y: &mut [f32]) {
     let (n_in, n_out) = (w.len() / bias.len(), bias.len());
     assert!(x.len() == batch * n_in && y.len() == batch * n_out && w.len() == n_out * n_in);
@@ -78,8 +81,7 @@ fn dense(x: &[f32], batch: usize, w: &[f32], bias: &[f32], y: &mut [f32]) {
         row.copy_from_slice(bias);
     }
     // SAFETY: the lengths asserted above cover every element the strides
-    // reach: x is batch × n_in row-major, w is n_out × n_in row-major (read
-    // as its transpose), y is batch × n_out row-major.
+    // reach: x is batch × n_in, w n_in × n_out, y batch × n_out, all row-major.
     unsafe {
         sgemm(
             batch,
@@ -90,8 +92,8 @@ fn dense(x: &[f32], batch: usize, w: &[f32], bias: &[f32], y: &mut [f32]) {
             n_in as isize,
             1,
             w.as_ptr(),
+            n_out as isize,
             1,
-            n_in as isize,
             1.0,
             y.as_mut_ptr(),
             n_out as isize,
