@@ -80,6 +80,8 @@ pub(crate) struct Blocking {
     pub nc_narrow: usize,
     /// The L2 size the blocks were derived from, in bytes.
     pub l2: usize,
+    /// The L3 size, in bytes.
+    pub l3: usize,
 }
 
 impl Blocking {
@@ -88,7 +90,7 @@ impl Blocking {
         let mc = ((caches.l2 / 2).min(MC_BYTES_MAX) / row_bytes / mr).clamp(1, 64) * mr;
         let nc = (caches.l3 / 4 / row_bytes / nr).clamp(16, 1024) * nr;
         let nc_narrow = (caches.l2 / 4 / row_bytes / nr).clamp(1, 64) * nr;
-        Blocking { mc, nc, nc_narrow, l2: caches.l2 }
+        Blocking { mc, nc, nc_narrow, l2: caches.l2, l3: caches.l3 }
     }
 }
 

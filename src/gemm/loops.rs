@@ -217,13 +217,14 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
         }
     };
     let mut packed_b = |pc, kc, jc, nc| BBlock::Packed(packed_b(pc, kc, jc, nc));
-    // Whether this part of C is larger than L2, so that even its first
-    // writes wait for lines from L3 or memory.
-    let c_beyond_l2 = rows.len() * cols.len() * 4 > blk.l2;
+    // Whether this part of C is too large to stay in the L3 share of a
+    // core (a quarter of L3, as for B's blocks), so that even its first
+    // writes wait for lines from memory.
+    let c_from_memory = rows.len() * cols.len() * 4 > blk.l3 / 4;
     let block = |chunk: usize, (ic, mc): (usize, usize), (jc, nc): (usize, usize), ap: *const f32, bp: BBlock| {
         // SAFETY: the panels were packed for this chunk and these blocks (B's
         // rows lie in the source's extent); the caller's guarantees cover C and the bias.
-        unsafe { macro_kernel(kern, chunk, chunks, k, (ic, mc), (jc, nc), ap, bp, c, epi, c_beyond_l2) }
+        unsafe { macro_kernel(kern, chunk, chunks, k, (ic, mc), (jc, nc), ap, bp, c, epi, c_from_memory) }
     };
     // A prepacked whole (a convolution plan's weights) needs no packing per
     // ic block, so the narrow order pays for up to 3/4 of L2 of it.
@@ -312,7 +313,7 @@ enum BBlock {
 /// The jr and ir loops: every kernel tile of the `mc × nc` block at
 /// `(ic, jc)` for K chunk `chunk` (of `chunks`), from packed A panels,
 /// hinting C's tiles toward L2 ahead of use where they are read (later
-/// chunks) or where C is `c_beyond_l2`.
+/// chunks) or where C is `c_from_memory`.
 ///
 /// # Safety
 /// `ap` holds the block's A panels (`ceil(mc/MR)` panels of `kc × MR`), `b`
@@ -332,7 +333,7 @@ unsafe fn macro_kernel<K: MicroKernel>(
     b: BBlock,
     c: CMatrix,
     epi: &Epilogue,
-    c_beyond_l2: bool,
+    c_from_memory: bool,
 ) {
     let mr = K::MR;
     let nr = match b {
@@ -364,13 +365,15 @@ unsafe fn macro_kernel<K: MicroKernel>(
                 bias: if last && !epi.bias.is_null() { unsafe { epi.bias.add(i) } } else { std::ptr::null() },
                 ..spec
             };
-            if spec.store == Store::Update || c_beyond_l2 {
+            if spec.store == Store::Update || c_from_memory {
                 // The tile two ahead in this loop reads C too: pull it toward
                 // L2 now, so its loads do not wait on memory (C of a large
                 // product is swept once per K chunk: 2048³ ran 30 % faster).
-                // A first write of a C larger than L2 waits on its lines as
-                // well (64 × 27 × 50176, VGG conv1_1's: 1.87 -> 1.42 ms); a
-                // smaller C is left alone (64³ lost 6 % to the hints).
+                // A first write of a C from memory waits on its lines as
+                // well (64 × 27 × 50176, VGG conv1_1's 12.8 MB: 1.87 -> 1.42
+                // ms); a C that stays in L3 is left alone, since the hints
+                // would evict B's block from L2 (256 × 32 × 3136, 3.2 MB:
+                // 222 -> 260 µs with them; 64³ lost 6 %).
                 let ahead = ir + 2 * mr;
                 let m_tiles = mc.div_ceil(mr) * mr;
                 let (ahead_i, ahead_j) = if ahead < m_tiles { (ic + ahead, j) } else { (ic + ahead - m_tiles, j + nr) };
