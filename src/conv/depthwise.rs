@@ -330,7 +330,9 @@ impl Lanes for Scalar {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2 {
+/// The x86-64 lanes: AVX2 (8 floats) and AVX-512 (16), with the depthwise
+/// kernels compiled for each.
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::rolling::{MaskedLanes, rolling_group};
@@ -376,9 +378,7 @@ pub(crate) mod avx2 {
     pub(crate) struct Avx2;
 
     impl MaskedLanes for Avx2 {
-        const N: usize = 8;
         const REGS: usize = 16;
-        type V = __m256;
         type M = __m256i;
         #[inline(always)]
         unsafe fn mask(lo: usize, hi: usize) -> __m256i {
@@ -390,30 +390,15 @@ pub(crate) mod avx2 {
             }
         }
         #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            // SAFETY: the caller guarantees AVX.
-            unsafe { _mm256_set1_ps(x) }
-        }
-        #[inline(always)]
-        unsafe fn load(m: __m256i, p: *const f32) -> __m256 {
+        unsafe fn load_masked(m: __m256i, p: *const f32) -> __m256 {
             // SAFETY: the caller guarantees AVX and the masked lanes readable;
             // `vmaskmovps` does not access the others.
             unsafe { _mm256_maskload_ps(p, m) }
         }
         #[inline(always)]
-        unsafe fn load_all(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees AVX and 8 readable floats.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(m: __m256i, p: *mut f32, v: __m256) {
+        unsafe fn store_masked(m: __m256i, p: *mut f32, v: __m256) {
             // SAFETY: the caller guarantees AVX and the masked lanes writable.
             unsafe { _mm256_maskstore_ps(p, m, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            // SAFETY: the caller guarantees FMA.
-            unsafe { _mm256_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn add(a: __m256, b: __m256) -> __m256 {
@@ -447,40 +432,48 @@ pub(crate) mod avx2 {
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512;
 
-    impl MaskedLanes for Avx512 {
+    impl Lanes for Avx512 {
         const N: usize = 16;
-        const REGS: usize = 32;
         type V = __m512;
-        type M = __mmask16;
-        #[inline(always)]
-        unsafe fn mask(lo: usize, hi: usize) -> __mmask16 {
-            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
-        }
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m512 {
             // SAFETY: the caller guarantees AVX-512F.
             unsafe { _mm512_set1_ps(x) }
         }
         #[inline(always)]
-        unsafe fn load(m: __mmask16, p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees AVX-512F and the masked lanes
-            // readable; the others are not accessed.
-            unsafe { _mm512_maskz_loadu_ps(m, p) }
-        }
-        #[inline(always)]
-        unsafe fn load_all(p: *const f32) -> __m512 {
+        unsafe fn load(p: *const f32) -> __m512 {
             // SAFETY: the caller guarantees AVX-512F and 16 readable floats.
             unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
-        unsafe fn store(m: __mmask16, p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees AVX-512F and the masked lanes writable.
-            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees AVX-512F and 16 writable floats.
+            unsafe { _mm512_storeu_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
             // SAFETY: the caller guarantees AVX-512F.
             unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+    }
+
+    impl MaskedLanes for Avx512 {
+        const REGS: usize = 32;
+        type M = __mmask16;
+        #[inline(always)]
+        unsafe fn mask(lo: usize, hi: usize) -> __mmask16 {
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+        }
+        #[inline(always)]
+        unsafe fn load_masked(m: __mmask16, p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees AVX-512F and the masked lanes
+            // readable; the others are not accessed.
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(m: __mmask16, p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees AVX-512F and the masked lanes writable.
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
         }
         #[inline(always)]
         unsafe fn add(a: __m512, b: __m512) -> __m512 {
@@ -524,44 +517,29 @@ pub(crate) mod avx2 {
 /// lanes with masked loads: x86-64's AVX2 and AVX-512.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod rolling {
-    use super::ConvGeometry;
+    use super::{ConvGeometry, Lanes};
     use crate::gemm::Activation;
 
-    /// Vector lanes with masked loads and stores, for [`rolling_group`].
-    pub(crate) trait MaskedLanes: Copy {
-        /// Lanes per vector.
-        const N: usize;
+    /// [`Lanes`] with masked loads and stores, for [`rolling_group`].
+    pub(crate) trait MaskedLanes: Lanes {
         /// Vector registers: the accumulators, the input vectors, a broadcast
         /// weight and a mask must fit in them.
         const REGS: usize;
-        type V: Copy;
         type M: Copy;
         /// The lanes `lo .. hi` (`lo <= hi <= N`).
         ///
         /// # Safety
         /// The CPU supports the lanes' instructions.
         unsafe fn mask(lo: usize, hi: usize) -> Self::M;
-        /// # Safety
-        /// The CPU supports the lanes' instructions.
-        unsafe fn splat(x: f32) -> Self::V;
-        /// Lane `j` of `m` is `p[j]`, the others `0.0` and not read.
+        /// Lane `j` of `m` is `p[j]`, the others `0.0` and not read (slower
+        /// than [`Lanes::load`]).
         ///
         /// # Safety
         /// `p + j` readable for the lanes `j` of `m`; CPU support.
-        unsafe fn load(m: Self::M, p: *const f32) -> Self::V;
-        /// `p[0 .. N]`, unmasked (faster than [`MaskedLanes::load`]).
-        ///
-        /// # Safety
-        /// `p .. p + N` readable; CPU support.
-        unsafe fn load_all(p: *const f32) -> Self::V;
+        unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
         /// # Safety
         /// `p + j` writable for the lanes `j` of `m`; CPU support.
-        unsafe fn store(m: Self::M, p: *mut f32, v: Self::V);
-        /// `a·b + c` rounded once.
-        ///
-        /// # Safety
-        /// The CPU supports the lanes' instructions.
-        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn store_masked(m: Self::M, p: *mut f32, v: Self::V);
         /// # Safety
         /// The CPU supports the lanes' instructions.
         unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
@@ -721,14 +699,14 @@ pub(crate) mod rolling {
                     unsafe {
                         if edge[c] || masks_are_none {
                             for v in 0..K {
-                                let x = L::load(masks[v][c].0, row.wrapping_offset(start[c] + shifts[v]));
+                                let x = L::load_masked(masks[v][c].0, row.wrapping_offset(start[c] + shifts[v]));
                                 for u in 0..K {
                                     acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
                                 }
                             }
                         } else {
                             for v in 0..K {
-                                let x = L::load_all(row.wrapping_offset(start[c] + shifts[v]));
+                                let x = L::load(row.wrapping_offset(start[c] + shifts[v]));
                                 for u in 0..K {
                                     acc[u][c] = L::fma(wv[u][v], x, acc[u][c]);
                                 }
@@ -743,7 +721,7 @@ pub(crate) mod rolling {
                         // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
                         unsafe {
                             let a = if self.bias.is_some() { L::add(a, bias) } else { a };
-                            L::store(stores[c], dst.add(n * c), L::activate(self.act, a));
+                            L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
                         }
                     }
                 }

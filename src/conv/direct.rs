@@ -23,8 +23,8 @@ use rayon::prelude::*;
 
 use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
 use super::params::ConvGeometry;
-use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
 use crate::gemm::blocking::cache_sizes;
+use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
 use crate::gemm::loops::{CMatrix, KC, Parallelism};
 use crate::gemm::pack::{PanelSource, PrepackedSource};
 

@@ -158,17 +158,17 @@ pub(crate) fn depthwise(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX-512F) was checked above.
         Isa::Avx512 if crate::conv::depthwise::rolling::rolling_takes(geo) => unsafe {
-            crate::conv::depthwise::avx2::rolling_group_avx512(geo, plane, weight, bias, act, out)
+            crate::conv::depthwise::x86::rolling_group_avx512(geo, plane, weight, bias, act, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX2 and FMA) was checked above.
         Isa::Avx2Fma if crate::conv::depthwise::rolling::rolling_takes(geo) => unsafe {
-            crate::conv::depthwise::avx2::rolling_group_avx2(geo, plane, weight, bias, act, out)
+            crate::conv::depthwise::x86::rolling_group_avx2(geo, plane, weight, bias, act, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability (AVX2 and FMA; the AVX-512 path requires them too) was checked above.
         Isa::Avx2Fma | Isa::Avx512 => unsafe {
-            crate::conv::depthwise::avx2::depthwise_group_avx2(geo, plane, weight, bias, act, out, padded)
+            crate::conv::depthwise::x86::depthwise_group_avx2(geo, plane, weight, bias, act, out, padded)
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: availability (NEON) was checked above.

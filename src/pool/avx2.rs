@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::separable::{MaxLanes, separable_max_plane, window_rows};
 use super::{MaxPlane, PoolGeometry, RowKernel, body};
-use crate::conv::depthwise::avx2::Avx2 as Lanes8;
+use crate::conv::depthwise::x86::Avx2 as Lanes8;
 
 /// [`body`] with the AVX2 interior rows.
 ///

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use super::avx2::Avx2;
 use super::separable::{MAX_ROWS, MaxLanes, separable_max_plane, window_rows};
 use super::{MaxPlane, PoolGeometry, RowKernel, body};
-use crate::conv::depthwise::Lanes;
+use crate::conv::depthwise::x86::Avx512;
 
 /// [`body`] with the AVX-512 max planes.
 ///
@@ -21,35 +21,6 @@ use crate::conv::depthwise::Lanes;
 pub(super) unsafe fn forward_plane(kind: super::Kind, g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     // SAFETY: AVX-512F and AVX2 are enabled here.
     unsafe { body::<Avx512>(kind, g, x, y) }
-}
-
-/// The AVX-512 lanes, and the row kernels of the pool on this path.
-#[derive(Clone, Copy)]
-pub(super) struct Avx512;
-
-impl Lanes for Avx512 {
-    const N: usize = 16;
-    type V = __m512;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F.
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F and 16 readable floats.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m512) {
-        // SAFETY: the caller guarantees AVX-512F and 16 writable floats.
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F.
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
 }
 
 impl MaxLanes for Avx512 {
