@@ -6,8 +6,9 @@
 //! a tile's 8 pixels of an output row read 8 band floats `stride_w` apart
 //! ([`MicroKernel::run_a_taps`] with that step; for a stride the kernel
 //! does not take as a step, the band rows are split into phases and the
-//! floats are consecutive). Without padding the band is the input itself. The weights are the vector operand, packed
-//! once per plan in `NR`-wide panels. Where the implicit path copies every
+//! floats are consecutive). Without padding the band is the input itself.
+//! The weights are the vector operand, packed once per plan in `NR`-wide
+//! panels. Where the implicit path copies every
 //! im2col element into a panel once per use (a cost that `c_out` FMAs per
 //! element repay only partly for 64 output channels), this path copies only
 //! the band.
@@ -201,11 +202,10 @@ unsafe fn direct_block<K: MicroKernel>(
             act: Activation::None,
         };
         let panels = w_b.packed(nr, k0, kc, 0).expect("weights packed in NR panels");
-        // The block's tiles, each `(pixel, band offset, pixels)`: 8 pixels of
-        // an output row, or, where output rows lie back to back in the band
-        // (stride 1 and a band row as long as an output row: 1 × 1 and
-        // k × 1 kernels without horizontal padding), 8 pixels of the whole
-        // block, so that a 7-wide image does not leave a row of each tile empty.
+        // The block's tiles run along lines of pixels: an output row, or,
+        // where output rows lie back to back in the band (stride 1 and a band
+        // row as long as an output row: 1 × 1 and k × 1 kernels without
+        // horizontal padding), the whole block.
         let flat = g.stride_h == 1 && g.stride_w == 1 && layout.row_len == g.w_out;
         let row_at = |oy: usize| (oy * g.stride_h - layout.py0) * layout.row_len;
         let (line, lines) = if flat { (npx, 1) } else { (g.w_out, rows.len()) };
