@@ -2,8 +2,9 @@
 //! convolution into a matrix product and back. They know the image layout
 //! and nothing about the GEMM engine.
 
-use crate::conv::params::{ConvGeometry, check_len};
-use crate::{ConvError, ConvParams};
+use crate::check::{check_len, product};
+use crate::error::ConvError;
+use crate::geometry::{ConvGeometry, ConvParams};
 
 /// Validates the pair (image shape, kernel size) the way `conv2d` would for a
 /// weight of `[groups, c_in / groups, kh, kw]`, so both functions reject what
@@ -17,7 +18,7 @@ fn geometry(input_shape: [usize; 4], kernel: [usize; 2], params: &ConvParams) ->
 /// `n · (c_in·kh·kw) · (h_out·w_out)`.
 pub fn im2col_len(input_shape: [usize; 4], kernel: [usize; 2], params: &ConvParams) -> Result<usize, ConvError> {
     let geo = geometry(input_shape, kernel, params)?;
-    crate::conv::params::product(&[geo.batch, geo.c_in, geo.kh, geo.kw, geo.out_pixels()], "im2col element count")
+    product(&[geo.batch, geo.c_in, geo.kh, geo.kw, geo.out_pixels()], "im2col element count")
 }
 
 /// Unfolds every receptive field of an NCHW image into a column.

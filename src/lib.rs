@@ -67,27 +67,37 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod activation;
+mod check;
 mod conv;
 mod error;
 mod gemm;
+mod geometry;
 mod im2col;
+mod isa;
 mod pool;
+#[cfg(test)]
+mod portable_tests;
 #[doc(hidden)]
 pub mod reference;
+mod simd;
 
+pub use activation::Activation;
 pub use conv::backward::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
     conv2d_backward_weight_with,
 };
-pub use conv::forward::{Algorithm, ConvOptions, Threads, conv2d, conv2d_with};
-pub use conv::params::{ConvParams, conv2d_output_shape};
+pub use conv::forward::{conv2d, conv2d_with};
+pub use conv::options::{Algorithm, ConvOptions, Threads};
 pub use conv::plan::Conv2dPlan;
 pub use conv::transpose::{
     ConvTransposeParams, conv_transpose2d, conv_transpose2d_output_shape, conv_transpose2d_with,
 };
 pub use error::ConvError;
-pub use gemm::{Activation, Isa, sgemm, sgemm_with_isa};
+pub use gemm::{sgemm, sgemm_with_isa};
+pub use geometry::{ConvParams, conv2d_output_shape};
 pub use im2col::{col2im, im2col, im2col_len};
+pub use isa::Isa;
 pub use pool::{
     PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
     pool2d_output_shape,

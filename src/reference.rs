@@ -3,7 +3,8 @@
 //! the fast paths calls them. They validate shapes like the fast paths do but
 //! are not tuned: keep the sizes small.
 
-use crate::conv::params::{ConvGeometry, check_len};
+use crate::check::{check_len, product};
+use crate::geometry::ConvGeometry;
 use crate::{ConvError, ConvParams};
 
 /// A reference result: the f64 value of every output element and the
@@ -269,7 +270,7 @@ pub fn conv2d_backward_weight_direct(
 /// The bias gradient of `conv2d`, in f64: `db[o] = Σ_n Σ_i Σ_j dY[n,o,i,j]`.
 pub fn conv2d_backward_bias_direct(grad_output: &[f32], grad_output_shape: [usize; 4]) -> Result<Reference, ConvError> {
     let [batch, c_out, h_out, w_out] = grad_output_shape;
-    check_len("grad_output", grad_output.len(), crate::conv::params::product(&grad_output_shape, "grad_output")?)?;
+    check_len("grad_output", grad_output.len(), product(&grad_output_shape, "grad_output")?)?;
     let pixels = h_out * w_out;
     let (mut value, mut magnitude) = (vec![0.0f64; c_out], vec![0.0f64; c_out]);
     for n in 0..batch {

@@ -23,11 +23,15 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
-use super::params::ConvGeometry;
-use crate::gemm::blocking::cache_sizes;
-use crate::gemm::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
-use crate::gemm::loops::{CMatrix, KC, Parallelism};
-use crate::gemm::pack::{PanelSource, PrepackedSource};
+use crate::activation::Activation;
+use crate::error::ConvError;
+use crate::gemm::{
+    self, CMatrix, KC, MicroKernel, PanelSource, Parallelism, PrepackedSource, Store, StoreSpec, TileOut, WithKernel,
+    cache_sizes,
+};
+use crate::geometry::ConvGeometry;
+use crate::isa::Isa;
+use crate::simd::{Lanes, WithLanes};
 
 /// Output pixels times output channels per block: 128 KiB of scratch, in
 /// L2 with the block's band and the weights of a K chunk.
@@ -53,21 +57,77 @@ fn block_range(g: &ConvGeometry, b: usize, blocks: usize) -> std::ops::Range<usi
 }
 
 /// Whether the direct path takes weights of `c_in_per_group` input channels,
+/// `m` output channels per group and `k` products per output on `isa`.
+pub(crate) fn takes_weights(isa: Isa, c_in_per_group: usize, m: usize, k: usize) -> bool {
+    struct Takes(usize, usize, usize);
+    impl WithKernel for Takes {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            kernel_takes_weights::<K>(self.0, self.1, self.2)
+        }
+    }
+    gemm::dispatch(isa, Takes(c_in_per_group, m, k)).unwrap_or(false)
+}
+
+/// Whether the direct path takes this (image, group) on `isa`.
+pub(crate) fn applies(isa: Isa, g: &ConvGeometry) -> bool {
+    struct Applies<'a>(&'a ConvGeometry);
+    impl WithKernel for Applies<'_> {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            kernel_applies::<K>(self.0)
+        }
+    }
+    gemm::dispatch(isa, Applies(g)).unwrap_or(false)
+}
+
+/// [`direct_group`] with the kernel of `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    isa: Isa,
+    g: &ConvGeometry,
+    channels: &[f32],
+    w_b: &PrepackedSource,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    par: Parallelism,
+) -> Result<(), ConvError> {
+    struct Direct<'a> {
+        g: &'a ConvGeometry,
+        channels: &'a [f32],
+        w_b: &'a PrepackedSource,
+        bias: Option<&'a [f32]>,
+        act: Activation,
+        out: &'a mut [f32],
+        par: Parallelism,
+    }
+    impl WithKernel for Direct<'_> {
+        type Output = ();
+        fn run<K: MicroKernel>(self, kern: K) {
+            let Direct { g, channels, w_b, bias, act, out, par } = self;
+            direct_group(kern, g, channels, w_b, bias, act, out, par)
+        }
+    }
+    gemm::dispatch(isa, Direct { g, channels, w_b, bias, act, out, par })
+}
+
+/// Whether the direct path takes weights of `c_in_per_group` input channels,
 /// `m` output channels per group and `k` products per output on kernel `K`:
 /// a kernel that reads A by taps, several input channels per group (one
 /// channel per group is the depthwise kernel's), and enough output channels
 /// to fill a vector (fewer waste the lanes: the GEMM paths tile them as rows).
-pub(crate) fn takes_weights<K: MicroKernel>(c_in_per_group: usize, m: usize, k: usize) -> bool {
+fn kernel_takes_weights<K: MicroKernel>(c_in_per_group: usize, m: usize, k: usize) -> bool {
     K::reads_a_taps(1) && c_in_per_group >= 2 && m >= 16 && k > 0
 }
 
-/// Whether the direct path takes this (image, group): its weights (see
-/// [`takes_weights`]), and a band of bounded size for every block (checked
+/// Whether the direct path takes this (image, group) on kernel `K`: its
+/// weights (see [`kernel_takes_weights`]), and a band of bounded size for every block (checked
 /// for one output row and for the largest block: the band and its bound
 /// both grow linearly with the rows).
-pub(crate) fn applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
+fn kernel_applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
     let (m, k) = (g.c_out_per_group(), g.patch_len());
-    takes_weights::<K>(g.c_in_per_group(), m, k)
+    kernel_takes_weights::<K>(g.c_in_per_group(), m, k)
         && g.is_compact()
         && g.out_pixels() > 0
         && band_fits(g, 0, KC.min(k), 0, g.w_out)
@@ -86,9 +146,9 @@ thread_local! {
 /// computed the same way on any thread, so the bits do not depend on it.
 ///
 /// # Panics
-/// If [`applies`] is false for `g` (the caller checks).
+/// If [`kernel_applies`] is false for `g` (the caller checks).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn direct_group<K: MicroKernel>(
+fn direct_group<K: MicroKernel>(
     kern: K,
     g: &ConvGeometry,
     channels: &[f32],
@@ -98,7 +158,7 @@ pub(crate) fn direct_group<K: MicroKernel>(
     out: &mut [f32],
     par: Parallelism,
 ) {
-    assert!(applies::<K>(g), "direct path on a geometry it does not take");
+    assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
     let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
     assert_eq!(out.len(), m * n);
     let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
@@ -254,91 +314,41 @@ unsafe fn direct_block<K: MicroKernel>(
     put_band(band);
     // The block, channel-major, with the bias and the activation.
     let bias = bias.map(|b| &b[cols.clone()]);
-    // SAFETY: channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
-    unsafe { finish_block(&block[..npx * m], m, out.ptr.add(cols.start * n + p0), n, bias, act) };
+    // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
+    let out = out.ptr.wrapping_add(cols.start * n + p0);
+    kern.lanes().enter(FinishBlock { block: &block[..npx * m], m, out, n, bias, act });
 }
 
 /// `out[co·n + p] = act(block[p·m + co] + bias[co])` (without a bias,
 /// `act(block[p·m + co])`) for the block's `npx = block.len() / m` pixels and
-/// `m` channels: the transpose of the pixel-major block into NCHW, in 8 × 8
-/// tiles of vectors where the CPU has AVX2.
-///
-/// # Safety
-/// `out + co·n + p` writable for `co < m`, `p < npx`, and no one else
-/// accessing those floats meanwhile.
-unsafe fn finish_block(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
-    let npx = block.len() / m;
-    let finish = |x: f32, co: usize| act.apply(bias.map_or(x, |b| x + b[co]));
-    #[cfg(target_arch = "x86_64")]
-    let (p8, m8) = if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA were detected; the caller's guarantees for `out`.
-        unsafe { transpose8_avx2(block, m, out, n, bias, act) };
-        (npx / 8 * 8, m / 8 * 8)
-    } else {
-        (0, 0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (p8, m8) = (0, 0);
-    // What the 8 × 8 tiles left: channels past m8 for every pixel, pixels
-    // past p8 for the channels below m8.
-    for co in 0..m {
-        for p in if co < m8 { p8 } else { 0 }..npx {
-            // SAFETY: co < m, p < npx: the caller's guarantees.
-            unsafe { *out.add(co * n + p) = finish(block[p * m + co], co) };
-        }
-    }
+/// `m` channels: the transpose of the pixel-major block into NCHW, in the
+/// lanes' 8 × 8 register transposes where they have them, the rest element
+/// by element. `out + co·n + p` is writable for `co < m`, `p < npx`, and no
+/// one else accesses those floats meanwhile.
+struct FinishBlock<'a> {
+    block: &'a [f32],
+    m: usize,
+    out: *mut f32,
+    n: usize,
+    bias: Option<&'a [f32]>,
+    act: Activation,
 }
 
-/// The 8 × 8 tiles of [`finish_block`]: pixels `0..npx/8·8`, channels `0..m/8·8`.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; as [`finish_block`] for `out`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transpose8_avx2(block: &[f32], m: usize, out: *mut f32, n: usize, bias: Option<&[f32]>, act: Activation) {
-    use std::arch::x86_64::*;
-    let npx = block.len() / m;
-    for co in (0..m / 8 * 8).step_by(8) {
-        for p in (0..npx / 8 * 8).step_by(8) {
-            // SAFETY: rows p..p+8 <= npx of the block, channels co..co+8 <= m;
-            // each a load of 8 floats inside `block`.
-            let r: [__m256; 8] =
-                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add((p + i) * m + co)) });
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
-            // Column c of the 8 rows: channel co + c for pixels p..p+8.
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
-            for (c, &v) in cols.iter().enumerate() {
-                let v = match bias {
-                    Some(b) => _mm256_add_ps(v, _mm256_set1_ps(b[co + c])),
-                    None => v,
-                };
-                let v = crate::gemm::kernel::avx2::activate(act, v);
-                // SAFETY: channel co + c < m, pixels p..p+8 <= npx: the caller's guarantees.
-                unsafe { _mm256_storeu_ps(out.add((co + c) * n + p), v) };
+impl WithLanes for FinishBlock<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let FinishBlock { block, m, out, n, bias, act } = self;
+        let npx = block.len() / m;
+        let finish = |x: f32, co: usize| act.apply(bias.map_or(x, |b| x + b[co]));
+        // SAFETY: inside the lanes' features; `out` as the struct says.
+        let (p8, m8) = unsafe { L::transpose_8x8_tiles(block, m, out, n, bias, act) };
+        // What the 8 × 8 tiles left: channels past m8 for every pixel, pixels
+        // past p8 for the channels below m8.
+        for co in 0..m {
+            for p in if co < m8 { p8 } else { 0 }..npx {
+                // SAFETY: co < m, p < npx: writable, as the struct says.
+                unsafe { *out.add(co * n + p) = finish(block[p * m + co], co) };
             }
         }
     }

@@ -1,82 +1,11 @@
-//! The one-call forward convolution and its options: validate everything,
-//! then run a plan built for this call (see `plan.rs`).
+//! The one-call forward convolution: validate everything, then run a plan
+//! built for this call (see `plan.rs`).
 
-use super::params::{ConvGeometry, ConvParams, check_len};
+use super::options::ConvOptions;
 use super::plan::Conv2dPlan;
-use crate::ConvError;
-use crate::gemm::{Activation, Isa};
-
-/// How the image reaches the GEMM as its B operand.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Algorithm {
-    /// The fastest applicable: [`Algorithm::Depthwise`] for groups with one
-    /// input channel, [`Algorithm::Direct`] where it applies and each output
-    /// sums at least 128 products, [`Algorithm::Pointwise`] for 1×1 stride-1
-    /// unpadded kernels, else [`Algorithm::Implicit`].
-    #[default]
-    Auto,
-    /// Build the explicit `K × N` im2col matrix of each (image, group), then
-    /// multiply: the simple path the others are tested against.
-    Im2col,
-    /// Pack B from the image (implicit im2col), through a zero-padded copy
-    /// of the input rows one block of output reads, for the K chunk's
-    /// channels: no `K × N` buffer.
-    Implicit,
-    /// 1×1 kernel, stride 1, no padding: the image itself is B. Falls back to
-    /// `Implicit` for other shapes.
-    Pointwise,
-    /// The image read where it lies, from a zero-padded copy of the rows a
-    /// block of output reads: the kernel broadcasts image values and takes
-    /// output channels as its vector lanes, so no im2col element is copied.
-    /// For groups with several input channels and at least 16 output
-    /// channels, on a path whose kernel has it (AVX-512); falls back to
-    /// `Implicit` elsewhere.
-    Direct,
-    /// Direct convolution, vectorised over output columns, for groups with
-    /// one input channel (depthwise, channel multipliers, single-channel
-    /// images), where a GEMM tile would be mostly empty. Falls back to
-    /// `Implicit` for other shapes.
-    Depthwise,
-}
-
-/// Options of a convolution call beyond [`ConvParams`]: which instruction set
-/// and which algorithm run, and the activation fused into the output.
-/// Every combination gives bit-identical results (except
-/// [`Isa::PortableUnfused`], which rounds differently).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ConvOptions {
-    /// The instruction-set path; [`Isa::detect`] by default.
-    pub isa: Isa,
-    /// How B is fed to the engine.
-    pub algorithm: Algorithm,
-    /// Applied to each output after the bias.
-    pub activation: Activation,
-    /// Whether the call may use the threads of the current rayon pool.
-    pub threads: Threads,
-}
-
-/// Whether a call may fork onto the caller's rayon pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Threads {
-    /// Use the current rayon pool (`ThreadPool::install` chooses it) when the
-    /// work is large enough to repay a fork.
-    #[default]
-    Pool,
-    /// Stay on the calling thread.
-    Single,
-}
-
-impl Default for ConvOptions {
-    fn default() -> Self {
-        ConvOptions {
-            isa: Isa::detect(),
-            algorithm: Algorithm::Auto,
-            activation: Activation::None,
-            threads: Threads::Pool,
-        }
-    }
-}
+use crate::check::check_len;
+use crate::error::ConvError;
+use crate::geometry::{ConvGeometry, ConvParams};
 
 /// A 2-D convolution (cross-correlation, or true convolution with
 /// `params.flip`) of an NCHW batch, written into `output`.
@@ -147,14 +76,4 @@ pub fn conv2d_with(
     check_len("output", output.len(), geo.output_len())?;
     let plan = Conv2dPlan::new(weight, weight_shape, bias, params, options)?;
     plan.run(input, input_shape, output)
-}
-
-/// Each `kh × kw` kernel rotated by 180 degrees: true convolution as
-/// cross-correlation.
-pub(crate) fn flip_kernels(weight: &[f32], taps: usize) -> Vec<f32> {
-    let mut out = weight.to_vec();
-    for kernel in out.chunks_exact_mut(taps.max(1)) {
-        kernel.reverse();
-    }
-    out
 }

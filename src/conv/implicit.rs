@@ -4,9 +4,9 @@
 
 use std::cell::Cell;
 
-use super::params::ConvGeometry;
-use crate::gemm::loops::KC;
-use crate::gemm::pack::{PanelSource, with_panel_width, with_widest_vectors};
+use crate::gemm::{KC, PackBlock, PanelSource, with_panel_width};
+use crate::geometry::ConvGeometry;
+use crate::simd::{Lanes, WithLanes};
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
 /// row `(c·kh + u)·kw + v`, column `oy·w_out + ox` is
@@ -25,12 +25,23 @@ impl<'a> ImageSource<'a> {
 }
 
 impl PanelSource for ImageSource<'_> {
-    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         if kc > 0 && w > 0 && band_fits(self.geo, k0, kc, j0, w) {
-            with_panel_width!(panel, pack_rows_fast(self, k0, kc, j0, w, dst))
+            lanes.enter(PackBlock { src: self, panel, k0, kc, j0, w, dst })
         } else {
             with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
         }
+    }
+}
+
+/// [`pack_rows`] inside the lanes' target features, so its whole-`P`
+/// copies move as vectors.
+impl WithLanes for PackBlock<'_, ImageSource<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let PackBlock { src, panel, k0, kc, j0, w, dst } = self;
+        with_panel_width!(panel, pack_rows(src, k0, kc, j0, w, dst))
     }
 }
 
@@ -235,8 +246,6 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     put_band(band);
 }
 
-with_widest_vectors!(pack_rows_fast, pack_rows, ImageSource<'_>);
-
 /// The band of one block of the im2col matrix (taps `k0 .. k0 + kc`,
 /// pixels `j0 .. j0 + w`): the padded rows `py0 .. py0 + rows` (padded row
 /// `py` is input row `py - pad_top`) of the channels the taps read, each
@@ -412,7 +421,7 @@ pub(super) fn put_band(band: Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConvParams;
+    use crate::geometry::ConvParams;
 
     #[test]
     fn band_fits_real_layers_not_huge_dilations() {

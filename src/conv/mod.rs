@@ -1,12 +1,17 @@
-//! Convolution: parameters and output-size math (`params`), the forward pass
-//! (`forward`), prepared plans (`plan`) and the implicit-im2col B source they
-//! feed the GEMM engine.
+//! Convolution: one module per algorithm (`explicit`, `implicit`,
+//! `pointwise`, `direct`, `depthwise`), the one choice among them
+//! (`select`), the call options (`options`), the forward entry points
+//! (`forward`, `plan`), the gradients (`backward`) and the transposed
+//! convolution (`transpose`).
 
 pub(crate) mod backward;
 pub(crate) mod depthwise;
 pub(crate) mod direct;
+pub(crate) mod explicit;
 pub(crate) mod forward;
 pub(crate) mod implicit;
-pub(crate) mod params;
+pub(crate) mod options;
 pub(crate) mod plan;
+pub(crate) mod pointwise;
+pub(crate) mod select;
 pub(crate) mod transpose;

@@ -3,9 +3,10 @@
 //! gradient of the convolution it transposes (`backward.rs`).
 
 use super::backward::backward_input_validated;
-use super::forward::ConvOptions;
-use super::params::{ConvGeometry, ConvParams, check_len, check_params, product};
-use crate::ConvError;
+use super::options::ConvOptions;
+use crate::check::{check_len, product};
+use crate::error::ConvError;
+use crate::geometry::{ConvGeometry, ConvParams, check_params};
 
 /// How a transposed convolution spreads each input pixel over its output:
 /// the [`ConvParams`] of the convolution it transposes, plus `output_padding`.

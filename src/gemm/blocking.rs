@@ -1,10 +1,10 @@
 //! Cache sizes (read once from the OS, with defaults) and the MC / NC block
 //! sizes derived from them. KC is not here: it is fixed by the
-//! reproducibility rule (see `loops::KC`).
+//! reproducibility rule (see `gemm::KC`).
 
 use std::sync::OnceLock;
 
-use super::loops::KC;
+use super::KC;
 
 /// Data cache sizes in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,28 +10,11 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::KC;
 use super::blocking::{Blocking, cache_sizes};
-use super::kernel::{Activation, MicroKernel, Store, StoreSpec, TileOut};
+use super::kernel::{MicroKernel, Store, StoreSpec, TileOut};
 use super::pack::{PackBuf, PanelSource};
-
-/// The fixed length of a K chunk, the same on every ISA (the reproducibility
-/// rule). Also the pc-loop step: a `KC × NR` B micro-panel is 16 KiB with
-/// `NR = 16`, half of a 32 KiB L1.
-///
-/// The exact sequence of operations for `C = alpha·A·B + beta·C` (then
-/// `+ bias`, then the activation), for each element `c(i, j)`:
-///
-/// 1. K is cut into chunks `[0, KC), [KC, 2·KC), …` (one empty chunk when `k == 0`).
-/// 2. For each chunk, `acc = +0.0`, then for each `l` of the chunk in
-///    increasing order `acc = mul_add(a(i,l), b(l,j), acc)`.
-/// 3. The first chunk stores `c = alpha·acc` when `beta == 0` (C unread),
-///    else `c = mul_add(beta, c, alpha·acc)`; each later chunk stores
-///    `c = mul_add(1, c, alpha·acc)`, i.e. `c + alpha·acc` rounded once.
-/// 4. After the last chunk, `c = c + bias(i)` if there is a bias, then
-///    `c = activation(c)`.
-///
-/// No step depends on the thread count, on how C is split, or on the ISA.
-pub(crate) const KC: usize = 256;
+use crate::activation::Activation;
 
 /// The C operand: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -199,7 +182,7 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
             Some(panels) => panels.as_ptr(),
             None => {
                 let buf = a_buf.get(mc.div_ceil(mr) * mr * kc);
-                a.pack(mr, pc, kc, ic, mc, buf);
+                a.pack(kern.lanes(), mr, pc, kc, ic, mc, buf);
                 buf.as_ptr()
             }
         }
@@ -211,7 +194,7 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
                 // One panel row more than the panels: room for a packer's
                 // whole-row copies to spill past the last panel.
                 let buf = b_buf.get((nc.div_ceil(nr) * kc + 1) * nr);
-                b.pack(nr, pc, kc, jc, nc, buf);
+                b.pack(kern.lanes(), nr, pc, kc, jc, nc, buf);
                 buf.as_ptr()
             }
         }
@@ -254,7 +237,15 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
             let all = a_buf.get(rows_padded * k);
             for chunk in 0..chunks {
                 let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-                a.pack(mr, pc, kc, rows.start, rows.len(), &mut all[pc * rows_padded..(pc + kc) * rows_padded]);
+                a.pack(
+                    kern.lanes(),
+                    mr,
+                    pc,
+                    kc,
+                    rows.start,
+                    rows.len(),
+                    &mut all[pc * rows_padded..(pc + kc) * rows_padded],
+                );
             }
             all.as_ptr()
         });

@@ -1,6 +1,7 @@
 //! The matrix-multiply engine: `sgemm` (matrixmultiply's contract) and the
 //! crate-internal entry the convolution code calls with its own operand
-//! sources. Knows nothing of images or convolution.
+//! sources. Knows nothing of images or convolution. This file is the one
+//! surface the rest of the crate imports from the engine.
 
 pub(crate) mod blocking;
 pub(crate) mod dispatch;
@@ -8,14 +9,34 @@ pub(crate) mod kernel;
 pub(crate) mod loops;
 pub(crate) mod pack;
 
-pub use dispatch::Isa;
-pub use kernel::Activation;
+pub(crate) use blocking::cache_sizes;
+pub(crate) use dispatch::{WithKernel, dispatch};
+pub(crate) use kernel::{MicroKernel, Store, StoreSpec, TileOut};
+pub(crate) use loops::{CMatrix, Epilogue, PARALLEL_MIN_FLOPS, Parallelism};
+pub(crate) use pack::{PackBlock, PanelSource, PrepackedSource, StridedSource, with_panel_width};
 
-use dispatch::{WithKernel, dispatch};
-use loops::{CMatrix, Epilogue, Parallelism};
-use pack::{PanelSource, StridedSource};
+use crate::activation::Activation;
+use crate::error::ConvError;
+use crate::isa::Isa;
 
-use crate::ConvError;
+/// The fixed length of a K chunk, the same on every ISA (the reproducibility
+/// rule). Also the pc-loop step: a `KC × NR` B micro-panel is 16 KiB with
+/// `NR = 16`, half of a 32 KiB L1.
+///
+/// The exact sequence of operations for `C = alpha·A·B + beta·C` (then
+/// `+ bias`, then the activation), for each element `c(i, j)`:
+///
+/// 1. K is cut into chunks `[0, KC), [KC, 2·KC), …` (one empty chunk when `k == 0`).
+/// 2. For each chunk, `acc = +0.0`, then for each `l` of the chunk in
+///    increasing order `acc = mul_add(a(i,l), b(l,j), acc)`.
+/// 3. The first chunk stores `c = alpha·acc` when `beta == 0` (C unread),
+///    else `c = mul_add(beta, c, alpha·acc)`; each later chunk stores
+///    `c = mul_add(1, c, alpha·acc)`, i.e. `c + alpha·acc` rounded once.
+/// 4. After the last chunk, `c = c + bias(i)` if there is a bias, then
+///    `c = activation(c)`.
+///
+/// No step depends on the thread count, on how C is split, or on the ISA.
+pub(crate) const KC: usize = 256;
 
 /// `C = alpha·A·B + beta·C` for an `m × k` matrix A and a `k × n` matrix B,
 /// the same call as `matrixmultiply::sgemm`.
@@ -132,10 +153,43 @@ pub(crate) unsafe fn gemm<A: PanelSource, B: PanelSource>(
     }
     impl<A: PanelSource, B: PanelSource> WithKernel for Run<'_, A, B> {
         type Output = ();
-        fn run<K: kernel::MicroKernel>(self, kern: K) {
+        fn run<K: MicroKernel>(self, kern: K) {
             // SAFETY: `gemm`'s caller guarantees what loops::gemm needs.
             unsafe { loops::gemm(kern, self.m, self.n, self.k, self.a_t, self.b, self.c, self.epi, self.par) }
         }
     }
     dispatch(isa, Run { m, n, k, a_t, b, c, epi, par })
+}
+
+/// Which operand of the kernel a prepacked matrix feeds: its panels are
+/// `MR` wide for A (read as Aᵀ) and `NR` wide for B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Panels {
+    A,
+    B,
+}
+
+/// The `k × w` source `src` packed once, for every K chunk, in the panels of
+/// `isa`'s kernel for the operand `panels` (packed on that path's lanes).
+pub(crate) fn prepack<S: PanelSource>(
+    isa: Isa,
+    src: &S,
+    panels: Panels,
+    k: usize,
+    w: usize,
+) -> Result<PrepackedSource, ConvError> {
+    struct Prepack<'a, S> {
+        src: &'a S,
+        panels: Panels,
+        k: usize,
+        w: usize,
+    }
+    impl<S: PanelSource> WithKernel for Prepack<'_, S> {
+        type Output = PrepackedSource;
+        fn run<K: MicroKernel>(self, kern: K) -> PrepackedSource {
+            let panel = if self.panels == Panels::A { K::MR } else { K::NR };
+            PrepackedSource::new(kern.lanes(), self.src, panel, self.k, self.w, KC)
+        }
+    }
+    dispatch(isa, Prepack { src, panels, k, w })
 }

@@ -3,6 +3,8 @@
 //! [`PanelSource`], so a strided matrix and an image read as im2col columns
 //! pack through the same engine. Also the aligned, reusable packing buffers.
 
+use crate::simd::{Lanes, WithLanes};
+
 /// A `K × W` matrix the engine can pack into panels of `P` columns: the B
 /// operand (`K × N`, panels of `NR`) or the transpose of A (`K × M`, panels
 /// of `MR`).
@@ -12,8 +14,10 @@ pub(crate) trait PanelSource: Sync {
     /// each `kc × P` row-major: `dst[p·kc·P + kk·P + jj]` = element
     /// `(k0 + kk, j0 + p·P + jj)`, and zeros in the columns of the last panel
     /// past `w`. The caller keeps `k0 + kc <= K` and `j0 + w <= W`; `dst`
-    /// holds at least `ceil(w / P)·kc·P` floats.
-    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
+    /// holds at least `ceil(w / P)·kc·P` floats. `lanes` are the running
+    /// kernel's: a packer that copies by vectors runs on them.
+    #[allow(clippy::too_many_arguments)]
+    fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
 
     /// The panels `pack(panel, k0, kc, j0, ..)` would write, if the source
     /// already holds them packed (`j0` a multiple of `panel`, `k0` the start
@@ -41,27 +45,26 @@ pub(crate) struct PrepackedSource {
     /// Rows (K) and the rows per chunk it was cut into.
     k: usize,
     chunk: usize,
-    /// W.
-    w: usize,
 }
 
 impl PrepackedSource {
     /// Packs the `k × w` source `src` with panels of `panel` columns, cutting K every `chunk` rows.
-    pub(crate) fn new<S: PanelSource>(src: &S, panel: usize, k: usize, w: usize, chunk: usize) -> Self {
+    pub(crate) fn new<S: PanelSource, L: Lanes>(
+        lanes: L,
+        src: &S,
+        panel: usize,
+        k: usize,
+        w: usize,
+        chunk: usize,
+    ) -> Self {
         let padded_w = w.div_ceil(panel) * panel;
         let mut data = PackBuf::default();
         let buf = data.get(k * padded_w);
         for k0 in (0..k).step_by(chunk.max(1)) {
             let kc = chunk.min(k - k0);
-            src.pack(panel, k0, kc, 0, w, &mut buf[k0 * padded_w..(k0 + kc) * padded_w]);
+            src.pack(lanes, panel, k0, kc, 0, w, &mut buf[k0 * padded_w..(k0 + kc) * padded_w]);
         }
-        PrepackedSource { data, panel, padded_w, k, chunk: chunk.max(1), w }
-    }
-
-    /// The same matrix packed with panels of `panel` columns (a kernel that
-    /// reads it as the other operand), cut into the same chunks.
-    pub(crate) fn repacked(&self, panel: usize) -> PrepackedSource {
-        PrepackedSource::new(self, panel, self.k, self.w, self.chunk)
+        PrepackedSource { data, panel, padded_w, k, chunk: chunk.max(1) }
     }
 
     /// Element `(k, j)`, `k < K`, `j < W`.
@@ -74,7 +77,7 @@ impl PrepackedSource {
 }
 
 impl PanelSource for PrepackedSource {
-    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    fn pack<L: Lanes>(&self, _: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         if let Some(src) = self.packed(panel, k0, kc, j0) {
             let len = w.div_ceil(panel) * panel * kc;
             dst[..len].copy_from_slice(&src[..len]);
@@ -118,54 +121,6 @@ macro_rules! with_panel_width {
 }
 pub(crate) use with_panel_width;
 
-/// Defines `fn $name<const P: usize>(src: &$src, k0, kc, j0, w, dst)`:
-/// the packing routine `$body::<P>` (which must be `#[inline(always)]`)
-/// compiled for the widest vectors this CPU has, AVX-512F, else AVX2, else
-/// the build's baseline, chosen at run time. Its fixed-length copies then
-/// move as whole vectors (the x86-64 baseline moves 4 floats at a time).
-macro_rules! with_widest_vectors {
-    ($name:ident, $body:ident, $src:ty) => {
-        fn $name<const P: usize>(src: &$src, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                /// `$body` compiled for AVX-512F.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512F.
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512<const P: usize>(
-                    src: &$src,
-                    k0: usize,
-                    kc: usize,
-                    j0: usize,
-                    w: usize,
-                    dst: &mut [f32],
-                ) {
-                    $body::<P>(src, k0, kc, j0, w, dst)
-                }
-                /// `$body` compiled for AVX2.
-                ///
-                /// # Safety
-                /// The CPU has AVX2.
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<const P: usize>(src: &$src, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-                    $body::<P>(src, k0, kc, j0, w, dst)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F, detected just above.
-                    return unsafe { avx512::<P>(src, k0, kc, j0, w, dst) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2, detected just above.
-                    return unsafe { avx2::<P>(src, k0, kc, j0, w, dst) };
-                }
-            }
-            $body::<P>(src, k0, kc, j0, w, dst)
-        }
-    };
-}
-pub(crate) use with_widest_vectors;
-
 /// A matrix in caller memory: element `(k, j)` at `ptr + k·row_stride + j·col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StridedSource {
@@ -199,8 +154,8 @@ impl StridedSource {
 }
 
 impl PanelSource for StridedSource {
-    fn pack(&self, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        with_panel_width!(panel, pack_strided_fast(self, k0, kc, j0, w, dst))
+    fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        lanes.enter(PackBlock { src: self, panel, k0, kc, j0, w, dst })
     }
 
     fn rows(&self) -> Option<(*const f32, isize)> {
@@ -208,7 +163,28 @@ impl PanelSource for StridedSource {
     }
 }
 
-with_widest_vectors!(pack_strided_fast, pack_strided, StridedSource);
+/// One block to pack from a source `S` with a packer of its own: the
+/// arguments of [`PanelSource::pack`], run inside the lanes' target
+/// features, so that the packer's fixed-length copies move as whole vectors
+/// (the x86-64 baseline moves 4 floats at a time).
+pub(crate) struct PackBlock<'a, S> {
+    pub src: &'a S,
+    pub panel: usize,
+    pub k0: usize,
+    pub kc: usize,
+    pub j0: usize,
+    pub w: usize,
+    pub dst: &'a mut [f32],
+}
+
+impl WithLanes for PackBlock<'_, StridedSource> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let PackBlock { src, panel, k0, kc, j0, w, dst } = self;
+        with_panel_width!(panel, pack_strided(src, k0, kc, j0, w, dst))
+    }
+}
 
 #[inline(always)]
 fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {

@@ -1,5 +1,5 @@
 //! The forward max pool on AVX2: the separable max of
-//! [`separable`](super::separable) on the depthwise kernel's 8-wide lanes,
+//! [`separable`](super::separable) on the 8-wide AVX2 lanes,
 //! and the exact row-major scan (for planes holding a NaN or a −0) eight
 //! windows to a register, all taps combined in registers and stored once.
 //! Stride 1 reads one unaligned vector per tap; stride 2 reads two
@@ -7,24 +7,16 @@
 
 use std::arch::x86_64::*;
 
-use super::separable::{MaxLanes, separable_max_plane, window_rows};
-use super::{MaxPlane, PoolGeometry, RowKernel, body};
-use crate::conv::depthwise::x86::Avx2 as Lanes8;
+use super::params::PoolGeometry;
+use super::scan::{MaxPlane, RowKernel};
+use super::separable::{MaxLanes, maxpool_separable, window_rows};
+use crate::simd::x86::Avx2 as Lanes8;
 
-/// [`body`] with the AVX2 interior rows.
-///
-/// # Safety
-/// The CPU has AVX2.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn forward_plane(kind: super::Kind, g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
-    // SAFETY: AVX2 is enabled here.
-    unsafe { body::<Avx2>(kind, g, x, y) }
-}
+/// The AVX2 row kernels of the pool: `maxpool_separable_avx2` and
+/// `maxpool_exact_rows_avx2`.
+pub(super) struct Avx2Rows;
 
-/// The AVX2 row kernels of the pool.
-pub(super) struct Avx2;
-
-/// The depthwise kernel's AVX2 lanes serve the separable max too.
+/// The AVX2 lanes serve the separable max.
 impl MaxLanes for Lanes8 {
     #[inline(always)]
     unsafe fn load_strided<const S: usize>(p: *const f32) -> __m256 {
@@ -79,7 +71,7 @@ unsafe fn max_nan(acc: __m256, v: __m256) -> __m256 {
     _mm256_blendv_ps(acc, v, take)
 }
 
-impl RowKernel for Avx2 {
+impl RowKernel for Avx2Rows {
     #[inline(always)]
     unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
         // SAFETY: AVX2 is the caller's contract, and `x`, `y` are one plane
@@ -91,15 +83,15 @@ impl RowKernel for Avx2 {
     unsafe fn exact_max_row(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
         match g.w.stride {
             // SAFETY: forwarded from the caller.
-            1 => unsafe { exact_max_row::<1>(g, x, oy, lo, out) },
+            1 => unsafe { maxpool_exact_rows::<1>(g, x, oy, lo, out) },
             // SAFETY: forwarded from the caller.
-            2 => unsafe { exact_max_row::<2>(g, x, oy, lo, out) },
+            2 => unsafe { maxpool_exact_rows::<2>(g, x, oy, lo, out) },
             _ => false,
         }
     }
 }
 
-/// [`separable_max_plane`] compiled for AVX2 (the caller may be a closure,
+/// `maxpool_separable_avx2`: [`maxpool_separable`] compiled for AVX2 (the caller may be a closure,
 /// which does not carry the target features).
 ///
 /// # Safety
@@ -108,14 +100,14 @@ impl RowKernel for Avx2 {
 unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
     match g.w.stride {
         // SAFETY: forwarded; AVX2 is enabled here.
-        1 => unsafe { separable_max_plane::<Lanes8, 1>(g, x, y, scratch) },
+        1 => unsafe { maxpool_separable::<Lanes8, 1>(g, x, y, scratch) },
         // SAFETY: as above.
-        2 => unsafe { separable_max_plane::<Lanes8, 2>(g, x, y, scratch) },
+        2 => unsafe { maxpool_separable::<Lanes8, 2>(g, x, y, scratch) },
         _ => MaxPlane::Declined,
     }
 }
 
-/// The exact max scan of the interior windows `lo .. lo + out.len()` of
+/// `maxpool_exact_rows_avx2`: the exact max scan of the interior windows `lo .. lo + out.len()` of
 /// output row `oy`, eight at a time; a last partial block is recomputed
 /// overlapping the one before it. Rows narrower than eight windows, or
 /// windows taller than `MAX_ROWS`, are left to the portable loop (`false`).
@@ -125,7 +117,13 @@ unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Ve
 /// plane of `g`'s input.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn exact_max_row<const S: usize>(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
+unsafe fn maxpool_exact_rows<const S: usize>(
+    g: &PoolGeometry,
+    x: &[f32],
+    oy: usize,
+    lo: usize,
+    out: &mut [f32],
+) -> bool {
     let n = out.len();
     if n < 8 {
         return false;

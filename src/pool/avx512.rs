@@ -1,5 +1,5 @@
 //! The forward max pool on AVX-512: for strides 1 and 2, one pass from
-//! registers ([`fused_max_plane`]): the column maxima of a block of
+//! registers ([`maxpool_fused`]): the column maxima of a block of
 //! windows' rows, then each tap as a lane shift of them; masked loads put
 //! −∞ at the borders. Wider windows take the separable max of
 //! [`separable`](super::separable) on 16 lanes. Sums take the portable
@@ -8,19 +8,29 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::Avx2;
-use super::separable::{MAX_ROWS, MaxLanes, separable_max_plane, window_rows};
-use super::{MaxPlane, PoolGeometry, RowKernel, body};
-use crate::conv::depthwise::x86::Avx512;
+use super::avx2::Avx2Rows;
+use super::params::PoolGeometry;
+use super::scan::{MaxPlane, RowKernel};
+use super::separable::{MAX_ROWS, MaxLanes, maxpool_separable, window_rows};
+use crate::simd::x86::Avx512;
 
-/// [`body`] with the AVX-512 max planes.
+/// The AVX-512 row kernels of the pool: `maxpool_fused_avx512`,
+/// `maxpool_separable_avx512`, and the AVX2 exact rows.
+pub(super) struct Avx512Rows;
+
+/// The lanes of `v` that hold a NaN or a −0 (the values whose order of
+/// scan changes a maximum's bits), with AVX-512F alone: an unordered
+/// self-compare finds NaN, an integer compare the bits of −0.
 ///
 /// # Safety
-/// The CPU has AVX-512F, AVX-512DQ and AVX2.
-#[target_feature(enable = "avx512f,avx512dq,avx2")]
-pub(super) unsafe fn forward_plane(kind: super::Kind, g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
-    // SAFETY: AVX-512F and AVX2 are enabled here.
-    unsafe { body::<Avx512>(kind, g, x, y) }
+/// AVX-512F.
+#[inline(always)]
+unsafe fn nan_or_negative_zero(v: __m512) -> __mmask16 {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe {
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+            | _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v), _mm512_set1_epi32(i32::MIN))
+    }
 }
 
 impl MaxLanes for Avx512 {
@@ -47,16 +57,16 @@ impl MaxLanes for Avx512 {
         // `v > acc ? v : acc`, the scalar rule exactly.
         unsafe { _mm512_max_ps(v, acc) }
     }
-    // One `vfpclassps` per vector: QNaN (0x01) | −0 (0x04) | SNaN (0x80).
+    // Two compares per vector into mask registers: cheap enough inline.
     const CHECKS_INLINE: bool = true;
     #[inline(always)]
     unsafe fn ambiguous(v: __m512) -> u32 {
-        // SAFETY: the caller guarantees AVX-512F and DQ (the path requires both).
-        unsafe { _mm512_fpclass_ps_mask::<0x85>(v) as u32 }
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { nan_or_negative_zero(v) as u32 }
     }
 }
 
-impl RowKernel for Avx512 {
+impl RowKernel for Avx512Rows {
     #[inline(always)]
     unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
         // SAFETY: AVX-512F is the caller's contract, and `x`, `y` are one
@@ -67,32 +77,32 @@ impl RowKernel for Avx512 {
     #[inline(always)]
     unsafe fn exact_max_row(g: &PoolGeometry, x: &[f32], oy: usize, lo: usize, out: &mut [f32]) -> bool {
         // SAFETY: the caller's contract covers AVX2 (the path requires it).
-        unsafe { Avx2::exact_max_row(g, x, oy, lo, out) }
+        unsafe { Avx2Rows::exact_max_row(g, x, oy, lo, out) }
     }
 }
 
 /// The max plane compiled for AVX-512 (the caller may be a closure, which
-/// does not carry the target features): [`fused_max_plane`] where a
+/// does not carry the target features): [`maxpool_fused`] where a
 /// window's taps span at most one block past its own, else
-/// [`separable_max_plane`].
+/// [`maxpool_separable`].
 ///
 /// # Safety
-/// AVX-512F and DQ; `x` and `y` are one plane of `g`'s input and output.
-#[target_feature(enable = "avx512f,avx512dq")]
+/// AVX-512F; `x` and `y` are one plane of `g`'s input and output.
+#[target_feature(enable = "avx512f")]
 unsafe fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) -> MaxPlane {
     let last_tap = g.w.dilation * (g.w.kernel - 1);
-    // SAFETY: forwarded; AVX-512F and DQ are enabled here, and each fused
+    // SAFETY: forwarded; AVX-512F are enabled here, and each fused
     // arm's last tap is within 16·S (dilation 1 and kernel ≤ 3, or checked).
     unsafe {
         match (g.w.stride, g.w.kernel, g.w.dilation) {
-            (1, 2, 1) => fused_max_plane::<1, 2, 1>(g, x, y),
-            (1, 3, 1) => fused_max_plane::<1, 3, 1>(g, x, y),
-            (1, _, _) if last_tap <= 16 => fused_max_plane::<1, 0, 0>(g, x, y),
-            (2, 2, 1) => fused_max_plane::<2, 2, 1>(g, x, y),
-            (2, 3, 1) => fused_max_plane::<2, 3, 1>(g, x, y),
-            (2, _, _) if last_tap <= 32 => fused_max_plane::<2, 0, 0>(g, x, y),
-            (1, _, _) => separable_max_plane::<Avx512, 1>(g, x, y, scratch),
-            (2, _, _) => separable_max_plane::<Avx512, 2>(g, x, y, scratch),
+            (1, 2, 1) => maxpool_fused::<1, 2, 1>(g, x, y),
+            (1, 3, 1) => maxpool_fused::<1, 3, 1>(g, x, y),
+            (1, _, _) if last_tap <= 16 => maxpool_fused::<1, 0, 0>(g, x, y),
+            (2, 2, 1) => maxpool_fused::<2, 2, 1>(g, x, y),
+            (2, 3, 1) => maxpool_fused::<2, 3, 1>(g, x, y),
+            (2, _, _) if last_tap <= 32 => maxpool_fused::<2, 0, 0>(g, x, y),
+            (1, _, _) => maxpool_separable::<Avx512, 1>(g, x, y, scratch),
+            (2, _, _) => maxpool_separable::<Avx512, 2>(g, x, y, scratch),
             _ => MaxPlane::Declined,
         }
     }
@@ -119,14 +129,14 @@ fn columns_inside(c: isize, w: usize) -> __mmask16 {
 /// columns are carried, so each input vector is loaded once per output row.
 /// `KW` and `DW` are the kernel width and dilation if known at compile time
 /// (the taps then unroll into constant permutes), else 0. Stops at a
-/// plane with a NaN or a −0 (one `vfpclassps` per load), as the separable
+/// plane with a NaN or a −0 (two compares per load), as the separable
 /// max does.
 ///
 /// # Safety
-/// AVX-512F and DQ; `x` and `y` are one plane of `g`'s input and output;
+/// AVX-512F; `x` and `y` are one plane of `g`'s input and output;
 /// `S` is `g.w.stride` (1 or 2), and the last tap's offset is at most 16·S.
 #[inline(always)]
-unsafe fn fused_max_plane<const S: usize, const KW: usize, const DW: usize>(
+unsafe fn maxpool_fused<const S: usize, const KW: usize, const DW: usize>(
     g: &PoolGeometry,
     x: &[f32],
     y: &mut [f32],
@@ -160,11 +170,11 @@ unsafe fn fused_max_plane<const S: usize, const KW: usize, const DW: usize>(
     if flags != 0 { MaxPlane::OrderMatters } else { MaxPlane::Done }
 }
 
-/// One output row of [`fused_max_plane`] from the window rows at offsets
+/// One output row of [`maxpool_fused`] from the window rows at offsets
 /// `rows` (`R` of them, or any number with `R = 0`; at least one).
 ///
 /// # Safety
-/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`; the last
+/// AVX-512F; each `r` in `rows` has `r + w <= x.len()`; the last
 /// tap's offset `dw · (kw - 1)` is at most 16·S.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -184,7 +194,7 @@ unsafe fn fused_row<const S: usize, const KW: usize, const DW: usize, const R: u
     // if its last window's last tap stays within it.
     let last_shift = dw * (kw - 1) / S;
     let blocks = wo.div_ceil(16);
-    // SAFETY: AVX-512F and DQ (the caller's contract) for every intrinsic;
+    // SAFETY: AVX-512F (the caller's contract) for every intrinsic;
     // the loads as argued in `column_max`, the stores below.
     unsafe {
         let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -229,7 +239,7 @@ unsafe fn fused_row<const S: usize, const KW: usize, const DW: usize, const R: u
 /// inline.)
 ///
 /// # Safety
-/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`.
+/// AVX-512F; each `r` in `rows` has `r + w <= x.len()`.
 #[inline(always)]
 unsafe fn block_columns<const S: usize, const R: usize>(
     x: &[f32],
@@ -257,11 +267,11 @@ unsafe fn block_columns<const S: usize, const R: usize>(
 /// columns outside `0..w`); ors the NaN/−0 test of each load into `flags`.
 ///
 /// # Safety
-/// AVX-512F and DQ; each `r` in `rows` has `r + w <= x.len()`.
+/// AVX-512F; each `r` in `rows` has `r + w <= x.len()`.
 #[inline(always)]
 unsafe fn column_max<const R: usize>(x: &[f32], w: usize, rows: &[usize], c: isize, flags: &mut u32) -> __m512 {
     let rows = &rows[..if R == 0 { rows.len() } else { R }];
-    // SAFETY: AVX-512F and DQ (the caller's contract). Lanes l with mask bit
+    // SAFETY: AVX-512F (the caller's contract). Lanes l with mask bit
     // l have 0 <= c + l < w and r + w <= x.len(): each load reads only inside
     // row r; masked-off lanes are not accessed (no fault).
     unsafe {
@@ -270,14 +280,14 @@ unsafe fn column_max<const R: usize>(x: &[f32], w: usize, rows: &[usize], c: isi
         if c >= 0 && c as usize + 16 <= w {
             for &r in rows {
                 let v = _mm512_loadu_ps(x.as_ptr().add(r + c as usize));
-                *flags |= _mm512_fpclass_ps_mask::<0x85>(v) as u32;
+                *flags |= nan_or_negative_zero(v) as u32;
                 m = _mm512_max_ps(v, m);
             }
         } else {
             let mask = columns_inside(c, w);
             for &r in rows {
                 let v = _mm512_mask_loadu_ps(neg_inf, mask, x.as_ptr().wrapping_offset(r as isize + c));
-                *flags |= _mm512_fpclass_ps_mask::<0x85>(v) as u32;
+                *flags |= nan_or_negative_zero(v) as u32;
                 m = _mm512_max_ps(v, m);
             }
         }

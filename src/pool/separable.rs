@@ -6,14 +6,15 @@
 //! NaNs meet; a plane holding a NaN or a −0 is therefore declined and takes
 //! the exact row-major scan.
 
-use super::{MAX, MaxPlane, PoolGeometry, combine, order_matters};
-use crate::conv::depthwise::Lanes;
+use super::params::PoolGeometry;
+use super::scan::{MAX, MaxPlane, combine, order_matters};
+use crate::simd::Lanes;
 
 /// The tallest window the vector kernels take.
 pub(super) const MAX_ROWS: usize = 16;
 
-/// The vector lanes of the direct convolution ([`Lanes`]: `N` floats per
-/// register, load, store), plus what the max needs.
+/// The vector lanes ([`Lanes`]: `N` floats per register, load, store),
+/// plus what the max needs.
 pub(super) trait MaxLanes: Lanes {
     /// `N` consecutive windows' tap, `p[0], p[S], .., p[(N-1)·S]` (S = 1, 2).
     ///
@@ -49,7 +50,7 @@ pub(super) fn window_rows(g: &PoolGeometry, oy: usize) -> Option<([usize; MAX_RO
     Some((rows, count))
 }
 
-/// The maximum of a plane in two passes: the column maxima of every output
+/// `maxpool_separable_<isa>`: the maximum of a plane in two passes: the column maxima of every output
 /// row's window rows (`scratch`, `h_out × w` floats), then the window maxima
 /// along each of those rows, `N` windows at a time, with the border windows
 /// from the same column maxima. Two passes over the plane rather than two
@@ -60,7 +61,7 @@ pub(super) fn window_rows(g: &PoolGeometry, oy: usize) -> Option<([usize; MAX_RO
 /// The CPU has `L`'s instructions; `x` and `y` are one plane of `g`'s input
 /// and output.
 #[inline(always)]
-pub(super) unsafe fn separable_max_plane<L: MaxLanes, const S: usize>(
+pub(super) unsafe fn maxpool_separable<L: MaxLanes, const S: usize>(
     g: &PoolGeometry,
     x: &[f32],
     y: &mut [f32],

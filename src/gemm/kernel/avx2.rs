@@ -13,27 +13,25 @@
 
 use std::arch::x86_64::*;
 
-use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use crate::simd::x86::{Avx2, activate_avx2 as activate};
 
 const MR: usize = 6;
 const NR: usize = 16;
 
-/// Proof that the CPU runs AVX2 and FMA: only [`Avx2Fma6x16::new`] makes one.
+/// The kernel, made from the AVX2 lanes token (proof that the CPU runs AVX2 and FMA).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx2Fma6x16 {
-    _detected: (),
-}
-
-impl Avx2Fma6x16 {
-    pub(crate) fn new() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Self { _detected: () })
-    }
-}
+pub(crate) struct Avx2Fma6x16(pub(crate) Avx2);
 
 impl MicroKernel for Avx2Fma6x16 {
     const MR: usize = MR;
     const NR: usize = NR;
     const NAME: &'static str = "avx2_fma_6x16";
+    type Lanes = Avx2;
+
+    fn lanes(self) -> Avx2 {
+        self.0
+    }
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX2 and FMA were detected; the
@@ -103,17 +101,5 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
         }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
         unsafe { store_tile_scalar(&tile, NR, out, spec) }
-    }
-}
-
-/// [`Activation::apply`] on 8 lanes, bit for bit (NaN kept, `-0.0` kept:
-/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn activate(act: Activation, v: __m256) -> __m256 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
-        Activation::Clamp { min, max } => _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v)),
     }
 }

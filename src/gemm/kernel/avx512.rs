@@ -29,27 +29,25 @@
 
 use std::arch::x86_64::*;
 
-use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use crate::simd::x86::{Avx512, activate_avx2, activate_avx512 as activate};
 
 const MR: usize = 8;
 const NR: usize = 32;
 
-/// Proof that the CPU runs AVX-512F: only [`Avx512_8x32::new`] makes one.
+/// The kernel, made from the AVX-512 lanes token (proof that the CPU runs AVX-512F).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx512_8x32 {
-    _detected: (),
-}
-
-impl Avx512_8x32 {
-    pub(crate) fn new() -> Option<Self> {
-        is_x86_feature_detected!("avx512f").then_some(Self { _detected: () })
-    }
-}
+pub(crate) struct Avx512_8x32(pub(crate) Avx512);
 
 impl MicroKernel for Avx512_8x32 {
     const MR: usize = MR;
     const NR: usize = NR;
     const NAME: &'static str = "avx512_8x32";
+    type Lanes = Avx512;
+
+    fn lanes(self) -> Avx512 {
+        self.0
+    }
     const READS_B_ROWS: bool = true;
     const B_ROWS_NR: usize = B_ROWS_NR;
 
@@ -314,7 +312,7 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
         if let Some(bias) = bias {
             v = _mm256_add_ps(v, bias);
         }
-        v = super::avx2::activate(spec.act, v);
+        v = activate_avx2(spec.act, v);
         // SAFETY: as above; the mask writes only the tile's rows.
         unsafe { _mm256_maskstore_ps(c, mask, v) };
     }
@@ -361,16 +359,4 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
     unrolled_k_loop(kc, |k| step(&mut acc, k));
 
     acc
-}
-
-/// [`Activation::apply`] on 16 lanes, bit for bit (NaN kept, `-0.0` kept:
-/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn activate(act: Activation, v: __m512) -> __m512 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), v),
-        Activation::Clamp { min, max } => _mm512_min_ps(_mm512_set1_ps(max), _mm512_max_ps(_mm512_set1_ps(min), v)),
-    }
 }

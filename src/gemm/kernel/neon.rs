@@ -12,27 +12,25 @@
 
 use std::arch::aarch64::*;
 
-use super::{Activation, MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar};
+use crate::simd::neon::{Neon, activate_neon as activate};
 
 const MR: usize = 8;
 const NR: usize = 12;
 
-/// Proof that the CPU runs NEON: only [`Neon8x12::new`] makes one.
+/// The kernel, made from the NEON lanes token (proof that the CPU runs NEON).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Neon8x12 {
-    _detected: (),
-}
-
-impl Neon8x12 {
-    pub(crate) fn new() -> Option<Self> {
-        std::arch::is_aarch64_feature_detected!("neon").then_some(Self { _detected: () })
-    }
-}
+pub(crate) struct Neon8x12(pub(crate) Neon);
 
 impl MicroKernel for Neon8x12 {
     const MR: usize = MR;
     const NR: usize = NR;
     const NAME: &'static str = "neon_8x12";
+    type Lanes = Neon;
+
+    fn lanes(self) -> Neon {
+        self.0
+    }
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when NEON was detected; the pointer
@@ -105,24 +103,5 @@ unsafe fn kernel_8x12(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
         }
         // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
         unsafe { store_tile_scalar(&tile, NR, out, spec) }
-    }
-}
-
-/// [`Activation::apply`] on 4 lanes, bit for bit: a compare-and-select, not
-/// `vmaxq` (which would turn `-0.0` into `+0.0`).
-#[inline]
-#[target_feature(enable = "neon")]
-fn activate(act: Activation, v: float32x4_t) -> float32x4_t {
-    match act {
-        Activation::None => v,
-        Activation::Relu => {
-            let zero = vdupq_n_f32(0.0);
-            vbslq_f32(vcltq_f32(v, zero), zero, v)
-        }
-        Activation::Clamp { min, max } => {
-            let (lo, hi) = (vdupq_n_f32(min), vdupq_n_f32(max));
-            let y = vbslq_f32(vcltq_f32(v, lo), lo, v);
-            vbslq_f32(vcgtq_f32(y, hi), hi, y)
-        }
     }
 }

@@ -3,52 +3,42 @@
 //! runs); `portable_unfused_4x8` is the fallback for CPUs without FMA.
 
 use super::{MicroKernel, StoreSpec, TileOut, store_tile_scalar};
+#[cfg(test)]
+use crate::simd::Scalar;
+use crate::simd::{Fused, MulAdd, Unfused};
 
 const MR: usize = 4;
 const NR: usize = 8;
 
-/// The multiply-add a portable kernel uses.
-trait MulAdd {
-    /// The kernel's name.
+/// `portable_4x8` (`Scalar<Fused>` lanes) or `portable_unfused_4x8` (`Scalar<Unfused>`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable4x8<M>(pub(crate) crate::simd::Scalar<M>);
+
+/// The oracle kernel (tests run every other kernel against it).
+#[cfg(test)]
+pub(crate) const PORTABLE: Portable4x8<Fused> = Portable4x8(Scalar(Fused));
+
+/// The kernel's name for each multiply-add.
+trait Named {
     const NAME: &'static str;
-    fn madd(a: f32, b: f32, c: f32) -> f32;
 }
-
-/// Fused: one rounding, the reproducibility rule's operation.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fused;
-impl MulAdd for Fused {
+impl Named for Fused {
     const NAME: &'static str = "portable_4x8";
-    #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
 }
-
-/// Unfused: `a·b + c` with two roundings, for CPUs where a fused multiply-add
-/// is a slow library call. Differs from the other paths by rounding only.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Unfused;
-impl MulAdd for Unfused {
+impl Named for Unfused {
     const NAME: &'static str = "portable_unfused_4x8";
-    #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
 }
-
-/// `portable_4x8` (`Fused`) or `portable_unfused_4x8` (`Unfused`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Portable4x8<M>(M);
-
-pub(crate) const PORTABLE: Portable4x8<Fused> = Portable4x8(Fused);
-pub(crate) const PORTABLE_UNFUSED: Portable4x8<Unfused> = Portable4x8(Unfused);
 
 #[allow(private_bounds)]
-impl<M: MulAdd + Copy + Send + Sync> MicroKernel for Portable4x8<M> {
+impl<M: MulAdd + Named> MicroKernel for Portable4x8<M> {
     const MR: usize = MR;
     const NR: usize = NR;
-    const NAME: &'static str = M::NAME;
+    const NAME: &'static str = <M as Named>::NAME;
+    type Lanes = crate::simd::Scalar<M>;
+
+    fn lanes(self) -> crate::simd::Scalar<M> {
+        self.0
+    }
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: the caller guarantees kc·MR readable floats at `a` and kc·NR at `b`.

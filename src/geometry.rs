@@ -1,7 +1,9 @@
 //! `ConvParams`, the output-size formula, and `ConvGeometry`: every shape
 //! check and every overflow check of a convolution call, done once, before
-//! any buffer is touched.
+//! any buffer is touched. Shared by the convolution paths and the explicit
+//! im2col below them; knows no algorithm.
 
+use crate::check::{at_least_one, mul, product};
 use crate::error::ConvError;
 
 /// How a 2-D convolution slides its kernel over the input.
@@ -85,14 +87,6 @@ pub(crate) struct ConvGeometry {
     pub w_out: usize,
 }
 
-fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, ConvError> {
-    a.checked_mul(b).ok_or(ConvError::Overflow { what })
-}
-
-pub(crate) fn product(dims: &[usize], what: &'static str) -> Result<usize, ConvError> {
-    dims.iter().try_fold(1usize, |acc, &d| mul(acc, d, what))
-}
-
 /// One spatial axis: `(in + pad_a + pad_b - extent) / stride + 1`, checked.
 fn axis_output(
     axis: &'static str,
@@ -114,13 +108,6 @@ fn axis_output(
         return Err(ConvError::NoOutput { axis, padded_input: padded, kernel_extent: extent });
     }
     Ok((padded - extent) / stride + 1)
-}
-
-pub(crate) fn at_least_one(name: &'static str, value: usize) -> Result<(), ConvError> {
-    if value == 0 {
-        return Err(ConvError::BadParameter { name, value, requirement: "at least 1" });
-    }
-    Ok(())
 }
 
 impl ConvGeometry {
@@ -252,13 +239,5 @@ pub(crate) fn check_params(weight_shape: [usize; 4], params: &ConvParams) -> Res
     product(&weight_shape, "weight element count")?;
     product(&weight_shape[1..], "kernel patch size")?;
     product(&weight_shape[2..], "kernel size")?;
-    Ok(())
-}
-
-/// `Err` unless `len == expected`.
-pub(crate) fn check_len(buffer: &'static str, len: usize, expected: usize) -> Result<(), ConvError> {
-    if len != expected {
-        return Err(ConvError::BufferLength { buffer, expected, found: len });
-    }
     Ok(())
 }

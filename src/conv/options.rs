@@ -1,0 +1,77 @@
+//! The options of a convolution call beyond its parameters: the instruction
+//! set, the algorithm, the fused activation, and whether it may use threads.
+
+use crate::activation::Activation;
+use crate::isa::Isa;
+
+/// How the image reaches the GEMM as its B operand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// The fastest applicable: [`Algorithm::Depthwise`] for groups with one
+    /// input channel, [`Algorithm::Direct`] where it applies and each output
+    /// sums at least 128 products, [`Algorithm::Pointwise`] for 1×1 stride-1
+    /// unpadded kernels, else [`Algorithm::Implicit`].
+    #[default]
+    Auto,
+    /// Build the explicit `K × N` im2col matrix of each (image, group), then
+    /// multiply: the simple path the others are tested against.
+    Im2col,
+    /// Pack B from the image (implicit im2col), through a zero-padded copy
+    /// of the input rows one block of output reads, for the K chunk's
+    /// channels: no `K × N` buffer.
+    Implicit,
+    /// 1×1 kernel, stride 1, no padding: the image itself is B. Falls back to
+    /// `Implicit` for other shapes.
+    Pointwise,
+    /// The image read where it lies, from a zero-padded copy of the rows a
+    /// block of output reads: the kernel broadcasts image values and takes
+    /// output channels as its vector lanes, so no im2col element is copied.
+    /// For groups with several input channels and at least 16 output
+    /// channels, on a path whose kernel has it (AVX-512); falls back to
+    /// `Implicit` elsewhere.
+    Direct,
+    /// Direct convolution, vectorised over output columns, for groups with
+    /// one input channel (depthwise, channel multipliers, single-channel
+    /// images), where a GEMM tile would be mostly empty. Falls back to
+    /// `Implicit` for other shapes.
+    Depthwise,
+}
+
+/// Options of a convolution call beyond [`ConvParams`]: which instruction set
+/// and which algorithm run, and the activation fused into the output.
+/// Every combination gives bit-identical results (except
+/// [`Isa::PortableUnfused`], which rounds differently).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvOptions {
+    /// The instruction-set path; [`Isa::detect`] by default.
+    pub isa: Isa,
+    /// How B is fed to the engine.
+    pub algorithm: Algorithm,
+    /// Applied to each output after the bias.
+    pub activation: Activation,
+    /// Whether the call may use the threads of the current rayon pool.
+    pub threads: Threads,
+}
+
+/// Whether a call may fork onto the caller's rayon pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Threads {
+    /// Use the current rayon pool (`ThreadPool::install` chooses it) when the
+    /// work is large enough to repay a fork.
+    #[default]
+    Pool,
+    /// Stay on the calling thread.
+    Single,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions {
+            isa: Isa::detect(),
+            algorithm: Algorithm::Auto,
+            activation: Activation::None,
+            threads: Threads::Pool,
+        }
+    }
+}

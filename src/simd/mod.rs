@@ -1,0 +1,278 @@
+//! Vector lanes: the one abstraction every hand-vectorised loop of the crate
+//! is written against (depthwise, pooling, packing, the direct path's
+//! epilogue), its implementations per instruction set, and the dispatch that
+//! turns an [`Isa`] into the zero-sized token of its lanes. The only `match`
+//! on `Isa`; knows no convolution and no GEMM.
+
+use crate::activation::Activation;
+use crate::error::ConvError;
+use crate::isa::Isa;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
+/// `N` floats in a register and the operations on them. A value of a type
+/// implementing `Lanes` is a token: it exists only where the CPU runs its
+/// instructions ([`select`] makes them), which is what the `unsafe`
+/// operations below require.
+///
+/// `fma(a, b, c)` is `a·b + c` rounded once, like `f32::mul_add` (except
+/// `Scalar<Unfused>`, which rounds twice); `activate` is
+/// [`Activation::apply`] on every lane, bit for bit.
+pub(crate) trait Lanes: Copy + Send + Sync {
+    /// Floats per register.
+    const N: usize;
+    /// Vector registers (accumulators, inputs and a broadcast must fit).
+    const REGS: usize;
+    /// A register of `N` floats.
+    type V: Copy;
+
+    /// Runs `work` with these lanes, compiled with their target features
+    /// (`work`'s methods must be `#[inline(always)]` for the features to
+    /// reach its loops).
+    fn enter<W: WithLanes>(self, work: W) -> W::Output;
+
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// # Safety
+    /// `p .. p + N` readable; CPU support.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p .. p + N` writable; CPU support.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// [`Activation::apply`] on every lane, bit for bit.
+    ///
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
+
+    /// The transpose of the `npx × m` row-major `block` into `out`
+    /// (`out[co·n + p] = act(block[p·m + co] + bias[co])`, no `+` without a
+    /// bias), for the pixels `0..p8` and channels `0..m8` it returns: whole
+    /// 8 × 8 tiles where the lanes have a register transpose, none by
+    /// default. The caller finishes the rest element by element.
+    ///
+    /// # Safety
+    /// `out + co·n + p` writable for `co < m`, `p < npx`; CPU support.
+    unsafe fn transpose_8x8_tiles(
+        block: &[f32],
+        m: usize,
+        out: *mut f32,
+        n: usize,
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) -> (usize, usize) {
+        let _ = (block, m, out, n, bias, act);
+        (0, 0)
+    }
+}
+
+/// [`Lanes`] with masked loads and stores (lanes off are neither read nor
+/// written, so cannot fault).
+pub(crate) trait MaskedLanes: Lanes {
+    /// A lane mask.
+    type M: Copy;
+    /// The lanes `lo .. hi` (`lo <= hi <= N`).
+    ///
+    /// # Safety
+    /// The CPU supports the lanes' instructions.
+    unsafe fn mask(lo: usize, hi: usize) -> Self::M;
+    /// Lane `j` of `m` is `p[j]`, the others `0.0` and not read (slower
+    /// than [`Lanes::load`]).
+    ///
+    /// # Safety
+    /// `p + j` readable for the lanes `j` of `m`; CPU support.
+    unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p + j` writable for the lanes `j` of `m`; CPU support.
+    unsafe fn store_masked(m: Self::M, p: *mut f32, v: Self::V);
+}
+
+/// Code generic over the lanes, run by [`dispatch`] or [`Lanes::enter`]
+/// inside the lanes' target features. A path with a kernel of its own
+/// overrides that path's method; every other path runs [`WithLanes::run`].
+/// Implementations mark every method `#[inline(always)]`.
+pub(crate) trait WithLanes: Sized {
+    type Output;
+    fn run<L: Lanes>(self, lanes: L) -> Self::Output;
+
+    /// The AVX2 + FMA path.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn avx2(self, lanes: x86::Avx2) -> Self::Output {
+        self.run(lanes)
+    }
+
+    /// The AVX-512 path (which also has AVX2 + FMA: `lanes.avx2()`).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn avx512(self, lanes: x86::Avx512) -> Self::Output {
+        self.run(lanes)
+    }
+}
+
+/// One method per instruction-set path, each handed its lanes token: how a
+/// caller maps an [`Isa`] to its own per-path types (the GEMM to its
+/// microkernels) through [`select`].
+pub(crate) trait PerPath {
+    type Output;
+    fn portable(self, lanes: Scalar<Fused>) -> Self::Output;
+    fn portable_unfused(self, lanes: Scalar<Unfused>) -> Self::Output;
+    #[cfg(target_arch = "x86_64")]
+    fn avx2(self, lanes: x86::Avx2) -> Self::Output;
+    #[cfg(target_arch = "x86_64")]
+    fn avx512(self, lanes: x86::Avx512) -> Self::Output;
+    #[cfg(target_arch = "aarch64")]
+    fn neon(self, lanes: neon::Neon) -> Self::Output;
+}
+
+/// Hands `work` the token of `isa`'s lanes, or says the path is unavailable.
+/// The one place an [`Isa`] becomes code.
+pub(crate) fn select<P: PerPath>(isa: Isa, work: P) -> Result<P::Output, ConvError> {
+    if !isa.is_available() {
+        return Err(ConvError::IsaUnavailable { isa: isa.name() });
+    }
+    match isa {
+        Isa::Portable => Ok(work.portable(Scalar(Fused))),
+        Isa::PortableUnfused => Ok(work.portable_unfused(Scalar(Unfused))),
+        // SAFETY: the path is available: the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => Ok(work.avx2(unsafe { x86::Avx2::new_unchecked() })),
+        // SAFETY: the path is available: the CPU has AVX-512F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Ok(work.avx512(unsafe { x86::Avx512::new_unchecked() })),
+        // SAFETY: the path is available: the CPU has NEON.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Ok(work.neon(unsafe { neon::Neon::new_unchecked() })),
+        #[allow(unreachable_patterns)]
+        _ => Err(ConvError::IsaUnavailable { isa: isa.name() }),
+    }
+}
+
+/// Runs `work` on the lanes of `isa`, inside their target features.
+pub(crate) fn dispatch<W: WithLanes>(isa: Isa, work: W) -> Result<W::Output, ConvError> {
+    select(isa, Enter(work))
+}
+
+/// [`dispatch`] as a [`PerPath`]: enters each path's lanes.
+struct Enter<W>(W);
+
+impl<W: WithLanes> PerPath for Enter<W> {
+    type Output = W::Output;
+    fn portable(self, lanes: Scalar<Fused>) -> W::Output {
+        lanes.enter(self.0)
+    }
+    fn portable_unfused(self, lanes: Scalar<Unfused>) -> W::Output {
+        lanes.enter(self.0)
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn avx2(self, lanes: x86::Avx2) -> W::Output {
+        lanes.enter(self.0)
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn avx512(self, lanes: x86::Avx512) -> W::Output {
+        lanes.enter(self.0)
+    }
+    #[cfg(target_arch = "aarch64")]
+    fn neon(self, lanes: neon::Neon) -> W::Output {
+        lanes.enter(self.0)
+    }
+}
+
+/// The multiply-add of a scalar path.
+pub(crate) trait MulAdd: Copy + Send + Sync {
+    fn madd(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Fused: one rounding, the reproducibility rule's operation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fused;
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// Unfused: `a·b + c` with two roundings, for CPUs where a fused multiply-add
+/// is a slow library call. Differs from the other paths by rounding only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unfused;
+impl MulAdd for Unfused {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// One lane of plain `f32`, multiply-adds by `M`: the portable paths.
+/// `Scalar<Fused>` is the oracle the vector lanes match bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scalar<M>(pub(crate) M);
+
+impl<M: MulAdd> Lanes for Scalar<M> {
+    const N: usize = 1;
+    const REGS: usize = 16;
+    type V = f32;
+    #[inline(always)]
+    fn enter<W: WithLanes>(self, work: W) -> W::Output {
+        work.run(self)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees `p` is writable.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+        M::madd(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn activate(act: Activation, v: f32) -> f32 {
+        act.apply(v)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod probe {
+    //! Counts, per thread, the entries into vector code (a lanes token's
+    //! `enter`, a SIMD microkernel's dispatch), so a test can show that a
+    //! forced portable run executes none.
+    use std::cell::Cell;
+
+    thread_local! {
+        static ENTRIES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Notes one entry into vector code on this thread.
+    pub(crate) fn enter() {
+        ENTRIES.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Entries so far on this thread.
+    pub(crate) fn entries() -> usize {
+        ENTRIES.with(Cell::get)
+    }
+}

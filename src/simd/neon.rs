@@ -1,0 +1,91 @@
+//! The aarch64 NEON lanes (4 floats, `neon`) and their activation.
+
+use std::arch::aarch64::*;
+
+use super::{Lanes, WithLanes};
+use crate::activation::Activation;
+
+/// The NEON lanes: only [`super::select`] makes one, on a CPU that has NEON.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Neon {
+    _detected: (),
+}
+
+impl Neon {
+    /// # Safety
+    /// The CPU has NEON.
+    pub(super) unsafe fn new_unchecked() -> Self {
+        Neon { _detected: () }
+    }
+}
+
+/// `work` compiled for NEON.
+///
+/// # Safety
+/// The CPU has NEON (a `Neon` exists).
+#[target_feature(enable = "neon")]
+unsafe fn enter_neon<W: WithLanes>(lanes: Neon, work: W) -> W::Output {
+    work.run(lanes)
+}
+
+impl Lanes for Neon {
+    const N: usize = 4;
+    const REGS: usize = 32;
+    type V = float32x4_t;
+    #[inline(always)]
+    fn enter<W: WithLanes>(self, work: W) -> W::Output {
+        #[cfg(test)]
+        super::probe::enter();
+        // SAFETY: `self` exists only where NEON does.
+        unsafe { enter_neon(self, work) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees NEON and 4 readable floats.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller guarantees NEON and 4 writable floats.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // SAFETY: the caller guarantees NEON; vfmaq_f32(c, a, b) = c + a·b, fused.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn activate(act: Activation, v: float32x4_t) -> float32x4_t {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { activate_neon(act, v) }
+    }
+}
+
+/// [`Activation::apply`] on 4 lanes, bit for bit: a compare-and-select, not
+/// `vmaxq` (which would turn `-0.0` into `+0.0`).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn activate_neon(act: Activation, v: float32x4_t) -> float32x4_t {
+    match act {
+        Activation::None => v,
+        Activation::Relu => {
+            let zero = vdupq_n_f32(0.0);
+            vbslq_f32(vcltq_f32(v, zero), zero, v)
+        }
+        Activation::Clamp { min, max } => {
+            let (lo, hi) = (vdupq_n_f32(min), vdupq_n_f32(max));
+            let y = vbslq_f32(vcltq_f32(v, lo), lo, v);
+            vbslq_f32(vcgtq_f32(y, hi), hi, y)
+        }
+    }
+}

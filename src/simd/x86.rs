@@ -1,0 +1,299 @@
+//! The x86-64 lanes: AVX2 + FMA (8 floats, `avx2`) and AVX-512F (16
+//! floats, `avx512`), their activations and the 8 × 8 register transpose.
+
+use std::arch::x86_64::*;
+
+use super::{Lanes, MaskedLanes, WithLanes};
+use crate::activation::Activation;
+
+/// The AVX2 + FMA lanes: only [`super::select`] makes one, on a CPU that has both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2 {
+    _detected: (),
+}
+
+impl Avx2 {
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    pub(super) unsafe fn new_unchecked() -> Self {
+        Avx2 { _detected: () }
+    }
+}
+
+/// The AVX-512F lanes: only [`super::select`] makes one, on a CPU that has
+/// AVX-512F, AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512 {
+    _detected: (),
+}
+
+impl Avx512 {
+    /// # Safety
+    /// The CPU has AVX-512F, AVX2 and FMA.
+    pub(super) unsafe fn new_unchecked() -> Self {
+        Avx512 { _detected: () }
+    }
+
+    /// The AVX2 lanes of the same CPU.
+    pub(crate) fn avx2(self) -> Avx2 {
+        // SAFETY: an `Avx512` exists only where AVX2 and FMA do too.
+        unsafe { Avx2::new_unchecked() }
+    }
+}
+
+/// `work` compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA (an `Avx2` exists).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn enter_avx2<W: WithLanes>(lanes: Avx2, work: W) -> W::Output {
+    work.avx2(lanes)
+}
+
+/// `work` compiled for AVX-512F (with AVX2 + FMA).
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA (an `Avx512` exists).
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn enter_avx512<W: WithLanes>(lanes: Avx512, work: W) -> W::Output {
+    work.avx512(lanes)
+}
+
+impl Lanes for Avx2 {
+    const N: usize = 8;
+    const REGS: usize = 16;
+    type V = __m256;
+    #[inline(always)]
+    fn enter<W: WithLanes>(self, work: W) -> W::Output {
+        #[cfg(test)]
+        super::probe::enter();
+        // SAFETY: `self` exists only where AVX2 and FMA do.
+        unsafe { enter_avx2(self, work) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees AVX and 8 readable floats.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees AVX and 8 writable floats.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: the caller guarantees FMA.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn activate(act: Activation, v: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { activate_avx2(act, v) }
+    }
+    #[inline(always)]
+    unsafe fn transpose_8x8_tiles(
+        block: &[f32],
+        m: usize,
+        out: *mut f32,
+        n: usize,
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) -> (usize, usize) {
+        // SAFETY: the caller's guarantees, forwarded.
+        unsafe { transpose_tiles_avx2(block, m, out, n, bias, act) }
+    }
+}
+
+impl MaskedLanes for Avx2 {
+    type M = __m256i;
+    #[inline(always)]
+    unsafe fn mask(lo: usize, hi: usize) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let from = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo as i32 - 1));
+            _mm256_and_si256(from, _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lane))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(m: __m256i, p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees AVX and the masked lanes readable;
+        // `vmaskmovps` does not access the others.
+        unsafe { _mm256_maskload_ps(p, m) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(m: __m256i, p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees AVX and the masked lanes writable.
+        unsafe { _mm256_maskstore_ps(p, m, v) }
+    }
+}
+
+impl Lanes for Avx512 {
+    const N: usize = 16;
+    const REGS: usize = 32;
+    type V = __m512;
+    #[inline(always)]
+    fn enter<W: WithLanes>(self, work: W) -> W::Output {
+        #[cfg(test)]
+        super::probe::enter();
+        // SAFETY: `self` exists only where AVX-512F, AVX2 and FMA do.
+        unsafe { enter_avx512(self, work) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and 16 readable floats.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees AVX-512F and 16 writable floats.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn activate(act: Activation, v: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { activate_avx512(act, v) }
+    }
+    #[inline(always)]
+    unsafe fn transpose_8x8_tiles(
+        block: &[f32],
+        m: usize,
+        out: *mut f32,
+        n: usize,
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) -> (usize, usize) {
+        // SAFETY: the caller's guarantees; the AVX-512 path has AVX2 and FMA.
+        unsafe { transpose_tiles_avx2(block, m, out, n, bias, act) }
+    }
+}
+
+impl MaskedLanes for Avx512 {
+    type M = __mmask16;
+    #[inline(always)]
+    unsafe fn mask(lo: usize, hi: usize) -> __mmask16 {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    }
+    #[inline(always)]
+    unsafe fn load_masked(m: __mmask16, p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and the masked lanes
+        // readable; the others are not accessed.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(m: __mmask16, p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees AVX-512F and the masked lanes writable.
+        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+}
+
+/// [`Activation::apply`] on 8 lanes, bit for bit (NaN kept, `-0.0` kept:
+/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn activate_avx2(act: Activation, v: __m256) -> __m256 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), v),
+        Activation::Clamp { min, max } => _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v)),
+    }
+}
+
+/// [`Activation::apply`] on 16 lanes, bit for bit (NaN kept, `-0.0` kept:
+/// `max_ps(a, b)` returns `b` when either is NaN or both are zero).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn activate_avx512(act: Activation, v: __m512) -> __m512 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), v),
+        Activation::Clamp { min, max } => _mm512_min_ps(_mm512_set1_ps(max), _mm512_max_ps(_mm512_set1_ps(min), v)),
+    }
+}
+
+/// [`Lanes::transpose_8x8_tiles`] in 8 × 8 AVX2 register transposes:
+/// pixels `0..npx/8·8`, channels `0..m/8·8`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; as [`Lanes::transpose_8x8_tiles`] for `out`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_tiles_avx2(
+    block: &[f32],
+    m: usize,
+    out: *mut f32,
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> (usize, usize) {
+    let npx = block.len() / m;
+    for co in (0..m / 8 * 8).step_by(8) {
+        for p in (0..npx / 8 * 8).step_by(8) {
+            // SAFETY: rows p..p+8 <= npx of the block, channels co..co+8 <= m;
+            // each a load of 8 floats inside `block`.
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add((p + i) * m + co)) });
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            // Column c of the 8 rows: channel co + c for pixels p..p+8.
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (c, &v) in cols.iter().enumerate() {
+                let v = match bias {
+                    Some(b) => _mm256_add_ps(v, _mm256_set1_ps(b[co + c])),
+                    None => v,
+                };
+                let v = activate_avx2(act, v);
+                // SAFETY: channel co + c < m, pixels p..p+8 <= npx: the caller's guarantees.
+                unsafe { _mm256_storeu_ps(out.add((co + c) * n + p), v) };
+            }
+        }
+    }
+    (npx / 8 * 8, m / 8 * 8)
+}
