@@ -2,8 +2,12 @@
 //! chunking that makes results reproducible, and the split of C among
 //! threads. Generic over the kernel and the operand sources; names no ISA.
 //!
-//! Letters: C (m × n) = A (m × k) · B (k × n); `mr × nr` is the kernel tile;
-//! `mc`, `nc` block the ic and jc loops (`blocking.rs`); `KC` cuts K.
+//! Letters (defined here, for the whole engine): C (m × n) = A (m × k) ·
+//! B (k × n); `mr × nr` is the kernel tile; the loops are BLIS's — jc over
+//! blocks of `nc` columns, pc over K chunks of `kc <= KC` (`gemm::KC`), ic
+//! over blocks of `mc` rows (`blocking.rs`), then jr and ir over the tiles
+//! of one block (`macro_kernel`). [`LoopOrder`] names the orders of jc, pc
+//! and ic this file runs.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -148,16 +152,54 @@ fn split(m: usize, n: usize, k: usize, mr: usize, nr: usize, threads: usize) -> 
         .collect()
 }
 
-/// The serial five-loop nest over the sub-block `rows × cols` of C.
-///
-/// Three loop orders, same arithmetic (each C tile still takes the K chunks
-/// in order): when the rows fit one ic block, B streams through L2 in narrow
-/// blocks (`nc_narrow`) — a B block that is used by one ic block only gains
-/// nothing from L3 and costs the write and re-read of a large buffer. Then
-/// with A prepacked (a convolution plan's weights) the order is jc, pc, ic,
-/// so a narrow block of C stays in L2 across the K chunks; else pc, jc, ic,
-/// so that A is packed once per K chunk. Otherwise the classic BLIS order
-/// jc, pc, ic keeps a wide B block in L3 for all the ic blocks.
+/// The K chunks `(pc, kc)`: `[0, KC), [KC, 2·KC), …`, and one empty chunk
+/// when `k == 0` (so that C is still stored, with its bias).
+fn k_chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..k.div_ceil(KC).max(1)).map(move |chunk| (chunk * KC, KC.min(k - chunk * KC)))
+}
+
+/// How one thread's block of C is traversed. Every order gives each C tile
+/// its K chunks in increasing `pc`, so the bits do not depend on the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LoopOrder {
+    /// A few rows of C (at most [`IN_PLACE_MAX_TILES`] kernel tiles) and a
+    /// kernel that reads B's rows where they lie: each B element feeds a
+    /// handful of FMAs, so a copy of B would cost about as much as the
+    /// product. pc, then one ic and one jc block: A packed once per K chunk.
+    PcBInPlace,
+    /// The rows fit one ic block (or A is prepacked and fits 3/4 of L2) and
+    /// nothing of A is packed per block (prepacked by a plan, or packed
+    /// whole for every chunk up front): jc in narrow (`nc_narrow`) blocks
+    /// that stay in L2, then pc, then ic, so each block of C stays in L2
+    /// across the K chunks instead of one sweep over all of C per chunk.
+    JcNarrowPcIc,
+    /// The rows fit one ic block, A packed once per K chunk: pc, then jc in
+    /// narrow blocks; a B block used by one ic block gains nothing from L3.
+    PcJcNarrow,
+    /// The classic BLIS order: jc (a wide B block kept in L3), pc, ic.
+    JcPcIc,
+}
+
+/// One thread's part of `C = A·B`: what every loop order reads.
+struct Nest<'a, K, A, B> {
+    kern: K,
+    blk: &'a Blocking,
+    /// C's rows and columns of this part.
+    rows: Range<usize>,
+    cols: Range<usize>,
+    k: usize,
+    a: &'a A,
+    b: &'a B,
+    c: CMatrix,
+    epi: &'a Epilogue,
+    /// Whether this part of C is too large to stay in the L3 share of a
+    /// core (a quarter of L3, as for B's blocks), so that even its first
+    /// writes wait for lines from memory.
+    c_from_memory: bool,
+}
+
+/// The serial loop nest over the sub-block `rows × cols` of C, in the
+/// [`LoopOrder`] its shape calls for.
 ///
 /// # Safety
 /// As for [`gemm`], restricted to the sub-block.
@@ -174,118 +216,172 @@ unsafe fn nest<K: MicroKernel, A: PanelSource, B: PanelSource>(
     epi: &Epilogue,
     ws: &mut Workspace,
 ) {
-    let (mr, nr) = (K::MR, K::NR);
-    let chunks = k.div_ceil(KC).max(1);
-    let Workspace { a: a_buf, b: b_buf } = ws;
-    let mut packed_a = |pc: usize, kc: usize, ic: usize, mc: usize| -> *const f32 {
-        match a.packed(mr, pc, kc, ic) {
-            Some(panels) => panels.as_ptr(),
-            None => {
-                let buf = a_buf.get(mc.div_ceil(mr) * mr * kc);
-                a.pack(kern.lanes(), mr, pc, kc, ic, mc, buf);
-                buf.as_ptr()
-            }
-        }
-    };
-    let mut packed_b = |pc: usize, kc: usize, jc: usize, nc: usize| -> *const f32 {
-        match b.packed(nr, pc, kc, jc) {
-            Some(panels) => panels.as_ptr(),
-            None => {
-                // One panel row more than the panels: room for a packer's
-                // whole-row copies to spill past the last panel.
-                let buf = b_buf.get((nc.div_ceil(nr) * kc + 1) * nr);
-                b.pack(kern.lanes(), nr, pc, kc, jc, nc, buf);
-                buf.as_ptr()
-            }
-        }
-    };
-    let mut packed_b = |pc, kc, jc, nc| BBlock::Packed(packed_b(pc, kc, jc, nc));
-    // Whether this part of C is too large to stay in the L3 share of a
-    // core (a quarter of L3, as for B's blocks), so that even its first
-    // writes wait for lines from memory.
     let c_from_memory = rows.len() * cols.len() * 4 > blk.l3 / 4;
-    let block = |chunk: usize, (ic, mc): (usize, usize), (jc, nc): (usize, usize), ap: *const f32, bp: BBlock| {
-        // SAFETY: the panels were packed for this chunk and these blocks (B's
-        // rows lie in the source's extent); the caller's guarantees cover C and the bias.
-        unsafe { macro_kernel(kern, chunk, chunks, k, (ic, mc), (jc, nc), ap, bp, c, epi, c_from_memory) }
-    };
+    let nest = Nest { kern, blk, rows, cols, k, a, b, c, epi, c_from_memory };
     // A prepacked whole (a convolution plan's weights) needs no packing per
-    // ic block, so the narrow order pays for up to 3/4 of L2 of it.
+    // ic block, so the narrow orders pay for up to 3/4 of L2 of it.
+    let (mr, rows) = (K::MR, &nest.rows);
     let prepacked = a.packed(mr, 0, KC.min(k), rows.start).is_some();
     let narrow = rows.len() <= blk.mc || (prepacked && rows.len() * KC * 4 <= blk.l2 * 3 / 4);
     // Without prepacking, A packed whole for every K chunk up front when
     // that fits half of L2 (its rows are then one ic block).
     let rows_padded = rows.len().div_ceil(mr) * mr;
-    let whole_a = !prepacked && narrow && chunks > 1 && rows_padded * k * 4 <= blk.l2 / 2;
-    if let Some((ptr, stride)) = b.rows().filter(|_| K::READS_B_ROWS && rows.len() <= IN_PLACE_MAX_TILES * mr) {
-        // A few rows of C: each B element feeds a handful of FMAs, so a copy
-        // of B would cost about as much as the product. The kernel reads
-        // B's rows where they lie; A is packed once per K chunk.
-        for chunk in 0..chunks {
-            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-            let ap = packed_a(pc, kc, rows.start, rows.len());
+    let whole_a = !prepacked && narrow && k > KC && rows_padded * k * 4 <= blk.l2 / 2;
+    let order = if K::READS_B_ROWS && b.rows().is_some() && rows.len() <= IN_PLACE_MAX_TILES * mr {
+        LoopOrder::PcBInPlace
+    } else if narrow && (prepacked || whole_a) {
+        LoopOrder::JcNarrowPcIc
+    } else if narrow {
+        LoopOrder::PcJcNarrow
+    } else {
+        LoopOrder::JcPcIc
+    };
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        match order {
+            LoopOrder::PcBInPlace => nest.pc_b_in_place(&mut ws.a),
+            LoopOrder::JcNarrowPcIc => nest.jc_narrow_pc_ic(whole_a, &mut ws.a, &mut ws.b),
+            LoopOrder::PcJcNarrow => nest.pc_jc_narrow(&mut ws.a, &mut ws.b),
+            LoopOrder::JcPcIc => nest.jc_pc_ic(&mut ws.a, &mut ws.b),
+        }
+    }
+}
+
+impl<K: MicroKernel, A: PanelSource, B: PanelSource> Nest<'_, K, A, B> {
+    /// A's panels for chunk `(pc, kc)` and the ic block `(ic, mc)`: the
+    /// prepacked ones, or packed into `buf`.
+    fn packed_a(&self, buf: &mut PackBuf, (pc, kc): (usize, usize), (ic, mc): (usize, usize)) -> *const f32 {
+        let mr = K::MR;
+        match self.a.packed(mr, pc, kc, ic) {
+            Some(panels) => panels.as_ptr(),
+            None => {
+                let buf = buf.get(mc.div_ceil(mr) * mr * kc);
+                self.a.pack(self.kern.lanes(), mr, pc, kc, ic, mc, buf);
+                buf.as_ptr()
+            }
+        }
+    }
+
+    /// B's panels for chunk `(pc, kc)` and the jc block `(jc, nc)`.
+    fn packed_b(&self, buf: &mut PackBuf, (pc, kc): (usize, usize), (jc, nc): (usize, usize)) -> BBlock {
+        let nr = K::NR;
+        BBlock::Packed(match self.b.packed(nr, pc, kc, jc) {
+            Some(panels) => panels.as_ptr(),
+            None => {
+                // One panel row more than the panels: room for a packer's
+                // whole-row copies to spill past the last panel.
+                let buf = buf.get((nc.div_ceil(nr) * kc + 1) * nr);
+                self.b.pack(self.kern.lanes(), nr, pc, kc, jc, nc, buf);
+                buf.as_ptr()
+            }
+        })
+    }
+
+    /// The jr and ir loops of one block (see [`macro_kernel`]).
+    ///
+    /// # Safety
+    /// As [`macro_kernel`]; the caller's guarantees of [`nest`].
+    #[inline(always)]
+    unsafe fn block(
+        &self,
+        (pc, kc): (usize, usize),
+        ic: (usize, usize),
+        jc: (usize, usize),
+        ap: *const f32,
+        bp: BBlock,
+    ) {
+        let last = pc + kc >= self.k;
+        // SAFETY: the panels were packed for this chunk and these blocks (B's
+        // rows lie in the source's extent); the caller's guarantees cover C and the bias.
+        unsafe { macro_kernel(self.kern, (pc, kc), last, ic, jc, ap, bp, self.c, self.epi, self.c_from_memory) }
+    }
+
+    /// [`LoopOrder::PcBInPlace`].
+    ///
+    /// # Safety
+    /// As for [`nest`]; `b.rows()` is some.
+    unsafe fn pc_b_in_place(&self, a_buf: &mut PackBuf) {
+        let (ptr, stride) = self.b.rows().expect("B in rows");
+        let (ic, jc) = ((self.rows.start, self.rows.len()), (self.cols.start, self.cols.len()));
+        for (pc, kc) in k_chunks(self.k) {
+            let ap = self.packed_a(a_buf, (pc, kc), ic);
             // Row pc, column cols.start of B (wrapping: with k == 0 there is
             // no row, and the kernel reads none).
-            let ptr = ptr.wrapping_offset(pc as isize * stride + cols.start as isize);
-            block(chunk, (rows.start, rows.len()), (cols.start, cols.len()), ap, BBlock::Rows { ptr, stride });
+            let ptr = ptr.wrapping_offset(pc as isize * stride + self.cols.start as isize);
+            // SAFETY: the caller's guarantees.
+            unsafe { self.block((pc, kc), ic, jc, ap, BBlock::Rows { ptr, stride }) };
         }
-    } else if narrow && (prepacked || whole_a) {
-        // Nothing to pack for A per block: each block of C stays in L2 across
-        // the K chunks, instead of one sweep over all of C per chunk (C of a
-        // large convolution layer lives in L3 or memory; A in L2 or L3).
+    }
+
+    /// [`LoopOrder::JcNarrowPcIc`], with A prepacked or (`whole_a`) packed
+    /// whole for every K chunk into `a_buf` first.
+    ///
+    /// # Safety
+    /// As for [`nest`].
+    unsafe fn jc_narrow_pc_ic(&self, whole_a: bool, a_buf: &mut PackBuf, b_buf: &mut PackBuf) {
+        let (mr, rows, k) = (K::MR, &self.rows, self.k);
+        let rows_padded = rows.len().div_ceil(mr) * mr;
         let whole = whole_a.then(|| {
             let all = a_buf.get(rows_padded * k);
-            for chunk in 0..chunks {
-                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-                a.pack(
-                    kern.lanes(),
-                    mr,
-                    pc,
-                    kc,
-                    rows.start,
-                    rows.len(),
-                    &mut all[pc * rows_padded..(pc + kc) * rows_padded],
-                );
+            for (pc, kc) in k_chunks(k) {
+                let dst = &mut all[pc * rows_padded..(pc + kc) * rows_padded];
+                self.a.pack(self.kern.lanes(), mr, pc, kc, rows.start, rows.len(), dst);
             }
             all.as_ptr()
         });
-        for jc in cols.clone().step_by(blk.nc_narrow) {
-            let nc = blk.nc_narrow.min(cols.end - jc);
-            for chunk in 0..chunks {
-                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-                let bp = packed_b(pc, kc, jc, nc);
-                for ic in rows.clone().step_by(blk.mc) {
-                    let mc = blk.mc.min(rows.end - ic);
+        let nc_narrow = self.blk.nc_narrow;
+        for jc in self.cols.clone().step_by(nc_narrow) {
+            let nc = nc_narrow.min(self.cols.end - jc);
+            for (pc, kc) in k_chunks(k) {
+                let bp = self.packed_b(b_buf, (pc, kc), (jc, nc));
+                for ic in rows.clone().step_by(self.blk.mc) {
+                    let mc = self.blk.mc.min(rows.end - ic);
                     let ap = match whole {
-                        // SAFETY: chunk `chunk`'s panels start at pc·rows_padded
+                        // SAFETY: chunk pc's panels start at pc·rows_padded
                         // of the rows_padded·k floats packed above (one ic block).
                         Some(all) => unsafe { all.add(pc * rows_padded) },
-                        None => a.packed(mr, pc, kc, ic).expect("prepacked A").as_ptr(),
+                        None => self.a.packed(mr, pc, kc, ic).expect("prepacked A").as_ptr(),
                     };
-                    block(chunk, (ic, mc), (jc, nc), ap, bp);
+                    // SAFETY: the caller's guarantees.
+                    unsafe { self.block((pc, kc), (ic, mc), (jc, nc), ap, bp) };
                 }
             }
         }
-    } else if narrow {
-        // A packed once per K chunk, its rows in one ic block.
-        for chunk in 0..chunks {
-            let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-            let ap = packed_a(pc, kc, rows.start, rows.len());
-            for jc in cols.clone().step_by(blk.nc_narrow) {
-                let nc = blk.nc_narrow.min(cols.end - jc);
-                block(chunk, (rows.start, rows.len()), (jc, nc), ap, packed_b(pc, kc, jc, nc));
+    }
+
+    /// [`LoopOrder::PcJcNarrow`].
+    ///
+    /// # Safety
+    /// As for [`nest`].
+    unsafe fn pc_jc_narrow(&self, a_buf: &mut PackBuf, b_buf: &mut PackBuf) {
+        let ic = (self.rows.start, self.rows.len());
+        let nc_narrow = self.blk.nc_narrow;
+        for (pc, kc) in k_chunks(self.k) {
+            let ap = self.packed_a(a_buf, (pc, kc), ic);
+            for jc in self.cols.clone().step_by(nc_narrow) {
+                let nc = nc_narrow.min(self.cols.end - jc);
+                let bp = self.packed_b(b_buf, (pc, kc), (jc, nc));
+                // SAFETY: the caller's guarantees.
+                unsafe { self.block((pc, kc), ic, (jc, nc), ap, bp) };
             }
         }
-    } else {
-        for jc in cols.clone().step_by(blk.nc) {
-            let nc = blk.nc.min(cols.end - jc);
-            for chunk in 0..chunks {
-                let (pc, kc) = (chunk * KC, KC.min(k - chunk * KC));
-                let bp = packed_b(pc, kc, jc, nc);
-                for ic in rows.clone().step_by(blk.mc) {
-                    let mc = blk.mc.min(rows.end - ic);
-                    let ap = packed_a(pc, kc, ic, mc);
-                    block(chunk, (ic, mc), (jc, nc), ap, bp);
+    }
+
+    /// [`LoopOrder::JcPcIc`].
+    ///
+    /// # Safety
+    /// As for [`nest`].
+    unsafe fn jc_pc_ic(&self, a_buf: &mut PackBuf, b_buf: &mut PackBuf) {
+        let (rows, nc_wide, mc_max) = (&self.rows, self.blk.nc, self.blk.mc);
+        for jc in self.cols.clone().step_by(nc_wide) {
+            let nc = nc_wide.min(self.cols.end - jc);
+            for (pc, kc) in k_chunks(self.k) {
+                let bp = self.packed_b(b_buf, (pc, kc), (jc, nc));
+                for ic in rows.clone().step_by(mc_max) {
+                    let mc = mc_max.min(rows.end - ic);
+                    let ap = self.packed_a(a_buf, (pc, kc), (ic, mc));
+                    // SAFETY: the caller's guarantees.
+                    unsafe { self.block((pc, kc), (ic, mc), (jc, nc), ap, bp) };
                 }
             }
         }
@@ -302,22 +398,20 @@ enum BBlock {
 }
 
 /// The jr and ir loops: every kernel tile of the `mc × nc` block at
-/// `(ic, jc)` for K chunk `chunk` (of `chunks`), from packed A panels,
+/// `(ic, jc)` for the K chunk `(pc, kc)` (the last one if `last`), from packed A panels,
 /// hinting C's tiles toward L2 ahead of use where they are read (later
 /// chunks) or where C is `c_from_memory`.
 ///
 /// # Safety
 /// `ap` holds the block's A panels (`ceil(mc/MR)` panels of `kc × MR`), `b`
-/// its B panels or rows (`kc` rows of `nc` readable floats), `kc` the
-/// chunk's length; the block lies inside C; `epi.bias` is null or covers the
+/// its B panels or rows (`kc` rows of `nc` readable floats); the block lies inside C; `epi.bias` is null or covers the
 /// rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn macro_kernel<K: MicroKernel>(
     kern: K,
-    chunk: usize,
-    chunks: usize,
-    k: usize,
+    (pc, kc): (usize, usize),
+    last: bool,
     (ic, mc): (usize, usize),
     (jc, nc): (usize, usize),
     ap: *const f32,
@@ -331,12 +425,11 @@ unsafe fn macro_kernel<K: MicroKernel>(
         BBlock::Packed(_) => K::NR,
         BBlock::Rows { .. } => K::B_ROWS_NR,
     };
-    let kc = KC.min(k - chunk * KC);
-    let last = chunk + 1 == chunks;
+    let first = pc == 0;
     let spec = StoreSpec {
         alpha: epi.alpha,
-        beta: if chunk == 0 { epi.beta } else { 1.0 },
-        store: if chunk == 0 && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
+        beta: if first { epi.beta } else { 1.0 },
+        store: if first && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
         bias: std::ptr::null(),
         act: if last { epi.act } else { Activation::None },
     };

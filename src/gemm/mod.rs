@@ -3,11 +3,11 @@
 //! sources. Knows nothing of images or convolution. This file is the one
 //! surface the rest of the crate imports from the engine.
 
-pub(crate) mod blocking;
-pub(crate) mod dispatch;
-pub(crate) mod kernel;
-pub(crate) mod loops;
-pub(crate) mod pack;
+mod blocking;
+mod dispatch;
+mod kernel;
+mod loops;
+mod pack;
 
 pub(crate) use blocking::cache_sizes;
 pub(crate) use dispatch::{WithKernel, dispatch};
