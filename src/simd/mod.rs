@@ -25,6 +25,8 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// Floats per register.
     const N: usize;
     /// Vector registers (accumulators, inputs and a broadcast must fit).
+    // (Read by the x86-64 rolling depthwise rows only.)
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const REGS: usize;
     /// A register of `N` floats.
     type V: Copy;
@@ -48,11 +50,13 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// # Safety
     /// The CPU supports the lanes' instructions.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// [`Activation::apply`] on every lane, bit for bit.
     ///
     /// # Safety
     /// The CPU supports the lanes' instructions.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
 
     /// The transpose of the `npx × m` row-major `block` into `out`
@@ -77,7 +81,8 @@ pub(crate) trait Lanes: Copy + Send + Sync {
 }
 
 /// [`Lanes`] with masked loads and stores (lanes off are neither read nor
-/// written, so cannot fault).
+/// written, so cannot fault): x86-64's.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) trait MaskedLanes: Lanes {
     /// A lane mask.
     type M: Copy;
