@@ -81,6 +81,8 @@ mod portable_tests;
 #[doc(hidden)]
 pub mod reference;
 mod simd;
+#[doc(hidden)]
+pub mod testing;
 
 pub use activation::Activation;
 pub use conv::backward::{

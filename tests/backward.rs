@@ -257,7 +257,7 @@ fn finite_differences_confirm_the_references() {
         ),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
-        let p = ConvProblem::new(input_shape, weight_shape, params, false, seed as u64);
+        let p = ConvProblem::seeded(input_shape, weight_shape, params, false, seed as u64);
         let out_shape = conv2d_output_shape(input_shape, weight_shape, &params).unwrap();
         let y = values(out_shape.iter().product(), 100 + seed as u64);
         let dx = conv2d_backward_input_direct(&y, out_shape, &p.weight, weight_shape, &params, input_shape).unwrap();
@@ -280,13 +280,13 @@ fn backward_reductions_cross_k_chunks_and_column_blocks() {
     // Weight gradient: 3 images × 100 pixels, so the second K chunk (from
     // term 256) starts inside image 2; groups 2 and flip.
     let params = ConvParams { padding: [1, 0, 1, 2], groups: 2, flip: true, ..ConvParams::default() };
-    Grad::new(ConvProblem::new([3, 4, 10, 8], [6, 2, 3, 3], params, false, 5), 6).unwrap().check_weight();
+    Grad::new(ConvProblem::seeded([3, 4, 10, 8], [6, 2, 3, 3], params, false, 5), 6).unwrap().check_weight();
     // Input gradient with 260 output channels: the GEMM reduction has two chunks.
     let params = ConvParams { stride: [2, 2], padding: [1, 1, 1, 1], ..ConvParams::default() };
-    Grad::new(ConvProblem::new([1, 3, 6, 5], [260, 3, 3, 3], params, false, 7), 8).unwrap().check_input();
+    Grad::new(ConvProblem::seeded([1, 3, 6, 5], [260, 3, 3, 3], params, false, 7), 8).unwrap().check_input();
     // A patch of 300·9 taps: column blocks of 96 pixels, the second starting mid-row.
     let params = ConvParams { stride: [2, 2], padding: [1, 1, 1, 1], dilation: [1, 2], ..ConvParams::default() };
-    Grad::new(ConvProblem::new([1, 300, 23, 25], [4, 300, 3, 3], params, false, 9), 10).unwrap().check_input();
+    Grad::new(ConvProblem::seeded([1, 300, 23, 25], [4, 300, 3, 3], params, false, 9), 10).unwrap().check_input();
 }
 
 #[test]
@@ -295,7 +295,7 @@ fn backward_on_many_threads_is_bit_identical() {
     // batch 1 with one group (parallel inside each GEMM).
     for (input_shape, weight_shape) in [([2, 16, 20, 20], [32, 16, 3, 3]), ([1, 32, 24, 24], [24, 32, 3, 3])] {
         let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
-        let g = Grad::new(ConvProblem::new(input_shape, weight_shape, params, false, 11), 12).unwrap();
+        let g = Grad::new(ConvProblem::seeded(input_shape, weight_shape, params, false, 11), 12).unwrap();
         g.check_input();
         g.check_weight();
     }
@@ -304,7 +304,7 @@ fn backward_on_many_threads_is_bit_identical() {
 #[test]
 fn backward_input_does_not_depend_on_the_batch() {
     let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, flip: false };
-    let g = Grad::new(ConvProblem::new([3, 4, 9, 8], [6, 2, 3, 3], params, false, 13), 14).unwrap();
+    let g = Grad::new(ConvProblem::seeded([3, 4, 9, 8], [6, 2, 3, 3], params, false, 13), 14).unwrap();
     let whole = g.input_grad(&ConvOptions::default());
     let (image_in, image_out) = (g.p.input.len() / 3, g.grad_output.len() / 3);
     for image in 0..3 {
@@ -339,7 +339,7 @@ fn backward_handles_empty_batches_and_channels() {
 #[test]
 fn backward_propagates_nan_and_infinity() {
     let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
-    let mut g = Grad::new(ConvProblem::new([1, 2, 5, 5], [3, 2, 3, 3], params, false, 15), 16).unwrap();
+    let mut g = Grad::new(ConvProblem::seeded([1, 2, 5, 5], [3, 2, 3, 3], params, false, 15), 16).unwrap();
     g.grad_output[7] = f32::INFINITY;
     g.p.input[3] = f32::NAN;
     let portable = ConvOptions { isa: Isa::Portable, ..ConvOptions::default() };
@@ -525,7 +525,7 @@ fn conv_transpose2d_pinned_cases() {
 fn conv_transpose2d_is_backward_input() {
     // Same weight, same parameters: the transposed convolution of dY is the input gradient.
     let conv = ConvParams { stride: [2, 2], padding: [1, 0, 0, 1], dilation: [1, 2], groups: 2, flip: false };
-    let g = Grad::new(ConvProblem::new([2, 4, 9, 10], [6, 2, 3, 3], conv, false, 21), 22).unwrap();
+    let g = Grad::new(ConvProblem::seeded([2, 4, 9, 10], [6, 2, 3, 3], conv, false, 21), 22).unwrap();
     let t = ConvTransposeParams {
         stride: conv.stride,
         padding: conv.padding,

@@ -8,75 +8,42 @@
 
 mod common;
 
-use common::{assert_close, for_each_isa, is_exact, values};
-use convgemm::reference::{conv2d_direct, input_tap};
+use common::{ALGORITHMS, ConvProblem, assert_close, for_each_isa, is_exact};
+use convgemm::reference::input_tap;
 use convgemm::{
     Activation, Algorithm, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with, sgemm_with_isa,
 };
 
-const ALGORITHMS: [Algorithm; 6] = [
-    Algorithm::Auto,
-    Algorithm::Im2col,
-    Algorithm::Implicit,
-    Algorithm::Pointwise,
-    Algorithm::Depthwise,
-    Algorithm::Direct,
-];
-
-/// A convolution with its data.
-struct Conv {
-    input_shape: [usize; 4],
-    weight_shape: [usize; 4],
-    params: ConvParams,
-    input: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
+/// A problem of this file: seeded data, no bias.
+fn conv(input_shape: [usize; 4], weight_shape: [usize; 4], params: ConvParams) -> ConvProblem {
+    ConvProblem::seeded(input_shape, weight_shape, params, false, 11)
 }
 
-impl Conv {
-    fn new(input_shape: [usize; 4], weight_shape: [usize; 4], params: ConvParams) -> Self {
-        let input = values(input_shape.iter().product(), 11);
-        let weight = values(weight_shape.iter().product(), 12);
-        Conv { input_shape, weight_shape, params, input, weight, bias: None }
-    }
+/// The checks of this file on a convolution problem.
+trait NonFinite {
+    fn run_on(&self, isa: Isa, algorithm: Algorithm) -> Vec<f32>;
+    fn check(&self) -> Vec<f32>;
+    fn index(&self, at: [usize; 4]) -> usize;
+    fn readers_of(&self, at: [usize; 4]) -> Vec<usize>;
+}
 
-    fn run(&self, isa: Isa, algorithm: Algorithm) -> Vec<f32> {
-        let shape = conv2d_output_shape(self.input_shape, self.weight_shape, &self.params).unwrap();
-        let mut out = vec![-7.0; shape.iter().product()];
-        let opts = ConvOptions { isa, algorithm, threads: Threads::Single, ..ConvOptions::default() };
-        conv2d_with(
-            &opts,
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            &mut out,
-        )
-        .unwrap();
-        out
+impl NonFinite for ConvProblem {
+    /// The output of one path, on the calling thread.
+    fn run_on(&self, isa: Isa, algorithm: Algorithm) -> Vec<f32> {
+        self.run(&ConvOptions { isa, algorithm, threads: Threads::Single, ..ConvOptions::default() }).unwrap()
     }
 
     /// Every path against the f64 reference: NaN exactly where it is NaN,
     /// the same infinities, finite values within the bound. Returns the
     /// portable result.
     fn check(&self) -> Vec<f32> {
-        let reference = conv2d_direct(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-        )
-        .unwrap();
+        let reference = self.reference().unwrap();
         for_each_isa(|isa| {
             for algorithm in ALGORITHMS {
-                assert_close(&format!("{} {algorithm:?}", isa.name()), &reference, &self.run(isa, algorithm));
+                assert_close(&format!("{} {algorithm:?}", isa.name()), &reference, &self.run_on(isa, algorithm));
             }
         });
-        self.run(Isa::Portable, Algorithm::Im2col)
+        self.run_on(Isa::Portable, Algorithm::Im2col)
     }
 
     /// Output index `(n, o, i, j)` in NCHW order.
@@ -125,9 +92,9 @@ fn nan_positions(v: &[f32]) -> Vec<usize> {
 }
 
 /// Stride 2, asymmetric padding, dilation 2, two groups, two images.
-fn strided_grouped() -> Conv {
+fn strided_grouped() -> ConvProblem {
     let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, flip: false };
-    Conv::new([2, 4, 7, 6], [4, 2, 2, 3], params)
+    conv([2, 4, 7, 6], [4, 2, 2, 3], params)
 }
 
 #[test]
@@ -151,7 +118,7 @@ fn nan_input_in_a_depthwise_and_a_pointwise_layer() {
     let depthwise = ConvParams { padding: [1, 1, 1, 1], groups: 3, ..ConvParams::default() };
     let pointwise = ConvParams::default();
     for (params, weight_shape) in [(depthwise, [3, 1, 3, 3]), (pointwise, [2, 3, 1, 1])] {
-        let mut conv = Conv::new([1, 3, 5, 5], weight_shape, params);
+        let mut conv = conv([1, 3, 5, 5], weight_shape, params);
         conv.input[5 * 5 + 2 * 5 + 4] = f32::NAN; // channel 1, row 2, column 4
         let readers = conv.readers_of([0, 1, 2, 4]);
         assert_eq!(nan_positions(&conv.check()), readers, "{params:?}");
@@ -179,7 +146,7 @@ fn nan_weight_poisons_its_whole_channel_padding_included() {
     }
 }
 
-fn conv_shape(conv: &Conv) -> [usize; 4] {
+fn conv_shape(conv: &ConvProblem) -> [usize; 4] {
     conv2d_output_shape(conv.input_shape, conv.weight_shape, &conv.params).unwrap()
 }
 
@@ -214,7 +181,7 @@ fn infinite_input_times_zero_weight_is_nan() {
 
 #[test]
 fn opposite_infinities_in_one_sum_are_nan() {
-    let mut conv = Conv::new([1, 1, 4, 4], [2, 1, 2, 2], ConvParams::default());
+    let mut conv = conv([1, 1, 4, 4], [2, 1, 2, 2], ConvParams::default());
     conv.weight = vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
     conv.input[5] = f32::INFINITY; // (1, 1)
     conv.input[6] = f32::NEG_INFINITY; // (1, 2)
@@ -234,7 +201,7 @@ fn infinite_weight_over_padding_is_nan() {
     // A 3×3 kernel with padding 1: the corner tap reads padding (0) for the
     // first row and column of outputs, so inf · 0 = NaN there, ±inf elsewhere.
     let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
-    let mut conv = Conv::new([1, 1, 4, 4], [1, 1, 3, 3], params);
+    let mut conv = conv([1, 1, 4, 4], [1, 1, 3, 3], params);
     conv.input.iter_mut().for_each(|x| *x = x.abs() + 0.5);
     conv.weight[0] = f32::INFINITY;
     let out = conv.check();
@@ -312,14 +279,14 @@ fn fused_activations_keep_nan_and_clamp_infinities() {
 fn paths_agree_on_nan_even_where_they_pick_different_nans() {
     // Each sum meets two different NaNs: an input NaN and the default NaN of
     // inf · 0. Which one comes out is IEEE's choice per path; that one does is not.
-    let mut conv = Conv::new([1, 2, 3, 3], [2, 2, 2, 2], ConvParams::default());
+    let mut conv = conv([1, 2, 3, 3], [2, 2, 2, 2], ConvParams::default());
     conv.input[0] = f32::INFINITY;
     conv.input[9] = f32::from_bits(0x7fc0_1234);
     conv.weight[0] = 0.0;
     let portable = conv.check();
     for_each_isa(|isa| {
         for algorithm in ALGORITHMS {
-            let got = conv.run(isa, algorithm);
+            let got = conv.run_on(isa, algorithm);
             let nan = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<_>>();
             assert_eq!(nan(&got), nan(&portable), "{} {algorithm:?}", isa.name());
             if is_exact(isa) {

@@ -77,17 +77,7 @@ pub fn layers() -> Vec<Layer> {
 }
 
 /// Deterministic values in [-1, 1).
-pub fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+pub use convgemm::testing::values;
 
 /// Times several contenders side by side: `rounds` rounds, each taking one
 /// sample of every contender in turn (so drift of the shared machine hits all

@@ -6,10 +6,11 @@
 #![no_main]
 
 use convgemm::reference::{conv2d_direct, pool2d_backward_direct, pool2d_direct};
+use convgemm::testing::ConvProblem;
 use convgemm::{
     Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, PoolParams,
-    Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with, conv2d,
-    conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape, conv2d_with,
+    Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with,
+    conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape,
     global_avg_pool2d, im2col, im2col_len, max_pool2d, max_pool2d_backward, pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
@@ -113,14 +114,16 @@ fn hostile_shape(u: &mut Unstructured) -> Result<[usize; 4]> {
 /// A convolution call with hostile shapes, parameters, lengths and options.
 #[derive(Debug)]
 struct ConvCall {
-    input_shape: [usize; 4],
-    weight_shape: [usize; 4],
-    params: ConvParams,
+    conv: ConvProblem,
     options: ConvOptions,
-    input: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
     output_len: usize,
+}
+
+impl std::ops::Deref for ConvCall {
+    type Target = ConvProblem;
+    fn deref(&self) -> &ConvProblem {
+        &self.conv
+    }
 }
 
 impl ConvCall {
@@ -153,20 +156,8 @@ impl ConvCall {
             None => None,
         };
         let input = values(u, input_len)?;
-        Ok(ConvCall { input_shape, weight_shape, params, options, input, weight, bias, output_len })
-    }
-
-    fn conv(&self, options: &ConvOptions, out: &mut [f32]) -> std::result::Result<(), ConvError> {
-        conv2d_with(
-            options,
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            out,
-        )
+        let conv = ConvProblem { input_shape, weight_shape, params, input, weight, bias };
+        Ok(ConvCall { conv, options, output_len })
     }
 
     fn check(&self) {
@@ -186,7 +177,7 @@ impl ConvCall {
 
         let before = sentinel(self.output_len);
         let mut out = before.clone();
-        let result = self.conv(&self.options, &mut out);
+        let result = self.run_into(&self.options, &mut out);
         match &result {
             Ok(()) => assert!(valid, "accepted an invalid call: {self:?}"),
             Err(e) => {
@@ -197,15 +188,7 @@ impl ConvCall {
         }
         // conv2d is conv2d_with on the default options.
         let mut plain = before.clone();
-        let plain_result = conv2d(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            &mut plain,
-        );
+        let plain_result = self.run_default_into(&mut plain);
         assert_eq!(plain_result.is_ok(), lengths_ok, "conv2d: {plain_result:?} for {self:?}");
         if plain_result.is_err() {
             assert_eq!(bits(&plain), bits(&before), "conv2d changed the output on Err: {self:?}");
@@ -318,7 +301,7 @@ impl ConvCall {
         let mut out = before.to_vec();
         let result = plan.run(&self.input, self.input_shape, &mut out);
         let mut direct = before.to_vec();
-        let direct_result = self.conv(&self.options, &mut direct);
+        let direct_result = self.run_into(&self.options, &mut direct);
         assert_eq!(result, direct_result, "plan.run vs conv2d_with: {self:?}");
         assert_eq!(bits(&out), bits(&direct), "plan.run vs conv2d_with: {self:?}");
     }
@@ -333,7 +316,7 @@ impl ConvCall {
             threads: Threads::Single,
         };
         let mut want = sentinel(out.len());
-        self.conv(&portable, &mut want).expect("valid call");
+        self.run_into(&portable, &mut want).expect("valid call");
         let act = self.options.activation;
         if self.options.isa != Isa::PortableUnfused {
             let applied: Vec<f32> = want.iter().map(|&x| act.apply(x)).collect();

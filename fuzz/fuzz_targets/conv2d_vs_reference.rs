@@ -4,25 +4,26 @@
 //! convolution; every FMA path bit-identical to the portable im2col result.
 #![no_main]
 
-use convgemm::reference::conv2d_direct;
-use convgemm::{
-    Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d, conv2d_output_shape, conv2d_with,
-};
+use convgemm::testing::ConvProblem;
+use convgemm::{Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape};
 use convgemm_fuzz::{
     ALGORITHMS, THREADS, activation, all_tame, assert_close, bits, canonical_bits, sentinel, trace, values,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
+/// A convolution problem and the activation to fuse into it.
 #[derive(Debug)]
 struct Problem {
-    input_shape: [usize; 4],
-    weight_shape: [usize; 4],
-    params: ConvParams,
-    input: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
+    conv: ConvProblem,
     activation: Activation,
+}
+
+impl std::ops::Deref for Problem {
+    type Target = ConvProblem;
+    fn deref(&self) -> &ConvProblem {
+        &self.conv
+    }
 }
 
 impl Problem {
@@ -47,20 +48,7 @@ impl Problem {
         let bias = if has_bias { Some(values(u, groups * cg_out)?) } else { None };
         let weight = values(u, weight_shape.iter().product())?;
         let input = values(u, input_shape.iter().product())?;
-        Ok(Problem { input_shape, weight_shape, params, input, weight, bias, activation })
-    }
-
-    fn run(&self, options: &ConvOptions, out: &mut [f32]) -> std::result::Result<(), ConvError> {
-        conv2d_with(
-            options,
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            out,
-        )
+        Ok(Problem { conv: ConvProblem { input_shape, weight_shape, params, input, weight, bias }, activation })
     }
 
     fn options(isa: Isa, algorithm: Algorithm, threads: Threads, activation: Activation) -> ConvOptions {
@@ -81,18 +69,10 @@ impl Problem {
         let len: usize = shape.iter().product();
         let k = self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3];
         let tame = all_tame(&self.input) && all_tame(&self.weight) && self.bias.as_deref().is_none_or(all_tame);
-        let reference = conv2d_direct(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-        )
-        .expect("the reference accepts what conv2d_output_shape accepts");
+        let reference = self.reference().expect("the reference accepts what conv2d_output_shape accepts");
 
         let mut want = sentinel(len);
-        self.run(&Self::options(Isa::Portable, Algorithm::Im2col, Threads::Single, Activation::None), &mut want)
+        self.run_into(&Self::options(Isa::Portable, Algorithm::Im2col, Threads::Single, Activation::None), &mut want)
             .expect("valid problem");
         if tame {
             assert_close(&format!("portable im2col {self:?}"), &reference, &want, k);
@@ -105,7 +85,7 @@ impl Problem {
                 for &threads in threads_tried {
                     let what = format!("{} {algorithm:?} {threads:?} {self:?}", isa.name());
                     let mut got = sentinel(len);
-                    self.run(&Self::options(isa, algorithm, threads, Activation::None), &mut got)
+                    self.run_into(&Self::options(isa, algorithm, threads, Activation::None), &mut got)
                         .expect("valid problem");
                     if isa == Isa::PortableUnfused {
                         if tame {
@@ -119,7 +99,7 @@ impl Problem {
                     }
                     // The fused activation is the scalar activation of the plain result.
                     let mut fused = sentinel(len);
-                    self.run(&Self::options(isa, algorithm, threads, self.activation), &mut fused)
+                    self.run_into(&Self::options(isa, algorithm, threads, self.activation), &mut fused)
                         .expect("valid problem");
                     let applied: Vec<f32> = got.iter().map(|&x| self.activation.apply(x)).collect();
                     assert_eq!(bits(&fused), bits(&applied), "{what}: fused {:?}", self.activation);
@@ -128,16 +108,7 @@ impl Problem {
         }
         // The one-call API runs the detected path.
         let mut got = sentinel(len);
-        conv2d(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            &mut got,
-        )
-        .expect("valid problem");
+        self.run_default_into(&mut got).expect("valid problem");
         if Isa::detect() != Isa::PortableUnfused {
             assert_eq!(canonical_bits(&got), canonical_bits(&want), "conv2d (detected path) {self:?}");
         }
@@ -150,7 +121,7 @@ impl Problem {
             for algorithm in ALGORITHMS {
                 let mut out = before.clone();
                 let err = self
-                    .run(&Self::options(isa, algorithm, Threads::Pool, self.activation), &mut out)
+                    .run_into(&Self::options(isa, algorithm, Threads::Pool, self.activation), &mut out)
                     .expect_err("no output");
                 assert_eq!(&err, expected, "{} {algorithm:?} {self:?}", isa.name());
                 assert_eq!(bits(&out), bits(&before), "output changed on Err");

@@ -5,13 +5,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use convgemm::reference::Reference;
-use convgemm::{Activation, Algorithm, Isa, Threads};
-use libfuzzer_sys::arbitrary::{Result, Unstructured};
+pub use convgemm::testing::{ALGORITHMS, bits, canonical_bits};
 
-/// Every algorithm a `ConvOptions` can name.
-pub const ALGORITHMS: [Algorithm; 5] =
-    [Algorithm::Auto, Algorithm::Im2col, Algorithm::Implicit, Algorithm::Pointwise, Algorithm::Depthwise];
+use convgemm::reference::Reference;
+use convgemm::{Activation, Isa, Threads};
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
 
 /// Both thread settings.
 pub const THREADS: [Threads; 2] = [Threads::Pool, Threads::Single];
@@ -108,20 +106,6 @@ pub fn hostile_isize(u: &mut Unstructured) -> Result<isize> {
         3 => isize::MAX - u.int_in_range(0isize..=2)?,
         _ => isize::MIN + u.int_in_range(0isize..=2)?,
     })
-}
-
-/// `f32` bits, with every NaN mapped to one pattern. Paths are compared
-/// this way: IEEE 754 leaves the sign and payload of a NaN result open, and
-/// they do differ between paths (AVX2 and portable `mul_add` pick a
-/// different one of two NaN operands, e.g. an input NaN vs the default NaN
-/// of `inf·0`). Whether a result is NaN never differs.
-pub fn canonical_bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() }).collect()
-}
-
-/// Raw `f32` bits.
-pub fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// The relative bound for a sum of `k` products (plus alpha, beta, bias and

@@ -1,12 +1,14 @@
-//! Shared by the integration tests: problem structs with proptest strategies,
+//! Shared by the integration tests: the problem struct of
+//! `convgemm::testing` with its check and proptest strategies,
 //! `for_each_isa`, and the one closeness check. The oracles themselves live
 //! in `convgemm::reference`.
 #![allow(dead_code)]
 
-use convgemm::reference::{Reference, conv2d_direct};
-use convgemm::{
-    Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape, conv2d_with,
-};
+#[allow(unused_imports)]
+pub use convgemm::testing::{ALGORITHMS, ConvProblem, bits, values};
+
+use convgemm::reference::Reference;
+use convgemm::{Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads};
 use proptest::prelude::*;
 use std::ops::RangeInclusive;
 
@@ -46,10 +48,6 @@ pub fn is_exact(isa: Isa) -> bool {
     isa != Isa::PortableUnfused
 }
 
-pub fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 /// Asserts `got` is within `REL · magnitude` of the reference, naming the first bad index.
 pub fn assert_close(what: &str, reference: &Reference, got: &[f32]) {
     if let Some((i, want, g)) = reference.first_mismatch(got, REL) {
@@ -57,75 +55,17 @@ pub fn assert_close(what: &str, reference: &Reference, got: &[f32]) {
     }
 }
 
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// One convolution problem: shapes, parameters and data.
-#[derive(Clone, Debug)]
-pub struct ConvProblem {
-    pub input_shape: [usize; 4],
-    pub weight_shape: [usize; 4],
-    pub params: ConvParams,
-    pub input: Vec<f32>,
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-}
-
-impl ConvProblem {
-    /// A problem with seeded data.
-    pub fn new(input_shape: [usize; 4], weight_shape: [usize; 4], params: ConvParams, bias: bool, seed: u64) -> Self {
-        let input = values(input_shape.iter().product(), seed);
-        let weight = values(weight_shape.iter().product(), seed + 1);
-        let bias = bias.then(|| values(weight_shape[0], seed + 2));
-        ConvProblem { input_shape, weight_shape, params, input, weight, bias }
-    }
-
-    pub fn output_len(&self) -> Result<usize, ConvError> {
-        conv2d_output_shape(self.input_shape, self.weight_shape, &self.params).map(|s| s.iter().product())
-    }
-
-    pub fn run(&self, options: &ConvOptions) -> Result<Vec<f32>, ConvError> {
-        let mut out = vec![f32::NAN; self.output_len()?];
-        conv2d_with(
-            options,
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            &mut out,
-        )?;
-        Ok(out)
-    }
-
-    pub fn reference(&self) -> Reference {
-        conv2d_direct(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-        )
-        .expect("reference accepts what conv2d accepts")
-    }
-
+/// The suite's checks of one convolution problem.
+pub trait Check {
     /// The whole check: every ISA × algorithm agrees with the portable
     /// result bit for bit (the unfused path within the bound), and the
     /// portable result is within the bound of the f64 reference. A problem
     /// with no output must be rejected by every path with the output untouched.
-    pub fn check(&self) {
+    fn check(&self);
+}
+
+impl Check for ConvProblem {
+    fn check(&self) {
         let portable = ConvOptions { isa: Isa::Portable, algorithm: Algorithm::Im2col, ..ConvOptions::default() };
         let want = match self.run(&portable) {
             Ok(v) => v,
@@ -134,17 +74,10 @@ impl ConvProblem {
                 return;
             }
         };
-        let reference = self.reference();
+        let reference = self.reference().expect("the reference accepts what conv2d accepts");
         assert_close(&format!("portable im2col {self:?}"), &reference, &want);
         for_each_isa(|isa| {
-            for algorithm in [
-                Algorithm::Im2col,
-                Algorithm::Implicit,
-                Algorithm::Pointwise,
-                Algorithm::Depthwise,
-                Algorithm::Direct,
-                Algorithm::Auto,
-            ] {
+            for algorithm in ALGORITHMS {
                 for threads in [Threads::Pool, Threads::Single] {
                     let opts = ConvOptions { isa, algorithm, threads, ..ConvOptions::default() };
                     let got = self.run(&opts).expect("valid problem");
@@ -190,7 +123,7 @@ fn problems(
     )
         .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
             let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
-            ConvProblem::new([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
+            ConvProblem::seeded([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
         })
 }
 

@@ -1,0 +1,118 @@
+//! Shared by the tests, the benches and the fuzz targets (not part of the
+//! API): deterministic data, bit views of results, the list of algorithms,
+//! and [`ConvProblem`], one convolution with its data. The oracles it runs
+//! against are in `reference`.
+
+use crate::reference::{Reference, conv2d_direct};
+use crate::{Algorithm, ConvError, ConvOptions, ConvParams, conv2d, conv2d_output_shape, conv2d_with};
+
+/// Every algorithm a [`ConvOptions`] can name.
+pub const ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::Auto,
+    Algorithm::Im2col,
+    Algorithm::Implicit,
+    Algorithm::Pointwise,
+    Algorithm::Depthwise,
+    Algorithm::Direct,
+];
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift from `seed`).
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Raw `f32` bits: what exactness tests compare.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `f32` bits with every NaN mapped to one pattern: IEEE 754 leaves the sign
+/// and payload of a NaN result open, and paths do differ there (which of
+/// two NaN operands an FMA returns); whether a result is NaN never differs.
+pub fn canonical_bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() }).collect()
+}
+
+/// One convolution problem: shapes, parameters and data.
+#[derive(Clone, Debug)]
+pub struct ConvProblem {
+    pub input_shape: [usize; 4],
+    pub weight_shape: [usize; 4],
+    pub params: ConvParams,
+    pub input: Vec<f32>,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl ConvProblem {
+    /// A problem with [`values`] from `seed` (input), `seed + 1` (weight)
+    /// and `seed + 2` (bias, when `bias`).
+    pub fn seeded(
+        input_shape: [usize; 4],
+        weight_shape: [usize; 4],
+        params: ConvParams,
+        bias: bool,
+        seed: u64,
+    ) -> Self {
+        let input = values(input_shape.iter().product(), seed);
+        let weight = values(weight_shape.iter().product(), seed + 1);
+        let bias = bias.then(|| values(weight_shape[0], seed + 2));
+        ConvProblem { input_shape, weight_shape, params, input, weight, bias }
+    }
+
+    /// The output shape `conv2d` would write, or why it rejects the shapes.
+    pub fn output_shape(&self) -> Result<[usize; 4], ConvError> {
+        conv2d_output_shape(self.input_shape, self.weight_shape, &self.params)
+    }
+
+    /// The number of floats of the output, or why `conv2d` rejects the shapes.
+    pub fn output_len(&self) -> Result<usize, ConvError> {
+        self.output_shape().map(|s| s.iter().product())
+    }
+
+    /// `conv2d_with(options, ..)` into `out`.
+    pub fn run_into(&self, options: &ConvOptions, out: &mut [f32]) -> Result<(), ConvError> {
+        conv2d_with(
+            options,
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+            out,
+        )
+    }
+
+    /// `conv2d(..)` (the default options) into `out`.
+    pub fn run_default_into(&self, out: &mut [f32]) -> Result<(), ConvError> {
+        conv2d(&self.input, self.input_shape, &self.weight, self.weight_shape, self.bias.as_deref(), &self.params, out)
+    }
+
+    /// `conv2d_with(options, ..)` into a new NaN-filled output of the right length.
+    pub fn run(&self, options: &ConvOptions) -> Result<Vec<f32>, ConvError> {
+        let mut out = vec![f32::NAN; self.output_shape()?.iter().product()];
+        self.run_into(options, &mut out)?;
+        Ok(out)
+    }
+
+    /// The f64 direct convolution of the problem.
+    pub fn reference(&self) -> Result<Reference, ConvError> {
+        conv2d_direct(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            &self.params,
+        )
+    }
+}
