@@ -81,7 +81,15 @@ pub(crate) fn applies(isa: Isa, g: &ConvGeometry) -> bool {
     gemm::dispatch(isa, Applies(g)).unwrap_or(false)
 }
 
-/// [`direct_group`] with the kernel of `isa`.
+/// The convolution of one (image, group) with the kernel of `isa`: `out`
+/// (`[m, h_out·w_out]`, NCHW of one group) = the group's `channels`
+/// convolved with the weights `w_b` (`K × m`, packed in `NR` panels for
+/// every K chunk), plus `bias`, then `act`. Blocks of output rows run in
+/// parallel when `par` allows and the work repays a fork; each block is
+/// computed the same way on any thread, so the bits do not depend on it.
+///
+/// # Panics
+/// If [`applies`] is false for `g` on `isa` (the caller checks).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     isa: Isa,
@@ -93,23 +101,18 @@ pub(crate) fn run(
     out: &mut [f32],
     par: Parallelism,
 ) -> Result<(), ConvError> {
-    struct Direct<'a> {
-        g: &'a ConvGeometry,
-        channels: &'a [f32],
-        w_b: &'a PrepackedSource,
-        bias: Option<&'a [f32]>,
-        act: Activation,
-        out: &'a mut [f32],
-        par: Parallelism,
-    }
-    impl WithKernel for Direct<'_> {
-        type Output = ();
-        fn run<K: MicroKernel>(self, kern: K) {
-            let Direct { g, channels, w_b, bias, act, out, par } = self;
-            direct_group(kern, g, channels, w_b, bias, act, out, par)
-        }
-    }
-    gemm::dispatch(isa, Direct { g, channels, w_b, bias, act, out, par })
+    gemm::dispatch(isa, Group { g, channels, w_b, bias, act, out, par })
+}
+
+/// The arguments of [`run`], as code generic over the kernel.
+struct Group<'a> {
+    g: &'a ConvGeometry,
+    channels: &'a [f32],
+    w_b: &'a PrepackedSource,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    out: &'a mut [f32],
+    par: Parallelism,
 }
 
 /// Whether the direct path takes weights of `c_in_per_group` input channels,
@@ -135,73 +138,61 @@ fn kernel_applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
 }
 
 thread_local! {
-    /// The pixel-major block of [`direct_group`], reused across calls.
+    /// The pixel-major block of [`run`], reused across calls.
     static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// `out` (`[m, h_out·w_out]`, NCHW of one group) = the convolution of the
-/// group's `channels` with the weights `w_b` (`K × m`, packed in `NR` panels
-/// for every K chunk), plus `bias`, then `act`. Blocks of output rows run in
-/// parallel when `par` allows and the work repays a fork; each block is
-/// computed the same way on any thread, so the bits do not depend on it.
-///
-/// # Panics
-/// If [`kernel_applies`] is false for `g` (the caller checks).
-#[allow(clippy::too_many_arguments)]
-fn direct_group<K: MicroKernel>(
-    kern: K,
-    g: &ConvGeometry,
-    channels: &[f32],
-    w_b: &PrepackedSource,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [f32],
-    par: Parallelism,
-) {
-    assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
-    let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
-    assert_eq!(out.len(), m * n);
-    let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
-    // Threads share the work by row blocks, each block reading all the
-    // weights, or, for a small image (too few row blocks to share out
-    // evenly) or weights beyond L2 that more blocks would read again from
-    // L3 than a second band build costs, by output channels (one part of
-    // whole panels per thread, each part taking every block of one thread's
-    // blocking, and building its own bands). AlexNet conv3 on 2 threads
-    // (3.5 MiB of weights, 13 rows: 8 blocks against 3): 763 -> 674 µs;
-    // ResNet res3_s2 (590 KiB, in L2) stays by rows (533 against 553 µs).
-    let mut blocks = row_blocks(g, m, threads);
-    let panels = m.div_ceil(K::NR);
-    let (one_thread_blocks, weight_bytes) = (row_blocks(g, m, 1), 4 * k * m);
-    let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
-    let second_band = 4 * g.c_in_per_group() * g.h_in * g.w_in;
-    let by_channels = blocks < 4 * threads || (weight_bytes > cache_sizes().l2 && rereads > second_band);
-    let parts = if threads > 1 && by_channels {
-        blocks = one_thread_blocks;
-        panels.min(threads)
-    } else {
-        1
-    };
-    let job = Job { kern, g, channels, w_b, bias, act, out: CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 } };
-    let run = |item: usize| {
-        let (part, b) = (item / blocks, item % blocks);
-        let rows = block_range(g, b, blocks);
-        let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
-        let mut block = BLOCK.with(Cell::take);
-        // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
-        // of the channels `cols` of `out` (m × n floats), and no other item
-        // writes those.
-        unsafe { direct_block(&job, rows, cols, &mut block) };
-        BLOCK.with(|cell| cell.set(block));
-    };
-    if threads > 1 {
-        (0..blocks * parts).into_par_iter().for_each(run);
-    } else {
-        (0..blocks * parts).for_each(run);
+impl WithKernel for Group<'_> {
+    type Output = ();
+
+    fn run<K: MicroKernel>(self, kern: K) {
+        let Group { g, channels, w_b, bias, act, out, par } = self;
+        assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
+        let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
+        assert_eq!(out.len(), m * n);
+        let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
+        // Threads share the work by row blocks, each block reading all the
+        // weights, or, for a small image (too few row blocks to share out
+        // evenly) or weights beyond L2 that more blocks would read again from
+        // L3 than a second band build costs, by output channels (one part of
+        // whole panels per thread, each part taking every block of one thread's
+        // blocking, and building its own bands). AlexNet conv3 on 2 threads
+        // (3.5 MiB of weights, 13 rows: 8 blocks against 3): 763 -> 674 µs;
+        // ResNet res3_s2 (590 KiB, in L2) stays by rows (533 against 553 µs).
+        let mut blocks = row_blocks(g, m, threads);
+        let panels = m.div_ceil(K::NR);
+        let (one_thread_blocks, weight_bytes) = (row_blocks(g, m, 1), 4 * k * m);
+        let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
+        let second_band = 4 * g.c_in_per_group() * g.h_in * g.w_in;
+        let by_channels = blocks < 4 * threads || (weight_bytes > cache_sizes().l2 && rereads > second_band);
+        let parts = if threads > 1 && by_channels {
+            blocks = one_thread_blocks;
+            panels.min(threads)
+        } else {
+            1
+        };
+        let job =
+            Job { kern, g, channels, w_b, bias, act, out: CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 } };
+        let run = |item: usize| {
+            let (part, b) = (item / blocks, item % blocks);
+            let rows = block_range(g, b, blocks);
+            let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
+            let mut block = BLOCK.with(Cell::take);
+            // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
+            // of the channels `cols` of `out` (m × n floats), and no other item
+            // writes those.
+            unsafe { direct_block(&job, rows, cols, &mut block) };
+            BLOCK.with(|cell| cell.set(block));
+        };
+        if threads > 1 {
+            (0..blocks * parts).into_par_iter().for_each(run);
+        } else {
+            (0..blocks * parts).for_each(run);
+        }
     }
 }
 
-/// What every block of one [`direct_group`] call shares.
+/// What every block of one [`run`] call shares.
 struct Job<'a, K> {
     kern: K,
     g: &'a ConvGeometry,
@@ -213,7 +204,7 @@ struct Job<'a, K> {
     out: CMatrix,
 }
 
-/// The output rows `rows` of [`direct_group`] for the output channels
+/// The output rows `rows` of [`run`] for the output channels
 /// `cols` (from a multiple of NR), through the pixel-major `block`.
 ///
 /// # Safety

@@ -73,25 +73,24 @@ impl WithLanes for Depthwise<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx2(self, lanes: simd::x86::Avx2) {
-        if rolling::takes(self.geo) {
-            let Depthwise { geo, plane, weight, bias, act, out, .. } = self;
-            // SAFETY: inside the AVX2 lanes' features (`simd::dispatch`).
-            unsafe { rolling::dwconv_rolling::<simd::x86::Avx2>(geo, plane, weight, bias, act, out) }
-        } else {
-            self.run(lanes)
-        }
+        if rolling::takes(self.geo) { self.rolling::<simd::x86::Avx2>() } else { self.run(lanes) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx512(self, lanes: simd::x86::Avx512) {
-        if rolling::takes(self.geo) {
-            let Depthwise { geo, plane, weight, bias, act, out, .. } = self;
-            // SAFETY: inside the AVX-512 lanes' features (`simd::dispatch`).
-            unsafe { rolling::dwconv_rolling::<simd::x86::Avx512>(geo, plane, weight, bias, act, out) }
-        } else {
-            self.run(lanes.avx2())
-        }
+        if rolling::takes(self.geo) { self.rolling::<simd::x86::Avx512>() } else { self.run(lanes.avx2()) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Depthwise<'_> {
+    /// The rolling rows on the masked lanes `L`, for a geometry `rolling::takes`.
+    #[inline(always)]
+    fn rolling<L: simd::MaskedLanes>(self) {
+        let Depthwise { geo, plane, weight, bias, act, out, .. } = self;
+        // SAFETY: called from `L`'s path of `simd::dispatch`, inside its features.
+        unsafe { rolling::dwconv_rolling::<L>(geo, plane, weight, bias, act, out) }
     }
 }
 
