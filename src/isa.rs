@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 struct Features {
     avx2_fma: bool,
     avx512f: bool,
+    /// AVX-512DQ: not needed by any path, used by the max pool where present.
+    avx512dq: bool,
     neon: bool,
     /// `f32::mul_add` is one instruction.
     fast_fma: bool,
@@ -25,6 +27,7 @@ fn features() -> Features {
         {
             f.avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
             f.avx512f = is_x86_feature_detected!("avx512f");
+            f.avx512dq = is_x86_feature_detected!("avx512dq");
             f.fast_fma = is_x86_feature_detected!("fma");
         }
         #[cfg(target_arch = "aarch64")]
@@ -38,6 +41,12 @@ fn features() -> Features {
         }
         f
     })
+}
+
+/// Whether the CPU has AVX-512DQ (for `simd::x86::Avx512::dq`, the one
+/// optional feature a path uses where present).
+pub(crate) fn has_avx512dq() -> bool {
+    features().avx512dq
 }
 
 /// An instruction-set path: a microkernel family and what it needs.

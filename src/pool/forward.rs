@@ -175,9 +175,15 @@ impl WithLanes for Plane<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn avx512(self, _: simd::x86::Avx512) {
-        // SAFETY: inside the AVX-512 lanes' features (`simd::dispatch`).
-        unsafe { body::<super::avx512::Avx512Rows>(self.kind, self.g, self.x, self.y) }
+    fn avx512(self, lanes: simd::x86::Avx512) {
+        // SAFETY: inside the AVX-512 lanes' features (`simd::dispatch`), and
+        // DQ where its token says so.
+        unsafe {
+            match lanes.dq() {
+                Some(_) => super::avx512::forward_plane_dq(self.kind, self.g, self.x, self.y),
+                None => body::<super::avx512::Avx512Rows<false>>(self.kind, self.g, self.x, self.y),
+            }
+        }
     }
 }
 

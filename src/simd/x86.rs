@@ -39,6 +39,19 @@ impl Avx512 {
         // SAFETY: an `Avx512` exists only where AVX2 and FMA do too.
         unsafe { Avx2::new_unchecked() }
     }
+
+    /// The AVX-512DQ token, where the CPU has DQ as well.
+    pub(crate) fn dq(self) -> Option<Avx512Dq> {
+        crate::isa::has_avx512dq().then_some(Avx512Dq { _detected: () })
+    }
+}
+
+/// Proof that the CPU has AVX-512DQ besides the AVX-512 path's features:
+/// only [`Avx512::dq`] makes one. No path needs it; the max pool's NaN / −0
+/// test takes one `vfpclassps` with it instead of two compares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Dq {
+    _detected: (),
 }
 
 /// `work` compiled for AVX2 + FMA.

@@ -1,6 +1,7 @@
 //! A/B of the crate against another revision of itself (`convgemm_base`,
 //! laid out by `run.sh`), in one process: every layer of the suite as a
-//! `Conv2dPlan`, and the GEMM table's shapes through `sgemm`, old and new
+//! `Conv2dPlan`, the GEMM table's shapes through `sgemm` and the pooling
+//! bench's cases, old and new
 //! interleaved sample by sample (medians), on 1 and 2 threads. Both must
 //! give the same bits; the table gives new / old time per case.
 
@@ -133,6 +134,58 @@ fn gemm_cases(threads: usize, rounds: usize, min_sample: Duration, only: Option<
     out
 }
 
+/// The pooling cases of `benches/pool.rs`: (name, input shape, kernel,
+/// stride, padding, max or average; kernel 0: global average).
+const POOLS: [(&str, [usize; 4], usize, usize, usize, bool); 5] = [
+    ("resnet50 maxpool 3x3/2 p1", [1, 64, 112, 112], 3, 2, 1, true),
+    ("vgg16 avgpool 2x2/2", [1, 64, 224, 224], 2, 2, 0, false),
+    ("vgg16 maxpool 2x2/2", [1, 64, 224, 224], 2, 2, 0, true),
+    ("alexnet maxpool 3x3/2", [1, 96, 55, 55], 3, 2, 0, true),
+    ("resnet50 global avg", [1, 2048, 7, 7], 0, 1, 0, false),
+];
+
+fn pool_cases(threads: usize, rounds: usize, min_sample: Duration, only: Option<&str>) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (name, shape, kernel, stride, pad, max) in POOLS {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let x = values(shape.iter().product(), 1);
+        let mut p_new = convgemm::PoolParams::new([kernel.max(1); 2]);
+        (p_new.stride, p_new.padding) = ([stride; 2], [pad; 4]);
+        let mut p_old = convgemm_base::PoolParams::new([kernel.max(1); 2]);
+        (p_old.stride, p_old.padding) = ([stride; 2], [pad; 4]);
+        let len = if kernel == 0 {
+            shape[0] * shape[1]
+        } else {
+            convgemm::pool2d_output_shape(shape, &p_new).expect("valid").iter().product()
+        };
+        let (mut y_new, mut y_old) = (vec![0.0f32; len], vec![0.0f32; len]);
+        let times = pool(threads).install(|| {
+            let mut run_old = || {
+                match (kernel, max) {
+                    (0, _) => convgemm_base::global_avg_pool2d(&x, shape, &mut y_old),
+                    (_, true) => convgemm_base::max_pool2d(&x, shape, &p_old, &mut y_old),
+                    (_, false) => convgemm_base::avg_pool2d(&x, shape, &p_old, &mut y_old),
+                }
+                .expect("valid")
+            };
+            let mut run_new = || {
+                match (kernel, max) {
+                    (0, _) => convgemm::global_avg_pool2d(&x, shape, &mut y_new),
+                    (_, true) => convgemm::max_pool2d(&x, shape, &p_new, &mut y_new),
+                    (_, false) => convgemm::avg_pool2d(&x, shape, &p_new, &mut y_new),
+                }
+                .expect("valid")
+            };
+            interleaved_medians(&mut [&mut run_old, &mut run_new], rounds, min_sample)
+        });
+        let same_bits = bits(&y_new) == bits(&y_old);
+        out.push(Case { name: name.to_string(), threads, old_us: times[0] * 1e6, new_us: times[1] * 1e6, same_bits });
+    }
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
@@ -147,6 +200,7 @@ fn main() {
     for threads in 1..=threads_max {
         let mut cases = conv_cases(threads, rounds, min_sample, only.as_deref());
         cases.extend(gemm_cases(threads, rounds, min_sample, only.as_deref()));
+        cases.extend(pool_cases(threads, rounds, min_sample, only.as_deref()));
         for c in &cases {
             let same = if c.same_bits { "same" } else { "DIFFER" };
             println!(
