@@ -11,6 +11,7 @@ struct Features {
     avx2_fma: bool,
     avx512f: bool,
     /// AVX-512DQ: not needed by any path, used by the max pool where present.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     avx512dq: bool,
     neon: bool,
     /// `f32::mul_add` is one instruction.
@@ -45,6 +46,7 @@ fn features() -> Features {
 
 /// Whether the CPU has AVX-512DQ (for `simd::x86::Avx512::dq`, the one
 /// optional feature a path uses where present).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512dq() -> bool {
     features().avx512dq
 }

@@ -312,7 +312,13 @@ unsafe fn block_columns<const DQ: bool, const S: usize, const R: usize>(
 /// # Safety
 /// AVX-512F, and DQ if `DQ`; each `r` in `rows` has `r + w <= x.len()`.
 #[inline(always)]
-unsafe fn column_max<const DQ: bool, const R: usize>(x: &[f32], w: usize, rows: &[usize], c: isize, flags: &mut u32) -> __m512 {
+unsafe fn column_max<const DQ: bool, const R: usize>(
+    x: &[f32],
+    w: usize,
+    rows: &[usize],
+    c: isize,
+    flags: &mut u32,
+) -> __m512 {
     let rows = &rows[..if R == 0 { rows.len() } else { R }];
     // SAFETY: AVX-512F (the caller's contract). Lanes l with mask bit
     // l have 0 <= c + l < w and r + w <= x.len(): each load reads only inside
