@@ -4,9 +4,9 @@
 
 use std::cell::Cell;
 
-use crate::gemm::{KC, PackBlock, PanelSource, with_panel_width};
+use crate::gemm::{KC, PackRows, PanelSource, enter_pack, with_panel_width};
 use crate::geometry::ConvGeometry;
-use crate::simd::{Lanes, WithLanes};
+use crate::simd::Lanes;
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
 /// row `(c·kh + u)·kw + v`, column `oy·w_out + ox` is
@@ -27,7 +27,7 @@ impl<'a> ImageSource<'a> {
 impl PanelSource for ImageSource<'_> {
     fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         if kc > 0 && w > 0 && band_fits(self.geo, k0, kc, j0, w) {
-            lanes.enter(PackBlock { src: self, panel, k0, kc, j0, w, dst })
+            with_panel_width!(panel, enter_pack(lanes, self, k0, kc, j0, w, dst))
         } else {
             with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
         }
@@ -36,12 +36,10 @@ impl PanelSource for ImageSource<'_> {
 
 /// [`pack_rows`] inside the lanes' target features, so its whole-`P`
 /// copies move as vectors.
-impl WithLanes for PackBlock<'_, ImageSource<'_>> {
-    type Output = ();
+impl PackRows for ImageSource<'_> {
     #[inline(always)]
-    fn run<L: Lanes>(self, _: L) {
-        let PackBlock { src, panel, k0, kc, j0, w, dst } = self;
-        with_panel_width!(panel, pack_rows(src, k0, kc, j0, w, dst))
+    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        pack_rows::<P>(self, k0, kc, j0, w, dst)
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) use blocking::cache_sizes;
 pub(crate) use dispatch::{WithKernel, dispatch};
 pub(crate) use kernel::{MicroKernel, Store, StoreSpec, TileOut};
 pub(crate) use loops::{CMatrix, Epilogue, PARALLEL_MIN_FLOPS, Parallelism};
-pub(crate) use pack::{PackBlock, PanelSource, PrepackedSource, StridedSource, with_panel_width};
+pub(crate) use pack::{PackRows, PanelSource, PrepackedSource, StridedSource, enter_pack, with_panel_width};
 
 use crate::activation::Activation;
 use crate::error::ConvError;

@@ -155,7 +155,7 @@ impl StridedSource {
 
 impl PanelSource for StridedSource {
     fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        lanes.enter(PackBlock { src: self, panel, k0, kc, j0, w, dst })
+        with_panel_width!(panel, enter_pack(lanes, self, k0, kc, j0, w, dst))
     }
 
     fn rows(&self) -> Option<(*const f32, isize)> {
@@ -163,26 +163,54 @@ impl PanelSource for StridedSource {
     }
 }
 
-/// One block to pack from a source `S` with a packer of its own: the
-/// arguments of [`PanelSource::pack`], run inside the lanes' target
-/// features, so that the packer's fixed-length copies move as whole vectors
-/// (the x86-64 baseline moves 4 floats at a time).
-pub(crate) struct PackBlock<'a, S> {
-    pub src: &'a S,
-    pub panel: usize,
-    pub k0: usize,
-    pub kc: usize,
-    pub j0: usize,
-    pub w: usize,
-    pub dst: &'a mut [f32],
+/// A source with a packer of its own for whole blocks, worth running inside
+/// the lanes' target features: its fixed-length copies then move as whole
+/// vectors (the x86-64 baseline moves 4 floats at a time).
+pub(crate) trait PackRows: Sync {
+    /// [`PanelSource::pack`] for panels `P` wide (implementations are
+    /// `#[inline(always)]`, so they compile with the lanes' features).
+    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
 }
 
-impl WithLanes for PackBlock<'_, StridedSource> {
+/// One block of a [`PackRows`] source, as code run on lanes.
+struct PackBlock<'a, S, const P: usize> {
+    src: &'a S,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &'a mut [f32],
+}
+
+impl<S: PackRows, const P: usize> WithLanes for PackBlock<'_, S, P> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        let PackBlock { src, panel, k0, kc, j0, w, dst } = self;
-        with_panel_width!(panel, pack_strided(src, k0, kc, j0, w, dst))
+        let PackBlock { src, k0, kc, j0, w, dst } = self;
+        src.pack_rows::<P>(k0, kc, j0, w, dst)
+    }
+}
+
+/// Packs a block of `src` in panels `P` wide on `lanes`: one entry into
+/// their target features per panel width, so that each width compiles to a
+/// function of its own (one function holding every width ran sgemm's
+/// packers 4–7 % slower on Zen 4).
+pub(crate) fn enter_pack<const P: usize>(
+    lanes: impl Lanes,
+    src: &impl PackRows,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
+    lanes.enter(PackBlock::<_, P> { src, k0, kc, j0, w, dst })
+}
+
+impl PackRows for StridedSource {
+    #[inline(always)]
+    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        pack_strided::<P>(self, k0, kc, j0, w, dst)
     }
 }
 
