@@ -65,9 +65,8 @@ impl WithLanes for Depthwise<'_> {
 
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        let Depthwise { geo, plane, weight, bias, act, out, padded } = self;
         // SAFETY: a token of `L` exists and `simd::dispatch` entered its features.
-        unsafe { dwconv_rows::<L>(geo, plane, weight, bias, act, out, padded) }
+        unsafe { dwconv_rows::<L>(self) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -88,9 +87,8 @@ impl Depthwise<'_> {
     /// The rolling rows on the masked lanes `L`, for a geometry `rolling::takes`.
     #[inline(always)]
     fn rolling<L: simd::MaskedLanes>(self) {
-        let Depthwise { geo, plane, weight, bias, act, out, .. } = self;
         // SAFETY: called from `L`'s path of `simd::dispatch`, inside its features.
-        unsafe { rolling::dwconv_rolling::<L>(geo, plane, weight, bias, act, out) }
+        unsafe { rolling::dwconv_rolling::<L>(self) }
     }
 }
 
@@ -280,16 +278,8 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 /// # Safety
 /// `L`'s instructions are available.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dwconv_rows<L: Lanes>(
-    geo: &ConvGeometry,
-    plane: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [f32],
-    padded: &mut Vec<f32>,
-) {
+unsafe fn dwconv_rows<L: Lanes>(job: Depthwise<'_>) {
+    let Depthwise { geo, plane, weight, bias, act, out, padded } = job;
     let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
     // The tap table: a small one for the usual kernels (up to 5×5), so each
     // call does not clear a KC-long one.

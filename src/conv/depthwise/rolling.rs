@@ -3,6 +3,7 @@
 //! AVX-512): each input row is loaded once per kernel column and feeds the
 //! `k` output rows it belongs to; masked loads supply the zero padding.
 
+use super::Depthwise;
 use crate::activation::Activation;
 use crate::geometry::ConvGeometry;
 use crate::simd::MaskedLanes;
@@ -28,14 +29,8 @@ pub(super) fn takes(geo: &ConvGeometry) -> bool {
 /// # Safety
 /// `L`'s instructions are available.
 #[inline(always)]
-pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(
-    geo: &ConvGeometry,
-    plane: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [f32],
-) {
+pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
+    let Depthwise { geo, plane, weight, bias, act, out, .. } = job;
     assert!(takes(geo) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry dwconv_rolling takes");
     let taps = geo.kh * geo.kw;
     // Vectors per row: `k·C` accumulators, `C` input vectors, a weight and
