@@ -1,4 +1,6 @@
-//! Criterion benches of conv2d on the layer suite: ids `conv/<layer>/<path>`,
+//! Criterion benches of conv2d on the layer suite: ids
+//! `conv/<layer>/<path>/<kernel>` (the kernel as `Conv2dPlan::kernel_name`
+//! names it: `avx512_8x32`, `dwconv_3x3_rolling_avx512`, …),
 //! throughput in FLOPs (reports read as FLOP/s), every ISA path the CPU has
 //! (the portable path only on layers under 100 MFLOP: it is the slow oracle),
 //! candle-core in the same group. The side-by-side table with ratios is
@@ -28,7 +30,8 @@ fn conv(c: &mut Criterion) {
             }
             let options = ConvOptions { isa, ..ConvOptions::default() };
             let plan = Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &l.params(), &options).expect("valid layer");
-            group.bench_function(isa.name(), |bench| bench.iter(|| plan.run(&x, l.input_shape(), &mut y).unwrap()));
+            let id = format!("{}/{}", isa.name(), plan.kernel_name(l.input_shape()).expect("valid layer"));
+            group.bench_function(id, |bench| bench.iter(|| plan.run(&x, l.input_shape(), &mut y).unwrap()));
         }
         let p = l.params();
         if p.padding.iter().all(|&v| v == p.padding[0]) && p.stride[0] == p.stride[1] && p.dilation[0] == p.dilation[1]

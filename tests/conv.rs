@@ -4,11 +4,13 @@
 mod common;
 
 use common::{
-    Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem, values,
+    Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem, for_each_isa,
+    values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
-    Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, col2im, conv2d, conv2d_output_shape, im2col, im2col_len,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, Isa, col2im, conv2d, conv2d_output_shape,
+    im2col, im2col_len,
 };
 use proptest::prelude::*;
 
@@ -333,4 +335,36 @@ fn quickstart_scale_layer_matches_reference() {
     let p = ConvProblem::seeded([1, 48, 13, 13], [32, 48, 5, 5], params(1, 2, 1, 1), true, 21);
     let got = p.run(&Default::default()).unwrap();
     assert_close("alexnet-like", &p.reference().unwrap(), &got);
+}
+
+/// A plan names the algorithm and the kernel it runs, in the crate's
+/// kernel names (the strings of the source and the bench ids).
+#[test]
+fn plan_names_its_algorithm_and_kernel() {
+    let depthwise = ConvParams { padding: [1; 4], groups: 8, ..ConvParams::default() };
+    let strided = ConvParams { stride: [2, 2], ..depthwise };
+    let same = ConvParams { padding: [1; 4], ..ConvParams::default() };
+    for_each_isa(|isa| {
+        let opts = ConvOptions { isa, ..ConvOptions::default() };
+        let dw = Conv2dPlan::new(&values(72, 1), [8, 1, 3, 3], None, &depthwise, &opts).unwrap();
+        let dw_s2 = Conv2dPlan::new(&values(72, 1), [8, 1, 3, 3], None, &strided, &opts).unwrap();
+        assert_eq!(dw.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
+        assert_eq!(dw_s2.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
+        let (rolling, rows) = match isa {
+            Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_rows_avx2"),
+            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_rows_avx2"),
+            Isa::Neon => ("dwconv_rows_neon", "dwconv_rows_neon"),
+            Isa::Portable => ("dwconv_rows_portable", "dwconv_rows_portable"),
+            _ => ("dwconv_rows_portable_unfused", "dwconv_rows_portable_unfused"),
+        };
+        assert_eq!(dw.kernel_name([1, 8, 20, 20]).unwrap(), rolling, "{}", isa.name());
+        assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), rows, "{}", isa.name());
+        let dense = Conv2dPlan::new(&values(64 * 64 * 9, 2), [64, 64, 3, 3], None, &same, &opts).unwrap();
+        let want = if isa == Isa::Avx512 { Algorithm::Direct } else { Algorithm::Implicit };
+        assert_eq!(dense.algorithm([1, 64, 14, 14]).unwrap(), want, "{}", isa.name());
+        assert_eq!(dense.kernel_name([1, 64, 14, 14]).unwrap(), isa.kernel_name());
+        let one = Conv2dPlan::new(&values(64 * 64, 3), [64, 64, 1, 1], None, &ConvParams::default(), &opts).unwrap();
+        assert_eq!(one.algorithm([1, 64, 14, 14]).unwrap(), Algorithm::Pointwise, "{}", isa.name());
+        assert!(matches!(dense.algorithm([1, 63, 14, 14]), Err(ConvError::ShapeMismatch { .. })));
+    });
 }

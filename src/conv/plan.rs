@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use super::direct;
-use super::options::ConvOptions;
-use super::select::{Weights, execute, prefers_direct};
+use super::options::{Algorithm, ConvOptions};
+use super::select::{self, Weights, execute, prefers_direct};
 use crate::check::check_len;
 use crate::error::ConvError;
 use crate::gemm::{self, Panels, PrepackedSource, StridedSource};
@@ -126,32 +126,61 @@ impl Conv2dPlan {
         let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
         check_len("input", input.len(), geo.input_len())?;
         check_len("output", output.len(), geo.output_len())?;
-        let weights = match &self.weights_nr {
-            Some(nr_form) if direct::applies(self.options.isa, &geo) => {
-                Weights { packed: &[], packed_nr: Some(nr_form), direct: None }
-            }
-            _ => {
-                let mr = || {
-                    let nr_form = self.weights_nr.as_ref().expect("one form is packed by `new`");
-                    let (k, m) = (
-                        self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3],
-                        self.weight_shape[0] / self.params.groups,
-                    );
-                    nr_form
-                        .iter()
-                        .map(|w| gemm::prepack(self.options.isa, w, Panels::A, k, m))
-                        .collect::<Result<_, _>>()
-                        .expect("the plan's ISA was checked when it was built")
-                };
-                Weights {
-                    packed: self.weights.get_or_init(mr),
-                    packed_nr: None,
-                    direct: self.direct_weights.as_deref(),
-                }
-            }
-        };
+        let mut weights = self.forms(&geo);
+        if weights.packed_nr.is_none() {
+            let mr = || {
+                let nr_form = self.weights_nr.as_ref().expect("one form is packed by `new`");
+                let (k, m) = (
+                    self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3],
+                    self.weight_shape[0] / self.params.groups,
+                );
+                nr_form
+                    .iter()
+                    .map(|w| gemm::prepack(self.options.isa, w, Panels::A, k, m))
+                    .collect::<Result<_, _>>()
+                    .expect("the plan's ISA was checked when it was built")
+            };
+            weights.packed = self.weights.get_or_init(mr);
+        }
         execute(&geo, &self.options, input, &weights, self.bias.as_deref(), output);
         Ok(())
+    }
+}
+
+impl Conv2dPlan {
+    /// The algorithm [`Conv2dPlan::run`] takes for an input of
+    /// `input_shape` (what [`Algorithm::Auto`] resolves to), or why that
+    /// input is rejected.
+    ///
+    /// ```
+    /// use convgemm::{Algorithm, Conv2dPlan, ConvOptions, ConvParams};
+    /// let plan = Conv2dPlan::new(&[0.5; 8 * 4], [8, 4, 1, 1], None, &ConvParams::default(), &ConvOptions::default())?;
+    /// assert_eq!(plan.algorithm([1, 4, 10, 10])?, Algorithm::Pointwise); // 1×1: the image is the matrix
+    /// # Ok::<(), convgemm::ConvError>(())
+    /// ```
+    pub fn algorithm(&self, input_shape: [usize; 4]) -> Result<Algorithm, ConvError> {
+        let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
+        Ok(select::choose(&geo, self.options.algorithm, &self.forms(&geo)))
+    }
+
+    /// The kernel that does the arithmetic of [`Conv2dPlan::run`] on an
+    /// input of `input_shape`, as tests and bench ids spell it: a GEMM
+    /// microkernel (`avx512_8x32`, also the direct path's) or a depthwise
+    /// kernel (`dwconv_3x3_rolling_avx512`, `dwconv_rows_avx2`, …).
+    pub fn kernel_name(&self, input_shape: [usize; 4]) -> Result<&'static str, ConvError> {
+        let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
+        Ok(select::kernel_name(&geo, &self.options, &self.forms(&geo)))
+    }
+
+    /// The forms of the weights a run on `geo` reads, the GEMM's A panels
+    /// left empty (`run` fills them in, packing them on first need).
+    fn forms(&self, geo: &ConvGeometry) -> Weights<'_> {
+        match &self.weights_nr {
+            Some(nr_form) if direct::applies(self.options.isa, geo) => {
+                Weights { packed: &[], packed_nr: Some(nr_form), direct: None }
+            }
+            _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref() },
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn prefers_direct(isa: Isa, algorithm: Algorithm, c_in_per_group: usi
 /// The algorithm a call runs: the one asked for where it applies to
 /// `geo` and the weights in hand, else the implicit im2col (or the explicit
 /// one for geometries too large to index compactly).
-fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) -> Algorithm {
+pub(crate) fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) -> Algorithm {
     let depthwise = weights.direct.is_some() && depthwise::applies(geo);
     match asked {
         Algorithm::Auto | Algorithm::Depthwise if depthwise => Algorithm::Depthwise,
@@ -40,6 +40,14 @@ fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) -> Algorithm 
         _ if !geo.is_compact() => Algorithm::Im2col,
         Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise | Algorithm::Direct => Algorithm::Implicit,
         other => other,
+    }
+}
+
+/// The kernel a call runs, as [`crate::Conv2dPlan::kernel_name`] reports it.
+pub(crate) fn kernel_name(geo: &ConvGeometry, options: &ConvOptions, weights: &Weights) -> &'static str {
+    match choose(geo, options.algorithm, weights) {
+        Algorithm::Depthwise => depthwise::kernel_name(options.isa, geo),
+        _ => options.isa.kernel_name(),
     }
 }
 

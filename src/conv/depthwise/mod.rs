@@ -15,7 +15,7 @@ use crate::error::ConvError;
 use crate::gemm::KC;
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
-use crate::simd::{self, Lanes, WithLanes};
+use crate::simd::{self, Lanes, PerPath, WithLanes};
 
 /// Whether the depthwise kernels take `geo`: one input channel per group,
 /// and a zero-padded plane (which `dwconv_rows` may copy) no larger than the
@@ -47,6 +47,41 @@ pub(crate) fn run(
     padded: &mut Vec<f32>,
 ) -> Result<(), ConvError> {
     simd::dispatch(isa, Depthwise { geo, plane, weight, bias, act, out, padded })
+}
+
+/// The name of the kernel [`run`] takes on `isa` for `geo`:
+/// `dwconv_{3x3,5x5}_rolling_<isa>` or `dwconv_rows_<isa>` (the AVX-512
+/// path runs the rows on its AVX2 lanes).
+pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
+    struct Name<'a>(#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] &'a ConvGeometry);
+    #[cfg(target_arch = "x86_64")]
+    impl Name<'_> {
+        fn rolling(&self, names: [&'static str; 2]) -> Option<&'static str> {
+            rolling::takes(self.0).then_some(if self.0.kh == 3 { names[0] } else { names[1] })
+        }
+    }
+    impl PerPath for Name<'_> {
+        type Output = &'static str;
+        fn portable(self, _: simd::Scalar<simd::Fused>) -> &'static str {
+            "dwconv_rows_portable"
+        }
+        fn portable_unfused(self, _: simd::Scalar<simd::Unfused>) -> &'static str {
+            "dwconv_rows_portable_unfused"
+        }
+        #[cfg(target_arch = "x86_64")]
+        fn avx2(self, _: simd::x86::Avx2) -> &'static str {
+            self.rolling(["dwconv_3x3_rolling_avx2", "dwconv_5x5_rolling_avx2"]).unwrap_or("dwconv_rows_avx2")
+        }
+        #[cfg(target_arch = "x86_64")]
+        fn avx512(self, _: simd::x86::Avx512) -> &'static str {
+            self.rolling(["dwconv_3x3_rolling_avx512", "dwconv_5x5_rolling_avx512"]).unwrap_or("dwconv_rows_avx2")
+        }
+        #[cfg(target_arch = "aarch64")]
+        fn neon(self, _: simd::neon::Neon) -> &'static str {
+            "dwconv_rows_neon"
+        }
+    }
+    simd::select(isa, Name(geo)).unwrap_or("unavailable")
 }
 
 /// The arguments of [`run`], as code generic over the lanes.
