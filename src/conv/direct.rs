@@ -31,7 +31,7 @@ use crate::gemm::{
 };
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
-use crate::simd::{Lanes, WithLanes};
+use crate::simd::{Lanes, Transpose, WithLanes};
 
 /// Output pixels times output channels per block: 128 KiB of scratch, in
 /// L2 with the block's band and the weights of a K chunk.
@@ -307,38 +307,26 @@ unsafe fn direct_block<K: MicroKernel>(
     let bias = bias.map(|b| &b[cols.clone()]);
     // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
     let out = out.ptr.wrapping_add(cols.start * n + p0);
-    kern.lanes().enter(FinishBlock { block: &block[..npx * m], m, out, n, bias, act });
+    kern.lanes().enter(Transpose { block: &block[..npx * m], m, out, n, bias, act });
 }
 
-/// `out[co·n + p] = act(block[p·m + co] + bias[co])` (without a bias,
-/// `act(block[p·m + co])`) for the block's `npx = block.len() / m` pixels and
-/// `m` channels: the transpose of the pixel-major block into NCHW, in the
-/// lanes' 8 × 8 register transposes where they have them, the rest element
-/// by element. `out + co·n + p` is writable for `co < m`, `p < npx`, and no
-/// one else accesses those floats meanwhile.
-struct FinishBlock<'a> {
-    block: &'a [f32],
-    m: usize,
-    out: *mut f32,
-    n: usize,
-    bias: Option<&'a [f32]>,
-    act: Activation,
-}
-
-impl WithLanes for FinishBlock<'_> {
+/// The block's epilogue: the transpose into NCHW with the bias and the
+/// activation, in the lanes' 8 × 8 register transposes where they have
+/// them, the rest element by element.
+impl WithLanes for Transpose<'_> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        let FinishBlock { block, m, out, n, bias, act } = self;
+        let Transpose { block, m, out, n, bias, act } = self;
         let npx = block.len() / m;
         let finish = |x: f32, co: usize| act.apply(bias.map_or(x, |b| x + b[co]));
-        // SAFETY: inside the lanes' features; `out` as the struct says.
-        let (p8, m8) = unsafe { L::transpose_8x8_tiles(block, m, out, n, bias, act) };
+        // SAFETY: inside the lanes' features; `out` as `Transpose` says.
+        let (p8, m8) = unsafe { L::transpose_8x8_tiles(&self) };
         // What the 8 × 8 tiles left: channels past m8 for every pixel, pixels
         // past p8 for the channels below m8.
         for co in 0..m {
             for p in if co < m8 { p8 } else { 0 }..npx {
-                // SAFETY: co < m, p < npx: writable, as the struct says.
+                // SAFETY: co < m, p < npx: writable, as `Transpose` says.
                 unsafe { *out.add(co * n + p) = finish(block[p * m + co], co) };
             }
         }

@@ -59,25 +59,30 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
 
-    /// The transpose of the `npx × m` row-major `block` into `out`
-    /// (`out[co·n + p] = act(block[p·m + co] + bias[co])`, no `+` without a
-    /// bias), for the pixels `0..p8` and channels `0..m8` it returns: whole
-    /// 8 × 8 tiles where the lanes have a register transpose, none by
-    /// default. The caller finishes the rest element by element.
+    /// The transpose of `t`'s block, in whole 8 × 8 tiles where the lanes
+    /// have a register transpose (none by default): the pixels `0..p8` and
+    /// channels `0..m8` it returns. The caller finishes the rest.
     ///
     /// # Safety
-    /// `out + co·n + p` writable for `co < m`, `p < npx`; CPU support.
-    unsafe fn transpose_8x8_tiles(
-        block: &[f32],
-        m: usize,
-        out: *mut f32,
-        n: usize,
-        bias: Option<&[f32]>,
-        act: Activation,
-    ) -> (usize, usize) {
-        let _ = (block, m, out, n, bias, act);
+    /// As [`Transpose`] says for `out`; CPU support.
+    unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
+        let _ = t;
         (0, 0)
     }
+}
+
+/// A pixel-major block transposed into channel-major rows with a bias and
+/// an activation: `out[co·n + p] = act(block[p·m + co] + bias[co])` (no `+`
+/// without a bias) for the `npx = block.len() / m` pixels and `m` channels.
+/// `out + co·n + p` must be writable for `co < m`, `p < npx`, and no one
+/// else access those floats meanwhile.
+pub(crate) struct Transpose<'a> {
+    pub block: &'a [f32],
+    pub m: usize,
+    pub out: *mut f32,
+    pub n: usize,
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
 }
 
 /// [`Lanes`] with masked loads and stores (lanes off are neither read nor

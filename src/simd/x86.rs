@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Lanes, MaskedLanes, WithLanes};
+use super::{Lanes, MaskedLanes, Transpose, WithLanes};
 use crate::activation::Activation;
 
 /// The AVX2 + FMA lanes: only [`super::select`] makes one, on a CPU that has both.
@@ -114,16 +114,9 @@ impl Lanes for Avx2 {
         unsafe { activate_avx2(act, v) }
     }
     #[inline(always)]
-    unsafe fn transpose_8x8_tiles(
-        block: &[f32],
-        m: usize,
-        out: *mut f32,
-        n: usize,
-        bias: Option<&[f32]>,
-        act: Activation,
-    ) -> (usize, usize) {
+    unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
         // SAFETY: the caller's guarantees, forwarded.
-        unsafe { transpose_tiles_avx2(block, m, out, n, bias, act) }
+        unsafe { transpose_tiles_avx2(t) }
     }
 }
 
@@ -193,16 +186,9 @@ impl Lanes for Avx512 {
         unsafe { activate_avx512(act, v) }
     }
     #[inline(always)]
-    unsafe fn transpose_8x8_tiles(
-        block: &[f32],
-        m: usize,
-        out: *mut f32,
-        n: usize,
-        bias: Option<&[f32]>,
-        act: Activation,
-    ) -> (usize, usize) {
+    unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
         // SAFETY: the caller's guarantees; the AVX-512 path has AVX2 and FMA.
-        unsafe { transpose_tiles_avx2(block, m, out, n, bias, act) }
+        unsafe { transpose_tiles_avx2(t) }
     }
 }
 
@@ -255,14 +241,8 @@ pub(crate) fn activate_avx512(act: Activation, v: __m512) -> __m512 {
 /// # Safety
 /// The CPU has AVX2 and FMA; as [`Lanes::transpose_8x8_tiles`] for `out`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transpose_tiles_avx2(
-    block: &[f32],
-    m: usize,
-    out: *mut f32,
-    n: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-) -> (usize, usize) {
+unsafe fn transpose_tiles_avx2(t: &Transpose) -> (usize, usize) {
+    let &Transpose { block, m, out, n, bias, act } = t;
     let npx = block.len() / m;
     for co in (0..m / 8 * 8).step_by(8) {
         for p in (0..npx / 8 * 8).step_by(8) {
