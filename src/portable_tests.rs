@@ -14,10 +14,13 @@ use crate::{
 fn entries_of(isa: Isa) -> usize {
     let before = probe::entries();
     let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
-    let (x_shape, w_shape, dw_shape) = ([1, 4, 9, 9], [16, 4, 3, 3], [4, 1, 3, 3]);
-    let x: Vec<f32> = (0..4 * 81).map(|i| (i % 7) as f32 - 3.0).collect();
+    // Miri interprets every element: a smaller image there.
+    let side = if cfg!(miri) { 5 } else { 9 };
+    let (x_shape, w_shape, dw_shape) = ([1, 4, side, side], [16, 4, 3, 3], [4, 1, 3, 3]);
+    let (pixels, y_shape) = (side * side, [1, 16, side, side]);
+    let x: Vec<f32> = (0..4 * pixels).map(|i| (i % 7) as f32 - 3.0).collect();
     let w: Vec<f32> = (0..16 * 36).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
-    let mut y = vec![0.0f32; 16 * 81];
+    let mut y = vec![0.0f32; 16 * pixels];
     for algorithm in [Algorithm::Auto, Algorithm::Im2col, Algorithm::Implicit, Algorithm::Pointwise, Algorithm::Direct]
     {
         let opts = ConvOptions { isa, algorithm, threads: Threads::Single, ..ConvOptions::default() };
@@ -25,13 +28,13 @@ fn entries_of(isa: Isa) -> usize {
     }
     let depthwise = ConvParams { groups: 4, ..params };
     let opts = ConvOptions { isa, algorithm: Algorithm::Depthwise, threads: Threads::Single, ..ConvOptions::default() };
-    let mut y_dw = vec![0.0f32; 4 * 81];
+    let mut y_dw = vec![0.0f32; 4 * pixels];
     conv2d_with(&opts, &x, x_shape, &w[..36], dw_shape, None, &depthwise, &mut y_dw).unwrap();
     let mut gx = vec![0.0f32; x.len()];
-    conv2d_backward_input_with(&opts, &y, [1, 16, 9, 9], &w, w_shape, &params, &mut gx, x_shape).unwrap();
+    conv2d_backward_input_with(&opts, &y, y_shape, &w, w_shape, &params, &mut gx, x_shape).unwrap();
     let mut gw = vec![0.0f32; w.len()];
-    conv2d_backward_weight_with(&opts, &x, x_shape, &y, [1, 16, 9, 9], &params, &mut gw, w_shape).unwrap();
-    let mut pooled = vec![0.0f32; 4 * 16];
+    conv2d_backward_weight_with(&opts, &x, x_shape, &y, y_shape, &params, &mut gw, w_shape).unwrap();
+    let mut pooled = vec![0.0f32; 4 * (side / 2) * (side / 2)];
     crate::pool::max_pool2d_with(isa, &x, x_shape, &PoolParams::new([2, 2]), &mut pooled).unwrap();
     probe::entries() - before
 }
@@ -39,7 +42,10 @@ fn entries_of(isa: Isa) -> usize {
 #[test]
 fn portable_runs_execute_no_simd_code() {
     assert_eq!(entries_of(Isa::Portable), 0, "the portable path entered vector code");
-    assert_eq!(entries_of(Isa::PortableUnfused), 0, "the unfused portable path entered vector code");
+    // (Under Miri, which interprets every float, the fused path stands for both.)
+    if !cfg!(miri) {
+        assert_eq!(entries_of(Isa::PortableUnfused), 0, "the unfused portable path entered vector code");
+    }
 }
 
 #[test]
