@@ -4,10 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-/// One layer of `benches/layers.json` (a copy of the project's `shared/layers.json`).
+/// One layer of `benches/layers.json` or `benches/networks.json` (copies of
+/// the project's `shared/` suites).
 #[derive(Clone, Debug)]
 pub struct Layer {
     pub name: String,
+    /// The network it belongs to (`networks.json` only).
+    pub net: Option<String>,
+    /// How often the network runs it (1 in `layers.json`).
+    pub count: usize,
     pub n: usize,
     pub c_in: usize,
     pub h: usize,
@@ -52,15 +57,27 @@ impl Layer {
     }
 }
 
+/// The layer suite, `benches/layers.json`.
 pub fn layers() -> Vec<Layer> {
-    let text = include_str!("../layers.json");
-    let json: serde_json::Value = serde_json::from_str(text).expect("layers.json parses");
+    layers_in(include_str!("../layers.json"))
+}
+
+/// Every conv layer of the 12 networks, `benches/networks.json`.
+pub fn network_layers() -> Vec<Layer> {
+    layers_in(include_str!("../networks.json"))
+}
+
+/// The layers of a suite's JSON text.
+pub fn layers_in(text: &str) -> Vec<Layer> {
+    let json: serde_json::Value = serde_json::from_str(text).expect("the suite parses");
     let u = |l: &serde_json::Value, key: &str| l[key].as_u64().unwrap_or_else(|| panic!("{key}")) as usize;
     json.as_array()
         .expect("array of layers")
         .iter()
         .map(|l| Layer {
             name: l["name"].as_str().expect("name").to_string(),
+            net: l["net"].as_str().map(str::to_string),
+            count: l["count"].as_u64().map_or(1, |c| c as usize),
             n: u(l, "n"),
             c_in: u(l, "c_in"),
             h: u(l, "h"),

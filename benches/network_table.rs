@@ -1,0 +1,135 @@
+//! The network table of BENCHMARKS.md (issue 17): every conv layer of the 12
+//! CNNs of `benches/networks.json` (a copy of `shared/networks.json`) through
+//! `Conv2dPlan::run`, 1 and 2 threads, and per network the conv time
+//! `Σ count × median` next to ONNX Runtime's from the same sitting.
+//!
+//! ```text
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/networks.json --threads 1 --json /tmp/ort_net1.json
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/networks.json --threads 2 --json /tmp/ort_net2.json
+//! cargo bench --bench network_table -- ort1=/tmp/ort_net1.json ort2=/tmp/ort_net2.json
+//! cargo bench --bench network_table -- quick layers     # fewer rounds; also every layer's row
+//! ```
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use convgemm::{Conv2dPlan, ConvOptions, Isa};
+use support::{Layer, fma_peak_gflops, interleaved_medians, network_layers, pool, values};
+
+/// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
+fn read_ort(path: &str) -> HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
+    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
+}
+
+/// The plan's median seconds per run of `l` on `threads` threads.
+fn time_layer(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> f64 {
+    let x = values(l.input_shape().iter().product(), 1);
+    let w = values(l.weight_shape().iter().product(), 2);
+    let b = values(l.c_out, 3);
+    let mut y = vec![0.0f32; l.output_shape().iter().product()];
+    let plan = Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &l.params(), &ConvOptions::default()).expect("valid");
+    pool(threads).install(|| {
+        let mut run = || plan.run(&x, l.input_shape(), &mut y).expect("valid");
+        interleaved_medians(&mut [&mut run], rounds, min_sample)[0]
+    })
+}
+
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let every_layer = args.iter().any(|a| a == "layers");
+    let ort: Vec<_> =
+        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
+    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
+    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let isa = Isa::detect();
+    println!("# conv2d on the networks, path {} ({})", isa.name(), isa.kernel_name());
+    for (t, p) in peaks.iter().enumerate() {
+        println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
+    }
+    let layers = network_layers();
+    // Per thread count: every layer's median seconds, ours and ORT's.
+    let mut ours = vec![Vec::new(); threads_max];
+    for (t, times) in ours.iter_mut().enumerate() {
+        for l in &layers {
+            times.push(time_layer(l, t + 1, rounds, min_sample));
+        }
+    }
+    let mut nets: Vec<String> = Vec::new();
+    for l in &layers {
+        let net = l.net.clone().expect("networks.json names each layer's network");
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    println!();
+    println!(
+        "| network | threads | layers | GFLOP | ours ms | GFLOP/s | % peak | ORT ms | ours / ORT | worst layers (ours / ORT) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for t in 0..threads_max {
+        let mut ratios = Vec::new();
+        for net in &nets {
+            let idx: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].net.as_ref() == Some(net)).collect();
+            let count = |i: usize| layers[i].count as f64;
+            let flops: f64 = idx.iter().map(|&i| count(i) * layers[i].flops()).sum();
+            let ours_s: f64 = idx.iter().map(|&i| count(i) * ours[t][i]).sum();
+            let gflops = flops / ours_s / 1e9;
+            let (ort_ms, ratio, worst) = match &ort[t] {
+                Some(o) if idx.iter().all(|&i| o.contains_key(&layers[i].name)) => {
+                    let ort_s: f64 = idx.iter().map(|&i| count(i) * o[&layers[i].name] / 1e3).sum();
+                    // Speed ratio: ORT time over ours (above 1: we are faster).
+                    let mut per: Vec<(f64, &str)> =
+                        idx.iter().map(|&i| (o[&layers[i].name] / 1e3 / ours[t][i], layers[i].name.as_str())).collect();
+                    per.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let worst: Vec<String> = per.iter().take(3).map(|(r, n)| format!("{n} {r:.2}×")).collect();
+                    ratios.push(ort_s / ours_s);
+                    (format!("{:.2}", ort_s * 1e3), format!("{:.2}×", ort_s / ours_s), worst.join(", "))
+                }
+                _ => ("—".to_string(), "—".to_string(), "—".to_string()),
+            };
+            println!(
+                "| {net} | {} | {} | {:.2} | {:.2} | {gflops:.1} | {:.0}% | {ort_ms} | {ratio} | {worst} |",
+                t + 1,
+                idx.len(),
+                flops / 1e9,
+                ours_s * 1e3,
+                100.0 * gflops / peaks[t]
+            );
+        }
+        if !ratios.is_empty() {
+            println!("| geomean | {} | | | | | | | {:.2}× | |", t + 1, geomean(&ratios));
+        }
+    }
+    if every_layer {
+        println!();
+        println!("| layer | network | count | threads | ours µs | GFLOP/s | ORT µs | ours / ORT |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for t in 0..threads_max {
+            for (i, l) in layers.iter().enumerate() {
+                let ort_us = ort[t].as_ref().and_then(|o| o.get(&l.name)).map(|ms| ms * 1e3);
+                println!(
+                    "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+                    l.name,
+                    l.net.as_deref().unwrap_or("—"),
+                    l.count,
+                    t + 1,
+                    ours[t][i] * 1e6,
+                    l.flops() / ours[t][i] / 1e9,
+                    ort_us.map_or("—".to_string(), |u| format!("{u:.1}")),
+                    ort_us.map_or("—".to_string(), |u| format!("{:.2}×", u / 1e6 / ours[t][i])),
+                );
+            }
+        }
+    }
+}
