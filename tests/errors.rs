@@ -3,32 +3,40 @@
 
 mod common;
 
-use common::bits;
+use common::{ConvProblem, bits};
 use convgemm::{ConvError, ConvOptions, ConvParams, Isa, col2im, conv2d, conv2d_output_shape, conv2d_with, im2col};
 
 /// A valid call: 2 images of 4×6×6, 6 kernels of 2×3×3 in 2 groups, padding 1.
 struct Call {
-    input: Vec<f32>,
-    input_shape: [usize; 4],
-    weight: Vec<f32>,
-    weight_shape: [usize; 4],
-    bias: Option<Vec<f32>>,
-    params: ConvParams,
+    conv: ConvProblem,
     output_len: usize,
+}
+
+impl std::ops::Deref for Call {
+    type Target = ConvProblem;
+    fn deref(&self) -> &ConvProblem {
+        &self.conv
+    }
+}
+
+impl std::ops::DerefMut for Call {
+    fn deref_mut(&mut self) -> &mut ConvProblem {
+        &mut self.conv
+    }
 }
 
 impl Call {
     fn valid() -> Self {
         let params = ConvParams { padding: [1, 1, 1, 1], groups: 2, ..ConvParams::default() };
-        Call {
+        let conv = ConvProblem {
             input: vec![1.0; 2 * 4 * 6 * 6],
             input_shape: [2, 4, 6, 6],
             weight: vec![1.0; 6 * 2 * 3 * 3],
             weight_shape: [6, 2, 3, 3],
             bias: Some(vec![0.5; 6]),
             params,
-            output_len: 2 * 6 * 6 * 6,
-        }
+        };
+        Call { conv, output_len: 2 * 6 * 6 * 6 }
     }
 
     /// Runs conv2d on an output full of a sentinel; checks the sentinel
@@ -36,16 +44,7 @@ impl Call {
     fn expect_err(&self) -> ConvError {
         let sentinel: Vec<f32> = (0..self.output_len).map(|i| f32::from_bits(0x7fc0_1234 + i as u32)).collect();
         let mut out = sentinel.clone();
-        let err = conv2d(
-            &self.input,
-            self.input_shape,
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            &self.params,
-            &mut out,
-        )
-        .expect_err("call must be rejected");
+        let err = self.run_default_into(&mut out).expect_err("call must be rejected");
         assert_eq!(bits(&out), bits(&sentinel), "output changed on Err({err})");
         assert!(!err.to_string().is_empty());
         err
@@ -56,7 +55,7 @@ impl Call {
 fn valid_call_succeeds() {
     let c = Call::valid();
     let mut out = vec![0.0; c.output_len];
-    conv2d(&c.input, c.input_shape, &c.weight, c.weight_shape, c.bias.as_deref(), &c.params, &mut out).unwrap();
+    c.run_default_into(&mut out).unwrap();
     assert_eq!(out[7], 18.5); // interior: 2 channels × 9 taps + 0.5
 }
 

@@ -5,7 +5,7 @@
 //! portable path and the reference do; a rejected call leaves its output as it was.
 #![no_main]
 
-use convgemm::reference::{conv2d_direct, pool2d_backward_direct, pool2d_direct};
+use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::testing::ConvProblem;
 use convgemm::{
     Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, PoolParams,
@@ -333,15 +333,7 @@ impl ConvCall {
             && all_tame(&self.weight)
             && self.bias.as_deref().is_none_or(all_tame);
         if reference_ok {
-            let reference = conv2d_direct(
-                &self.input,
-                self.input_shape,
-                &self.weight,
-                self.weight_shape,
-                self.bias.as_deref(),
-                &self.params,
-            )
-            .expect("the reference accepts a valid call");
+            let reference = self.reference().expect("the reference accepts a valid call");
             assert_close(&format!("portable im2col {self:?}"), &reference, &want, k);
         }
     }
