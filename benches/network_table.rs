@@ -8,7 +8,11 @@
 //! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/networks.json --threads 2 --json /tmp/ort_net2.json
 //! cargo bench --bench network_table -- ort1=/tmp/ort_net1.json ort2=/tmp/ort_net2.json
 //! cargo bench --bench network_table -- quick layers     # fewer rounds; also every layer's row
+//! cargo bench --bench network_table -- quick layers depthwise only=mobilenet_v2,efficientnet
 //! ```
+//!
+//! `depthwise` keeps the depthwise layers only, `only=A,B` the layers whose
+//! name contains one of `A`, `B`; the network rows then sum those layers.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -57,7 +61,16 @@ fn main() {
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
-    let layers = network_layers();
+    let only: Vec<String> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("only="))
+        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let depthwise_only = args.iter().any(|a| a == "depthwise");
+    let layers: Vec<Layer> = network_layers()
+        .into_iter()
+        .filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str())))
+        .filter(|l| !depthwise_only || (l.groups == l.c_in && l.groups > 1))
+        .collect();
     // Per thread count: every layer's median seconds, ours and ORT's.
     let mut ours = vec![Vec::new(); threads_max];
     for (t, times) in ours.iter_mut().enumerate() {

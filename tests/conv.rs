@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem, for_each_isa,
-    values,
+    Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
+    depthwise_problem_strided, for_each_isa, values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
@@ -37,6 +37,11 @@ proptest! {
 
     #[test]
     fn depthwise_matches_reference_on_every_path(p in depthwise_problem()) {
+        p.check();
+    }
+
+    #[test]
+    fn strided_depthwise_matches_reference_on_every_path(p in depthwise_problem_strided()) {
         p.check();
     }
 }
@@ -350,15 +355,15 @@ fn plan_names_its_algorithm_and_kernel() {
         let dw_s2 = Conv2dPlan::new(&values(72, 1), [8, 1, 3, 3], None, &strided, &opts).unwrap();
         assert_eq!(dw.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
         assert_eq!(dw_s2.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
-        let (rolling, rows) = match isa {
-            Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_rows_avx2"),
-            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_rows_avx2"),
-            Isa::Neon => ("dwconv_rows_neon", "dwconv_rows_neon"),
-            Isa::Portable => ("dwconv_rows_portable", "dwconv_rows_portable"),
-            _ => ("dwconv_rows_portable_unfused", "dwconv_rows_portable_unfused"),
+        let (rolling, plane) = match isa {
+            Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_plane_avx512"),
+            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_plane_avx2"),
+            Isa::Neon => ("dwconv_plane_neon", "dwconv_plane_neon"),
+            Isa::Portable => ("dwconv_plane_portable", "dwconv_plane_portable"),
+            _ => ("dwconv_plane_portable_unfused", "dwconv_plane_portable_unfused"),
         };
         assert_eq!(dw.kernel_name([1, 8, 20, 20]).unwrap(), rolling, "{}", isa.name());
-        assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), rows, "{}", isa.name());
+        assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), plane, "{}", isa.name());
         let dense = Conv2dPlan::new(&values(64 * 64 * 9, 2), [64, 64, 3, 3], None, &same, &opts).unwrap();
         let want = if isa == Isa::Avx512 { Algorithm::Direct } else { Algorithm::Implicit };
         assert_eq!(dense.algorithm([1, 64, 14, 14]).unwrap(), want, "{}", isa.name());

@@ -50,14 +50,18 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// # Safety
     /// The CPU supports the lanes' instructions.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// [`Activation::apply`] on every lane, bit for bit.
     ///
     /// # Safety
     /// The CPU supports the lanes' instructions.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn activate(act: Activation, v: Self::V) -> Self::V;
+    /// The even and the odd floats of the `2N` at `p`:
+    /// `(p[0], p[2], …, p[2N − 2])` and `(p[1], p[3], …, p[2N − 1])`.
+    ///
+    /// # Safety
+    /// `p .. p + 2N` readable; CPU support.
+    unsafe fn deinterleave(p: *const f32) -> (Self::V, Self::V);
 
     /// The transpose of `t`'s block, in whole 8 × 8 tiles where the lanes
     /// have a register transpose (none by default): the pixels `0..p8` and
@@ -262,6 +266,11 @@ impl<M: MulAdd> Lanes for Scalar<M> {
     #[inline(always)]
     unsafe fn activate(act: Activation, v: f32) -> f32 {
         act.apply(v)
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(p: *const f32) -> (f32, f32) {
+        // SAFETY: the caller guarantees p[0] and p[1] readable.
+        unsafe { (*p, *p.add(1)) }
     }
 }
 

@@ -65,6 +65,14 @@ impl Lanes for Neon {
         unsafe { vaddq_f32(a, b) }
     }
     #[inline(always)]
+    unsafe fn deinterleave(p: *const f32) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller guarantees NEON and 8 readable floats.
+        unsafe {
+            let (a, b) = (vld1q_f32(p), vld1q_f32(p.add(4)));
+            (vuzp1q_f32(a, b), vuzp2q_f32(a, b))
+        }
+    }
+    #[inline(always)]
     unsafe fn activate(act: Activation, v: float32x4_t) -> float32x4_t {
         // SAFETY: the caller guarantees NEON.
         unsafe { activate_neon(act, v) }

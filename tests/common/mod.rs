@@ -141,6 +141,14 @@ pub fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
     problems(1..=2, 1..=5, 1..=1, 1..=2, 1..=72, 3..=5, 1..=1, 0..=4, 1..=2)
 }
 
+/// Depthwise problems of every stride (1 to 3 in each axis on its own),
+/// kernels 1..7 in each axis, channel multipliers 1..3 and planes 1..40
+/// wide and high (rows of 1 to 3 pixels included): the shapes of
+/// `dwconv_plane`'s stride phases.
+pub fn depthwise_problem_strided() -> impl Strategy<Value = ConvProblem> {
+    problems(1..=2, 1..=4, 1..=1, 1..=3, 1..=40, 1..=7, 1..=3, 0..=3, 1..=2)
+}
+
 /// Problems with 16 to 40 output channels per group and at least two input
 /// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
 /// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts

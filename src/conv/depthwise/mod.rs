@@ -1,8 +1,9 @@
 //! Depthwise convolution: groups with one input channel (depthwise, channel
 //! multipliers, single-channel inputs), where a GEMM tile would be mostly
 //! empty (M = channel multiplier, often 1), by direct SIMD kernels over
-//! output columns on the `simd` lanes: `dwconv_rows_<isa>` here (any kernel,
-//! stride and dilation, from a zero-padded plane) and
+//! output pixels on the `simd` lanes: `dwconv_plane_<isa>` here (any kernel,
+//! stride and dilation, from the zero-padded plane split into its stride
+//! phases) and
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, masked
 //! lanes). Each output still sums its taps in the order of the
 //! reproducibility rule, so both are bit-identical to the GEMM paths.
@@ -17,21 +18,12 @@ use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::simd::{self, Lanes, PerPath, WithLanes};
 
-/// Whether the depthwise kernels take `geo`: one input channel per group,
-/// and a zero-padded plane (which `dwconv_rows` may copy) no larger than the
-/// buffers the caller gave, so the copy stays bounded.
-pub(crate) fn applies(geo: &ConvGeometry) -> bool {
-    let plane_budget = 4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096;
-    let padded_len = (geo.h_in + geo.pad_top + geo.pad_bottom).checked_mul(geo.w_in + geo.pad_left + geo.pad_right);
-    geo.c_in_per_group() == 1 && padded_len.is_some_and(|len| len <= plane_budget)
-}
-
 /// The depthwise convolution of one (image, group) on the lanes of `isa`:
 /// `out` is `[m, h_out, w_out]` for the group's `m` output channels,
 /// `weight` their `[m, kh·kw]` taps, `bias` their `m` biases; `padded` is
 /// scratch. The rolling rows where they take the geometry and the lanes
-/// have masks (AVX-512, AVX2), else the rows from a padded plane (the
-/// AVX-512 path runs those on its AVX2 lanes).
+/// have masks (AVX-512, AVX2), else the stream over the plane's stride
+/// phases.
 ///
 /// # Panics
 /// If [`applies`] is false for `geo`, or a buffer does not match it.
@@ -50,8 +42,7 @@ pub(crate) fn run(
 }
 
 /// The name of the kernel [`run`] takes on `isa` for `geo`:
-/// `dwconv_{3x3,5x5}_rolling_<isa>` or `dwconv_rows_<isa>` (the AVX-512
-/// path runs the rows on its AVX2 lanes).
+/// `dwconv_{3x3,5x5}_rolling_<isa>` or `dwconv_plane_<isa>`.
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     struct Name<'a>(#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] &'a ConvGeometry);
     #[cfg(target_arch = "x86_64")]
@@ -63,22 +54,22 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     impl PerPath for Name<'_> {
         type Output = &'static str;
         fn portable(self, _: simd::Scalar<simd::Fused>) -> &'static str {
-            "dwconv_rows_portable"
+            "dwconv_plane_portable"
         }
         fn portable_unfused(self, _: simd::Scalar<simd::Unfused>) -> &'static str {
-            "dwconv_rows_portable_unfused"
+            "dwconv_plane_portable_unfused"
         }
         #[cfg(target_arch = "x86_64")]
         fn avx2(self, _: simd::x86::Avx2) -> &'static str {
-            self.rolling(["dwconv_3x3_rolling_avx2", "dwconv_5x5_rolling_avx2"]).unwrap_or("dwconv_rows_avx2")
+            self.rolling(["dwconv_3x3_rolling_avx2", "dwconv_5x5_rolling_avx2"]).unwrap_or("dwconv_plane_avx2")
         }
         #[cfg(target_arch = "x86_64")]
         fn avx512(self, _: simd::x86::Avx512) -> &'static str {
-            self.rolling(["dwconv_3x3_rolling_avx512", "dwconv_5x5_rolling_avx512"]).unwrap_or("dwconv_rows_avx2")
+            self.rolling(["dwconv_3x3_rolling_avx512", "dwconv_5x5_rolling_avx512"]).unwrap_or("dwconv_plane_avx512")
         }
         #[cfg(target_arch = "aarch64")]
         fn neon(self, _: simd::neon::Neon) -> &'static str {
-            "dwconv_rows_neon"
+            "dwconv_plane_neon"
         }
     }
     simd::select(isa, Name(geo)).unwrap_or("unavailable")
@@ -101,7 +92,7 @@ impl WithLanes for Depthwise<'_> {
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
         // SAFETY: a token of `L` exists and `simd::dispatch` entered its features.
-        unsafe { dwconv_rows::<L>(self) }
+        unsafe { dwconv_plane::<L>(self) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -127,273 +118,332 @@ impl Depthwise<'_> {
     }
 }
 
-/// `R` consecutive output rows of one output channel: for each row `r` and
-/// `ox` in `0..w_out`,
-/// `out[r][ox] (=|+=) Σ_t w[t] · x[t_offset + r·row_step + ox·stride_w]`
-/// over this K chunk's taps, in order, from `+0.0` (store when `first`, add
-/// when not). `x` is the zero-padded plane; `out` holds `R·w_out` floats.
-/// One broadcast weight feeds `3·R` vector FMAs (12 accumulators with
-/// `R = 4`, inside AVX2's 16 registers), so the loop is FMA-bound.
+/// The zero-padded plane split into its stride phases, so that every tap of
+/// every stride reads consecutive floats: phase `(a, b)` (`a < stride_h`,
+/// `b < stride_w`) is the `hq × wq` plane of padded pixels
+/// `(i·stride_h + a, j·stride_w + b)`, zero past the padded plane. Output
+/// pixel `(oy, ox)` at position `oy·wq + ox` of the output stream reads tap
+/// `(u, v)` from phase `(u·dh mod sh, v·dw mod sw)` at position
+/// `pos + (u·dh / sh)·wq + v·dw / sw`: a stride-1 sum over one stream, so a
+/// vector covers `N` outputs whatever the strides, and planes narrower than a
+/// vector still fill whole vectors (the `wq − w_out` columns past each output
+/// row are computed and dropped).
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    sh: usize,
+    sw: usize,
+    hq: usize,
+    wq: usize,
+}
+
+/// Output vectors summed together, at most: `BLOCK` accumulators, a
+/// broadcast weight and an input fit in AVX2's 16 registers.
+const BLOCK: usize = 12;
+
+impl Phases {
+    /// The phases of `geo`, or `None` if their sizes overflow.
+    fn of(geo: &ConvGeometry) -> Option<Phases> {
+        // One output row or column: its stride is never taken.
+        let sh = if geo.h_out <= 1 { 1 } else { geo.stride_h };
+        let sw = if geo.w_out <= 1 { 1 } else { geo.stride_w };
+        let hp = geo.h_in.checked_add(geo.pad_top)?.checked_add(geo.pad_bottom)?;
+        let wp = geo.w_in.checked_add(geo.pad_left)?.checked_add(geo.pad_right)?;
+        let phases = Phases { sh, sw, hq: hp.div_ceil(sh), wq: wp.div_ceil(sw) };
+        phases.scratch_len(1)?;
+        Some(phases)
+    }
+
+    /// Floats of one phase plane.
+    fn plane_len(&self) -> usize {
+        self.hq * self.wq
+    }
+
+    /// Output positions in the stream: `(h_out − 1)·wq + w_out`.
+    fn stream_len(&self, geo: &ConvGeometry) -> usize {
+        (geo.h_out.max(1) - 1) * self.wq + geo.w_out
+    }
+
+    /// Scratch floats for lanes of `n` floats: the phase planes, then the
+    /// output stream, each with room for whole blocks of vectors past its end.
+    fn scratch_len(&self, n: usize) -> Option<usize> {
+        let planes = self.sh.checked_mul(self.sw)?.checked_mul(self.hq.checked_mul(self.wq)?)?;
+        let slack = BLOCK * n;
+        planes.checked_add(self.wq)?.checked_add(2 * (self.hq.checked_mul(self.wq)? + slack))
+    }
+}
+
+/// Whether the depthwise kernels take `geo`: one input channel per group,
+/// and scratch (the phase planes of `dwconv_plane`, at most 16 floats per
+/// lane) no larger than the buffers the caller gave, so it stays bounded.
+pub(crate) fn applies(geo: &ConvGeometry) -> bool {
+    let budget = 4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096;
+    geo.c_in_per_group() == 1 && Phases::of(geo).and_then(|p| p.scratch_len(16)).is_some_and(|len| len <= budget)
+}
+
+/// Writes the phase planes of `plane` into `dst` (`sh·sw·hq·wq` floats),
+/// each float once, straight from the input rows (stride 2 by `L`'s
+/// deinterleave).
 ///
 /// # Safety
 /// `L`'s instructions are available.
 #[inline(always)]
-unsafe fn rows_chunk<L: Lanes, const R: usize>(
-    x: &[f32],
-    taps: &[(usize, f32)],
-    row_step: usize,
-    stride_w: usize,
-    out: &mut [f32],
-    first: bool,
-) {
-    let w_out = out.len() / R;
-    let n = L::N;
-    let max_offset = taps.iter().map(|&(o, _)| o).max().unwrap_or(0) + (R - 1) * row_step;
-    let xp = x.as_ptr();
-    let mut ox = 0;
-    // Every vector load reads x[offset + r·row_step + ox .. + N] with the
-    // block inside 0..w_out (or, for the last partial vector, checked
-    // separately), so within x once max_offset + w_out <= x.len().
-    let vectors_fit = stride_w == 1 && max_offset + w_out <= x.len();
-    if vectors_fit {
-        while ox + 3 * n <= w_out {
-            // SAFETY: CPU support is the caller's guarantee.
-            let mut acc = [[unsafe { L::splat(0.0) }; 3]; R];
-            for &(offset, w) in taps {
-                // SAFETY: in bounds (see above); CPU support as above.
-                unsafe {
-                    let wv = L::splat(w);
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let src = xp.add(offset + r * row_step + ox);
-                        row[0] = L::fma(wv, L::load(src), row[0]);
-                        row[1] = L::fma(wv, L::load(src.add(n)), row[1]);
-                        row[2] = L::fma(wv, L::load(src.add(2 * n)), row[2]);
+unsafe fn split_phases<L: Lanes>(geo: &ConvGeometry, p: &Phases, plane: &[f32], dst: &mut [f32]) {
+    let (len, wq, w_in, pad_left) = (p.plane_len(), p.wq, geo.w_in, geo.pad_left);
+    for qi in 0..p.hq {
+        for a in 0..p.sh {
+            // Phase row qi of phases (a, 0..sw): padded row qi·sh + a.
+            let at = a * p.sw * len + qi * wq;
+            let iy = (qi * p.sh + a).checked_sub(geo.pad_top).filter(|&iy| iy < geo.h_in);
+            let Some(iy) = iy else {
+                for b in 0..p.sw {
+                    dst[at + b * len..][..wq].fill(0.0);
+                }
+                continue;
+            };
+            let src = &plane[iy * w_in..][..w_in];
+            // The padded row's column c.
+            let padded = |c: usize| c.checked_sub(pad_left).and_then(|c| src.get(c)).copied().unwrap_or(0.0);
+            match p.sw {
+                1 => {
+                    let row = &mut dst[at..at + wq];
+                    let (lo, hi) = (pad_left.min(wq), (pad_left + w_in).min(wq));
+                    row[..lo].fill(0.0);
+                    row[lo..hi].copy_from_slice(&src[..hi - lo]);
+                    row[hi..].fill(0.0);
+                }
+                2 => {
+                    let (even, odd) = dst[at..].split_at_mut(len);
+                    let (even, odd) = (&mut even[..wq], &mut odd[..wq]);
+                    // Phase columns j..j + N come from input columns
+                    // 2j − pad_left .. + 2N, whole vectors where inside.
+                    let first = pad_left.div_ceil(2).min(wq);
+                    for j in 0..first {
+                        (even[j], odd[j]) = (padded(2 * j), padded(2 * j + 1));
+                    }
+                    let mut j = first;
+                    while j + L::N <= wq && 2 * (j + L::N) <= w_in + pad_left {
+                        // SAFETY: input columns 2j − pad_left .. 2(j + N) − pad_left
+                        // are inside the row (2j >= pad_left, loop condition),
+                        // even/odd[j .. j + N] inside (j + N <= wq); CPU
+                        // support is the caller's.
+                        unsafe {
+                            let (e, o) = L::deinterleave(src.as_ptr().add(2 * j - pad_left));
+                            L::store(even.as_mut_ptr().add(j), e);
+                            L::store(odd.as_mut_ptr().add(j), o);
+                        }
+                        j += L::N;
+                    }
+                    // The rest float by float, as pairs of input columns
+                    // (a float at a time through `padded`, LLVM makes gathers
+                    // of it; through a copy, loads stall on the stores).
+                    let rest = &src[(2 * j).saturating_sub(pad_left).min(w_in)..];
+                    let pairs = rest.chunks_exact(2);
+                    let last = pairs.remainder().first().copied();
+                    let (even, odd) = (&mut even[j..], &mut odd[j..]);
+                    let mut k = 0;
+                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        (*e, *o, k) = (pair[0], pair[1], k + 1);
+                    }
+                    if let (Some(v), Some(e), Some(o)) = (last, even.get_mut(k), odd.get_mut(k)) {
+                        (*e, *o, k) = (v, 0.0, k + 1);
+                    }
+                    even[k..].fill(0.0);
+                    odd[k..].fill(0.0);
+                }
+                sw => {
+                    for b in 0..sw {
+                        for (j, d) in dst[at + b * len..][..wq].iter_mut().enumerate() {
+                            *d = padded(j * sw + b);
+                        }
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate() {
-                finish::<L>(row, &mut out[r * w_out + ox..][..3 * n], first);
-            }
-            ox += 3 * n;
-        }
-    }
-    // One vector at a time; the last, partial one computed whole where the
-    // padded plane extends far enough (its extra lanes are dropped).
-    while stride_w == 1 && ox < w_out && (ox + n <= w_out && vectors_fit || max_offset + ox + n <= x.len()) {
-        // SAFETY: CPU support is the caller's guarantee.
-        let mut acc = [[unsafe { L::splat(0.0) }; 1]; R];
-        for &(offset, w) in taps {
-            // SAFETY: offset + r·row_step + ox + N <= x.len() (loop condition); CPU as above.
-            unsafe {
-                let wv = L::splat(w);
-                for (r, row) in acc.iter_mut().enumerate() {
-                    row[0] = L::fma(wv, L::load(xp.add(offset + r * row_step + ox)), row[0]);
-                }
-            }
-        }
-        let valid = n.min(w_out - ox);
-        for (r, row) in acc.iter().enumerate() {
-            if valid == n {
-                finish::<L>(row, &mut out[r * w_out + ox..][..n], first);
-                continue;
-            }
-            let mut lanes = [0.0f32; 16];
-            finish::<L>(row, &mut lanes, true);
-            for (o, &v) in out[r * w_out + ox..][..valid].iter_mut().zip(&lanes) {
-                *o = if first { v } else { *o + v };
-            }
-        }
-        ox += valid;
-    }
-    for r in 0..R {
-        for (ox, out) in (ox..).zip(&mut out[r * w_out + ox..(r + 1) * w_out]) {
-            let mut acc = 0.0f32;
-            for &(offset, w) in taps {
-                acc = w.mul_add(x[offset + r * row_step + ox * stride_w], acc);
-            }
-            *out = if first { acc } else { *out + acc };
         }
     }
 }
 
-/// Stores (first chunk) or adds (later chunks) accumulators into `out`
-/// (`acc.len()·N` floats).
-#[inline(always)]
-fn finish<L: Lanes>(acc: &[L::V], out: &mut [f32], first: bool) {
-    assert!(out.len() >= acc.len() * L::N && acc.len() <= 3);
-    if first {
-        for (q, &a) in acc.iter().enumerate() {
-            // SAFETY: `out` holds acc.len()·N floats (asserted).
-            unsafe { L::store(out.as_mut_ptr().add(q * L::N), a) };
+/// The offset of each tap `(u, v)` (row-major) into the phase planes: phase
+/// `(u·dh mod sh, v·dw mod sw)`, row `u·dh / sh`, column `v·dw / sw`, kept
+/// as running quotients and remainders (no division per tap).
+fn tap_offsets(geo: &ConvGeometry, p: &Phases, offsets: &mut [usize]) {
+    let (len, wq) = (p.plane_len(), p.wq);
+    let (dh_q, dh_r) = (geo.dilation_h / p.sh, geo.dilation_h % p.sh);
+    let (dw_q, dw_r) = (geo.dilation_w / p.sw, geo.dilation_w % p.sw);
+    let mut taps = offsets.iter_mut();
+    let (mut qa, mut ra) = (0, 0);
+    for _ in 0..geo.kh {
+        let (mut qb, mut rb) = (0, 0);
+        for _ in 0..geo.kw {
+            *taps.next().expect("kh·kw offsets") = (ra * p.sw + rb) * len + qa * wq + qb;
+            (qb, rb) = (qb + dw_q, rb + dw_r);
+            if rb >= p.sw {
+                (qb, rb) = (qb + 1, rb - p.sw);
+            }
         }
-        return;
+        (qa, ra) = (qa + dh_q, ra + dh_r);
+        if ra >= p.sh {
+            (qa, ra) = (qa + 1, ra - p.sh);
+        }
     }
-    let mut staged = [0.0f32; 64];
+}
+
+/// The taps of one K chunk: where each reads (see [`tap_offsets`]) and its
+/// weight.
+#[derive(Clone, Copy)]
+struct Taps<'a> {
+    offsets: &'a [usize],
+    weights: &'a [f32],
+}
+
+/// `out[pos] (=|+=) Σ_t w[t] · x[offset_t + pos]` over this K chunk's taps,
+/// in order, from `+0.0`, for the `V·N` positions of `out` (store when
+/// `first`, add when not).
+///
+/// # Safety
+/// `L`'s instructions are available; `x` holds `max offset + V·N` floats
+/// and `out` `V·N`.
+#[inline(always)]
+unsafe fn block<L: Lanes, const V: usize>(x: *const f32, taps: Taps<'_>, out: *mut f32, first: bool) {
+    // SAFETY: CPU support is the caller's guarantee.
+    let mut acc = [unsafe { L::splat(0.0) }; V];
+    for (&offset, &w) in taps.offsets.iter().zip(taps.weights) {
+        // SAFETY: x + offset .. + V·N is readable (the caller's extents); CPU as above.
+        unsafe {
+            let wv = L::splat(w);
+            let src = x.add(offset);
+            for (q, a) in acc.iter_mut().enumerate() {
+                *a = L::fma(wv, L::load(src.add(q * L::N)), *a);
+            }
+        }
+    }
     for (q, &a) in acc.iter().enumerate() {
-        // SAFETY: `staged` holds 64 >= 4·N floats.
-        unsafe { L::store(staged.as_mut_ptr().add(q * L::N), a) };
-    }
-    for (o, &s) in out.iter_mut().zip(&staged) {
-        *o += s;
-    }
-}
-
-/// Floats of zero slack after a copied plane, so the last partial vector of
-/// a row can be loaded whole.
-const SLACK: usize = 16;
-
-/// The input plane with its zero padding: `plane` itself when there is no
-/// padding and output rows split into whole vectors of `lanes`, else a copy in `padded` (with
-/// [`SLACK`] zeros after it). Returns it and its row length.
-#[inline(always)]
-fn padded_plane<'a>(
-    geo: &ConvGeometry,
-    lanes: usize,
-    plane: &'a [f32],
-    padded: &'a mut Vec<f32>,
-) -> (&'a [f32], usize) {
-    if [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4] && geo.w_out.is_multiple_of(lanes) {
-        return (plane, geo.w_in);
-    }
-    let row = geo.w_in + geo.pad_left + geo.pad_right;
-    // Every float written once: the top and bottom padding rows by fills,
-    // each input row by fixed-size pieces (the rows are short: no library
-    // call per row), each side padding by a store of 8 zeros that the row
-    // copy, or the next row's, then partly overwrites.
-    let (top, bottom) = (geo.pad_top * row, (geo.pad_top + geo.h_in) * row);
-    padded.resize(bottom + geo.pad_bottom * row + SLACK, 0.0);
-    padded[..top].fill(0.0);
-    padded[bottom..].fill(0.0);
-    if geo.w_in > 0 {
-        let short_pads = geo.pad_left <= 8 && geo.pad_right <= 8;
-        let body = &mut padded[top..];
-        for (iy, src) in plane.chunks_exact(geo.w_in).take(geo.h_in).enumerate() {
-            let at = iy * row;
-            if short_pads {
-                body[at..at + 8].fill(0.0);
-            } else {
-                body[at..at + geo.pad_left].fill(0.0);
-            }
-            copy_short(&mut body[at + geo.pad_left..at + geo.pad_left + geo.w_in], src);
-            let end = at + geo.pad_left + geo.w_in;
-            if short_pads {
-                body[end..end + 8].fill(0.0);
-            } else {
-                body[end..end + geo.pad_right].fill(0.0);
-            }
+        // SAFETY: out .. + V·N is writable (the caller's extents); CPU as above.
+        unsafe {
+            let dst = out.add(q * L::N);
+            L::store(dst, if first { a } else { L::add(L::load(dst), a) });
         }
-    } else {
-        // No input columns: the rows are all padding (found by fuzzing:
-        // they kept the scratch's last contents).
-        padded[top..bottom].fill(0.0);
     }
-    (&padded[..], row)
 }
 
-/// `dst.copy_from_slice(src)` in pieces of 8 floats, inline.
+/// The output stream of one channel and one K chunk: positions
+/// `0..stream_len` rounded up to whole vectors, in blocks of [`BLOCK`]
+/// vectors and one last block of 1, 2, 4, 8 or 12.
+///
+/// # Safety
+/// `L`'s instructions are available; `x` holds `max offset + len` floats and
+/// `out` `len` floats, `len` being `stream_len` rounded up to `BLOCK·N`.
 #[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[f32; 8] = s.try_into().expect("8 floats");
-        let d: &mut [f32; 8] = d.try_into().expect("8 floats");
-        *d = *s;
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
+unsafe fn stream<L: Lanes>(x: &[f32], taps: Taps<'_>, stream_len: usize, out: &mut [f32], first: bool) {
+    let n = L::N;
+    assert_eq!(taps.offsets.len(), taps.weights.len());
+    let max_offset = taps.offsets.iter().copied().max().unwrap_or(0);
+    let vectors = stream_len.div_ceil(n);
+    assert!(
+        max_offset + vectors.next_multiple_of(BLOCK) * n <= x.len() && vectors.next_multiple_of(BLOCK) * n <= out.len(),
+        "stream scratch too short"
+    );
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut v = 0;
+    // SAFETY: each block's v·N .. + its vectors·N stays within the rounded
+    // stream (asserted above) of `out`, and within `x` past every offset;
+    // CPU support is the caller's.
+    unsafe {
+        while v + BLOCK <= vectors {
+            block::<L, BLOCK>(xp.add(v * n), taps, op.add(v * n), first);
+            v += BLOCK;
+        }
+        let (x, o) = (xp.add(v * n), op.add(v * n));
+        match vectors - v {
+            0 => {}
+            1 => block::<L, 1>(x, taps, o, first),
+            2 => block::<L, 2>(x, taps, o, first),
+            3 | 4 => block::<L, 4>(x, taps, o, first),
+            5..=8 => block::<L, 8>(x, taps, o, first),
+            _ => block::<L, BLOCK>(x, taps, o, first),
+        }
     }
 }
 
-/// `dwconv_rows_<isa>`: the depthwise convolution of one (image, group)
-/// from its zero-padded plane, for any kernel, stride and dilation (see
-/// [`run`] for the arguments).
+/// Copies the output rows out of the stream (rows `wq` apart) into `out`
+/// (`h_out × w_out`), adding the bias and applying the activation on the
+/// way. A row's last vector may run into the rows after it (which are
+/// written after it); only the plane's end is stored float by float.
 ///
 /// # Safety
 /// `L`'s instructions are available.
 #[inline(always)]
-unsafe fn dwconv_rows<L: Lanes>(job: Depthwise<'_>) {
-    let Depthwise { geo, plane, weight, bias, act, out, padded } = job;
-    let (padded, row_stride) = padded_plane(geo, L::N, plane, padded);
-    // The tap table: a small one for the usual kernels (up to 5×5), so each
-    // call does not clear a KC-long one.
-    if geo.kh * geo.kw <= 32 {
-        // SAFETY: forwarded from the caller.
-        unsafe { planes::<L>(geo, padded, row_stride, weight, bias, act, out, &mut [(0, 0.0); 32]) }
-    } else {
-        // SAFETY: forwarded from the caller.
-        unsafe { planes::<L>(geo, padded, row_stride, weight, bias, act, out, &mut [(0, 0.0); KC]) }
-    }
-}
-
-/// The body of [`dwconv_rows`], from the padded plane (rows
-/// `row_stride` apart), with a tap table of at least `min(KC, kh·kw)`.
-///
-/// # Safety
-/// `L`'s instructions are available.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn planes<L: Lanes>(
+unsafe fn finish_rows<L: Lanes>(
     geo: &ConvGeometry,
-    padded: &[f32],
-    row_stride: usize,
-    weight: &[f32],
-    bias: Option<&[f32]>,
+    wq: usize,
+    stream: &[f32],
+    bias: Option<f32>,
     act: Activation,
     out: &mut [f32],
-    taps: &mut [(usize, f32)],
 ) {
-    let taps_per_kernel = geo.kh * geo.kw;
-    assert!(taps.len() >= taps_per_kernel.min(KC), "tap table too short");
-    // Saturating: a step that does not fit is never taken (one output row).
-    let row_step = geo.stride_h.saturating_mul(row_stride);
-    for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
-        let kernel = &weight[o * taps_per_kernel..(o + 1) * taps_per_kernel];
-        // Chunk by chunk over the whole plane: each output still takes its
-        // chunks in order.
-        for (chunk, ws) in kernel.chunks(KC).enumerate() {
-            // Tap t = (u, v) reads `u·dh·row_stride + v·dw` past the window's corner.
-            let (mut u, mut v) = ((chunk * KC) / geo.kw, (chunk * KC) % geo.kw);
-            for (tap, &w) in taps.iter_mut().zip(ws) {
-                *tap = (u * geo.dilation_h * row_stride + v * geo.dilation_w, w);
-                v += 1;
-                if v == geo.kw {
-                    (u, v) = (u + 1, 0);
+    let n = L::N;
+    let w_out = geo.w_out;
+    assert!(out.len() == geo.h_out * w_out && stream.len() >= (geo.h_out.max(1) - 1) * wq + w_out);
+    for oy in 0..geo.h_out {
+        let (src, dst) = (oy * wq, oy * w_out);
+        let mut ox = 0;
+        while ox < w_out && dst + ox + n <= out.len() && src + ox + n <= stream.len() {
+            // SAFETY: both ranges of N floats checked above; CPU support is the caller's.
+            unsafe {
+                let mut v = L::load(stream.as_ptr().add(src + ox));
+                if let Some(b) = bias {
+                    v = L::add(v, L::splat(b));
                 }
+                L::store(out.as_mut_ptr().add(dst + ox), L::activate(act, v));
             }
-            let taps = &taps[..ws.len()];
-            let first = chunk == 0;
-            let mut oy = 0;
-            while oy < geo.h_out {
-                let rows = if oy + 4 <= geo.h_out { 4 } else { 1 };
-                let out_rows = &mut out_plane[oy * geo.w_out..(oy + rows) * geo.w_out];
-                let x = &padded[oy * row_step..];
-                // SAFETY: CPU support is the caller's guarantee.
-                unsafe {
-                    if rows == 4 {
-                        rows_chunk::<L, 4>(x, taps, row_step, geo.stride_w, out_rows, first);
-                    } else {
-                        rows_chunk::<L, 1>(x, taps, row_step, geo.stride_w, out_rows, first);
-                    }
-                }
-                oy += rows;
-            }
+            ox += n;
         }
-        finish_plane(out_plane, bias.map(|b| b[o]), act);
+        for (d, &s) in out[dst + ox.min(w_out)..dst + w_out].iter_mut().zip(&stream[src + ox.min(w_out)..]) {
+            *d = act.apply(bias.map_or(s, |b| s + b));
+        }
     }
 }
 
-/// Bias, then activation, over a finished plane; each case a loop of its own
-/// so it vectorises (the same `+` and `Activation::apply` as every path).
+/// `dwconv_plane_<isa>`: the depthwise convolution of one (image, group)
+/// for any kernel, stride and dilation, from the plane's stride phases (see
+/// [`Phases`]; [`run`] for the arguments).
+///
+/// # Safety
+/// `L`'s instructions are available.
 #[inline(always)]
-fn finish_plane(plane: &mut [f32], bias: Option<f32>, act: Activation) {
-    if let Some(b) = bias {
-        plane.iter_mut().for_each(|v| *v += b);
-    }
-    match act {
-        Activation::None => {}
-        Activation::Relu => plane.iter_mut().for_each(|v| *v = Activation::Relu.apply(*v)),
-        clamp => plane.iter_mut().for_each(|v| *v = clamp.apply(*v)),
+unsafe fn dwconv_plane<L: Lanes>(job: Depthwise<'_>) {
+    let Depthwise { geo, plane, weight, bias, act, out, padded: scratch } = job;
+    let p = Phases::of(geo).expect("applies() checked the sizes");
+    let phases_len = p.sh * p.sw * p.plane_len();
+    let stream_len = p.stream_len(geo);
+    let rounded = stream_len.div_ceil(L::N).next_multiple_of(BLOCK) * L::N;
+    // The phase planes, zeros read by the rounded stream's last vectors
+    // (past the last phase plane), and the stream.
+    let reads = phases_len + p.wq + rounded;
+    scratch.resize(reads + rounded, 0.0);
+    let (x, stream_out) = scratch.split_at_mut(reads);
+    // SAFETY: CPU support is the caller's guarantee.
+    unsafe { split_phases::<L>(geo, &p, plane, &mut x[..phases_len]) };
+    x[phases_len..].fill(0.0);
+    let taps = geo.kh * geo.kw;
+    let (mut small, mut large) = ([0usize; 64], Vec::new());
+    let offsets = if taps <= small.len() {
+        &mut small[..taps]
+    } else {
+        large.resize(taps, 0);
+        &mut large[..]
+    };
+    tap_offsets(geo, &p, offsets);
+    for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
+        let kernel = &weight[o * taps..(o + 1) * taps];
+        // Chunk by chunk over the whole plane: each output still takes its
+        // chunks in order.
+        for (chunk, (offsets, weights)) in offsets.chunks(KC).zip(kernel.chunks(KC)).enumerate() {
+            // SAFETY: the largest offset is inside the phase planes (the
+            // geometry's windows fit the padded plane), followed by
+            // `wq + rounded` floats of room; CPU support is the caller's.
+            unsafe { stream::<L>(x, Taps { offsets, weights }, stream_len, stream_out, chunk == 0) };
+        }
+        // SAFETY: CPU support is the caller's guarantee.
+        unsafe { finish_rows::<L>(geo, p.wq, stream_out, bias.map(|b| b[o]), act, out_plane) };
     }
 }
