@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
-    depthwise_problem_strided, for_each_isa, values,
+    depthwise_problem_blocks, depthwise_problem_strided, for_each_isa, values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
@@ -42,6 +42,11 @@ proptest! {
 
     #[test]
     fn strided_depthwise_matches_reference_on_every_path(p in depthwise_problem_strided()) {
+        p.check();
+    }
+
+    #[test]
+    fn blocked_depthwise_matches_reference_on_every_path(p in depthwise_problem_blocks()) {
         p.check();
     }
 }
@@ -356,9 +361,9 @@ fn plan_names_its_algorithm_and_kernel() {
         assert_eq!(dw.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
         assert_eq!(dw_s2.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
         let (rolling, plane) = match isa {
-            Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_plane_avx512"),
-            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_plane_avx2"),
-            Isa::Neon => ("dwconv_plane_neon", "dwconv_plane_neon"),
+            Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_blocked_avx2"),
+            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_blocked_avx2"),
+            Isa::Neon => ("dwconv_blocked_neon", "dwconv_blocked_neon"),
             Isa::Portable => ("dwconv_plane_portable", "dwconv_plane_portable"),
             _ => ("dwconv_plane_portable_unfused", "dwconv_plane_portable_unfused"),
         };

@@ -86,7 +86,50 @@ pub(crate) fn execute(
         return;
     }
     let algorithm = choose(geo, options.algorithm, weights);
+    let jobs = geo.batch * geo.groups;
+    let total_flops = 2.0 * jobs as f64 * m as f64 * n as f64 * k as f64;
+    let threads = match options.threads {
+        Threads::Pool if total_flops >= JOBS_PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
+        _ => 1,
+    };
     let image_len = geo.c_in * geo.h_in * geo.w_in;
+    if let (Algorithm::Depthwise, Some(lanes)) = (algorithm, depthwise::channel_block(options.isa, geo)) {
+        // Channel multiplier 1: blocks of `lanes` channels per image.
+        let plane = geo.h_in * geo.w_in;
+        let direct = weights.direct.expect("direct weights chosen above");
+        let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>| {
+            let (c0, count) = (index * lanes, out.len() / n);
+            let job = depthwise::Block {
+                geo,
+                input: &input[image * image_len + c0 * plane..][..count * plane],
+                weight: &direct[c0 * k..][..count * k],
+                bias: bias.map(|b| &b[c0..c0 + count]),
+                act: options.activation,
+                out,
+                scratch,
+            };
+            let done = depthwise::run_blocked(options.isa, job);
+            debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
+        };
+        let per_image = geo.c_out * n;
+        if threads > 1 {
+            output.par_chunks_mut(per_image).enumerate().for_each(|(image, planes)| {
+                planes
+                    .par_chunks_mut(lanes * n)
+                    .enumerate()
+                    .for_each(|(index, out)| with_scratch(|scratch| block(image, index, out, scratch)))
+            });
+        } else {
+            with_scratch(|scratch| {
+                for (image, planes) in output.chunks_mut(per_image).enumerate() {
+                    for (index, out) in planes.chunks_mut(lanes * n).enumerate() {
+                        block(image, index, out, scratch);
+                    }
+                }
+            });
+        }
+        return;
+    }
     let group_len = geo.c_in_per_group() * geo.h_in * geo.w_in;
     let job = |index: usize, out: &mut [f32], par: Parallelism, cols: &mut Vec<f32>| {
         let (image, group) = (index / geo.groups, index % geo.groups);
@@ -111,12 +154,6 @@ pub(crate) fn execute(
             _ => group_gemm(options.isa, par, (m, n, k), a_t(), &ImageSource::new(geo, channels), bias, options, out),
         };
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
-    };
-    let jobs = geo.batch * geo.groups;
-    let total_flops = 2.0 * jobs as f64 * m as f64 * n as f64 * k as f64;
-    let threads = match options.threads {
-        Threads::Pool if total_flops >= JOBS_PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
-        _ => 1,
     };
     if threads > 1 && jobs >= threads {
         output

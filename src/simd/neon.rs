@@ -65,6 +65,25 @@ impl Lanes for Neon {
         unsafe { vaddq_f32(a, b) }
     }
     #[inline(always)]
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: the caller guarantees NEON and the 4 rows of 4 floats at
+        // both ends.
+        unsafe {
+            let r: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(src.add(i * src_stride)));
+            // (a0 b0 a2 b2), (a1 b1 a3 b3) and the same of c, d.
+            let (ab, cd) = (vtrnq_f32(r[0], r[1]), vtrnq_f32(r[2], r[3]));
+            let cols = [
+                vcombine_f32(vget_low_f32(ab.0), vget_low_f32(cd.0)),
+                vcombine_f32(vget_low_f32(ab.1), vget_low_f32(cd.1)),
+                vcombine_f32(vget_high_f32(ab.0), vget_high_f32(cd.0)),
+                vcombine_f32(vget_high_f32(ab.1), vget_high_f32(cd.1)),
+            ];
+            for (j, v) in cols.into_iter().enumerate() {
+                vst1q_f32(dst.add(j * dst_stride), v);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (float32x4_t, float32x4_t) {
         // SAFETY: the caller guarantees NEON and 8 readable floats.
         unsafe {

@@ -114,6 +114,17 @@ impl Lanes for Avx2 {
         unsafe { activate_avx2(act, v) }
     }
     #[inline(always)]
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: the caller guarantees AVX and the 8 rows of 8 floats at
+        // both ends.
+        unsafe {
+            let rows = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+            for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add(j * dst_stride), v);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (__m256, __m256) {
         // SAFETY: the caller guarantees AVX2 and 16 readable floats.
         unsafe {
@@ -258,6 +269,43 @@ pub(crate) fn activate_avx512(act: Activation, v: __m512) -> __m512 {
     }
 }
 
+/// The transpose of 8 rows of 8 floats: column `c` of `r` as row `c`.
+///
+/// # Safety
+/// The CPU has AVX.
+#[inline(always)]
+unsafe fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+    // SAFETY: AVX is the caller's guarantee.
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
+
 /// [`Lanes::transpose_8x8_tiles`] in 8 × 8 AVX2 register transposes:
 /// pixels `0..npx/8·8`, channels `0..m/8·8`.
 ///
@@ -273,33 +321,9 @@ unsafe fn transpose_tiles_avx2(t: &Transpose) -> (usize, usize) {
             // each a load of 8 floats inside `block`.
             let r: [__m256; 8] =
                 std::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add((p + i) * m + co)) });
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
             // Column c of the 8 rows: channel co + c for pixels p..p+8.
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
+            // SAFETY: AVX2 is this function's target feature.
+            let cols = unsafe { transpose_8x8(r) };
             for (c, &v) in cols.iter().enumerate() {
                 let v = match bias {
                     Some(b) => _mm256_add_ps(v, _mm256_set1_ps(b[co + c])),

@@ -149,6 +149,13 @@ pub fn depthwise_problem_strided() -> impl Strategy<Value = ConvProblem> {
     problems(1..=2, 1..=4, 1..=1, 1..=3, 1..=40, 1..=7, 1..=3, 0..=3, 1..=2)
 }
 
+/// Depthwise problems of 6 to 20 channels, multiplier 1: whole and partial
+/// blocks of channels as lanes (`dwconv_blocked`, 8 or 4 channels a block),
+/// every stride 1..3 and kernel 1..7 in each axis, planes 1..30.
+pub fn depthwise_problem_blocks() -> impl Strategy<Value = ConvProblem> {
+    problems(1..=2, 6..=20, 1..=1, 1..=1, 1..=30, 1..=7, 1..=3, 0..=3, 1..=2)
+}
+
 /// Problems with 16 to 40 output channels per group and at least two input
 /// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
 /// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
