@@ -62,21 +62,22 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// `p .. p + 2N` readable; CPU support.
     unsafe fn deinterleave(p: *const f32) -> (Self::V, Self::V);
-    /// The transpose of an `N × N` block: `dst[j·dst_stride + i] =
-    /// src[i·src_stride + j]` for `i, j < N` (by default float by float).
+    /// The transpose of an `N × N` block, row `j` of it stored at `dst(j)`:
+    /// `dst(j)[i] = src[i·src_stride + j]` for `i, j < N` (by default float
+    /// by float).
     ///
     /// # Safety
     /// Those floats readable and writable, not overlapping; CPU support.
     #[inline(always)]
-    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-        for i in 0..Self::N {
-            for j in 0..Self::N {
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        for j in 0..Self::N {
+            let row = dst(j);
+            for i in 0..Self::N {
                 // SAFETY: the caller's guarantees.
-                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
+                unsafe { *row.add(i) = *src.add(i * src_stride + j) };
             }
         }
     }
-
     /// The transpose of `t`'s block, in whole 8 × 8 tiles where the lanes
     /// have a register transpose (none by default): the pixels `0..p8` and
     /// channels `0..m8` it returns. The caller finishes the rest.

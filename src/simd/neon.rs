@@ -65,7 +65,7 @@ impl Lanes for Neon {
         unsafe { vaddq_f32(a, b) }
     }
     #[inline(always)]
-    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees NEON and the 4 rows of 4 floats at
         // both ends.
         unsafe {
@@ -79,7 +79,7 @@ impl Lanes for Neon {
                 vcombine_f32(vget_high_f32(ab.1), vget_high_f32(cd.1)),
             ];
             for (j, v) in cols.into_iter().enumerate() {
-                vst1q_f32(dst.add(j * dst_stride), v);
+                vst1q_f32(dst(j), v);
             }
         }
     }

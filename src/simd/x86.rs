@@ -114,13 +114,13 @@ impl Lanes for Avx2 {
         unsafe { activate_avx2(act, v) }
     }
     #[inline(always)]
-    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees AVX and the 8 rows of 8 floats at
         // both ends.
         unsafe {
             let rows = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
             for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
-                _mm256_storeu_ps(dst.add(j * dst_stride), v);
+                _mm256_storeu_ps(dst(j), v);
             }
         }
     }

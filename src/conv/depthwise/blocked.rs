@@ -39,7 +39,8 @@ pub(super) fn scratch_len(geo: &ConvGeometry, n: usize) -> Option<usize> {
     let wp = geo.w_in.checked_add(geo.pad_left)?.checked_add(geo.pad_right)?;
     let plane = hp.checked_mul(wp)?;
     let taps = geo.kh.checked_mul(geo.kw)?;
-    plane.checked_add(taps)?.checked_add(geo.out_pixels())?.checked_add(PIXELS)?.checked_mul(n)
+    // (+ 16 floats to start the pixels on a 64-byte line.)
+    plane.checked_add(taps)?.checked_add(geo.out_pixels())?.checked_add(PIXELS)?.checked_mul(n)?.checked_add(16)
 }
 
 /// The depthwise convolution of one block (see [`Block`]).
@@ -65,7 +66,10 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     let wp = geo.w_in + geo.pad_left + geo.pad_right;
     let hp = geo.h_in + geo.pad_top + geo.pad_bottom;
     scratch.resize(scratch_len(geo, n).expect("applies() checked the sizes"), 0.0);
-    let (padded, rest) = scratch.split_at_mut(hp * wp * n);
+    // Pixels that straddle cache lines load and store at half speed: start
+    // on a 64-byte line (N·4 bytes a pixel divide 64).
+    let skip = scratch.as_ptr().align_offset(64).min(16);
+    let (padded, rest) = scratch[skip..].split_at_mut(hp * wp * n);
     let (weights, pixels_out) = rest.split_at_mut(taps * n);
 
     // SAFETY: CPU support is the caller's guarantee.
@@ -89,91 +93,115 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
         large.resize(taps, 0);
         &mut large[..]
     };
-    for (t, o) in offsets.iter_mut().enumerate() {
-        let (u, v) = (t / geo.kw, t % geo.kw);
-        *o = (u * geo.dilation_h * wp + v * geo.dilation_w) * n;
+    for (u, row) in offsets.chunks_exact_mut(geo.kw).enumerate() {
+        for (v, o) in row.iter_mut().enumerate() {
+            *o = (u * geo.dilation_h * wp + v * geo.dilation_w) * n;
+        }
     }
 
-    // The output pixels PIXELS at a time, in plane order; past the last
-    // pixel a block repeats it (into the slack).
-    let (mut oy, mut ox) = (0, 0);
-    let mut p0 = 0;
-    while p0 < pixels {
-        let mut corners = [0usize; PIXELS];
-        for (r, corner) in corners.iter_mut().enumerate() {
-            *corner = (oy * geo.stride_h * wp + ox * geo.stride_w) * n;
-            if p0 + r + 1 < pixels {
-                ox += 1;
-                if ox == geo.w_out {
-                    (oy, ox) = (oy + 1, 0);
+    // Each output row PIXELS pixels at a time; a row's last block repeats
+    // its last pixel, storing into the next row's first pixels (computed
+    // after it) or, on the last row, into the slack.
+    let step = geo.stride_w * n;
+    for oy in 0..geo.h_out {
+        let row = oy * geo.stride_h * wp * n;
+        let mut ox = 0;
+        while ox < geo.w_out {
+            let corners: [usize; PIXELS] = std::array::from_fn(|r| row + (ox + r).min(geo.w_out - 1) * step);
+            // SAFETY: every corner + offset + N is inside the padded plane
+            // (the windows fit it); the PIXELS·N floats of output from pixel
+            // oy·w_out + ox inside `pixels_out` (pixels + PIXELS of room);
+            // CPU support is the caller's.
+            unsafe {
+                let mut acc = [L::splat(0.0); PIXELS];
+                let (xp, wt) = (padded.as_ptr(), weights.as_ptr());
+                for (t, &offset) in offsets.iter().enumerate() {
+                    let w = L::load(wt.add(t * n));
+                    let x = xp.add(offset);
+                    for (a, &corner) in acc.iter_mut().zip(&corners) {
+                        *a = L::fma(w, L::load(x.add(corner)), *a);
+                    }
+                }
+                let dst = pixels_out.as_mut_ptr().add((oy * geo.w_out + ox) * n);
+                let b = L::load(bias_lanes.as_ptr());
+                for (r, &a) in acc.iter().enumerate() {
+                    let v = if bias.is_some() { L::add(a, b) } else { a };
+                    L::store(dst.add(r * n), L::activate(act, v));
                 }
             }
+            ox += PIXELS;
         }
-        // SAFETY: every corner + offset + N is inside the padded plane (the
-        // windows fit it); the block's PIXELS·N floats of output inside
-        // `pixels_out` (pixels + PIXELS of room); CPU support is the caller's.
-        unsafe {
-            let mut acc = [L::splat(0.0); PIXELS];
-            let (xp, wt) = (padded.as_ptr(), weights.as_ptr());
-            for (t, &offset) in offsets.iter().enumerate() {
-                let w = L::load(wt.add(t * n));
-                for (a, &corner) in acc.iter_mut().zip(&corners) {
-                    *a = L::fma(w, L::load(xp.add(corner + offset)), *a);
-                }
-            }
-            let dst = pixels_out.as_mut_ptr().add(p0 * n);
-            let b = L::load(bias_lanes.as_ptr());
-            for (r, &a) in acc.iter().enumerate() {
-                let v = if bias.is_some() { L::add(a, b) } else { a };
-                L::store(dst.add(r * n), L::activate(act, v));
-            }
-        }
-        p0 += PIXELS;
     }
     // SAFETY: CPU support is the caller's guarantee.
     unsafe { transpose_out::<L>(pixels_out, pixels, count, out) };
 }
 
 /// The `count` input planes as one zero-padded plane of `N`-float pixels
-/// (channels past `count` zero).
+/// (channels past `count` zero). The pixels go `N` at a time through
+/// `L::transpose_square` in plane order (a block may span rows; the last
+/// one overlaps the one before, rewriting the same floats).
 ///
 /// # Safety
 /// `L`'s instructions are available.
 #[inline(always)]
 unsafe fn transpose_in<L: Lanes>(geo: &ConvGeometry, input: &[f32], count: usize, padded: &mut [f32]) {
     let n = L::N;
-    let plane_in = geo.h_in * geo.w_in;
+    let (w_in, plane_in) = (geo.w_in, geo.h_in * geo.w_in);
     let wp = geo.w_in + geo.pad_left + geo.pad_right;
-    let row = wp * n;
-    let top = geo.pad_top * row;
-    let bottom = (geo.pad_top + geo.h_in) * row;
-    padded[..top].fill(0.0);
-    padded[bottom..].fill(0.0);
-    for iy in 0..geo.h_in {
-        let dst = &mut padded[top + iy * row..][..row];
-        dst[..geo.pad_left * n].fill(0.0);
-        dst[(geo.pad_left + geo.w_in) * n..].fill(0.0);
-        let body = &mut dst[geo.pad_left * n..(geo.pad_left + geo.w_in) * n];
-        let src = &input[iy * geo.w_in..];
-        let mut ix = 0;
-        if count == n {
-            while ix + n <= geo.w_in {
-                // SAFETY: channel c < N reads src[c·plane_in + ix .. + N]
-                // inside the input (ix + N <= w_in); writes body[(ix + j)·N
-                // .. + N] inside the row; CPU support is the caller's.
-                unsafe { L::transpose_square(src.as_ptr().add(ix), plane_in, body.as_mut_ptr().add(ix * n), n) };
-                ix += n;
-            }
+    let hp = geo.h_in + geo.pad_top + geo.pad_bottom;
+    assert!(padded.len() >= hp * wp * n && input.len() >= count * plane_in);
+    let zero_pixels = |from: usize, to: usize, padded: &mut [f32]| {
+        for pixel in padded[from * n..to * n].chunks_exact_mut(n) {
+            // SAFETY: `pixel` holds N floats; CPU support is the caller's.
+            unsafe { L::store(pixel.as_mut_ptr(), L::splat(0.0)) };
         }
-        for (j, pixel) in body.chunks_exact_mut(n).enumerate().skip(ix) {
-            for (c, v) in pixel.iter_mut().enumerate() {
-                *v = if c < count { src[c * plane_in + j] } else { 0.0 };
+    };
+    zero_pixels(0, geo.pad_top * wp, padded);
+    zero_pixels((geo.pad_top + geo.h_in) * wp, hp * wp, padded);
+    for iy in 0..geo.h_in {
+        let row = (geo.pad_top + iy) * wp;
+        zero_pixels(row, row + geo.pad_left, padded);
+        zero_pixels(row + geo.pad_left + w_in, row + wp, padded);
+    }
+    // Where input pixel q lands.
+    let at = |q: usize| ((geo.pad_top + q / w_in) * wp + geo.pad_left + q % w_in) * n;
+    if count == n && plane_in >= n {
+        let dst = padded.as_mut_ptr();
+        // The landing place of pixel q0 + j, kept as (row, column) so no
+        // pixel costs a division.
+        let (mut y, mut x) = (0, 0);
+        let mut q = 0;
+        while q < plane_in {
+            let q0 = q.min(plane_in - n);
+            if q0 < q {
+                (y, x) = (q0 / w_in, q0 % w_in);
             }
+            let mut targets = [0usize; 16];
+            for t in targets.iter_mut().take(n) {
+                *t = ((geo.pad_top + y) * wp + geo.pad_left + x) * n;
+                x += 1;
+                if x == w_in {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+            // SAFETY: channel c < N reads input[c·plane_in + q0 .. + N]
+            // (q0 + N <= plane_in); each target is a pixel of N floats
+            // inside the padded plane; CPU support is the caller's.
+            unsafe { L::transpose_square(input.as_ptr().add(q0), plane_in, |j| dst.add(targets[j])) };
+            q = q0 + n;
+        }
+        return;
+    }
+    for q in 0..plane_in {
+        let pixel = &mut padded[at(q)..][..n];
+        for (c, v) in pixel.iter_mut().enumerate() {
+            *v = if c < count { input[c * plane_in + q] } else { 0.0 };
         }
     }
 }
 
-/// The `pixels` output pixels of `N` floats back into `count` output planes.
+/// The `pixels` output pixels of `N` floats back into `count` output
+/// planes (the last block of `N` overlapping the one before).
 ///
 /// # Safety
 /// `L`'s instructions are available.
@@ -181,18 +209,21 @@ unsafe fn transpose_in<L: Lanes>(geo: &ConvGeometry, input: &[f32], count: usize
 unsafe fn transpose_out<L: Lanes>(pixels_out: &[f32], pixels: usize, count: usize, out: &mut [f32]) {
     let n = L::N;
     assert!(pixels_out.len() >= pixels * n && out.len() == count * pixels);
-    let mut p = 0;
-    if count == n {
-        while p + n <= pixels {
-            // SAFETY: reads pixels p..p + N of N floats, writes channel c's
-            // floats p..p + N for c < N = count, all inside; CPU support is
-            // the caller's.
-            unsafe { L::transpose_square(pixels_out.as_ptr().add(p * n), n, out.as_mut_ptr().add(p), pixels) };
-            p += n;
+    if count == n && pixels >= n {
+        let dst = out.as_mut_ptr();
+        let mut p = 0;
+        while p < pixels {
+            let p0 = p.min(pixels - n);
+            // SAFETY: reads pixels p0..p0 + N of N floats, writes channel
+            // j's floats p0..p0 + N for j < N = count, all inside; CPU
+            // support is the caller's.
+            unsafe { L::transpose_square(pixels_out.as_ptr().add(p0 * n), n, |j| dst.add(j * pixels + p0)) };
+            p = p0 + n;
         }
+        return;
     }
     for (c, plane) in out.chunks_exact_mut(pixels).enumerate() {
-        for (q, v) in plane.iter_mut().enumerate().skip(p) {
+        for (q, v) in plane.iter_mut().enumerate() {
             *v = pixels_out[q * n + c];
         }
     }

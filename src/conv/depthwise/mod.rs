@@ -50,10 +50,12 @@ pub(crate) fn run(
 /// buffers' size.
 pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     let n = match isa {
-        // Stride 1 with 3×3 and 5×5 kernels: the rolling rows need no
-        // transposes (32×112² 3×3: 85 against 290 µs on Zen 4).
+        // Stride 1 with 3×3 and 5×5 kernels on rows wider than a vector:
+        // the rolling rows need no transposes (Zen 4, 1 thread: 32×112²
+        // 3×3 85 against 290 µs, 480×14² 3×3 53 against 70 µs; on 7×7
+        // planes the blocks win, 960×7² 3×3 43–51 against 57–77 µs).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2Fma if rolling::takes(geo) => return None,
+        Isa::Avx512 | Isa::Avx2Fma if rolling::takes(geo) && geo.w_out > 8 => return None,
         Isa::Avx512 | Isa::Avx2Fma => 8,
         Isa::Neon => 4,
         _ => return None,
