@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
-    depthwise_problem_blocks, depthwise_problem_strided, for_each_isa, values,
+    depthwise_problem_blocks, depthwise_problem_strided, for_each_isa, pointwise_problem_tiny, values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
@@ -42,6 +42,11 @@ proptest! {
 
     #[test]
     fn strided_depthwise_matches_reference_on_every_path(p in depthwise_problem_strided()) {
+        p.check();
+    }
+
+    #[test]
+    fn tiny_plane_pointwise_matches_reference_on_every_path(p in pointwise_problem_tiny()) {
         p.check();
     }
 
@@ -375,6 +380,16 @@ fn plan_names_its_algorithm_and_kernel() {
         assert_eq!(dense.kernel_name([1, 64, 14, 14]).unwrap(), isa.kernel_name());
         let one = Conv2dPlan::new(&values(64 * 64, 3), [64, 64, 1, 1], None, &ConvParams::default(), &opts).unwrap();
         assert_eq!(one.algorithm([1, 64, 14, 14]).unwrap(), Algorithm::Pointwise, "{}", isa.name());
+        // A 1×1 convolution on a 1×1 plane (squeeze-and-excite): matrix-vector products.
+        let gemv = match isa {
+            Isa::Avx512 | Isa::Avx2Fma => "gemv_avx2",
+            Isa::Neon => "gemv_neon",
+            _ => "gemv_portable",
+        };
+        assert_eq!(one.algorithm([1, 64, 1, 1]).unwrap(), Algorithm::Pointwise, "{}", isa.name());
+        assert_eq!(one.kernel_name([1, 64, 1, 1]).unwrap(), gemv, "{}", isa.name());
+        let wide = Conv2dPlan::new(&values(64 * 256, 3), [64, 256, 1, 1], None, &ConvParams::default(), &opts).unwrap();
+        assert_eq!(wide.algorithm([1, 256, 1, 1]).unwrap(), Algorithm::Pointwise, "{}", isa.name());
         assert!(matches!(dense.algorithm([1, 63, 14, 14]), Err(ConvError::ShapeMismatch { .. })));
     });
 }

@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
-use super::direct;
 use super::options::{Algorithm, ConvOptions};
 use super::select::{self, Weights, execute, prefers_direct};
+use super::{direct, pointwise};
 use crate::check::check_len;
 use crate::error::ConvError;
 use crate::gemm::{self, Panels, PrepackedSource, StridedSource};
@@ -175,8 +175,12 @@ impl Conv2dPlan {
     /// The forms of the weights a run on `geo` reads, the GEMM's A panels
     /// left empty (`run` fills them in, packing them on first need).
     fn forms(&self, geo: &ConvGeometry) -> Weights<'_> {
+        // A 1×1 convolution of a few pixels left to `Auto`: the
+        // matrix-vector path beats the direct one's mostly empty tiles.
+        let narrow =
+            self.options.algorithm == Algorithm::Auto && pointwise::applies(geo) && geo.out_pixels() <= gemm::NARROW_N;
         match &self.weights_nr {
-            Some(nr_form) if direct::applies(self.options.isa, geo) => {
+            Some(nr_form) if direct::applies(self.options.isa, geo) && !narrow => {
                 Weights { packed: &[], packed_nr: Some(nr_form), direct: None }
             }
             _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref() },

@@ -47,6 +47,7 @@ pub(crate) fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) ->
 pub(crate) fn kernel_name(geo: &ConvGeometry, options: &ConvOptions, weights: &Weights) -> &'static str {
     match choose(geo, options.algorithm, weights) {
         Algorithm::Depthwise => depthwise::kernel_name(options.isa, geo),
+        Algorithm::Pointwise if geo.out_pixels() <= gemm::NARROW_N => gemm::narrow_kernel_name(options.isa),
         _ => options.isa.kernel_name(),
     }
 }
@@ -148,6 +149,11 @@ pub(crate) fn execute(
             Algorithm::Im2col => explicit::with_columns(geo, channels, cols, |b| {
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
             }),
+            // A plane of a few pixels: matrix-vector products from the
+            // prepacked weights.
+            Algorithm::Pointwise if n <= gemm::NARROW_N => {
+                gemm::gemm_narrow(options.isa, (m, n, k), a_t(), channels, bias, options.activation, out)
+            }
             Algorithm::Pointwise => pointwise::with_source(geo, channels, |b| {
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
             }),

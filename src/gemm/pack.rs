@@ -67,6 +67,18 @@ impl PrepackedSource {
         PrepackedSource { data, panel, padded_w, k, chunk: chunk.max(1) }
     }
 
+    /// `(panel width, W rounded up to it, rows per K chunk, the packed
+    /// floats)`: chunk `c` at `c·chunk·padded_w`, its panel `p` of `kc`
+    /// rows `p·kc·panel` floats after that.
+    pub(crate) fn layout(&self) -> (usize, usize, usize, &[f32]) {
+        (self.panel, self.padded_w, self.chunk, self.data.as_slice())
+    }
+
+    /// Whether this is a `k × w` source packed whole.
+    pub(crate) fn covers(&self, k: usize, w: usize) -> bool {
+        self.k == k && self.padded_w >= w && self.data.as_slice().len() >= k * self.padded_w
+    }
+
     /// Element `(k, j)`, `k < K`, `j < W`.
     fn get(&self, k: usize, j: usize) -> f32 {
         let k0 = k / self.chunk * self.chunk;

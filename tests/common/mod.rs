@@ -156,6 +156,13 @@ pub fn depthwise_problem_blocks() -> impl Strategy<Value = ConvProblem> {
     problems(1..=2, 6..=20, 1..=1, 1..=1, 1..=30, 1..=7, 1..=3, 0..=3, 1..=2)
 }
 
+/// 1×1 convolutions on planes of 1 to 9 pixels (squeeze-and-excite,
+/// classifier heads): the matrix-vector path, K past one chunk (up to
+/// 300 > 256 input channels per group), every panel of output channels.
+pub fn pointwise_problem_tiny() -> impl Strategy<Value = ConvProblem> {
+    problems(1..=2, 1..=2, 1..=300, 1..=40, 1..=3, 1..=1, 1..=1, 0..=0, 1..=1)
+}
+
 /// Problems with 16 to 40 output channels per group and at least two input
 /// channels: the shapes the direct path (`Algorithm::Direct`) takes, with
 /// K past one chunk (up to 12 × 5 × 5 = 300 > 256) and channel counts
