@@ -166,7 +166,8 @@ impl Conv2dPlan {
     /// The kernel that does the arithmetic of [`Conv2dPlan::run`] on an
     /// input of `input_shape`, as tests and bench ids spell it: a GEMM
     /// microkernel (`avx512_8x32`, also the direct path's) or a depthwise
-    /// kernel (`dwconv_3x3_rolling_avx512`, `dwconv_rows_avx2`, …).
+    /// kernel (`dwconv_3x3_rolling_avx512`, `dwconv_blocked_avx2`, …) or the
+    /// matrix-vector one of 1×1 convolutions on tiny planes (`gemv_avx2`).
     pub fn kernel_name(&self, input_shape: [usize; 4]) -> Result<&'static str, ConvError> {
         let geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
         Ok(select::kernel_name(&geo, &self.options, &self.forms(&geo)))

@@ -18,7 +18,7 @@ pub(super) fn takes(geo: &ConvGeometry) -> bool {
 }
 
 /// The convolution of one (image, group) with one input channel, as
-/// `dwconv_rows` computes it (the same outputs, bit for bit), for a
+/// `dwconv_plane` computes it (the same outputs, bit for bit), for a
 /// geometry [`takes`] accepts, without a padded copy of the plane:
 /// each input row is loaded once per kernel column and feeds the `k`
 /// output rows it belongs to. The zero padding comes from masked loads
