@@ -74,9 +74,25 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
 
     // SAFETY: CPU support is the caller's guarantee.
     unsafe { transpose_in::<L>(geo, input, count, padded) };
-    for (t, w) in weights.chunks_exact_mut(n).enumerate() {
-        for (c, w) in w.iter_mut().enumerate() {
-            *w = if c < count { weight[c * taps + t] } else { 0.0 };
+    // The weights as lanes, `[taps][N]`: N × N transposes of the
+    // `[count][taps]` block where it is whole (the last one overlapping the
+    // one before), else float by float.
+    if count == n && taps >= n {
+        let w = weights.as_mut_ptr();
+        let mut t = 0;
+        while t < taps {
+            let t0 = t.min(taps - n);
+            // SAFETY: reads weight[c·taps + t0 .. + N] for c < N = count
+            // (t0 + N <= taps), writes weights[(t0 + j)·N .. + N] for j < N
+            // (inside taps·N); CPU support is the caller's.
+            unsafe { L::transpose_square(weight.as_ptr().add(t0), taps, |j| w.add((t0 + j) * n)) };
+            t = t0 + n;
+        }
+    } else {
+        for (t, w) in weights.chunks_exact_mut(n).enumerate() {
+            for (c, w) in w.iter_mut().enumerate() {
+                *w = if c < count { weight[c * taps + t] } else { 0.0 };
+            }
         }
     }
     let mut bias_lanes = [0.0f32; 16];
@@ -85,7 +101,7 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     }
 
     // Each tap's offset from a window's corner, in floats.
-    let mut small = [0usize; 64];
+    let mut small = [0usize; 49];
     let mut large = Vec::new();
     let offsets = if taps <= small.len() {
         &mut small[..taps]
