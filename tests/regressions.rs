@@ -191,3 +191,47 @@ fn conv_zero_width_input_is_bias_after_a_dirty_scratch() {
         assert_eq!(out.to_vec(), want, "{}", isa.name());
     }
 }
+
+/// A depthwise layer of channel multiplier 1 on an input of width 0 that
+/// padding makes valid: every output is its bias. The channel-blocked
+/// kernel counted its channels by dividing the input's length by the
+/// (empty) plane's, a division by zero.
+#[test]
+fn conv_depthwise_blocks_of_empty_planes_are_bias() {
+    let params = ConvParams { padding: [1, 2, 3, 2], groups: 9, ..ConvParams::default() };
+    let bias: Vec<f32> = (0..9).map(|c| c as f32 - 4.5).collect();
+    let weight = vec![0.25f32; 9 * 3 * 3];
+    let shape = convgemm::conv2d_output_shape([1, 9, 5, 0], [9, 1, 3, 3], &params).unwrap();
+    assert_eq!(shape, [1, 9, 7, 2]);
+    for isa in Isa::available() {
+        for algorithm in [Algorithm::Auto, Algorithm::Depthwise, Algorithm::Im2col] {
+            let opts = ConvOptions { isa, algorithm, ..ConvOptions::default() };
+            let mut out = [f32::NAN; 9 * 14];
+            conv2d_with(&opts, &[], [1, 9, 5, 0], &weight, [9, 1, 3, 3], Some(&bias), &params, &mut out).unwrap();
+            let want: Vec<f32> = bias.iter().flat_map(|&b| [b; 14]).collect();
+            assert_eq!(out.to_vec(), want, "{} {algorithm:?}", isa.name());
+        }
+    }
+}
+
+/// A multiplier-1 depthwise layer with stride 2^61 and one output pixel:
+/// the channel-blocked kernel multiplied the stride by its lanes before
+/// knowing it is never taken, an overflow panic (fuzz `api_hostile`).
+#[test]
+fn conv_depthwise_blocks_with_huge_stride() {
+    let huge = 1usize << 61;
+    let params = ConvParams { stride: [huge, huge], groups: 8, ..ConvParams::default() };
+    let x: Vec<f32> = (0..8 * 9).map(|i| i as f32 * 0.5).collect();
+    let weight: Vec<f32> = (0..8 * 9).map(|i| (i % 5) as f32 - 2.0).collect();
+    // Each channel's one output: its window (the whole 3×3 plane) · its kernel.
+    let want: Vec<f32> =
+        (0..8).map(|c| (0..9).map(|t| x[c * 9 + t] as f64 * weight[c * 9 + t] as f64).sum::<f64>() as f32).collect();
+    for isa in Isa::available() {
+        for algorithm in [Algorithm::Auto, Algorithm::Depthwise, Algorithm::Im2col] {
+            let opts = ConvOptions { isa, algorithm, ..ConvOptions::default() };
+            let mut out = [f32::NAN; 8];
+            conv2d_with(&opts, &x, [1, 8, 3, 3], &weight, [8, 1, 3, 3], None, &params, &mut out).unwrap();
+            assert_eq!(out.to_vec(), want, "{} {algorithm:?}", isa.name());
+        }
+    }
+}

@@ -54,9 +54,12 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     let plane_in = geo.h_in * geo.w_in;
     let pixels = geo.out_pixels();
     let taps = geo.kh * geo.kw;
-    let count = input.len() / plane_in;
+    // (From the output: an input of width or height 0 that padding makes
+    // valid has empty planes.)
+    let count = out.len() / pixels.max(1);
     assert!(
-        (1..=n).contains(&count)
+        pixels > 0
+            && (1..=n).contains(&count)
             && input.len() == count * plane_in
             && weight.len() == count * taps
             && out.len() == count * pixels
@@ -118,9 +121,13 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     // Each output row PIXELS pixels at a time; a row's last block repeats
     // its last pixel, storing into the next row's first pixels (computed
     // after it) or, on the last row, into the slack.
-    let step = geo.stride_w * n;
+    // A stride is only taken between two outputs: one output row or column
+    // never multiplies it (fuzz `api_hostile`: stride 2^61 overflowed).
+    let stride_w = if geo.w_out > 1 { geo.stride_w } else { 1 };
+    let stride_h = if geo.h_out > 1 { geo.stride_h } else { 1 };
+    let step = stride_w * n;
     for oy in 0..geo.h_out {
-        let row = oy * geo.stride_h * wp * n;
+        let row = oy * stride_h * wp * n;
         let mut ox = 0;
         while ox < geo.w_out {
             let corners: [usize; PIXELS] = std::array::from_fn(|r| row + (ox + r).min(geo.w_out - 1) * step);
