@@ -235,3 +235,22 @@ fn conv_depthwise_blocks_with_huge_stride() {
         }
     }
 }
+
+/// Padding of 3·2^30 below and right of a one-pixel input with stride 2^40:
+/// one output, `w·x`. The depthwise path's scratch size,
+/// `2·(hq·wq + slack)`, overflowed while `Auto` asked whether it applies
+/// (fuzz `api_hostile`); every step of it is checked now.
+#[test]
+fn conv_depthwise_scratch_size_of_huge_padding() {
+    let (big, stride) = (3usize << 30, 1usize << 40);
+    let params = ConvParams { stride: [stride, stride], padding: [0, 0, big, big], ..ConvParams::default() };
+    assert_eq!(convgemm::conv2d_output_shape([1, 1, 1, 1], [1, 1, 1, 1], &params), Ok([1, 1, 1, 1]));
+    for isa in Isa::available() {
+        for algorithm in [Algorithm::Auto, Algorithm::Depthwise, Algorithm::Implicit, Algorithm::Im2col] {
+            let opts = ConvOptions { isa, algorithm, ..ConvOptions::default() };
+            let mut out = [f32::NAN; 1];
+            conv2d_with(&opts, &[3.0], [1, 1, 1, 1], &[0.5], [1, 1, 1, 1], None, &params, &mut out).unwrap();
+            assert_eq!(out, [1.5], "{} {algorithm:?}", isa.name());
+        }
+    }
+}

@@ -223,9 +223,12 @@ impl Phases {
     /// Scratch floats for lanes of `n` floats: the phase planes, then the
     /// output stream, each with room for whole blocks of vectors past its end.
     fn scratch_len(&self, n: usize) -> Option<usize> {
-        let planes = self.sh.checked_mul(self.sw)?.checked_mul(self.hq.checked_mul(self.wq)?)?;
-        let slack = BLOCK * n;
-        planes.checked_add(self.wq)?.checked_add(2 * (self.hq.checked_mul(self.wq)? + slack))
+        // Every step checked: hostile paddings make each factor huge (fuzz
+        // `api_hostile`).
+        let plane = self.hq.checked_mul(self.wq)?;
+        let planes = self.sh.checked_mul(self.sw)?.checked_mul(plane)?;
+        let stream = plane.checked_add(BLOCK.checked_mul(n)?)?;
+        planes.checked_add(self.wq)?.checked_add(stream.checked_mul(2)?)
     }
 }
 
