@@ -186,6 +186,19 @@ impl ConvGeometry {
     pub fn out_pixels(&self) -> usize {
         self.h_out * self.w_out
     }
+    /// `[h_in + pad_top + pad_bottom, w_in + pad_left + pad_right]`, or
+    /// `None` if either overflows (hostile paddings can be near `usize::MAX`).
+    pub fn padded_extent(&self) -> Option<[usize; 2]> {
+        let hp = self.h_in.checked_add(self.pad_top)?.checked_add(self.pad_bottom)?;
+        let wp = self.w_in.checked_add(self.pad_left)?.checked_add(self.pad_right)?;
+        Some([hp, wp])
+    }
+    /// `[stride_h, stride_w]` as the outputs take them: 1 along an axis
+    /// with one output, where the stride is never stepped (and may be as
+    /// large as `usize` allows, so a kernel must not multiply it).
+    pub fn taken_strides(&self) -> [usize; 2] {
+        [if self.h_out > 1 { self.stride_h } else { 1 }, if self.w_out > 1 { self.stride_w } else { 1 }]
+    }
     pub fn input_len(&self) -> usize {
         self.batch * self.c_in * self.h_in * self.w_in
     }

@@ -35,8 +35,7 @@ pub(crate) struct Block<'a> {
 /// Scratch floats for blocks of `n` channels, or `None` on overflow: the
 /// padded plane, the weights and the output pixels (with a block of slack).
 pub(super) fn scratch_len(geo: &ConvGeometry, n: usize) -> Option<usize> {
-    let hp = geo.h_in.checked_add(geo.pad_top)?.checked_add(geo.pad_bottom)?;
-    let wp = geo.w_in.checked_add(geo.pad_left)?.checked_add(geo.pad_right)?;
+    let [hp, wp] = geo.padded_extent()?;
     let plane = hp.checked_mul(wp)?;
     let taps = geo.kh.checked_mul(geo.kw)?;
     // (+ 16 floats to start the pixels on a 64-byte line.)
@@ -121,10 +120,8 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     // Each output row PIXELS pixels at a time; a row's last block repeats
     // its last pixel, storing into the next row's first pixels (computed
     // after it) or, on the last row, into the slack.
-    // A stride is only taken between two outputs: one output row or column
-    // never multiplies it (fuzz `api_hostile`: stride 2^61 overflowed).
-    let stride_w = if geo.w_out > 1 { geo.stride_w } else { 1 };
-    let stride_h = if geo.h_out > 1 { geo.stride_h } else { 1 };
+    // (Strides as taken: a stride of 2^61 with one output overflowed here.)
+    let [stride_h, stride_w] = geo.taken_strides();
     let step = stride_w * n;
     for oy in 0..geo.h_out {
         let row = oy * stride_h * wp * n;

@@ -200,11 +200,8 @@ const BLOCK: usize = 12;
 impl Phases {
     /// The phases of `geo`, or `None` if their sizes overflow.
     fn of(geo: &ConvGeometry) -> Option<Phases> {
-        // One output row or column: its stride is never taken.
-        let sh = if geo.h_out <= 1 { 1 } else { geo.stride_h };
-        let sw = if geo.w_out <= 1 { 1 } else { geo.stride_w };
-        let hp = geo.h_in.checked_add(geo.pad_top)?.checked_add(geo.pad_bottom)?;
-        let wp = geo.w_in.checked_add(geo.pad_left)?.checked_add(geo.pad_right)?;
+        let [sh, sw] = geo.taken_strides();
+        let [hp, wp] = geo.padded_extent()?;
         let phases = Phases { sh, sw, hq: hp.div_ceil(sh), wq: wp.div_ceil(sw) };
         phases.scratch_len(1)?;
         Some(phases)
