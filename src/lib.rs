@@ -101,8 +101,8 @@ pub use geometry::{ConvParams, conv2d_output_shape};
 pub use im2col::{col2im, im2col, im2col_len};
 pub use isa::Isa;
 pub use pool::{
-    PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
-    pool2d_output_shape,
+    MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
+    max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

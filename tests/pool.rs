@@ -8,8 +8,8 @@ mod common;
 use common::{assert_close, bits, cases, values};
 use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::{
-    ConvError, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
-    pool2d_output_shape,
+    ConvError, MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d,
+    max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
 };
 use proptest::prelude::*;
 
@@ -121,6 +121,30 @@ proptest! {
         }
     }
 
+    /// The switches: the output holds `max_pool2d`'s bits, and each index is
+    /// the window's first maximum (last NaN) by the test's own window walk;
+    /// unpooling scatters the values back to exactly those positions.
+    #[test]
+    fn indices_name_each_maximum_and_unpool_puts_it_back(p in pool_problem()) {
+        let x = p.input();
+        let out_shape = pool2d_output_shape(p.shape, &p.params).unwrap();
+        let (out, plane_in) = (out_shape.iter().product(), p.shape[2] * p.shape[3]);
+        let (mut y, mut at, mut plain) = (vec![7.0; out], vec![3; out], vec![7.0; out]);
+        max_pool2d_with_indices(&x, p.shape, &p.params, &mut y, &mut at).unwrap();
+        max_pool2d(&x, p.shape, &p.params, &mut plain).unwrap();
+        prop_assert_eq!(bits(&y), bits(&plain));
+        prop_assert_eq!(&at, &window_argmax(&x, p.shape, &p.params));
+        let mut back = vec![7.0; x.len()];
+        max_unpool2d(&y, out_shape, &at, &mut back, p.shape).unwrap();
+        let mut want = vec![0.0f32; x.len()];
+        for (k, (&v, &i)) in y.iter().zip(&at).enumerate() {
+            if i != MAX_POOL_NO_INDEX {
+                want[k / (out_shape[2] * out_shape[3]) * plane_in + i] = v;
+            }
+        }
+        prop_assert_eq!(bits(&back), bits(&want));
+    }
+
     /// Global average pooling is the mean of each plane.
     #[test]
     fn global_avg_is_the_plane_mean(n in 0usize..3, c in 1usize..5, h in 1usize..20, w in 1usize..20, seed in any::<u64>()) {
@@ -132,6 +156,37 @@ proptest! {
             prop_assert!((y[i] as f64 - mean).abs() <= 1e-7 * (1.0 + mean.abs()), "plane {}: {} vs {}", i, y[i], mean);
         }
     }
+}
+
+/// Each window's first maximum in row-major window order (a NaN wins, so the
+/// last NaN), as a position in its plane, by the index formula of
+/// `convgemm::reference`; `MAX_POOL_NO_INDEX` for a window with no input.
+fn window_argmax(x: &[f32], shape: [usize; 4], p: &PoolParams) -> Vec<usize> {
+    let [_, _, h, w] = shape;
+    let [_, _, oh, ow] = pool2d_output_shape(shape, p).unwrap();
+    let mut at = Vec::new();
+    for plane in x.chunks_exact(h * w) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<usize> = None;
+                for u in 0..p.kernel[0] {
+                    for v in 0..p.kernel[1] {
+                        let iy = (oy * p.stride[0] + u * p.dilation[0]) as isize - p.padding[0] as isize;
+                        let ix = (ox * p.stride[1] + v * p.dilation[1]) as isize - p.padding[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        let i = iy as usize * w + ix as usize;
+                        if best.is_none_or(|b| plane[i].is_nan() || plane[i] > plane[b]) {
+                            best = Some(i);
+                        }
+                    }
+                }
+                at.push(best.unwrap_or(MAX_POOL_NO_INDEX));
+            }
+        }
+    }
+    at
 }
 
 fn params(k: usize, s: usize, pad: usize, ceil: bool, include: bool) -> PoolParams {
@@ -252,7 +307,11 @@ fn threads_do_not_change_bits() {
             max_pool2d(&x, shape, &p, &mut a).unwrap();
             avg_pool2d(&x, shape, &p, &mut b).unwrap();
             max_pool2d_backward(&x, shape, &a, &p, &mut g).unwrap();
-            [bits(&a), bits(&b), bits(&g)]
+            let (mut c, mut at) = (vec![0.0; out], vec![0; out]);
+            max_pool2d_with_indices(&x, shape, &p, &mut c, &mut at).unwrap();
+            let mut u = vec![0.0; x.len()];
+            max_unpool2d(&c, pool2d_output_shape(shape, &p).unwrap(), &at, &mut u, shape).unwrap();
+            [bits(&a), bits(&b), bits(&g), bits(&c), at.iter().map(|&i| i as u32).collect(), bits(&u)]
         })
     };
     assert_eq!(run(1), run(3));
@@ -291,4 +350,41 @@ fn errors_name_the_problem_and_leave_output_untouched() {
     assert!(gx.iter().all(|&v| v == 5.0));
     let e = global_avg_pool2d(&x, shape, &mut y[..5]).unwrap_err();
     assert!(matches!(e, ConvError::BufferLength { buffer: "output", .. }), "{e}");
+}
+
+/// The switches and the unpooling reject what does not fit, before writing.
+#[test]
+fn index_errors_leave_outputs_untouched() {
+    let shape = [2, 3, 8, 8];
+    let x = values(2 * 3 * 8 * 8, 1);
+    let ok = PoolParams::new([2, 2]);
+    let (mut y, mut at) = (vec![5.0; 2 * 3 * 4 * 4], vec![9; 2 * 3 * 4 * 4]);
+    let e = max_pool2d_with_indices(&x, shape, &ok, &mut y, &mut at[1..]).unwrap_err();
+    assert!(matches!(e, ConvError::BufferLength { buffer: "indices", .. }), "{e}");
+    let e = max_pool2d_with_indices(&x, shape, &PoolParams { stride: [0, 1], ..ok }, &mut y, &mut at).unwrap_err();
+    assert!(e.to_string().contains("stride[0]"), "{e}");
+    assert!(y.iter().all(|&v| v == 5.0) && at.iter().all(|&i| i == 9));
+
+    max_pool2d_with_indices(&x, shape, &ok, &mut y, &mut at).unwrap();
+    let pooled = [2, 3, 4, 4];
+    let mut back = vec![5.0; x.len()];
+    let mut check = |y: &[f32], in_shape, at: &[usize], out_shape, back_len: usize, what: &str| {
+        let e = max_unpool2d(y, in_shape, at, &mut back[..back_len], out_shape).unwrap_err();
+        assert!(e.to_string().contains(what), "{e} should mention {what}");
+        assert!(back.iter().all(|&v| v == 5.0), "output written on error: {e}");
+    };
+    let n = x.len();
+    check(&y, pooled, &at, [2, 2, 8, 8], 2 * 2 * 64, "output_shape[1] (channels)");
+    check(&y, pooled, &at, [1, 3, 8, 8], 3 * 64, "output_shape[0] (batch)");
+    check(&y[1..], pooled, &at, shape, n, "input buffer");
+    check(&y, pooled, &at[1..], shape, n, "indices buffer");
+    check(&y, pooled, &at, shape, n - 1, "output buffer");
+    check(&y, pooled, &at, [2, 3, usize::MAX, 2], n, "overflow");
+    let mut bad = at.clone();
+    bad[40] = 64;
+    check(&y, pooled, &bad, shape, n, "indices = 64");
+    // The same indices name positions of a larger plane: valid there.
+    let mut wide = vec![5.0; 2 * 3 * 8 * 9];
+    max_unpool2d(&y, pooled, &bad, &mut wide, [2, 3, 8, 9]).unwrap();
+    assert_eq!(wide[2 * 72 + 64], y[40]);
 }
