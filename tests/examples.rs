@@ -16,6 +16,11 @@ fn examples_dir() -> PathBuf {
 
 /// Runs example `name` with `--quick --out <dir>` and returns the directory.
 fn run(name: &str) -> PathBuf {
+    run_with_output(name).0
+}
+
+/// [`run`], also returning what the example printed.
+fn run_with_output(name: &str) -> (PathBuf, String) {
     let bin = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         let release = examples_dir().parent().unwrap().ends_with("release");
@@ -35,7 +40,7 @@ fn run(name: &str) -> PathBuf {
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
-    out
+    (out, String::from_utf8_lossy(&result.stdout).into_owned())
 }
 
 /// Decodes `path` and checks its size and that it is not blank: at least
@@ -79,4 +84,36 @@ fn example_what_a_filter_sees() {
     let out = run("what_a_filter_sees");
     // Eight columns (the Gabor bank), 15×15 patches at 6×.
     check_png(&out.join("what_a_filter_sees.png"), 10 + 8 * (90 + 10), 10 + 2 * (16 + 90 + 10) + 2 * 16, 100);
+}
+
+/// The training run learns: the loss of the last epoch is under a third of
+/// the first's, and the test accuracy is far above chance (10 %). Its
+/// pictures have their layout's sizes; the Grad-CAM strip has a column per
+/// digit and one per mistake (at most six), as many as it printed.
+#[test]
+fn example_train_digits() {
+    let (out, stdout) = run_with_output("train_digits");
+    // "epoch  3  loss 0.0849  train acc  97.98%  test loss 0.0748  test acc  98.33%  142 ms"
+    let field = |line: &str, key: &str| -> f32 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len()..];
+        rest.split_whitespace().next().unwrap().trim_end_matches('%').parse().unwrap()
+    };
+    let epochs: Vec<(f32, f32)> = stdout
+        .lines()
+        .filter(|l| l.starts_with("epoch"))
+        .map(|l| (field(l, " loss "), field(l, "test acc ")))
+        .collect();
+    assert!(epochs.len() >= 3, "too few epochs:\n{stdout}");
+    let (first, last) = (epochs[0], epochs[epochs.len() - 1]);
+    assert!(last.0 < first.0 / 3.0, "the loss did not fall: {first:?} -> {last:?}\n{stdout}");
+    assert!(last.1 >= 90.0, "test accuracy {}% after {} epochs\n{stdout}", last.1, epochs.len());
+    let summary = stdout.lines().find(|l| l.starts_with("trained in")).expect("a summary line");
+    let wrong: u32 = summary.split('(').nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    // 10 px padding, 16 px label rows, 64 px maps with 8 px gaps (40 px filters).
+    check_png(&out.join("digits_filters_maps.png"), 20 + 8 * 72 - 8, 10 + 2 * 64 + 3 * 88 + 72 + 2, 50);
+    // 30 px cells, 40 px of row labels, three label rows above.
+    check_png(&out.join("digits_confusion.png"), 50 + 300 + 10, 10 + 48 + 300 + 10, 3);
+    // Two columns of eight units; each: three (digit, projection) pairs at 3x.
+    check_png(&out.join("digits_deconvnet.png"), 20 + 2 * 324 + 20, 20 + 16 + 8 * (16 + 48 + 10) - 10, 50);
+    check_png(&out.join("digits_gradcam.png"), 20 + (10 + wrong.min(6)) * 74 - 10, 10 + 16 + 3 * (16 + 64 + 10), 50);
 }

@@ -8,10 +8,11 @@
 use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::testing::ConvProblem;
 use convgemm::{
-    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, PoolParams,
-    Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, MAX_POOL_NO_INDEX,
+    PoolParams, Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with,
     conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape,
-    global_avg_pool2d, im2col, im2col_len, max_pool2d, max_pool2d_backward, pool2d_output_shape, sgemm, sgemm_with_isa,
+    global_avg_pool2d, im2col, im2col_len, max_pool2d, max_pool2d_backward, max_pool2d_with_indices, max_unpool2d,
+    pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
     ALGORITHMS, THREADS, activation, all_tame, any_isa, assert_close, bits, canonical_bits, hostile_isize,
@@ -483,6 +484,9 @@ fn check_pool(u: &mut Unstructured) -> Result<()> {
         let reference = pool2d_backward_direct(&x, shape, &gy, &p, !avg).unwrap();
         assert_close(&format!("pool backward {shape:?} {p:?}"), &reference, &gx, p.kernel[0] * p.kernel[1]);
     }
+    if !avg {
+        check_pool_indices(u, &x, shape, &p, want, &y)?;
+    }
     // Global average pooling: an `[n, c]` output of plane means.
     let planes = product(&shape[..2]);
     let g_len = buffer_len(u, planes)?;
@@ -496,6 +500,64 @@ fn check_pool(u: &mut Unstructured) -> Result<()> {
     assert_eq!(result.is_ok(), global_ok, "global_avg_pool2d: {result:?} for {shape:?}");
     if result.is_err() {
         assert_eq!(bits(&g), bits(&before), "global_avg_pool2d changed its output on Err");
+    }
+    Ok(())
+}
+
+/// The switches of a max pool (`max_pool2d_with_indices`, its own buffer
+/// lengths) and the unpooling with hostile indices and shapes: accepted
+/// exactly when valid, untouched on `Err`; accepted switches name an element
+/// holding the maximum `max_pool2d` wrote (`y`, when that call succeeded too).
+fn check_pool_indices(
+    u: &mut Unstructured,
+    x: &[f32],
+    shape: [usize; 4],
+    p: &PoolParams,
+    want: Option<[usize; 4]>,
+    y: &[f32],
+) -> Result<()> {
+    let (in_want, out_want) = (product(&shape), want.and_then(|s| product(&s)));
+    let (v_len, i_len) = (buffer_len(u, out_want)?, buffer_len(u, out_want)?);
+    let (before, mut v) = (sentinel(v_len), sentinel(v_len));
+    let mut at = vec![7usize; i_len];
+    let result = max_pool2d_with_indices(x, shape, p, &mut v, &mut at);
+    let valid = want.is_some() && Some(x.len()) == in_want && Some(v_len) == out_want && Some(i_len) == out_want;
+    assert_eq!(result.is_ok(), valid, "max_pool2d_with_indices: {result:?} for {shape:?} {p:?}");
+    if result.is_err() {
+        assert_eq!(bits(&v), bits(&before), "max_pool2d_with_indices changed its output on Err");
+        assert!(at.iter().all(|&i| i == 7), "max_pool2d_with_indices changed its indices on Err");
+        return Ok(());
+    }
+    // Valid, so neither product overflows.
+    let plane_in = product(&shape[2..]).unwrap();
+    let plane_out = out_want.unwrap() / product(&shape[..2]).unwrap().max(1);
+    for (k, (&m, &i)) in v.iter().zip(&at).enumerate() {
+        if i == MAX_POOL_NO_INDEX {
+            assert_eq!(m, f32::NEG_INFINITY, "a window without input");
+        } else {
+            assert!(i < plane_in, "index {i} outside a plane of {plane_in}");
+            let got = x[k / plane_out * plane_in + i];
+            assert!(got.to_bits() == m.to_bits() || got.is_nan() && m.is_nan(), "switch {k}: {got} vs {m}");
+        }
+    }
+    if y.len() == v.len() {
+        assert_eq!(bits(y), bits(&v), "max_pool2d_with_indices vs max_pool2d");
+    }
+    // Unpool, with some indices made hostile and an output of its own length.
+    for _ in 0..u.int_in_range(0..=2)? {
+        if !at.is_empty() {
+            let k = u.int_in_range(0..=at.len() - 1)?;
+            at[k] = if u.arbitrary()? { hostile_usize(u)? } else { plane_in };
+        }
+    }
+    let u_len = buffer_len(u, in_want)?;
+    let (before, mut back) = (sentinel(u_len), sentinel(u_len));
+    let out_shape = want.unwrap();
+    let result = max_unpool2d(&v, out_shape, &at, &mut back, shape);
+    let indices_ok = at.iter().all(|&i| i < plane_in || i == MAX_POOL_NO_INDEX);
+    assert_eq!(result.is_ok(), indices_ok && Some(u_len) == in_want, "max_unpool2d: {result:?} for {shape:?} {p:?}");
+    if result.is_err() {
+        assert_eq!(bits(&back), bits(&before), "max_unpool2d changed its output on Err");
     }
     Ok(())
 }
