@@ -38,20 +38,11 @@ pub fn max_pool2d_backward(
     check_len("grad_input", grad_input.len(), g.planes * g.plane_in())?;
     let plane = |gi: &mut [f32], x: &[f32], go: &[f32]| {
         gi.fill(0.0);
-        for oy in 0..g.h.out {
-            for ox in 0..g.w.out {
-                let mut best: Option<(usize, f32)> = None;
-                for i in g.taps(oy, ox) {
-                    let v = x[i];
-                    if best.is_none_or(|(_, m)| v > m || v.is_nan()) {
-                        best = Some((i, v));
-                    }
-                }
-                if let Some((i, _)) = best {
-                    gi[i] += go[oy * g.w.out + ox];
-                }
+        g.for_each_argmax(x, |k, at| {
+            if let Some(i) = at {
+                gi[i] += go[k];
             }
-        }
+        });
     };
     for_each_plane(&g, grad_input, input, grad_output, plane);
     Ok(())

@@ -51,19 +51,12 @@ pub fn max_pool2d_with_indices(
         return Ok(());
     }
     let plane = |((y, at), x): ((&mut [f32], &mut [usize]), &[f32])| {
-        for oy in 0..g.h.out {
-            for ox in 0..g.w.out {
-                let mut best: Option<(usize, f32)> = None;
-                for i in g.taps(oy, ox) {
-                    let v = x[i];
-                    if best.is_none_or(|(_, m)| v > m || v.is_nan()) {
-                        best = Some((i, v));
-                    }
-                }
-                let k = oy * g.w.out + ox;
-                (at[k], y[k]) = best.unwrap_or((MAX_POOL_NO_INDEX, f32::NEG_INFINITY));
-            }
-        }
+        g.for_each_argmax(x, |k, i| {
+            (at[k], y[k]) = match i {
+                Some(i) => (i, x[i]),
+                None => (MAX_POOL_NO_INDEX, f32::NEG_INFINITY),
+            };
+        });
     };
     let per_task = PARALLEL_MIN_ELEMENTS.div_ceil(plane_in + 2 * plane_out).clamp(1, g.planes);
     output

@@ -154,6 +154,20 @@ impl Axis {
         (i >= 0 && (i as usize) < self.size).then_some(i as usize)
     }
 
+    /// The taps of window `o` inside the input, `dilation` apart: the first
+    /// one's input index and their count (0 when the window holds none).
+    pub(crate) fn tap_range(&self, o: usize) -> (usize, usize) {
+        let (start, d) = (self.start(o), self.dilation as isize);
+        // The first tap t with start + t·d ≥ 0.
+        let skip = if start < 0 { (-start + d - 1) / d } else { 0 };
+        let first = start + skip * d;
+        if skip as usize >= self.kernel || first as usize >= self.size {
+            return (0, 0);
+        }
+        let fit = (self.size - 1 - first as usize) / self.dilation + 1;
+        (first as usize, fit.min(self.kernel - skip as usize))
+    }
+
     /// The windows `lo..hi` whose every tap is inside the input.
     pub(crate) fn interior(&self) -> (usize, usize) {
         (self.lo, self.hi)
@@ -212,6 +226,38 @@ impl PoolGeometry {
     pub(crate) fn divisor(&self, oy: usize, ox: usize, count: usize) -> f32 {
         let d = if self.count_include_pad { self.h.padded_count(oy) * self.w.padded_count(ox) } else { count };
         d as f32
+    }
+
+    /// Calls `f(k, at)` for every window `k` (row-major) of plane `x`, with
+    /// `at` where its maximum is: its first maximum in row-major window
+    /// order, or where the window holds NaNs, its last NaN (PyTorch's
+    /// `v > max || isnan(v)` scan); `None` for a window with no input element.
+    /// The tap ranges are computed once per plane, not per window.
+    pub(crate) fn for_each_argmax(&self, x: &[f32], mut f: impl FnMut(usize, Option<usize>)) {
+        let columns: Vec<(usize, usize)> = (0..self.w.out).map(|o| self.w.tap_range(o)).collect();
+        let (w, dh, dw) = (self.w.size, self.h.dilation, self.w.dilation);
+        for oy in 0..self.h.out {
+            let (y0, ny) = self.h.tap_range(oy);
+            for (ox, &(x0, nx)) in columns.iter().enumerate() {
+                let k = oy * self.w.out + ox;
+                if ny == 0 || nx == 0 {
+                    f(k, None);
+                    continue;
+                }
+                let (mut at, mut max) = (y0 * w + x0, x[y0 * w + x0]);
+                for r in 0..ny {
+                    let row = (y0 + r * dh) * w + x0;
+                    for i in (row..).step_by(dw).take(nx) {
+                        let v = x[i];
+                        // Written to select, not to branch: maxima in random data are unpredictable.
+                        let take = v > max || v.is_nan();
+                        at = if take { i } else { at };
+                        max = if take { v } else { max };
+                    }
+                }
+                f(k, Some(at));
+            }
+        }
     }
 
     /// The input taps of window `(oy, ox)` inside the input, in row-major
