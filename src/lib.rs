@@ -68,6 +68,9 @@
 #![warn(missing_docs)]
 
 mod activation;
+#[doc(hidden)]
+#[cfg(feature = "candle")]
+pub mod candle;
 mod check;
 mod conv;
 mod error;
@@ -75,10 +78,11 @@ mod gemm;
 mod geometry;
 mod im2col;
 mod isa;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 mod pool;
 #[cfg(test)]
 mod portable_tests;
-#[doc(hidden)]
 pub mod reference;
 mod simd;
 #[doc(hidden)]
