@@ -25,7 +25,7 @@ pub use candle_core;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor};
 
 use crate::{
-    Conv2dPlan, ConvError, ConvOptions, ConvParams, conv2d_backward_bias, conv2d_backward_input,
+    Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, conv2d_backward_bias, conv2d_backward_input,
     conv2d_backward_weight, conv2d_output_shape,
 };
 
@@ -219,6 +219,7 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     params: ConvParams,
+    activation: Activation,
 }
 
 impl Conv2d {
@@ -229,17 +230,32 @@ impl Conv2d {
     /// Tensors that are not f32 CPU tensors of rank 4 (1 for the bias), and
     /// the errors of [`Conv2dPlan::new`].
     pub fn new(weight: Tensor, bias: Option<Tensor>, params: ConvParams) -> Result<Self> {
+        Self::with_options(weight, bias, params, &ConvOptions::default())
+    }
+
+    /// [`Conv2d::new`] with [`ConvOptions`]: a fused activation (a ReLU or a
+    /// clamp such as ReLU6 applied to the output in the same pass), a forced
+    /// algorithm or instruction set. With an activation, the input gradient
+    /// is masked where the activation was flat (from the output: `y > 0`
+    /// for a ReLU, `min < y < max` for a clamp).
+    ///
+    /// # Errors
+    /// Those of [`Conv2d::new`].
+    pub fn with_options(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        params: ConvParams,
+        options: &ConvOptions,
+    ) -> Result<Self> {
         let w_shape = dims4(&check(&weight, "weight", 4)?);
         if let Some(b) = &bias {
             check(b, "bias", 1)?;
         }
         let plan = with_slice(&weight, |w| match &bias {
-            None => Conv2dPlan::new(w, w_shape, None, &params, &ConvOptions::default()).map_err(wrap),
-            Some(b) => {
-                with_slice(b, |b| Conv2dPlan::new(w, w_shape, Some(b), &params, &ConvOptions::default()).map_err(wrap))
-            }
+            None => Conv2dPlan::new(w, w_shape, None, &params, options).map_err(wrap),
+            Some(b) => with_slice(b, |b| Conv2dPlan::new(w, w_shape, Some(b), &params, options).map_err(wrap)),
         })?;
-        Ok(Conv2d { plan: Arc::new(plan), weight, bias, params })
+        Ok(Conv2d { plan: Arc::new(plan), weight, bias, params, activation: options.activation })
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -258,7 +274,13 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         check(xs, "input", 4)?;
-        xs.contiguous()?.apply_op1(PlanOp { plan: self.plan.clone(), weight: self.weight.clone(), params: self.params })
+        let op = PlanOp {
+            plan: self.plan.clone(),
+            weight: self.weight.clone(),
+            params: self.params,
+            activation: self.activation,
+        };
+        xs.contiguous()?.apply_op1(op)
     }
 }
 
@@ -268,6 +290,7 @@ struct PlanOp {
     plan: Arc<Conv2dPlan>,
     weight: Tensor,
     params: ConvParams,
+    activation: Activation,
 }
 
 impl CustomOp1 for PlanOp {
@@ -283,9 +306,18 @@ impl CustomOp1 for PlanOp {
         Ok((CpuStorage::F32(y), Shape::from(y_shape.to_vec())))
     }
 
-    fn bwd(&self, x: &Tensor, _: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (x_shape, w_shape, g_shape) = (dims4(x.dims()), dims4(self.weight.dims()), dims4(grad.dims()));
-        let gx = with_slice(grad, |g| {
+        // Through the fused activation first: zero where it was flat.
+        let grad = match self.activation {
+            Activation::None => grad.clone(),
+            Activation::Relu => grad.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?,
+            Activation::Clamp { min, max } => {
+                let inside = (y.gt(min)?.to_dtype(DType::F32)? * y.lt(max)?.to_dtype(DType::F32)?)?;
+                grad.mul(&inside)?
+            }
+        };
+        let gx = with_slice(&grad, |g| {
             with_slice(&self.weight, |w| {
                 let mut gx = vec![0.0; x.elem_count()];
                 conv2d_backward_input(g, g_shape, w, w_shape, &self.params, &mut gx, x_shape).map_err(wrap)?;

@@ -186,6 +186,29 @@ mod candle {
         assert_close("module grad x", &gx, &vec(grads.get(x.as_tensor()).unwrap()));
     }
 
+    /// A fused ReLU6 (a clamp): the output is the clamped convolution, and
+    /// the input gradient is masked where the clamp was flat.
+    #[test]
+    fn module_with_a_fused_activation() {
+        let (params, xs, ws) = awkward();
+        let (x, w) = (Var::from_tensor(&tensor(xs, 51)).unwrap(), tensor(ws, 52));
+        let clamp = convgemm::Activation::Clamp { min: 0.0, max: 0.5 };
+        let options = convgemm::ConvOptions { activation: clamp, ..convgemm::ConvOptions::default() };
+        let layer = Conv2d::with_options(w.clone(), None, params, &options).unwrap();
+        let y = layer.forward(x.as_tensor()).unwrap();
+        let pre = vec(&conv2d(x.as_tensor(), &w, None, &params).unwrap());
+        assert_eq!(vec(&y), pre.iter().map(|v| v.clamp(0.0, 0.5)).collect::<Vec<_>>());
+        let flat = pre.iter().filter(|&&v| v <= 0.0 || v >= 0.5).count();
+        assert!(flat > 0 && flat < pre.len(), "the clamp should bite on some outputs only");
+        let ys: [usize; 4] = y.dims().try_into().unwrap();
+        let r = vec(&tensor(ys, 53));
+        let masked: Vec<f32> = r.iter().zip(&pre).map(|(&g, &v)| if v > 0.0 && v < 0.5 { g } else { 0.0 }).collect();
+        let r = Tensor::from_vec(r, ys.to_vec(), &Device::Cpu).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = conv2d_backward_input_direct(&masked, ys, &vec(&w), ws, &params, xs).unwrap();
+        assert_close("masked grad x", &gx, &vec(grads.get(x.as_tensor()).unwrap()));
+    }
+
     #[test]
     fn bad_tensors_are_errors() {
         let (params, xs, ws) = awkward();

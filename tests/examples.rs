@@ -26,6 +26,9 @@ fn run_with_output(name: &str) -> (PathBuf, String) {
         let release = examples_dir().parent().unwrap().ends_with("release");
         let mut build = Command::new(env!("CARGO"));
         build.args(["build", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if cfg!(feature = "candle") {
+            build.args(["--features", "candle"]);
+        }
         if release {
             build.arg("--release");
         }
@@ -116,4 +119,22 @@ fn example_train_digits() {
     // Two columns of eight units; each: three (digit, projection) pairs at 3x.
     check_png(&out.join("digits_deconvnet.png"), 20 + 2 * 324 + 20, 20 + 16 + 8 * (16 + 48 + 10) - 10, 50);
     check_png(&out.join("digits_gradcam.png"), 20 + (10 + wrong.min(6)) * 74 - 10, 10 + 16 + 3 * (16 + 64 + 10), 50);
+}
+
+/// ResNet-18 and MobileNetV2 in candle-nn with candle's convolutions and
+/// with convgemm's (quick mode: 64×64): every variant's output within 1e-4
+/// of candle's, relative to the largest output. The speed is in
+/// BENCHMARKS.md, not here.
+#[cfg(feature = "candle")]
+#[test]
+fn example_candle_cnn() {
+    let (_, stdout) = run_with_output("candle_cnn");
+    let diffs: Vec<f64> = stdout
+        .lines()
+        .filter(|l| l.contains("largest difference"))
+        .map(|l| l.split(" = ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(diffs.len(), 6, "three variants for each of two networks:\n{stdout}");
+    assert!(diffs.iter().all(|&d| d < 1e-4), "outputs differ from candle's:\n{stdout}");
+    assert_eq!(stdout.matches("training step").count(), 2, "{stdout}");
 }
