@@ -299,17 +299,28 @@ impl Net for MobileNetV2 {
     }
 }
 
-/// The median of `runs` timings of `f` (after one warm-up run), in seconds.
-fn median_time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        f()?;
-        t.push(start.elapsed().as_secs_f64());
+/// Times `f(0)`, `f(1)`, … `f(variants − 1)` in turn, `rounds` times after
+/// one warm-up round, so that a drift of the machine's speed hits every
+/// variant alike. Returns each variant's median time (seconds) and the
+/// median over rounds of variant 0's time over each variant's: the speed-up,
+/// paired round by round.
+fn interleaved(variants: usize, rounds: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Vec<(f64, f64)>> {
+    let mut t = vec![Vec::with_capacity(rounds); variants];
+    for round in 0..=rounds {
+        for (v, times) in t.iter_mut().enumerate() {
+            let start = Instant::now();
+            f(v)?;
+            if round > 0 {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
     }
-    t.sort_by(f64::total_cmp);
-    Ok(t[runs / 2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = t[0].clone();
+    Ok(t.into_iter().map(|times| (median(times.clone()), median(base.iter().zip(&times).map(|(b, x)| b / x).collect()))).collect())
 }
 
 /// Inference at batch 1 and one training step at batch 8 with both
@@ -338,14 +349,12 @@ fn compare(
         let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         println!("  largest difference from candle ({label}): {diff:.3e} = {:.2e} of the largest output", diff / scale);
     }
-    let runs = if quick { 3 } else { 9 };
-    let mut times = Vec::new();
-    for backend in [Backend::Candle, Backend::Convgemm, Backend::Plans, Backend::Folded] {
-        times.push(median_time(runs, || net.forward(&x, backend, false).map(drop))?);
-    }
-    print!("  inference, batch 1 (ms a image):  candle {:.1}", times[0] * 1e3);
-    for (label, t) in ["convgemm op", "plans", "plans, BN folded"].iter().zip(&times[1..]) {
-        print!("   {label} {:.1} ({:.2}x)", t * 1e3, times[0] / t);
+    let rounds = if quick { 3 } else { 9 };
+    let backends = [Backend::Candle, Backend::Convgemm, Backend::Plans, Backend::Folded];
+    let times = interleaved(backends.len(), rounds, |v| net.forward(&x, backends[v], false).map(drop))?;
+    print!("  inference, batch 1 (ms an image, median of {rounds}):  candle {:.1}", times[0].0 * 1e3);
+    for (label, (t, ratio)) in ["convgemm op", "plans", "plans, BN folded"].iter().zip(&times[1..]) {
+        print!("   {label} {:.1} ({ratio:.2}x)", t * 1e3);
     }
     println!();
     if !train {
@@ -361,14 +370,14 @@ fn compare(
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         sgd.backward_step(&loss)
     };
-    let runs = if quick { 2 } else { 3 };
-    let candle = median_time(runs, || step(Backend::Candle))?;
-    let ours = median_time(runs, || step(Backend::Convgemm))?;
+    let rounds = if quick { 2 } else { 5 };
+    let backends = [Backend::Candle, Backend::Convgemm];
+    let times = interleaved(2, rounds, |v| step(backends[v]))?;
     println!(
-        "  training step, batch {batch}:  candle {:8.1} ms   convgemm op {:8.1} ms ({:.2}x)",
-        candle * 1e3,
-        ours * 1e3,
-        candle / ours
+        "  training step, batch {batch} (ms, median of {rounds}):  candle {:.1}   convgemm op {:.1} ({:.2}x)",
+        times[0].0 * 1e3,
+        times[1].0 * 1e3,
+        times[1].1
     );
     Ok(())
 }
