@@ -320,7 +320,9 @@ fn interleaved(variants: usize, rounds: usize, mut f: impl FnMut(usize) -> Resul
         v[v.len() / 2]
     };
     let base = t[0].clone();
-    Ok(t.into_iter().map(|times| (median(times.clone()), median(base.iter().zip(&times).map(|(b, x)| b / x).collect()))).collect())
+    Ok(t.into_iter()
+        .map(|times| (median(times.clone()), median(base.iter().zip(&times).map(|(b, x)| b / x).collect())))
+        .collect())
 }
 
 /// Inference at batch 1 and one training step at batch 8 with both
