@@ -38,7 +38,7 @@ pub enum Algorithm {
     Depthwise,
 }
 
-/// Options of a convolution call beyond [`ConvParams`]: which instruction set
+/// Options of a convolution call beyond [`ConvParams`](crate::ConvParams): which instruction set
 /// and which algorithm run, and the activation fused into the output.
 /// Every combination gives bit-identical results (except
 /// [`Isa::PortableUnfused`], which rounds differently).

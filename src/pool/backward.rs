@@ -6,7 +6,7 @@ use super::params::{PoolGeometry, PoolParams, check_avg};
 use crate::check::check_len;
 use crate::error::ConvError;
 
-/// The gradient of [`max_pool2d`]: each output gradient goes to its window's
+/// The gradient of [`max_pool2d`](crate::max_pool2d): each output gradient goes to its window's
 /// arg-max (the first maximum in row-major window order; where the window
 /// holds NaNs, the last NaN, as PyTorch's `v > max || isnan(v)` scan picks),
 /// summed where windows overlap. The arg-max is recomputed from `input`, so
@@ -23,7 +23,7 @@ use crate::error::ConvError;
 /// ```
 ///
 /// # Errors
-/// Those of [`max_pool2d`], with `grad_output` checked against the output
+/// Those of [`max_pool2d`](crate::max_pool2d), with `grad_output` checked against the output
 /// shape and `grad_input` against `input_shape`. `grad_input` is then untouched.
 pub fn max_pool2d_backward(
     input: &[f32],
@@ -48,7 +48,7 @@ pub fn max_pool2d_backward(
     Ok(())
 }
 
-/// The gradient of [`avg_pool2d`]: each output gradient, divided by its
+/// The gradient of [`avg_pool2d`](crate::avg_pool2d): each output gradient, divided by its
 /// window's divisor, is added to every input element of the window, in
 /// row-major output order. `grad_input` is overwritten.
 ///
@@ -60,7 +60,7 @@ pub fn max_pool2d_backward(
 /// ```
 ///
 /// # Errors
-/// Those of [`avg_pool2d`], with `grad_output` checked against the output
+/// Those of [`avg_pool2d`](crate::avg_pool2d), with `grad_output` checked against the output
 /// shape and `grad_input` against `input_shape`. `grad_input` is then untouched.
 pub fn avg_pool2d_backward(
     input_shape: [usize; 4],

@@ -11,7 +11,7 @@ use crate::simd::{self, Lanes, WithLanes};
 
 /// Max pooling: each output is the largest input element of its window;
 /// padded positions are ignored. A NaN in a window makes its output NaN.
-/// `output` has the shape [`pool2d_output_shape`] gives.
+/// `output` has the shape [`pool2d_output_shape`](crate::pool2d_output_shape) gives.
 ///
 /// ```
 /// use convgemm::{max_pool2d, PoolParams};

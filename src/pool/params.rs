@@ -270,8 +270,8 @@ impl PoolGeometry {
     }
 }
 
-/// The output shape `[n, c, h_out, w_out]` of [`max_pool2d`] or
-/// [`avg_pool2d`] on an input of `input_shape`.
+/// The output shape `[n, c, h_out, w_out]` of [`max_pool2d`](crate::max_pool2d) or
+/// [`avg_pool2d`](crate::avg_pool2d) on an input of `input_shape`.
 ///
 /// Per axis, `out = (in + pad_a + pad_b - dilation * (kernel - 1) - 1) / stride + 1`,
 /// the division rounded down, or up with `ceil_mode` (and then one less if the
