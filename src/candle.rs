@@ -24,6 +24,7 @@ use std::sync::Arc;
 pub use candle_core;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor};
 
+use crate::check::zeroed;
 use crate::{
     Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, conv2d_backward_bias, conv2d_backward_input,
     conv2d_backward_weight, conv2d_output_shape,
@@ -118,7 +119,7 @@ impl ConvOp {
     fn forward(&self, x: (&[f32], &Layout), w: (&[f32], &Layout), b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let (x_shape, w_shape) = (dims4(x.1.dims()), dims4(w.1.dims()));
         let y_shape = conv2d_output_shape(x_shape, w_shape, &self.params).map_err(wrap)?;
-        let mut y = vec![0.0; y_shape.iter().product()];
+        let mut y = zeroed(y_shape.iter().product(), "output size in bytes").map_err(wrap)?;
         crate::conv2d(x.0, x_shape, w.0, w_shape, b, &self.params, &mut y).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from(y_shape.to_vec())))
     }
@@ -255,17 +256,24 @@ impl Conv2d {
             None => Conv2dPlan::new(w, w_shape, None, &params, options).map_err(wrap),
             Some(b) => with_slice(b, |b| Conv2dPlan::new(w, w_shape, Some(b), &params, options).map_err(wrap)),
         })?;
+        // A copy of its own: the input gradient must use the weights the plan
+        // packed, even if the caller's tensor (a `Var`) is updated in place later.
+        let weight = weight.detach().copy()?;
         Ok(Conv2d { plan: Arc::new(plan), weight, bias, params, activation: options.activation })
     }
 
+    /// The weights the plan packed (a copy taken by `new`, detached from
+    /// any `Var` it came from).
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
+    /// The bias, as given to `new`.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
 
+    /// The convolution's parameters.
     pub fn params(&self) -> &ConvParams {
         &self.params
     }
@@ -301,7 +309,7 @@ impl CustomOp1 for PlanOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x_shape = dims4(l.dims());
         let y_shape = conv2d_output_shape(x_shape, dims4(self.weight.dims()), &self.params).map_err(wrap)?;
-        let mut y = vec![0.0; y_shape.iter().product()];
+        let mut y = zeroed(y_shape.iter().product(), "output size in bytes").map_err(wrap)?;
         self.plan.run(slice(s, l)?, x_shape, &mut y).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from(y_shape.to_vec())))
     }

@@ -29,3 +29,18 @@ pub(crate) fn check_len(buffer: &'static str, len: usize, expected: usize) -> Re
     }
     Ok(())
 }
+
+/// A zeroed buffer of `len` floats for an output the crate allocates (the
+/// adapters): `Err(Overflow)` naming `what`, not a panic or an abort, when
+/// its size does not fit `isize` or the allocator refuses it.
+#[cfg(any(feature = "candle", feature = "ndarray"))]
+pub(crate) fn zeroed(len: usize, what: &'static str) -> Result<Vec<f32>, ConvError> {
+    let overflow = ConvError::Overflow { what };
+    if len.checked_mul(size_of::<f32>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
+        return Err(overflow);
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| overflow)?;
+    v.resize(len, 0.0);
+    Ok(v)
+}

@@ -68,7 +68,6 @@
 #![warn(missing_docs)]
 
 mod activation;
-#[doc(hidden)]
 #[cfg(feature = "candle")]
 pub mod candle;
 mod check;
@@ -83,6 +82,7 @@ pub mod nd;
 mod pool;
 #[cfg(test)]
 mod portable_tests;
+#[doc(hidden)]
 pub mod reference;
 mod simd;
 #[doc(hidden)]

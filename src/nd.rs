@@ -22,6 +22,7 @@
 pub use ndarray;
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut4, CowArray, Ix1, Ix4};
 
+use crate::check::zeroed;
 use crate::{ConvError, ConvParams, conv2d_output_shape};
 
 /// The elements of `a` in standard order: borrowed when its layout already
@@ -47,7 +48,8 @@ pub fn conv2d(
     params: &ConvParams,
 ) -> Result<Array4<f32>, ConvError> {
     let y_shape = conv2d_output_shape(shape4(&x), shape4(&w), params)?;
-    let mut y = Array4::zeros(y_shape);
+    let y = zeroed(y_shape.iter().product(), "output size in bytes")?;
+    let mut y = Array4::from_shape_vec(y_shape, y).expect("the length is the shape's product");
     conv2d_into(x, w, b, params, y.view_mut())?;
     Ok(y)
 }
@@ -85,6 +87,7 @@ pub fn conv2d_into(
     match out.as_slice_mut() {
         Some(y) => crate::conv2d(xs, x_shape, ws, w_shape, bs, params, y),
         None => {
+            // `out` exists at this size, so the temporary fits too.
             let mut y = Array4::zeros(y_shape);
             let ys = y.as_slice_mut().expect("a new array is standard");
             crate::conv2d(xs, x_shape, ws, w_shape, bs, params, ys)?;

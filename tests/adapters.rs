@@ -24,7 +24,7 @@ fn awkward() -> (ConvParams, [usize; 4], [usize; 4]) {
 #[cfg(feature = "ndarray")]
 mod nd {
     use super::*;
-    use convgemm::nd::ndarray::{Array1, Array4, Axis, s};
+    use convgemm::nd::ndarray::{Array1, Array4, s};
     use convgemm::nd::{conv2d, conv2d_into};
     use convgemm::{ConvError, conv2d_output_shape};
 
@@ -95,7 +95,16 @@ mod nd {
         let view = out_t.view_mut().permuted_axes([3, 2, 1, 0]);
         assert!(conv2d_into(x.view(), w.view(), Some(short_bias.view()), &params, view).is_err());
         assert!(out.iter().chain(out_t.iter()).chain(wrong.iter()).all(|&v| v == 5.0));
-        let _ = Axis(0);
+    }
+
+    /// An output too large to allocate (2^62 elements from a huge padding)
+    /// is an `Err`, not a capacity-overflow panic.
+    #[test]
+    fn an_output_too_large_to_allocate_is_an_error() {
+        let one = Array4::<f32>::ones((1, 1, 1, 1));
+        let params = ConvParams { padding: [1 << 30; 4], ..ConvParams::default() };
+        let e = conv2d(one.view(), one.view(), None, &params).unwrap_err();
+        assert!(matches!(e, ConvError::Overflow { .. }), "{e}");
     }
 }
 
@@ -227,6 +236,13 @@ mod candle {
             assert!(e.contains(what), "{e} should mention {what}");
         }
         assert!(Conv2d::new(w.to_dtype(DType::F64).unwrap(), None, params).is_err());
+        // An output of 2^62 elements: an error, not a capacity-overflow panic.
+        let one = Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let huge = ConvParams { padding: [1 << 30; 4], ..ConvParams::default() };
+        let e = conv2d(&one, &one, None, &huge).unwrap_err().to_string();
+        assert!(e.contains("overflow"), "{e}");
+        let e = Conv2d::new(one.clone(), None, huge).unwrap().forward(&one).unwrap_err().to_string();
+        assert!(e.contains("overflow"), "{e}");
         let layer = Conv2d::new(w, None, params).unwrap();
         let e = layer.forward(&tensor([2, 3, 9, 11], 43)).unwrap_err().to_string();
         assert!(e.contains("input channels"), "{e}");

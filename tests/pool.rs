@@ -352,6 +352,15 @@ fn errors_name_the_problem_and_leave_output_untouched() {
     assert!(matches!(e, ConvError::BufferLength { buffer: "output", .. }), "{e}");
 }
 
+/// Several NaNs in a window: the switch names the last, as the gradient does.
+#[test]
+fn switches_take_the_last_nan() {
+    let x = [3.0, f32::NAN, 5.0, f32::NAN];
+    let (mut y, mut at) = ([0.0; 1], [0; 1]);
+    max_pool2d_with_indices(&x, [1, 1, 1, 4], &PoolParams::new([1, 4]), &mut y, &mut at).unwrap();
+    assert!(y[0].is_nan() && at[0] == 3, "{y:?} {at:?}");
+}
+
 /// The switches and the unpooling reject what does not fit, before writing.
 #[test]
 fn index_errors_leave_outputs_untouched() {

@@ -1,7 +1,9 @@
 //! The gradients `examples/train_digits` trains with, checked against finite
 //! differences of the same network written here again in f64 with plain
-//! loops (no convgemm): if a convolution gradient, a pool's switches, a dense
-//! transpose or the softmax were wrong, the two would disagree.
+//! loops (no convgemm): if a convolution gradient, a pool's gradient, a dense
+//! transpose or the softmax were wrong, the two would disagree. The pools'
+//! switches, which the deconvnet picture unpools with, must route a gradient
+//! exactly as `max_pool2d_backward` does (the 2×2 windows do not overlap).
 
 #[path = "../examples/train_digits/net.rs"]
 mod net;
@@ -102,6 +104,24 @@ fn problem() -> (Params, Vec<f32>, Vec<u8>) {
     }
     let x = (0..3 * SIDE * SIDE).map(|_| rng.next()).collect();
     (p, x, vec![3, 7, 1])
+}
+
+#[test]
+fn switches_route_like_the_pool_gradient() {
+    let (p, x, _) = problem();
+    let f = net::forward(&p, &x);
+    let b = f.batch;
+    for (input, switches, in_shape, out_shape) in
+        [(&f.a1, &f.s1, net::a1_shape(b), net::p1_shape(b)), (&f.a3, &f.s3, net::a3_shape(b), net::p3_shape(b))]
+    {
+        let mut rng = Rng(out_shape.iter().product::<usize>() as u64);
+        let d: Vec<f32> = (0..switches.len()).map(|_| rng.next()).collect();
+        let (mut unpooled, mut grad) = (vec![1.0; input.len()], vec![2.0; input.len()]);
+        convgemm::max_unpool2d(&d, out_shape, switches, &mut unpooled, in_shape).unwrap();
+        convgemm::max_pool2d_backward(input, in_shape, &d, &net::pool_params(), &mut grad).unwrap();
+        assert_eq!(unpooled, grad);
+        assert!(unpooled.iter().filter(|&&v| v != 0.0).count() == d.len(), "every switch names its own element");
+    }
 }
 
 #[test]
