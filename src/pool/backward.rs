@@ -36,9 +36,10 @@ pub fn max_pool2d_backward(
     check_len("input", input.len(), g.planes * g.plane_in())?;
     check_len("grad_output", grad_output.len(), g.planes * g.plane_out())?;
     check_len("grad_input", grad_input.len(), g.planes * g.plane_in())?;
+    let scan = g.argmax_scan();
     let plane = |gi: &mut [f32], x: &[f32], go: &[f32]| {
         gi.fill(0.0);
-        g.for_each_argmax(x, |k, at| {
+        scan.plane(x, |k, at| {
             if let Some(i) = at {
                 gi[i] += go[k];
             }

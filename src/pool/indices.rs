@@ -50,8 +50,9 @@ pub fn max_pool2d_with_indices(
     if g.planes == 0 || plane_out == 0 {
         return Ok(());
     }
+    let scan = g.argmax_scan();
     let plane = |((y, at), x): ((&mut [f32], &mut [usize]), &[f32])| {
-        g.for_each_argmax(x, |k, i| {
+        scan.plane(x, |k, i| {
             (at[k], y[k]) = match i {
                 Some(i) => (i, x[i]),
                 None => (MAX_POOL_NO_INDEX, f32::NEG_INFINITY),

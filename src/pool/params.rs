@@ -228,18 +228,41 @@ impl PoolGeometry {
         d as f32
     }
 
+    /// The arg-max scan of this pooling, its column tap ranges computed
+    /// once for every plane it will scan.
+    pub(crate) fn argmax_scan(&self) -> ArgmaxScan<'_> {
+        ArgmaxScan { g: self, columns: (0..self.w.out).map(|o| self.w.tap_range(o)).collect() }
+    }
+
+    /// The input taps of window `(oy, ox)` inside the input, in row-major
+    /// window order, as indices into the plane.
+    pub(crate) fn taps(&self, oy: usize, ox: usize) -> impl Iterator<Item = usize> + use<> {
+        let ((y0, ny), (x0, nx)) = (self.h.tap_range(oy), self.w.tap_range(ox));
+        let (w, dh, dw) = (self.w.size, self.h.dilation, self.w.dilation);
+        (0..ny).flat_map(move |r| (0..nx).map(move |c| (y0 + r * dh) * w + x0 + c * dw))
+    }
+}
+
+/// Where each window's maximum is, plane by plane (see
+/// [`PoolGeometry::argmax_scan`]).
+pub(crate) struct ArgmaxScan<'a> {
+    g: &'a PoolGeometry,
+    /// `Axis::tap_range` of every output column.
+    columns: Vec<(usize, usize)>,
+}
+
+impl ArgmaxScan<'_> {
     /// Calls `f(k, at)` for every window `k` (row-major) of plane `x`, with
     /// `at` where its maximum is: its first maximum in row-major window
     /// order, or where the window holds NaNs, its last NaN (PyTorch's
     /// `v > max || isnan(v)` scan); `None` for a window with no input element.
-    /// The tap ranges are computed once per plane, not per window.
-    pub(crate) fn for_each_argmax(&self, x: &[f32], mut f: impl FnMut(usize, Option<usize>)) {
-        let columns: Vec<(usize, usize)> = (0..self.w.out).map(|o| self.w.tap_range(o)).collect();
-        let (w, dh, dw) = (self.w.size, self.h.dilation, self.w.dilation);
-        for oy in 0..self.h.out {
-            let (y0, ny) = self.h.tap_range(oy);
-            for (ox, &(x0, nx)) in columns.iter().enumerate() {
-                let k = oy * self.w.out + ox;
+    pub(crate) fn plane(&self, x: &[f32], mut f: impl FnMut(usize, Option<usize>)) {
+        let g = self.g;
+        let (w, dh, dw) = (g.w.size, g.h.dilation, g.w.dilation);
+        for oy in 0..g.h.out {
+            let (y0, ny) = g.h.tap_range(oy);
+            for (ox, &(x0, nx)) in self.columns.iter().enumerate() {
+                let k = oy * g.w.out + ox;
                 if ny == 0 || nx == 0 {
                     f(k, None);
                     continue;
@@ -258,15 +281,6 @@ impl PoolGeometry {
                 f(k, Some(at));
             }
         }
-    }
-
-    /// The input taps of window `(oy, ox)` inside the input, in row-major
-    /// window order, as indices into the plane.
-    pub(crate) fn taps(&self, oy: usize, ox: usize) -> impl Iterator<Item = usize> + '_ {
-        let w = self.w.size;
-        (0..self.h.kernel)
-            .filter_map(move |t| self.h.tap(oy, t))
-            .flat_map(move |iy| (0..self.w.kernel).filter_map(move |u| self.w.tap(ox, u)).map(move |ix| iy * w + ix))
     }
 }
 
