@@ -49,6 +49,13 @@ impl Rng {
     pub fn uniform(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|_| scale * self.next_f32()).collect()
     }
+    /// Shuffles `v` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (((self.next_f32() + 1.0) / 2.0 * (i + 1) as f32) as usize).min(i);
+            v.swap(i, j);
+        }
+    }
 }
 
 /// The 5×7 glyph of `c` (uppercase letters, digits, a few signs; lowercase

@@ -42,11 +42,7 @@ pub fn load(path: &Path) -> Result<(Split, Split), Box<dyn Error>> {
     // A fixed shuffle (Fisher–Yates from a seeded generator), so that both
     // splits hold every writer and every digit.
     let mut order: Vec<usize> = (0..rows.len()).collect();
-    let mut rng = Rng::new(1797);
-    for i in (1..order.len()).rev() {
-        let j = (((rng.next_f32() + 1.0) / 2.0 * (i + 1) as f32) as usize).min(i);
-        order.swap(i, j);
-    }
+    Rng::new(1797).shuffle(&mut order);
     let split = |ids: &[usize]| -> Result<Split, Box<dyn Error>> {
         let raw: Vec<f32> = ids.iter().flat_map(|&i| rows[i][..64].iter().map(|&p| p as f32 / 16.0)).collect();
         let labels = ids.iter().map(|&i| rows[i][64]).collect();

@@ -72,10 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let start = Instant::now();
     for epoch in 1..=epochs {
         let t = Instant::now();
-        for i in (1..order.len()).rev() {
-            let j = (((rng.next_f32() + 1.0) / 2.0 * (i + 1) as f32) as usize).min(i);
-            order.swap(i, j);
-        }
+        rng.shuffle(&mut order);
         let (mut loss_sum, mut right) = (0.0, 0);
         for ids in order.chunks(batch) {
             let (x, labels) = gather(&train, ids);
