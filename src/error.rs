@@ -58,6 +58,14 @@ pub enum ConvError {
         /// The name of the instruction-set path, e.g. `"avx2_fma"`.
         isa: &'static str,
     },
+    /// An algorithm was forced on a problem it cannot compute (e.g.
+    /// [`Algorithm::Winograd`](crate::Algorithm::Winograd) on a 5×5 kernel).
+    AlgorithmNotApplicable {
+        /// The algorithm, e.g. `"Winograd"`.
+        algorithm: &'static str,
+        /// What the problem must satisfy for it.
+        requirement: &'static str,
+    },
 }
 
 impl fmt::Display for ConvError {
@@ -79,6 +87,9 @@ impl fmt::Display for ConvError {
             ConvError::Overflow { what } => write!(f, "overflow computing {what}: exceeds usize"),
             ConvError::IsaUnavailable { isa } => {
                 write!(f, "instruction set {isa} is not available on this CPU")
+            }
+            ConvError::AlgorithmNotApplicable { algorithm, requirement } => {
+                write!(f, "algorithm {algorithm} does not apply: it needs {requirement}")
             }
         }
     }

@@ -94,7 +94,7 @@ pub use conv::backward::{
     conv2d_backward_weight_with,
 };
 pub use conv::forward::{conv2d, conv2d_with};
-pub use conv::options::{Algorithm, ConvOptions, Threads};
+pub use conv::options::{Algorithm, ConvOptions, Precision, Threads};
 pub use conv::plan::Conv2dPlan;
 pub use conv::transpose::{
     ConvTransposeParams, conv_transpose2d, conv_transpose2d_output_shape, conv_transpose2d_with,

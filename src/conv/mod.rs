@@ -1,5 +1,5 @@
 //! Convolution: one module per algorithm (`explicit`, `implicit`,
-//! `pointwise`, `direct`, `depthwise`), the one choice among them
+//! `pointwise`, `direct`, `depthwise`, `winograd`), the one choice among them
 //! (`select`), the call options (`options`), the forward entry points
 //! (`forward`, `plan`), the gradients (`backward`) and the transposed
 //! convolution (`transpose`).
@@ -13,5 +13,7 @@ pub(crate) mod implicit;
 pub(crate) mod options;
 pub(crate) mod plan;
 pub(crate) mod pointwise;
+pub(crate) mod scratch;
 pub(crate) mod select;
 pub(crate) mod transpose;
+pub(crate) mod winograd;

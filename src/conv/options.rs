@@ -36,6 +36,38 @@ pub enum Algorithm {
     /// images), where a GEMM tile would be mostly empty. Falls back to
     /// `Implicit` for other shapes.
     Depthwise,
+    /// Winograd's minimal filtering F(m×m, 3×3): each output tile of `m × m`
+    /// pixels from `(m+2)²` products per channel pair instead of `9·m²`,
+    /// the products summed over channels by the GEMM. Rounds differently
+    /// from the other algorithms (within `1e-5 · scale`, see
+    /// [`Precision::Relaxed`]) but is reproducible on its own: the same bits
+    /// for any thread count, batch size and FMA path. Forced, it runs on any
+    /// problem with 3×3 kernels, stride 1 and dilation 1 whatever
+    /// [`ConvOptions::precision`] says, and is an
+    /// [`AlgorithmNotApplicable`](crate::ConvError::AlgorithmNotApplicable)
+    /// error on any other; under [`Precision::Relaxed`], [`Algorithm::Auto`]
+    /// takes it where it is faster.
+    Winograd,
+}
+
+/// How close to the exact sum a convolution must round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Precision {
+    /// Every algorithm gives the same bits: each output is the sum of its
+    /// products in the fixed order of the reproducibility rule (the crate
+    /// docs). [`Algorithm::Auto`] never picks [`Algorithm::Winograd`].
+    #[default]
+    Exact,
+    /// [`Algorithm::Auto`] may also pick algorithms that do fewer
+    /// multiplications ([`Algorithm::Winograd`] on 3×3 stride-1 layers).
+    /// Every output stays within `1e-5 · scale` of the exact sum, where
+    /// `scale = Σ|w·x| + |bias|` over that output's terms, for inputs of
+    /// comparable magnitude across a tile (a Winograd output mixes the
+    /// rounding of every input of its tile of up to 8×8 pixels); results
+    /// are still bit-identical across thread counts, batch sizes and the
+    /// AVX-512, AVX2, NEON and portable paths.
+    Relaxed,
 }
 
 /// Options of a convolution call beyond [`ConvParams`](crate::ConvParams): which instruction set
@@ -52,6 +84,8 @@ pub struct ConvOptions {
     pub activation: Activation,
     /// Whether the call may use the threads of the current rayon pool.
     pub threads: Threads,
+    /// Whether [`Algorithm::Auto`] may trade the exact rounding for speed.
+    pub precision: Precision,
 }
 
 /// Whether a call may fork onto the caller's rayon pool.
@@ -72,6 +106,7 @@ impl Default for ConvOptions {
             algorithm: Algorithm::Auto,
             activation: Activation::None,
             threads: Threads::Pool,
+            precision: Precision::Exact,
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use std::sync::OnceLock;
 
-use super::options::{Algorithm, ConvOptions};
-use super::select::{self, Weights, execute, prefers_direct};
+use super::options::{Algorithm, ConvOptions, Precision};
+use super::select::{self, Weights, execute, prefers_direct, winograd_pays};
+use super::winograd::{self, TileSize, WinogradWeights};
 use super::{direct, pointwise};
 use crate::check::check_len;
 use crate::error::ConvError;
@@ -46,6 +47,10 @@ pub struct Conv2dPlan {
     /// The (flipped if asked) weights as given, kept for the direct path
     /// when each group has one input channel.
     direct_weights: Option<Vec<f32>>,
+    /// The filters Winograd transforms (for each tile size on first need),
+    /// when the plan may run it: forced, or left to `Auto` under
+    /// `Precision::Relaxed`, on 3×3 stride-1 kernels.
+    winograd: Option<WinogradWeights>,
     bias: Option<Vec<f32>>,
 }
 
@@ -77,6 +82,13 @@ impl Conv2dPlan {
             check_len("bias", b.len(), weight_shape[0])?;
         }
         options.isa.tile()?;
+        let winograd_applies = winograd::applies([weight_shape[2], weight_shape[3]], params.stride, params.dilation);
+        if options.algorithm == Algorithm::Winograd && !winograd_applies {
+            return Err(ConvError::AlgorithmNotApplicable {
+                algorithm: "Winograd",
+                requirement: winograd::REQUIREMENT,
+            });
+        }
         let flipped;
         let weight = if params.flip {
             flipped = flip_kernels(weight, weight_shape[2] * weight_shape[3]);
@@ -103,6 +115,14 @@ impl Conv2dPlan {
         let (weights, weights_nr) =
             if prefers_direct { (OnceLock::new(), Some(packed)) } else { (OnceLock::from(packed), None) };
         let direct_weights = (weight_shape[1] == 1).then(|| weight.to_vec());
+        let may_winograd = winograd_applies
+            && groups > 0
+            && match options.algorithm {
+                Algorithm::Winograd => true,
+                Algorithm::Auto => options.precision == Precision::Relaxed,
+                _ => false,
+            };
+        let winograd = may_winograd.then(|| WinogradWeights::new(weight, weight_shape, groups, options.isa));
         Ok(Conv2dPlan {
             weight_shape,
             params: *params,
@@ -110,6 +130,7 @@ impl Conv2dPlan {
             weights_nr,
             weights,
             direct_weights,
+            winograd,
             bias: bias.map(<[f32]>::to_vec),
         })
     }
@@ -180,11 +201,16 @@ impl Conv2dPlan {
         // matrix-vector path beats the direct one's mostly empty tiles.
         let narrow =
             self.options.algorithm == Algorithm::Auto && pointwise::applies(geo) && geo.out_pixels() <= gemm::NARROW_N;
+        let winograd = self.winograd.as_ref().filter(|_| {
+            self.options.algorithm == Algorithm::Winograd
+                || winograd_pays(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out)
+        });
+        let winograd = winograd.map(|w| (w, TileSize::choose(geo.h_out, geo.w_out)));
         match &self.weights_nr {
             Some(nr_form) if direct::applies(self.options.isa, geo) && !narrow => {
-                Weights { packed: &[], packed_nr: Some(nr_form), direct: None }
+                Weights { packed: &[], packed_nr: Some(nr_form), direct: None, winograd }
             }
-            _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref() },
+            _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref(), winograd },
         }
     }
 }

@@ -3,12 +3,12 @@
 //! input), and [`execute`], the loop over (image, group) that runs the
 //! chosen one. Each algorithm lives in a module of its own.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::implicit::ImageSource;
 use super::options::{Algorithm, ConvOptions, Threads};
+use super::scratch::with_scratch;
+use super::winograd::{self, TileSize, WinogradWeights};
 use super::{depthwise, direct, explicit, pointwise};
 use crate::error::ConvError;
 use crate::gemm::{self, CMatrix, Epilogue, PARALLEL_MIN_FLOPS, PanelSource, Parallelism, PrepackedSource};
@@ -34,11 +34,14 @@ pub(crate) fn prefers_direct(isa: Isa, algorithm: Algorithm, c_in_per_group: usi
 pub(crate) fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) -> Algorithm {
     let depthwise = weights.direct.is_some() && depthwise::applies(geo);
     match asked {
+        Algorithm::Auto | Algorithm::Winograd if weights.winograd.is_some() => Algorithm::Winograd,
         Algorithm::Auto | Algorithm::Depthwise if depthwise => Algorithm::Depthwise,
         Algorithm::Auto | Algorithm::Direct if weights.packed_nr.is_some() => Algorithm::Direct,
         Algorithm::Auto | Algorithm::Pointwise if pointwise::applies(geo) => Algorithm::Pointwise,
         _ if !geo.is_compact() => Algorithm::Im2col,
-        Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise | Algorithm::Direct => Algorithm::Implicit,
+        Algorithm::Auto | Algorithm::Pointwise | Algorithm::Depthwise | Algorithm::Direct | Algorithm::Winograd => {
+            Algorithm::Implicit
+        }
         other => other,
     }
 }
@@ -46,6 +49,7 @@ pub(crate) fn choose(geo: &ConvGeometry, asked: Algorithm, weights: &Weights) ->
 /// The kernel a call runs, as [`crate::Conv2dPlan::kernel_name`] reports it.
 pub(crate) fn kernel_name(geo: &ConvGeometry, options: &ConvOptions, weights: &Weights) -> &'static str {
     match choose(geo, options.algorithm, weights) {
+        Algorithm::Winograd => weights.winograd.map_or("", |(_, tile)| tile.kernel_name()),
         Algorithm::Depthwise => depthwise::kernel_name(options.isa, geo),
         Algorithm::Pointwise if geo.out_pixels() <= gemm::NARROW_N => gemm::narrow_kernel_name(options.isa),
         _ => options.isa.kernel_name(),
@@ -60,7 +64,22 @@ pub(crate) struct Weights<'a> {
     pub packed_nr: Option<&'a [PrepackedSource]>,
     /// As given (OIHW, flipped if asked), when each group has one input channel.
     pub direct: Option<&'a [f32]>,
+    /// Winograd's transformed filters and the tile size for this input,
+    /// when the plan runs Winograd on it.
+    pub winograd: Option<(&'a WinogradWeights, TileSize)>,
 }
+
+/// Whether `Algorithm::Auto` under `Precision::Relaxed` takes Winograd for
+/// a 3×3 stride-1 layer with `cg` input and `og` output channels per group
+/// and an output plane of `h_out × w_out`: the GEMMs then have enough
+/// channels to run near the peak and the plane enough tiles to fill them
+/// (measured on Zen 4, see BENCHMARKS.md).
+pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
+    cg >= WINOGRAD_MIN_CHANNELS && og >= WINOGRAD_MIN_CHANNELS && h_out * w_out >= 16
+}
+
+/// Fewest channels per group, in and out, for which `Auto` takes Winograd.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.
@@ -93,6 +112,10 @@ pub(crate) fn execute(
         Threads::Pool if total_flops >= JOBS_PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
         _ => 1,
     };
+    if let (Algorithm::Winograd, Some((w, tile))) = (algorithm, weights.winograd) {
+        winograd::run(options.isa, geo, w, tile, input, bias, options.activation, threads, output);
+        return;
+    }
     let image_len = geo.c_in * geo.h_in * geo.w_in;
     if let (Algorithm::Depthwise, Some(lanes)) = (algorithm, depthwise::channel_block(options.isa, geo)) {
         // Channel multiplier 1: blocks of `lanes` channels per image.
@@ -191,20 +214,6 @@ const DIRECT_MIN_K: usize = 128;
 /// GEMM's split (`PARALLEL_MIN_FLOPS`): at ~30 GFLOP/s, 1 MFLOP is ~33 µs of
 /// work against a rayon fork-join of a few µs.
 const JOBS_PARALLEL_MIN_FLOPS: f64 = 1.0e6;
-
-thread_local! {
-    /// Per-thread scratch of the convolution paths (the explicit im2col
-    /// matrix, the padded plane of the direct path), reused across calls.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch vector (or a fresh one if it is in use).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => f(&mut v),
-        Err(_) => f(&mut Vec::new()),
-    })
-}
 
 /// `out (m × n) = A · B + bias`, then the activation, for one (image, group).
 #[allow(clippy::too_many_arguments)]

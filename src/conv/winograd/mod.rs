@@ -1,0 +1,438 @@
+//! Winograd convolution F(m×m, 3×3) for 3×3 kernels with stride 1 and
+//! dilation 1 (`transform.rs` holds the three transforms).
+//!
+//! Per (image, group), the output is cut into `m × m` tiles and the tiles
+//! into blocks small enough that a block's transformed inputs `V` and sums
+//! `M` stay within a few MiB (about the L2 cache), whatever the image size:
+//!
+//! 1. input transform: each tile's `alpha × alpha` input window of each
+//!    channel becomes `V[ξ][c][t]` (`ξ` one of the `alpha²` positions);
+//! 2. `alpha²` GEMMs through the crate's engine: `M[ξ] = U[ξ] · V[ξ]`,
+//!    `c_out × c_in` filters (transformed and packed once per plan) by
+//!    `c_in × tiles`; each sum over channels in the engine's fixed order;
+//! 3. output transform, bias and activation fused: `M[·][o][t]` becomes the
+//!    tile's `m × m` outputs of channel `o`.
+//!
+//! Every output is computed by one tile and each tile's arithmetic depends
+//! on nothing else, so blocks run on any thread in any order with the same
+//! bits.
+
+mod transform;
+
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use transform::LANES;
+pub(crate) use transform::{F2, F4, F6, Tile};
+
+use super::scratch::with_scratch;
+use crate::activation::Activation;
+use crate::gemm::{self, CMatrix, Epilogue, Panels, Parallelism, PrepackedSource, StridedSource};
+use crate::geometry::ConvGeometry;
+use crate::isa::Isa;
+use crate::simd::{self, Lanes, WithLanes};
+
+/// Whether Winograd F(m×m, 3×3) computes this convolution: 3×3 kernels,
+/// stride 1, dilation 1 (any padding, groups, batch and plane).
+pub(crate) fn applies(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> bool {
+    kernel == [3, 3] && stride == [1, 1] && dilation == [1, 1]
+}
+
+/// What [`applies`] asks, as the error of a forced call says it.
+pub(crate) const REQUIREMENT: &str = "3×3 kernels, stride 1 and dilation 1";
+
+/// The tile sizes, by output pixels a side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileSize {
+    F2,
+    F4,
+    F6,
+}
+
+impl TileSize {
+    const ALL: [TileSize; 3] = [TileSize::F2, TileSize::F4, TileSize::F6];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The tile size for an output plane of `h_out × w_out` (measured on
+    /// Zen 4, see BENCHMARKS.md): F(2×2) where the plane is too small for
+    /// larger tiles to be mostly inside it, F(4×4) else.
+    pub(crate) fn choose(h_out: usize, w_out: usize) -> TileSize {
+        if h_out.min(w_out) < 8 { TileSize::F2 } else { TileSize::F4 }
+    }
+
+    /// The kernel name [`crate::Conv2dPlan::kernel_name`] reports.
+    pub(crate) fn kernel_name(self) -> &'static str {
+        match self {
+            TileSize::F2 => "winograd_f2x2",
+            TileSize::F4 => "winograd_f4x4",
+            TileSize::F6 => "winograd_f6x6",
+        }
+    }
+}
+
+/// A plan's transformed filters: for each tile size used so far, per
+/// group, per position `ξ`, `U[ξ]ᵀ` (`c_in/groups × c_out/groups`) packed in
+/// the kernel's A panels. Built on first need for each tile size.
+pub(crate) struct WinogradWeights {
+    /// The (flipped if asked) OIHW weights the transforms start from.
+    weight: Vec<f32>,
+    shape: [usize; 4],
+    groups: usize,
+    isa: Isa,
+    packed: [OnceLock<Vec<PrepackedSource>>; 3],
+}
+
+impl WinogradWeights {
+    pub(crate) fn new(weight: &[f32], shape: [usize; 4], groups: usize, isa: Isa) -> Self {
+        WinogradWeights { weight: weight.to_vec(), shape, groups, isa, packed: Default::default() }
+    }
+
+    /// The packed `U` of `tile`: `[group · alpha² + ξ]`.
+    fn packed(&self, tile: TileSize) -> &[PrepackedSource] {
+        self.packed[tile.index()].get_or_init(|| match tile {
+            TileSize::F2 => self.transform::<F2>(),
+            TileSize::F4 => self.transform::<F4>(),
+            TileSize::F6 => self.transform::<F6>(),
+        })
+    }
+
+    fn transform<T: Tile>(&self) -> Vec<PrepackedSource> {
+        let [c_out, cg, _, _] = self.shape;
+        let og = c_out / self.groups.max(1);
+        let a2 = T::ALPHA * T::ALPHA;
+        let mut out = Vec::with_capacity(self.groups * a2);
+        // u[ξ][o][c] for one group.
+        let mut u = vec![0.0f32; a2 * og * cg];
+        let mut tile = [0.0f32; 64];
+        for g in 0..self.groups {
+            for o in 0..og {
+                for c in 0..cg {
+                    let kernel = &self.weight[((g * og + o) * cg + c) * 9..][..9];
+                    transform::filter::<T>(kernel, &mut tile);
+                    for (xi, &v) in tile[..a2].iter().enumerate() {
+                        u[(xi * og + o) * cg + c] = v;
+                    }
+                }
+            }
+            for xi in 0..a2 {
+                // SAFETY: u[ξ] is og × cg row-major, read as its transpose
+                // (cg × og): element (c, o) at c + o·cg, inside u.
+                let a_t = unsafe { StridedSource::new(u[xi * og * cg..].as_ptr(), 1, cg as isize) };
+                let packed = gemm::prepack(self.isa, &a_t, Panels::A, cg, og);
+                out.push(packed.expect("the plan's ISA was checked when it was built"));
+            }
+        }
+        out
+    }
+}
+
+/// An output pointer shared by the blocks of one call, each writing only
+/// its own tiles' pixels.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: blocks write disjoint pixels (each output belongs to one tile,
+// each tile to one block) and the call waits for every block.
+unsafe impl Send for OutPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer `offset` floats further (a method, so closures capture
+    /// the whole `OutPtr`, which is `Sync`, not its raw field).
+    ///
+    /// # Safety
+    /// As for `pointer::add`.
+    unsafe fn add(self, offset: usize) -> OutPtr {
+        // SAFETY: the caller's.
+        OutPtr(unsafe { self.0.add(offset) })
+    }
+}
+
+/// The whole convolution (every image and group) by Winograd on `isa`'s
+/// GEMM kernel, tiles of `tile`. `output` is written whole; arguments are
+/// validated and [`applies`] holds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    isa: Isa,
+    geo: &ConvGeometry,
+    weights: &WinogradWeights,
+    tile: TileSize,
+    input: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    threads: usize,
+    output: &mut [f32],
+) {
+    match tile {
+        TileSize::F2 => run_tiles::<F2>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
+        TileSize::F4 => run_tiles::<F4>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
+        TileSize::F6 => run_tiles::<F6>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
+    }
+}
+
+/// Bytes of `V` and `M` a block aims at: about the L2 cache (at least
+/// 512 KiB, at most 4 MiB), so the GEMMs read `V` and the output transform
+/// reads `M` from cache.
+fn block_budget() -> usize {
+    gemm::cache_sizes().l2.clamp(512 << 10, 4 << 20)
+}
+
+/// Tiles per block for `cg` input and `og` output channels: as many
+/// multiples of [`LANES`] as the budget holds (at least one), no more than
+/// the plane has.
+fn block_tiles(alpha: usize, cg: usize, og: usize, tiles: usize) -> usize {
+    let per_tile = alpha * alpha * (cg + og) * 4;
+    let fit = (block_budget() / per_tile.max(1)) / LANES * LANES;
+    fit.clamp(LANES, 512).min(tiles.div_ceil(LANES) * LANES)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_tiles<T: Tile>(
+    isa: Isa,
+    geo: &ConvGeometry,
+    packed: &[PrepackedSource],
+    input: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    threads: usize,
+    output: &mut [f32],
+) {
+    let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
+    let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
+    let tiles = tiles_h * tiles_w;
+    let nt = block_tiles(T::ALPHA, cg, og, tiles);
+    let blocks = tiles.div_ceil(nt);
+    let jobs = geo.batch * geo.groups * blocks;
+    let out = OutPtr(output.as_mut_ptr());
+    let job = |index: usize, par: Parallelism, scratch: &mut Vec<f32>| {
+        let (image_group, block) = (index / blocks, index % blocks);
+        let (image, group) = (image_group / geo.groups, image_group % geo.groups);
+        let plane_in = geo.h_in * geo.w_in;
+        let plane_out = geo.h_out * geo.w_out;
+        let channels = &input[(image * geo.c_in + group * cg) * plane_in..][..cg * plane_in];
+        let t0 = block * nt;
+        let block = Block { geo, tiles_w, t0, count: nt.min(tiles - t0), stride: nt, cg, og };
+        let a2 = T::ALPHA * T::ALPHA;
+        let (v_len, m_len) = (a2 * cg * nt, a2 * og * nt);
+        if scratch.len() < v_len + m_len {
+            scratch.resize(v_len + m_len, 0.0);
+        }
+        let (v, m) = scratch.split_at_mut(v_len);
+        let done = simd::dispatch(isa, InputTransform::<T> { block: &block, channels, v, tile: PhantomData });
+        debug_assert!(done.is_ok());
+        let packed = &packed[group * a2..][..a2];
+        for (xi, a_t) in packed.iter().enumerate() {
+            // SAFETY: V[ξ] is cg × count with row stride nt, inside `v`.
+            let b = unsafe { StridedSource::new(v[xi * cg * nt..].as_ptr(), nt as isize, 1) };
+            let c = CMatrix { ptr: m[xi * og * nt..].as_mut_ptr(), rs: nt as isize, cs: 1 };
+            let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
+            // SAFETY: C is og × count with row stride nt, inside `m`; A and B
+            // cover their extents.
+            let done = unsafe { gemm::gemm(isa, og, block.count, cg, a_t, &b, c, &epi, par) };
+            debug_assert!(done.is_ok());
+        }
+        let bias = bias.map(|b| &b[group * og..][..og]);
+        // SAFETY: the plane of this (image, group)'s first output channel;
+        // the block writes only its own tiles' pixels of its og planes.
+        let out_planes = unsafe { out.add((image * geo.c_out + group * og) * plane_out) };
+        let done = simd::dispatch(
+            isa,
+            OutputTransform::<T> { block: &block, m, bias, act, out: out_planes, tile: PhantomData },
+        );
+        debug_assert!(done.is_ok());
+    };
+    if threads > 1 && jobs >= threads {
+        (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, Parallelism::Serial, s)));
+    } else {
+        let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
+        with_scratch(|s| (0..jobs).for_each(|index| job(index, par, s)));
+    }
+}
+
+/// One block of tiles of one (image, group).
+struct Block<'a> {
+    geo: &'a ConvGeometry,
+    tiles_w: usize,
+    /// The first tile (row-major over the tiles of the plane) and how many.
+    t0: usize,
+    count: usize,
+    /// Row stride of `V[ξ]` and `M[ξ]`: the block's capacity in tiles.
+    stride: usize,
+    cg: usize,
+    og: usize,
+}
+
+/// Step 1 on the lanes: the block's input windows of every channel to `V`.
+struct InputTransform<'a, T> {
+    block: &'a Block<'a>,
+    channels: &'a [f32],
+    v: &'a mut [f32],
+    tile: PhantomData<T>,
+}
+
+impl<T: Tile> WithLanes for InputTransform<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        input_block::<T>(self.block, self.channels, self.v)
+    }
+}
+
+#[inline(always)]
+fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
+    let g = b.geo;
+    let (a, m) = (T::ALPHA, T::M);
+    let (h, w) = (g.h_in as isize, g.w_in as isize);
+    let plane = g.h_in * g.w_in;
+    let mut d = [[0.0f32; LANES]; 64];
+    let mut vt = [[0.0f32; LANES]; 64];
+    for q in (0..b.count).step_by(LANES) {
+        let lanes = LANES.min(b.count - q);
+        // Each lane's window corner (padding applied).
+        let mut corner = [(0isize, 0isize); LANES];
+        for (l, c) in corner.iter_mut().enumerate().take(lanes) {
+            let t = b.t0 + q + l;
+            *c = (
+                ((t / b.tiles_w) * m) as isize - g.pad_top as isize,
+                ((t % b.tiles_w) * m) as isize - g.pad_left as isize,
+            );
+        }
+        let inside =
+            corner[..lanes].iter().all(|&(y, x)| y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w);
+        for c in 0..b.cg {
+            let x = &channels[c * plane..][..plane];
+            if inside && lanes == LANES {
+                for (l, &(y0, x0)) in corner.iter().enumerate() {
+                    let base = y0 as usize * g.w_in + x0 as usize;
+                    for r in 0..a {
+                        let src = &x[base + r * g.w_in..][..a];
+                        for (col, &value) in src.iter().enumerate() {
+                            d[r * a + col][l] = value;
+                        }
+                    }
+                }
+            } else {
+                for (l, &(y0, x0)) in corner.iter().enumerate() {
+                    for r in 0..a {
+                        for col in 0..a {
+                            let (y, xx) = (y0 + r as isize, x0 + col as isize);
+                            let inside = l < lanes && y >= 0 && y < h && xx >= 0 && xx < w;
+                            d[r * a + col][l] = if inside { x[y as usize * g.w_in + xx as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+            transform::input::<T>(&d, &mut vt);
+            for (xi, lanes_v) in vt.iter().enumerate().take(a * a) {
+                let dst = &mut v[(xi * b.cg + c) * b.stride + q..][..LANES.min(b.stride - q)];
+                dst.copy_from_slice(&lanes_v[..dst.len()]);
+            }
+        }
+    }
+}
+
+/// Step 3 on the lanes: `M` to the block's output tiles, bias and
+/// activation applied.
+struct OutputTransform<'a, T> {
+    block: &'a Block<'a>,
+    m: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    out: OutPtr,
+    tile: PhantomData<T>,
+}
+
+impl<T: Tile> WithLanes for OutputTransform<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        output_block::<T>(self.block, self.m, self.bias, self.act, self.out)
+    }
+}
+
+#[inline(always)]
+fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activation, out: OutPtr) {
+    let g = b.geo;
+    let (a, m) = (T::ALPHA, T::M);
+    let plane = g.h_out * g.w_out;
+    let mut sums = [[0.0f32; LANES]; 64];
+    let mut y = [[0.0f32; LANES]; 36];
+    for q in (0..b.count).step_by(LANES) {
+        let lanes = LANES.min(b.count - q);
+        for o in 0..b.og {
+            for (xi, s) in sums.iter_mut().enumerate().take(a * a) {
+                let src = &mm[(xi * b.og + o) * b.stride + q..][..lanes];
+                s[..lanes].copy_from_slice(src);
+            }
+            transform::output::<T>(&sums, &mut y);
+            for l in 0..lanes {
+                let t = b.t0 + q + l;
+                let (oy0, ox0) = ((t / b.tiles_w) * m, (t % b.tiles_w) * m);
+                let rows = m.min(g.h_out - oy0);
+                let cols = m.min(g.w_out - ox0);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let mut value = y[r * m + c][l];
+                        if let Some(bias) = bias {
+                            value += bias[o];
+                        }
+                        // SAFETY: (o, oy0 + r, ox0 + c) is inside the group's
+                        // output planes, and only this tile writes it.
+                        unsafe { *out.0.add(o * plane + (oy0 + r) * g.w_out + ox0 + c) = act.apply(value) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::ConvParams;
+    use crate::reference::conv2d_direct;
+    use crate::testing::{bits, values};
+
+    /// Every tile size on every path against the f64 reference (within
+    /// `1e-5 · Σ|w·x|`), and bit-identical across paths and thread counts;
+    /// shapes with partial tiles, asymmetric padding, groups and a batch.
+    #[test]
+    fn every_tile_size_matches_reference_and_its_own_bits() {
+        let cases = [
+            ([2, 6, 13, 11], [8, 3, 3, 3], [1, 0, 2, 1], 2),
+            ([1, 20, 17, 19], [24, 20, 3, 3], [1, 1, 1, 1], 1),
+            ([1, 3, 5, 4], [2, 3, 3, 3], [0, 2, 0, 3], 1),
+            ([1, 2, 3, 3], [1, 2, 3, 3], [0, 0, 0, 0], 1),
+        ];
+        for (input_shape, weight_shape, padding, groups) in cases {
+            let params = ConvParams { padding, groups, ..ConvParams::default() };
+            let geo = ConvGeometry::new(input_shape, weight_shape, &params).unwrap();
+            let x = values(geo.input_len(), 3);
+            let w = values(geo.weight_len(), 4);
+            let b = values(weight_shape[0], 5);
+            let reference = conv2d_direct(&x, input_shape, &w, weight_shape, Some(&b), &params).unwrap();
+            for tile in TileSize::ALL {
+                let mut first: Option<Vec<u32>> = None;
+                for isa in Isa::available().into_iter().filter(|&i| i != Isa::PortableUnfused) {
+                    let weights = WinogradWeights::new(&w, weight_shape, groups, isa);
+                    for threads in [1, 2] {
+                        let mut out = vec![f32::NAN; geo.output_len()];
+                        run(isa, &geo, &weights, tile, &x, Some(&b), Activation::None, threads, &mut out);
+                        if let Some((i, want, got)) = reference.first_mismatch(&out, 1e-5) {
+                            panic!("{tile:?} {isa:?} {input_shape:?}: element {i} is {got}, reference {want}");
+                        }
+                        match &first {
+                            None => first = Some(bits(&out)),
+                            Some(f) => assert_eq!(f, &bits(&out), "{tile:?} {isa:?} threads {threads}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
