@@ -116,3 +116,71 @@ impl ConvProblem {
         )
     }
 }
+
+/// Winograd with a chosen tile size, for the tile-size measurements and the
+/// tests of each size (`Conv2dPlan` picks the size itself).
+pub struct WinogradTiles {
+    weights: crate::conv::winograd::WinogradWeights,
+    weight_shape: [usize; 4],
+    params: ConvParams,
+    bias: Option<Vec<f32>>,
+    isa: crate::Isa,
+    tile: crate::conv::winograd::TileSize,
+}
+
+impl WinogradTiles {
+    /// Tiles of `m × m` outputs, `m` one of 2, 4, 6; `None` for another `m`
+    /// or where Winograd does not apply.
+    pub fn new(
+        m: usize,
+        isa: crate::Isa,
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        params: &ConvParams,
+    ) -> Option<Self> {
+        use crate::conv::winograd::{self, TileSize, WinogradWeights};
+        let tile = match m {
+            2 => TileSize::F2,
+            4 => TileSize::F4,
+            6 => TileSize::F6,
+            _ => return None,
+        };
+        let applies = winograd::applies([weight_shape[2], weight_shape[3]], params.stride, params.dilation);
+        (applies && isa.is_available() && !params.flip).then(|| WinogradTiles {
+            weights: WinogradWeights::new(weight, weight_shape, params.groups, isa),
+            weight_shape,
+            params: *params,
+            bias: bias.map(<[f32]>::to_vec),
+            isa,
+            tile,
+        })
+    }
+
+    /// The convolution of `input` into `output` on `threads` threads of the
+    /// current pool (1: the calling thread).
+    pub fn run(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        threads: usize,
+        output: &mut [f32],
+    ) -> Result<(), ConvError> {
+        let geo = crate::geometry::ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
+        crate::check::check_len("input", input.len(), geo.input_len())?;
+        crate::check::check_len("output", output.len(), geo.output_len())?;
+        let act = crate::Activation::None;
+        crate::conv::winograd::run(
+            self.isa,
+            &geo,
+            &self.weights,
+            self.tile,
+            input,
+            self.bias.as_deref(),
+            act,
+            threads,
+            output,
+        );
+        Ok(())
+    }
+}

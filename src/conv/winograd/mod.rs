@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use transform::LANES;
+use transform::{Block36, Block64, LANES};
 pub(crate) use transform::{F2, F4, F6, Tile};
 
 use super::scratch::with_scratch;
@@ -52,6 +52,7 @@ pub(crate) enum TileSize {
 }
 
 impl TileSize {
+    #[cfg(test)]
     const ALL: [TileSize; 3] = [TileSize::F2, TileSize::F4, TileSize::F6];
 
     fn index(self) -> usize {
@@ -183,13 +184,20 @@ fn block_budget() -> usize {
 }
 
 /// Tiles per block for `cg` input and `og` output channels: as many
-/// multiples of [`LANES`] as the budget holds (at least one), no more than
-/// the plane has.
+/// multiples of [`LANES`] as the budget holds, at least
+/// [`MIN_BLOCK_TILES`] and at most 256, no more than the plane has.
 fn block_tiles(alpha: usize, cg: usize, og: usize, tiles: usize) -> usize {
     let per_tile = alpha * alpha * (cg + og) * 4;
     let fit = (block_budget() / per_tile.max(1)) / LANES * LANES;
-    fit.clamp(LANES, 512).min(tiles.div_ceil(LANES) * LANES)
+    fit.clamp(MIN_BLOCK_TILES, 256).min(tiles.div_ceil(LANES) * LANES)
 }
+
+/// The fewest tiles a block takes, whatever the budget: the GEMMs' N, two
+/// panels of the widest kernel (AVX-512's 32 columns), so each `U[ξ]`
+/// streamed from L2 or L3 serves 64 columns. Measured on Zen 4 (256→256
+/// channels on 56×56, 1 thread): blocks of 16 tiles 38 ms, 32 about 16 ms,
+/// 64 to 256 within the noise of each other.
+const MIN_BLOCK_TILES: usize = 64;
 
 #[allow(clippy::too_many_arguments)]
 fn run_tiles<T: Tile>(
@@ -216,9 +224,19 @@ fn run_tiles<T: Tile>(
         let plane_out = geo.h_out * geo.w_out;
         let channels = &input[(image * geo.c_in + group * cg) * plane_in..][..cg * plane_in];
         let t0 = block * nt;
-        let block = Block { geo, tiles_w, t0, count: nt.min(tiles - t0), stride: nt, cg, og };
+        let block = Block {
+            geo,
+            tiles_w,
+            t0,
+            count: nt.min(tiles - t0),
+            stride: nt,
+            cg,
+            og,
+            v_plane: cg * nt + PLANE_PAD,
+            m_plane: og * nt + PLANE_PAD,
+        };
         let a2 = T::ALPHA * T::ALPHA;
-        let (v_len, m_len) = (a2 * cg * nt, a2 * og * nt);
+        let (v_len, m_len) = (a2 * block.v_plane, a2 * block.m_plane);
         if scratch.len() < v_len + m_len {
             scratch.resize(v_len + m_len, 0.0);
         }
@@ -227,9 +245,9 @@ fn run_tiles<T: Tile>(
         debug_assert!(done.is_ok());
         let packed = &packed[group * a2..][..a2];
         for (xi, a_t) in packed.iter().enumerate() {
-            // SAFETY: V[ξ] is cg × count with row stride nt, inside `v`.
-            let b = unsafe { StridedSource::new(v[xi * cg * nt..].as_ptr(), nt as isize, 1) };
-            let c = CMatrix { ptr: m[xi * og * nt..].as_mut_ptr(), rs: nt as isize, cs: 1 };
+            // SAFETY: V[ξ] is cg × count with row stride a2·nt, inside `v`.
+            let b = unsafe { StridedSource::new(v[xi * block.v_plane..].as_ptr(), nt as isize, 1) };
+            let c = CMatrix { ptr: m[xi * block.m_plane..].as_mut_ptr(), rs: nt as isize, cs: 1 };
             let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
             // SAFETY: C is og × count with row stride nt, inside `m`; A and B
             // cover their extents.
@@ -261,11 +279,21 @@ struct Block<'a> {
     /// The first tile (row-major over the tiles of the plane) and how many.
     t0: usize,
     count: usize,
-    /// Row stride of `V[ξ]` and `M[ξ]`: the block's capacity in tiles.
+    /// The block's capacity in tiles (a multiple of [`LANES`]): `V[ξ][c]`
+    /// and `M[ξ][o]` are rows of this many floats.
     stride: usize,
     cg: usize,
     og: usize,
+    /// Floats from `V[ξ]` to `V[ξ+1]` (`cg` rows of `stride`, plus
+    /// [`PLANE_PAD`]) and likewise for `M`.
+    v_plane: usize,
+    m_plane: usize,
 }
+
+/// Floats between the planes of `V` and `M` past their rows: without it
+/// the planes lie a power of two apart for power-of-two channel counts, so
+/// the transforms' `alpha²` streams (one per plane) share the same L1 sets.
+const PLANE_PAD: usize = 16;
 
 /// Step 1 on the lanes: the block's input windows of every channel to `V`.
 struct InputTransform<'a, T> {
@@ -289,8 +317,8 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
     let (a, m) = (T::ALPHA, T::M);
     let (h, w) = (g.h_in as isize, g.w_in as isize);
     let plane = g.h_in * g.w_in;
-    let mut d = [[0.0f32; LANES]; 64];
-    let mut vt = [[0.0f32; LANES]; 64];
+    let mut d: Block64 = [[0.0; LANES]; 64];
+    let mut vt: Block64 = [[0.0; LANES]; 64];
     for q in (0..b.count).step_by(LANES) {
         let lanes = LANES.min(b.count - q);
         // Each lane's window corner (padding applied).
@@ -302,35 +330,43 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
                 ((t % b.tiles_w) * m) as isize - g.pad_left as isize,
             );
         }
-        let inside =
-            corner[..lanes].iter().all(|&(y, x)| y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w);
+        // Lanes whose window lies inside the image copy whole rows; the
+        // others (at the borders, in the padding, past `count`) test each pixel.
+        let mut inside = [false; LANES];
+        for (l, &(y, x)) in corner.iter().enumerate().take(lanes) {
+            inside[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w;
+        }
         for c in 0..b.cg {
             let x = &channels[c * plane..][..plane];
-            if inside && lanes == LANES {
-                for (l, &(y0, x0)) in corner.iter().enumerate() {
+            // Each lane's window into `d` (scalar stores into memory: lane
+            // inserts into vector registers cost more), then the transform
+            // on whole vectors into the channel's `alpha²` rows of V.
+            for (l, &(y0, x0)) in corner.iter().enumerate() {
+                if inside[l] {
                     let base = y0 as usize * g.w_in + x0 as usize;
                     for r in 0..a {
                         let src = &x[base + r * g.w_in..][..a];
-                        for (col, &value) in src.iter().enumerate() {
-                            d[r * a + col][l] = value;
+                        for col in 0..a {
+                            d[r * 8 + col][l] = src[col];
                         }
                     }
-                }
-            } else {
-                for (l, &(y0, x0)) in corner.iter().enumerate() {
+                } else {
                     for r in 0..a {
                         for col in 0..a {
                             let (y, xx) = (y0 + r as isize, x0 + col as isize);
-                            let inside = l < lanes && y >= 0 && y < h && xx >= 0 && xx < w;
-                            d[r * a + col][l] = if inside { x[y as usize * g.w_in + xx as usize] } else { 0.0 };
+                            let real = l < lanes && y >= 0 && y < h && xx >= 0 && xx < w;
+                            d[r * 8 + col][l] = if real { x[y as usize * g.w_in + xx as usize] } else { 0.0 };
                         }
                     }
                 }
             }
             transform::input::<T>(&d, &mut vt);
-            for (xi, lanes_v) in vt.iter().enumerate().take(a * a) {
-                let dst = &mut v[(xi * b.cg + c) * b.stride + q..][..LANES.min(b.stride - q)];
-                dst.copy_from_slice(&lanes_v[..dst.len()]);
+            for i in 0..a {
+                for j in 0..a {
+                    let dst: &mut [f32; LANES] =
+                        (&mut v[(i * a + j) * b.v_plane + c * b.stride + q..][..LANES]).try_into().expect("16");
+                    *dst = vt[i * 8 + j];
+                }
             }
         }
     }
@@ -360,14 +396,17 @@ fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activ
     let g = b.geo;
     let (a, m) = (T::ALPHA, T::M);
     let plane = g.h_out * g.w_out;
-    let mut sums = [[0.0f32; LANES]; 64];
-    let mut y = [[0.0f32; LANES]; 36];
+    let mut sums: Block64 = [[0.0; LANES]; 64];
+    let mut y: Block36 = [[0.0; LANES]; 36];
     for q in (0..b.count).step_by(LANES) {
         let lanes = LANES.min(b.count - q);
         for o in 0..b.og {
-            for (xi, s) in sums.iter_mut().enumerate().take(a * a) {
-                let src = &mm[(xi * b.og + o) * b.stride + q..][..lanes];
-                s[..lanes].copy_from_slice(src);
+            // `stride` is a multiple of LANES: whole vectors (lanes past
+            // `count` hold what the GEMM left there, and are not stored).
+            for i in 0..a {
+                for j in 0..a {
+                    sums[i * 8 + j] = mm[(i * a + j) * b.m_plane + o * b.stride + q..][..LANES].try_into().expect("16");
+                }
             }
             transform::output::<T>(&sums, &mut y);
             for l in 0..lanes {
@@ -377,7 +416,7 @@ fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activ
                 let cols = m.min(g.w_out - ox0);
                 for r in 0..rows {
                     for c in 0..cols {
-                        let mut value = y[r * m + c][l];
+                        let mut value = y[r * 6 + c][l];
                         if let Some(bias) = bias {
                             value += bias[o];
                         }

@@ -21,24 +21,34 @@
 /// Tiles transformed at once, one per lane.
 pub(crate) const LANES: usize = 16;
 
-/// One value for each of [`LANES`] tiles.
-pub(crate) type Lanes16 = [f32; LANES];
+/// Values of up to 8×8 positions for [`LANES`] tiles: `[r·8 + c][lane]`.
+pub(crate) type Block64 = [[f32; LANES]; 64];
+
+/// Values of up to 6×6 output positions for [`LANES`] tiles: `[r·6 + c][lane]`.
+pub(crate) type Block36 = [[f32; LANES]; 36];
 
 /// A tile size of F(m×m, 3×3). The matrices sit in the top-left corner of
 /// 8×8 arrays (the largest `alpha`); only `alpha` rows and columns are read.
+/// `BT` and `AT` are what the tests check [`Tile::input_1d`] and
+/// [`Tile::output_1d`] against: those apply them in straight-line code
+/// with shared partial sums, in a fixed order.
 pub(crate) trait Tile: Copy + Send + Sync + 'static {
     /// Output pixels a side.
     const M: usize;
     /// Input pixels a side, `M + 2`.
     const ALPHA: usize;
     /// `Bᵀ`, `alpha × alpha`.
+    #[cfg_attr(not(test), allow(dead_code))]
     const BT: [[f32; 8]; 8];
     /// `Aᵀ`, `M × alpha`.
+    #[cfg_attr(not(test), allow(dead_code))]
     const AT: [[f32; 8]; 6];
     /// `G`, `alpha × 3`.
     const G: [[f64; 3]; 8];
-    /// How kernel names spell it, e.g. `"f4x4"`.
-    const NAME: &'static str;
+    /// `Bᵀ·x` for the first `alpha` entries of `x`.
+    fn input_1d(x: [f32; 8]) -> [f32; 8];
+    /// `Aᵀ·x` (`M` entries) for the first `alpha` entries of `x`.
+    fn output_1d(x: [f32; 8]) -> [f32; 6];
 }
 
 /// F(2×2, 3×3): 16 products for 4 outputs (44 % of the direct sum's).
@@ -53,9 +63,11 @@ pub(crate) struct F4;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct F6;
 
+#[cfg_attr(not(test), allow(dead_code))]
 const Z8: [f32; 8] = [0.0; 8];
 
 /// Pads a row of `N` coefficients to 8.
+#[cfg_attr(not(test), allow(dead_code))]
 const fn row<const N: usize>(r: [f32; N]) -> [f32; 8] {
     let mut out = [0.0; 8];
     let mut i = 0;
@@ -82,7 +94,18 @@ impl Tile for F2 {
     const AT: [[f32; 8]; 6] = [row([1.0, 1.0, 1.0, 0.0]), row([0.0, 1.0, -1.0, 1.0]), Z8, Z8, Z8, Z8];
     const G: [[f64; 3]; 8] =
         [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0], [0.0; 3], [0.0; 3], [0.0; 3], [0.0; 3]];
-    const NAME: &'static str = "f2x2";
+
+    #[inline(always)]
+    fn input_1d(d: [f32; 8]) -> [f32; 8] {
+        let z = 0.0;
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[3] - d[1], z, z, z, z]
+    }
+
+    #[inline(always)]
+    fn output_1d(m: [f32; 8]) -> [f32; 6] {
+        let z = 0.0;
+        [m[0] + m[1] + m[2], m[1] - m[2] + m[3], z, z, z, z]
+    }
 }
 
 impl Tile for F4 {
@@ -116,7 +139,22 @@ impl Tile for F4 {
         [0.0; 3],
         [0.0; 3],
     ];
-    const NAME: &'static str = "f4x4";
+
+    #[inline(always)]
+    fn input_1d(d: [f32; 8]) -> [f32; 8] {
+        let (t0, t1) = (d[4] - 4.0 * d[2], d[3] - 4.0 * d[1]);
+        let (t2, t3) = (d[4] - d[2], 2.0 * (d[3] - d[1]));
+        let z = 0.0;
+        [4.0 * d[0] - 5.0 * d[2] + d[4], t0 + t1, t0 - t1, t2 + t3, t2 - t3, 4.0 * d[1] - 5.0 * d[3] + d[5], z, z]
+    }
+
+    #[inline(always)]
+    fn output_1d(m: [f32; 8]) -> [f32; 6] {
+        let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+        let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+        let z = 0.0;
+        [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5], z, z]
+    }
 }
 
 impl Tile for F6 {
@@ -150,7 +188,38 @@ impl Tile for F6 {
         [32.0 / 45.0, -16.0 / 45.0, 8.0 / 45.0],
         [0.0, 0.0, 1.0],
     ];
-    const NAME: &'static str = "f6x6";
+
+    #[inline(always)]
+    fn input_1d(d: [f32; 8]) -> [f32; 8] {
+        let (e1, o1) = (d[2] + d[6] - 4.25 * d[4], d[1] + d[5] - 4.25 * d[3]);
+        let (e3, o3) = (0.25 * d[2] - 1.25 * d[4] + d[6], 0.5 * d[1] - 2.5 * d[3] + 2.0 * d[5]);
+        let (e5, o5) = (4.0 * d[2] - 5.0 * d[4] + d[6], 2.0 * d[1] - 2.5 * d[3] + 0.5 * d[5]);
+        [
+            d[0] - d[6] + 5.25 * (d[4] - d[2]),
+            e1 + o1,
+            e1 - o1,
+            e3 + o3,
+            e3 - o3,
+            e5 + o5,
+            e5 - o5,
+            d[7] - d[1] + 5.25 * (d[3] - d[5]),
+        ]
+    }
+
+    #[inline(always)]
+    fn output_1d(m: [f32; 8]) -> [f32; 6] {
+        let (a, b) = (m[1] + m[2], m[1] - m[2]);
+        let (c, d) = (m[3] + m[4], m[3] - m[4]);
+        let (e, f) = (m[5] + m[6], m[5] - m[6]);
+        [
+            m[0] + a + c + e,
+            b + 2.0 * d + 0.5 * f,
+            a + 4.0 * c + 0.25 * e,
+            b + 8.0 * d + 0.125 * f,
+            a + 16.0 * c + 0.0625 * e,
+            b + 32.0 * d + 0.03125 * f + m[7],
+        ]
+    }
 }
 
 /// `U = G·g·Gᵀ` for one 3×3 kernel `g` (row-major), in `f64`, each
@@ -172,71 +241,56 @@ pub(crate) fn filter<T: Tile>(g: &[f32], u: &mut [f32]) {
     }
 }
 
-/// `Σ_i coef[i]·x(i)` over the `n` coefficients that are not zero, in
-/// increasing `i`, on every lane: a product by ±1 is the exact ±x, every
-/// other product is rounded before it is added. Coefficients are
-/// constants, so after inlining the tests on them vanish; where they do
-/// not, they still decide the same way on every path.
+/// `V = Bᵀ·d·B` for [`LANES`] tiles: `d[r·8 + c]` is input row `r`, column
+/// `c` of each tile; element `(i, j)` goes to `v[i·8 + j]`. The loops over
+/// the lanes are innermost with scalar bodies, the shape the compiler
+/// vectorises (one operation per lane, no shuffles).
 #[inline(always)]
-fn combine(coef: &[f32; 8], n: usize, x: impl Fn(usize) -> Lanes16) -> Lanes16 {
-    let mut acc = [0.0f32; LANES];
-    let mut first = true;
-    for (i, &c) in coef.iter().enumerate().take(n) {
-        if c == 0.0 {
-            continue;
-        }
-        let xi = x(i);
-        for l in 0..LANES {
-            let term = if c == 1.0 {
-                xi[l]
-            } else if c == -1.0 {
-                -xi[l]
-            } else {
-                c * xi[l]
-            };
-            acc[l] = if first { term } else { acc[l] + term };
-        }
-        first = false;
-    }
-    acc
-}
-
-/// `V = Bᵀ·d·B` for [`LANES`] tiles: `d[r·alpha + c]` is input row `r`,
-/// column `c` of each tile, `v[i·alpha + j]` receives element `(i, j)`.
-#[inline(always)]
-pub(crate) fn input<T: Tile>(d: &[Lanes16; 64], v: &mut [Lanes16; 64]) {
+pub(crate) fn input<T: Tile>(d: &Block64, v: &mut Block64) {
     let a = T::ALPHA;
-    // Along each row: t[r][j] = Σ_c Bᵀ[j][c]·d[r][c].
+    // Along each row: t[r][j] = (d·B)[r][j].
     let mut t = [[0.0f32; LANES]; 64];
     for r in 0..a {
-        for j in 0..a {
-            t[r * a + j] = combine(&T::BT[j], a, |c| d[r * a + c]);
+        for l in 0..LANES {
+            let y = T::input_1d(std::array::from_fn(|c| d[r * 8 + c][l]));
+            for j in 0..a {
+                t[r * 8 + j][l] = y[j];
+            }
         }
     }
-    // Down each column: v[i][j] = Σ_r Bᵀ[i][r]·t[r][j].
-    for i in 0..a {
-        for j in 0..a {
-            v[i * a + j] = combine(&T::BT[i], a, |r| t[r * a + j]);
+    // Down each column: v[i][j] = (Bᵀ·t)[i][j].
+    for j in 0..a {
+        for l in 0..LANES {
+            let y = T::input_1d(std::array::from_fn(|r| t[r * 8 + j][l]));
+            for i in 0..a {
+                v[i * 8 + j][l] = y[i];
+            }
         }
     }
 }
 
-/// `Y = Aᵀ·M·A` for [`LANES`] tiles: `mm[i·alpha + j]` is element `(i, j)`
-/// of each tile's sums, `y[r·m + c]` receives output row `r`, column `c`.
+/// `Y = Aᵀ·M·A` for [`LANES`] tiles: `mm[i·8 + j]` is element `(i, j)` of
+/// each tile's sums; output row `r`, column `c` goes to `y[r·6 + c]`.
 #[inline(always)]
-pub(crate) fn output<T: Tile>(mm: &[Lanes16; 64], y: &mut [Lanes16; 36]) {
+pub(crate) fn output<T: Tile>(mm: &Block64, y: &mut Block36) {
     let (a, m) = (T::ALPHA, T::M);
-    // Along each row: s[i][c] = Σ_j Aᵀ[c][j]·mm[i][j].
+    // Along each row: s[i][c] = (M·A)[i][c].
     let mut s = [[0.0f32; LANES]; 48];
     for i in 0..a {
-        for c in 0..m {
-            s[i * m + c] = combine(&T::AT[c], a, |j| mm[i * a + j]);
+        for l in 0..LANES {
+            let o = T::output_1d(std::array::from_fn(|j| mm[i * 8 + j][l]));
+            for c in 0..m {
+                s[i * 6 + c][l] = o[c];
+            }
         }
     }
-    // Down each column: y[r][c] = Σ_i Aᵀ[r][i]·s[i][c].
-    for r in 0..m {
-        for c in 0..m {
-            y[r * m + c] = combine(&T::AT[r], a, |i| s[i * m + c]);
+    // Down each column: y[r][c] = (Aᵀ·s)[r][c].
+    for c in 0..m {
+        for l in 0..LANES {
+            let o = T::output_1d(std::array::from_fn(|i| if i < a { s[i * 6 + c][l] } else { 0.0 }));
+            for r in 0..m {
+                y[r * 6 + c][l] = o[r];
+            }
         }
     }
 }
@@ -259,7 +313,7 @@ mod tests {
             for i in 0..T::M {
                 let y: f64 = (0..a).map(|j| f64::from(T::AT[i][j]) * u[j] * v[j]).sum();
                 let want: f64 = (0..3).map(|k| g[k] * d[i + k]).sum();
-                assert!((y - want).abs() <= 1e-9 * (1.0 + want.abs()), "{} row {i}: {y} vs {want}", T::NAME);
+                assert!((y - want).abs() <= 1e-9 * (1.0 + want.abs()), "F({}) row {i}: {y} vs {want}", T::M);
             }
         }
     }
@@ -269,6 +323,30 @@ mod tests {
         identity::<F2>();
         identity::<F4>();
         identity::<F6>();
+    }
+
+    /// The straight-line 1-D transforms are the matrices: each unit vector
+    /// maps to its column, exactly (the coefficients are dyadic).
+    fn formulas<T: Tile>() {
+        for i in 0..T::ALPHA {
+            let mut x = [0.0f32; 8];
+            x[i] = 1.0;
+            let v = T::input_1d(x);
+            let y = T::output_1d(x);
+            for j in 0..T::ALPHA {
+                assert_eq!(v[j], T::BT[j][i], "F({}) Bᵀ[{j}][{i}]", T::M);
+            }
+            for j in 0..T::M {
+                assert_eq!(y[j], T::AT[j][i], "F({}) Aᵀ[{j}][{i}]", T::M);
+            }
+        }
+    }
+
+    #[test]
+    fn straight_line_transforms_are_the_matrices() {
+        formulas::<F2>();
+        formulas::<F4>();
+        formulas::<F6>();
     }
 
     /// The 2-D transforms as the code runs them, on one tile in every lane,
@@ -281,15 +359,13 @@ mod tests {
         filter::<T>(&g, &mut u);
         let mut dl = [[0.0f32; LANES]; 64];
         for (i, x) in d.iter().enumerate() {
-            dl[i] = [*x; LANES];
+            dl[i / a * 8 + i % a] = [*x; LANES];
         }
         let mut v = [[0.0f32; LANES]; 64];
         input::<T>(&dl, &mut v);
         let mut mm = [[0.0f32; LANES]; 64];
         for i in 0..a * a {
-            for l in 0..LANES {
-                mm[i][l] = u[i] * v[i][l];
-            }
+            mm[i / a * 8 + i % a] = v[i / a * 8 + i % a].map(|x| u[i] * x);
         }
         let mut y = [[0.0f32; LANES]; 36];
         output::<T>(&mm, &mut y);
@@ -299,8 +375,8 @@ mod tests {
                 let scale: f64 =
                     (0..9).map(|t| (f64::from(g[t]) * f64::from(d[(r + t / 3) * a + c + t % 3])).abs()).sum();
                 for l in 0..LANES {
-                    let got = f64::from(y[r * m + c][l]);
-                    assert!((got - want).abs() <= 1e-5 * scale.max(1e-3), "{} ({r}, {c}): {got} vs {want}", T::NAME);
+                    let got = f64::from(y[r * 6 + c][l]);
+                    assert!((got - want).abs() <= 1e-5 * scale.max(1e-3), "F({}) ({r}, {c}): {got} vs {want}", T::M);
                 }
             }
         }

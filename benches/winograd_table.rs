@@ -1,0 +1,142 @@
+//! Winograd (`Precision::Relaxed`) against the exact path and ONNX Runtime
+//! on `benches/winograd_layers.json`: the 3×3 stride-1 layers with at least
+//! 16 channels per group in and out of `benches/layers.json` and
+//! `benches/networks.json`, one per distinct shape (issue 21), at 1 and 2
+//! threads, and optionally each tile size F(2×2), F(4×4), F(6×6) side by side.
+//!
+//! ```text
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/winograd_layers.json --threads 1 --json /tmp/ort_w1.json
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/winograd_layers.json --threads 2 --json /tmp/ort_w2.json
+//! cargo bench --bench winograd_table -- ort1=/tmp/ort_w1.json ort2=/tmp/ort_w2.json
+//! cargo bench --bench winograd_table -- quick tiles only=res3,vgg19
+//! ```
+//!
+//! `tiles` adds a column per tile size (the forced size through
+//! `testing::WinogradTiles`); `only=A,B` keeps the layers whose name
+//! contains `A` or `B`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use convgemm::testing::WinogradTiles;
+use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
+use support::{Layer, fma_peak_gflops, interleaved_medians, layers_in, pool, values};
+
+/// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
+fn read_ort(path: &str) -> HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
+    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
+}
+
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let tiles = args.iter().any(|a| a == "tiles");
+    let only: Vec<String> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("only="))
+        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let suite: Vec<Layer> = layers_in(include_str!("winograd_layers.json"))
+        .into_iter()
+        .filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str())))
+        .collect();
+    let ort: Vec<_> =
+        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
+    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
+    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let isa = Isa::detect();
+    println!("# Winograd (Precision::Relaxed) vs exact vs ORT, path {} ({})", isa.name(), isa.kernel_name());
+    let exact = ConvOptions::default();
+    let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
+    for threads in 1..=threads_max {
+        let peak = fma_peak_gflops(threads);
+        println!("\n## {threads} thread(s), FMA peak {peak:.1} GFLOP/s (GFLOP/s below count the direct sum's FLOPs)\n");
+        print!("| layer | MFLOP | exact ms | relaxed ms | kernel | relaxed/exact |");
+        if tiles {
+            print!(" F2 ms | F4 ms | F6 ms |");
+        }
+        let ort_t = ort.get(threads - 1).and_then(Option::as_ref);
+        if ort_t.is_some() {
+            print!(" ORT ms | relaxed vs ORT | exact vs ORT |");
+        }
+        println!(" relaxed GFLOP/s | % peak |");
+        let mut ratios_ort = Vec::new();
+        let mut ratios_exact = Vec::new();
+        for l in &suite {
+            let x = values(l.input_shape().iter().product(), 1);
+            let w = values(l.weight_shape().iter().product(), 2);
+            let b = values(l.c_out, 3);
+            let mut y = vec![0.0f32; l.output_shape().iter().product()];
+            let plans: Vec<Conv2dPlan> = [&exact, &relaxed]
+                .iter()
+                .map(|o| Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &l.params(), o).expect("valid"))
+                .collect();
+            let kernel = plans[1].kernel_name(l.input_shape()).expect("valid");
+            let forced: Vec<WinogradTiles> = if tiles {
+                [2, 4, 6]
+                    .iter()
+                    .filter_map(|&m| WinogradTiles::new(m, isa, &w, l.weight_shape(), Some(&b), &l.params()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let medians = pool(threads).install(|| {
+                let mut y2 = y.clone();
+                let mut runs: Vec<Box<dyn FnMut()>> = Vec::new();
+                for p in &plans {
+                    let (x, y) = (&x, &mut y as *mut Vec<f32>);
+                    // SAFETY: the closures run one at a time (interleaved_medians calls them in turn).
+                    runs.push(Box::new(move || p.run(x, l.input_shape(), unsafe { &mut *y }).expect("valid")));
+                }
+                for f in &forced {
+                    let (x, y) = (&x, &mut y2 as *mut Vec<f32>);
+                    // SAFETY: as above.
+                    runs.push(Box::new(move || f.run(x, l.input_shape(), threads, unsafe { &mut *y }).expect("valid")));
+                }
+                let mut refs: Vec<&mut dyn FnMut()> = runs.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
+                interleaved_medians(&mut refs, rounds, min_sample)
+            });
+            let (t_exact, t_relaxed) = (medians[0], medians[1]);
+            ratios_exact.push(t_exact / t_relaxed);
+            print!(
+                "| {} | {:.0} | {:.3} | {:.3} | {kernel} | {:.2}× |",
+                l.name,
+                l.flops() / 1e6,
+                t_exact * 1e3,
+                t_relaxed * 1e3,
+                t_exact / t_relaxed
+            );
+            for t in &medians[2..] {
+                print!(" {:.3} |", t * 1e3);
+            }
+            if let Some(o) = ort_t {
+                match o.get(&l.name) {
+                    Some(&ms) => {
+                        ratios_ort.push(ms / (t_relaxed * 1e3));
+                        print!(" {ms:.3} | {:.2}× | {:.2}× |", ms / (t_relaxed * 1e3), ms / (t_exact * 1e3));
+                    }
+                    None => print!(" – | – | – |"),
+                }
+            }
+            let gflops = l.flops() / t_relaxed / 1e9;
+            println!(" {gflops:.1} | {:.0} % |", 100.0 * gflops / peak);
+        }
+        println!("\ngeomean relaxed/exact: {:.2}×", geomean(&ratios_exact));
+        if !ratios_ort.is_empty() {
+            let min = ratios_ort.iter().copied().fold(f64::INFINITY, f64::min);
+            println!(
+                "geomean relaxed vs ORT: {:.2}× (lowest {min:.2}×, {} layers)",
+                geomean(&ratios_ort),
+                ratios_ort.len()
+            );
+        }
+    }
+}
