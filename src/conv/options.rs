@@ -60,13 +60,22 @@ pub enum Precision {
     #[default]
     Exact,
     /// [`Algorithm::Auto`] may also pick algorithms that do fewer
-    /// multiplications ([`Algorithm::Winograd`] on 3×3 stride-1 layers).
-    /// Every output stays within `1e-5 · scale` of the exact sum, where
-    /// `scale = Σ|w·x| + |bias|` over that output's terms, for inputs of
-    /// comparable magnitude across a tile (a Winograd output mixes the
-    /// rounding of every input of its tile of up to 8×8 pixels); results
-    /// are still bit-identical across thread counts, batch sizes and the
-    /// AVX-512, AVX2, NEON and portable paths.
+    /// multiplications: [`Algorithm::Winograd`] on 3×3 stride-1 undilated
+    /// layers with at least 16 channels per group in and out (forward, and
+    /// the input gradient of such layers). Results are still bit-identical
+    /// across thread counts, batch sizes and the AVX-512, AVX2, NEON and
+    /// portable paths, but round differently from `Exact`.
+    ///
+    /// The bound: every output is within `1e-5 · scale` of the exact sum,
+    /// `scale = Σ|w·x| + |bias|` over an output's terms, taken as the
+    /// largest among the outputs of its Winograd tile (the `m × m` outputs
+    /// of one channel, m ≤ 6, computed together from one window of input).
+    /// With many channels the outputs of a tile have similar scales, so in
+    /// practice this is each output's own; an output whose own terms are
+    /// tiny beside its neighbours' (one input channel, an edge of the
+    /// padding) may carry their rounding. Outputs whose window lies wholly
+    /// in the padding are exact (their bias). A NaN or infinite input can
+    /// reach every output of the tiles whose window holds it.
     Relaxed,
 }
 

@@ -9,7 +9,9 @@ use rayon::prelude::*;
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
 use crate::check::{check_len, product};
 use crate::conv::implicit::ImageSource;
-use crate::conv::options::ConvOptions;
+use crate::conv::options::{ConvOptions, Precision};
+use crate::conv::select::winograd_pays;
+use crate::conv::winograd::{self, TileSize, WinogradWeights};
 use crate::error::ConvError;
 use crate::gemm::{self, PanelSource, Panels, Parallelism, PrepackedSource, StridedSource};
 use crate::geometry::{ConvGeometry, ConvParams};
@@ -39,7 +41,8 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///
 /// # Algorithm
 /// One of two GEMM formulations per (image, group), chosen by the geometry
-/// alone (never by threads, batch or ISA):
+/// alone (never by threads, batch or ISA), or Winograd under
+/// [`Precision::Relaxed`](crate::Precision::Relaxed):
 ///
 /// - **Windows (implicit)**, for stride 1 with no side padded by more than
 ///   `dilation·(k − 1)` (the usual "same" and "valid" layers): `dX` is itself
@@ -58,6 +61,10 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   one does exactly the forward's multiply-adds, and the block bounds its
 ///   buffer (1 MiB, or 64 pixels of the patch when that is more) whatever
 ///   the image size.
+/// - **Winograd**, under `Precision::Relaxed` where the windows formulation
+///   applies to a 3×3 undilated kernel with at least 16 channels per group
+///   each way: the same convolution by F(m×m, 3×3), within `1e-5 · scale`
+///   of the exact sums and bit-identical across threads and paths.
 ///
 /// Either way the weights are packed once per call, as a forward plan's are.
 ///
@@ -110,9 +117,12 @@ pub fn conv2d_backward_input(
     )
 }
 
-/// [`conv2d_backward_input`] on a chosen path: `options.isa` and
-/// `options.threads` are used (`algorithm` and `activation` are not: there
-/// is one algorithm and no activation in a gradient).
+/// [`conv2d_backward_input`] on a chosen path: `options.isa`,
+/// `options.threads` and `options.precision` are used (`algorithm` and
+/// `activation` are not: the geometry picks the formulation, and a
+/// gradient has no activation). Under
+/// [`Precision::Relaxed`](crate::Precision::Relaxed) a 3×3 stride-1 layer
+/// with at least 16 channels per group each way runs by Winograd.
 /// `Err(IsaUnavailable)` if this CPU cannot run `options.isa`.
 ///
 /// ```
@@ -172,9 +182,67 @@ pub(crate) fn backward_input_validated(
         return;
     }
     match windows_geometry(geo) {
+        Some(windows) if relaxed_winograd(geo, options) => {
+            backward_input_winograd(geo, &windows, options, grad_output, weight, grad_input)
+        }
         Some(windows) => backward_input_windows(geo, &windows, options, grad_output, weight, grad_input),
         None => backward_input_columns(geo, options, grad_output, weight, grad_input),
     }
+}
+
+/// Whether the input gradient runs by Winograd: `Precision::Relaxed`, a
+/// 3×3 stride-1 undilated kernel, and channels where `Auto` takes it
+/// forward (the windows convolution has `c_out/groups` input channels and
+/// `c_in/groups` output channels).
+fn relaxed_winograd(geo: &ConvGeometry, options: &ConvOptions) -> bool {
+    options.precision == Precision::Relaxed
+        && winograd::applies([geo.kh, geo.kw], [geo.stride_h, geo.stride_w], [geo.dilation_h, geo.dilation_w])
+        && winograd_pays(geo.c_out_per_group(), geo.c_in_per_group(), geo.h_in, geo.w_in)
+}
+
+/// The windows convolution of [`backward_input_windows`] by Winograd, every
+/// image and group in one call: `grad_output` (`[n, c_out, h_out, w_out]`)
+/// convolved, group by group, with the kernels rotated by 180° and
+/// transposed (`[c_in, c_out/groups, 3, 3]`), padded as `windows` says.
+fn backward_input_winograd(
+    geo: &ConvGeometry,
+    windows: &ConvGeometry,
+    options: &ConvOptions,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    let (cg, m) = (geo.c_in_per_group(), geo.c_out_per_group());
+    let taps = geo.kh * geo.kw;
+    let mut rotated = vec![0.0f32; geo.c_in * m * taps];
+    for g in 0..geo.groups {
+        for c in 0..cg {
+            for o in 0..m {
+                let src = &weight[((g * m + o) * cg + c) * taps..][..taps];
+                let dst = &mut rotated[((g * cg + c) * m + o) * taps..][..taps];
+                for (t, d) in dst.iter_mut().enumerate() {
+                    // Rotated by 180° unless the forward already flipped it.
+                    *d = if geo.flip { src[t] } else { src[taps - 1 - t] };
+                }
+            }
+        }
+    }
+    let params = ConvParams {
+        stride: [1, 1],
+        padding: [windows.pad_top, windows.pad_left, windows.pad_bottom, windows.pad_right],
+        dilation: [1, 1],
+        groups: geo.groups,
+        flip: false,
+    };
+    let shape = [geo.c_in, m, geo.kh, geo.kw];
+    let full = ConvGeometry::new([geo.batch, geo.c_out, geo.h_out, geo.w_out], shape, &params)
+        .expect("the windows geometry of each group is valid");
+    let weights = WinogradWeights::new(&rotated, shape, geo.groups, options.isa);
+    let flops = 2.0 * (geo.batch * geo.c_in * geo.h_in * geo.w_in) as f64 * (m * taps) as f64;
+    let threads = thread_count(options, flops);
+    let tile = TileSize::choose(geo.h_in, geo.w_in);
+    let act = crate::activation::Activation::None;
+    winograd::run(options.isa, &full, &weights, tile, grad_output, None, act, threads, grad_input);
 }
 
 /// Runs `job(index, out, par, scratch)` for every (image, group) `index`,

@@ -85,12 +85,15 @@ pub(crate) struct WinogradWeights {
     shape: [usize; 4],
     groups: usize,
     isa: Isa,
+    /// Whether every weight is finite.
+    finite: bool,
     packed: [OnceLock<Vec<PrepackedSource>>; 3],
 }
 
 impl WinogradWeights {
     pub(crate) fn new(weight: &[f32], shape: [usize; 4], groups: usize, isa: Isa) -> Self {
-        WinogradWeights { weight: weight.to_vec(), shape, groups, isa, packed: Default::default() }
+        let finite = weight.iter().all(|w| w.is_finite());
+        WinogradWeights { weight: weight.to_vec(), shape, groups, isa, finite, packed: Default::default() }
     }
 
     /// The packed `U` of `tile`: `[group · alpha² + ξ]`.
@@ -170,9 +173,9 @@ pub(crate) fn run(
     output: &mut [f32],
 ) {
     match tile {
-        TileSize::F2 => run_tiles::<F2>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
-        TileSize::F4 => run_tiles::<F4>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
-        TileSize::F6 => run_tiles::<F6>(isa, geo, weights.packed(tile), input, bias, act, threads, output),
+        TileSize::F2 => run_tiles::<F2>(isa, geo, weights, input, bias, act, threads, output),
+        TileSize::F4 => run_tiles::<F4>(isa, geo, weights, input, bias, act, threads, output),
+        TileSize::F6 => run_tiles::<F6>(isa, geo, weights, input, bias, act, threads, output),
     }
 }
 
@@ -203,7 +206,7 @@ const MIN_BLOCK_TILES: usize = 64;
 fn run_tiles<T: Tile>(
     isa: Isa,
     geo: &ConvGeometry,
-    packed: &[PrepackedSource],
+    weights: &WinogradWeights,
     input: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
@@ -211,6 +214,7 @@ fn run_tiles<T: Tile>(
     output: &mut [f32],
 ) {
     let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
+    let (packed, finite_weights) = (weights.packed(T::SIZE), weights.finite);
     let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
     let tiles = tiles_h * tiles_w;
     let nt = block_tiles(T::ALPHA, cg, og, tiles);
@@ -234,6 +238,7 @@ fn run_tiles<T: Tile>(
             og,
             v_plane: cg * nt + PLANE_PAD,
             m_plane: og * nt + PLANE_PAD,
+            finite_weights,
         };
         let a2 = T::ALPHA * T::ALPHA;
         let (v_len, m_len) = (a2 * block.v_plane, a2 * block.m_plane);
@@ -288,6 +293,11 @@ struct Block<'a> {
     /// [`PLANE_PAD`]) and likewise for `M`.
     v_plane: usize,
     m_plane: usize,
+    /// Whether every weight is finite: then an output whose window lies in
+    /// the padding is +0 (plus its bias). A NaN or infinite weight times
+    /// the padding's zeros is NaN on every path, so then it is left as the
+    /// tile computes it.
+    finite_weights: bool,
 }
 
 /// Floats between the planes of `V` and `M` past their rows: without it
@@ -416,13 +426,22 @@ fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activ
                 let cols = m.min(g.w_out - ox0);
                 for r in 0..rows {
                     for c in 0..cols {
-                        let mut value = y[r * 6 + c][l];
+                        let (oy, ox) = (oy0 + r, ox0 + c);
+                        // An output whose window lies wholly in the padding
+                        // sums zeros: +0 exactly, as on the exact paths (its
+                        // tile's arithmetic would leave the rounding of its
+                        // neighbours' inputs there).
+                        let seen = oy + 2 >= g.pad_top
+                            && oy < g.pad_top + g.h_in
+                            && ox + 2 >= g.pad_left
+                            && ox < g.pad_left + g.w_in;
+                        let mut value = if seen || !b.finite_weights { y[r * 6 + c][l] } else { 0.0 };
                         if let Some(bias) = bias {
                             value += bias[o];
                         }
                         // SAFETY: (o, oy0 + r, ox0 + c) is inside the group's
                         // output planes, and only this tile writes it.
-                        unsafe { *out.0.add(o * plane + (oy0 + r) * g.w_out + ox0 + c) = act.apply(value) };
+                        unsafe { *out.0.add(o * plane + oy * g.w_out + ox) = act.apply(value) };
                     }
                 }
             }

@@ -37,6 +37,8 @@ pub(crate) trait Tile: Copy + Send + Sync + 'static {
     const M: usize;
     /// Input pixels a side, `M + 2`.
     const ALPHA: usize;
+    /// Its name outside the transforms.
+    const SIZE: super::TileSize;
     /// `Bᵀ`, `alpha × alpha`.
     #[cfg_attr(not(test), allow(dead_code))]
     const BT: [[f32; 8]; 8];
@@ -80,6 +82,7 @@ const fn row<const N: usize>(r: [f32; N]) -> [f32; 8] {
 
 impl Tile for F2 {
     const M: usize = 2;
+    const SIZE: super::TileSize = super::TileSize::F2;
     const ALPHA: usize = 4;
     const BT: [[f32; 8]; 8] = [
         row([1.0, 0.0, -1.0, 0.0]),
@@ -110,6 +113,7 @@ impl Tile for F2 {
 
 impl Tile for F4 {
     const M: usize = 4;
+    const SIZE: super::TileSize = super::TileSize::F4;
     const ALPHA: usize = 6;
     const BT: [[f32; 8]; 8] = [
         row([4.0, 0.0, -5.0, 0.0, 1.0, 0.0]),
@@ -159,6 +163,7 @@ impl Tile for F4 {
 
 impl Tile for F6 {
     const M: usize = 6;
+    const SIZE: super::TileSize = super::TileSize::F6;
     const ALPHA: usize = 8;
     const BT: [[f32; 8]; 8] = [
         [1.0, 0.0, -5.25, 0.0, 5.25, 0.0, -1.0, 0.0],
