@@ -397,3 +397,15 @@ fn index_errors_leave_outputs_untouched() {
     max_unpool2d(&y, pooled, &bad, &mut wide, [2, 3, 8, 9]).unwrap();
     assert_eq!(wide[2 * 72 + 64], y[40]);
 }
+
+/// An empty batch with a plane of 2^61 columns (fuzz-found): the max-pool
+/// gradient is empty and returns at once, where it used to build a table
+/// with one entry per output column and panic on the capacity.
+#[test]
+fn max_pool_backward_of_an_empty_batch_with_huge_planes() {
+    let params = PoolParams::new([1, 1]);
+    for shape in [[0, 3, 1, 1 << 61], [2, 0, 1, 1 << 61]] {
+        let mut gx: Vec<f32> = Vec::new();
+        max_pool2d_backward(&[], shape, &[], &params, &mut gx).unwrap();
+    }
+}

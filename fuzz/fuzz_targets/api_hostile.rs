@@ -15,8 +15,8 @@ use convgemm::{
     pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
-    ALGORITHMS, THREADS, activation, all_tame, any_isa, assert_close, bits, canonical_bits, hostile_isize,
-    hostile_usize, sentinel, trace, value, values,
+    activation, all_tame, any_isa, any_options, assert_close, bits, canonical_bits, hostile_isize, hostile_usize,
+    may_relax, sentinel, trace, value, values, winograd_applies,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -136,12 +136,7 @@ impl ConvCall {
             // Often make the channel counts agree, so deeper checks are reached.
             weight_shape[1] = input_shape[1] / params.groups;
         }
-        let options = ConvOptions {
-            isa: any_isa(u)?,
-            algorithm: *u.choose(&ALGORITHMS)?,
-            activation: activation(u)?,
-            threads: *u.choose(&THREADS)?,
-        };
+        let options = any_options(u)?;
         let out_want = conv2d_output_shape(input_shape, weight_shape, &params).ok().and_then(|s| product(&s));
         let output_len = buffer_len(u, out_want)?;
         let input_len = buffer_len(u, product(&input_shape))?;
@@ -174,7 +169,9 @@ impl ConvCall {
             && self.weight.len() == product(&self.weight_shape).unwrap_or(usize::MAX)
             && self.bias.as_ref().is_none_or(|b| b.len() == self.weight_shape[0])
             && Some(self.output_len) == expected.and_then(|s| product(&s));
-        let valid = lengths_ok && self.options.isa.is_available();
+        let winograd_ok =
+            self.options.algorithm != Algorithm::Winograd || winograd_applies(self.weight_shape, &self.params);
+        let valid = lengths_ok && self.options.isa.is_available() && winograd_ok;
 
         let before = sentinel(self.output_len);
         let mut out = before.clone();
@@ -282,7 +279,8 @@ impl ConvCall {
         let plan_valid = plan_params_valid(self.weight_shape, &self.params)
             && Some(self.weight.len()) == product(&self.weight_shape)
             && self.bias.as_ref().is_none_or(|b| b.len() == self.weight_shape[0])
-            && self.options.isa.is_available();
+            && self.options.isa.is_available()
+            && (self.options.algorithm != Algorithm::Winograd || winograd_applies(self.weight_shape, &self.params));
         let plan = Conv2dPlan::new(&self.weight, self.weight_shape, self.bias.as_deref(), &self.params, &self.options);
         let plan = match plan {
             Ok(plan) => {
@@ -309,12 +307,17 @@ impl ConvCall {
 
     /// An accepted call: equal to the portable im2col path (the activation
     /// applied after), and close to the f64 reference when that is cheap.
+    /// A call that may run Winograd is compared with the portable path of
+    /// the same algorithm and precision instead (Winograd's bits are its
+    /// own, the same on every path).
     fn check_values(&self, out: &[f32]) {
+        let relaxed = may_relax(&self.options);
         let portable = ConvOptions {
             isa: Isa::Portable,
-            algorithm: Algorithm::Im2col,
+            algorithm: if relaxed { self.options.algorithm } else { Algorithm::Im2col },
             activation: Activation::None,
             threads: Threads::Single,
+            precision: self.options.precision,
         };
         let mut want = sentinel(out.len());
         self.run_into(&portable, &mut want).expect("valid call");
@@ -332,7 +335,8 @@ impl ConvCall {
             && small(self.input_shape[3], p.padding[1], p.padding[3])
             && all_tame(&self.input)
             && all_tame(&self.weight)
-            && self.bias.as_deref().is_none_or(all_tame);
+            && self.bias.as_deref().is_none_or(all_tame)
+            && !relaxed;
         if reference_ok {
             let reference = self.reference().expect("the reference accepts a valid call");
             assert_close(&format!("portable im2col {self:?}"), &reference, &want, k);

@@ -5,7 +5,9 @@
 #![no_main]
 
 use convgemm::testing::ConvProblem;
-use convgemm::{Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d_output_shape};
+use convgemm::{
+    Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Precision, Threads, conv2d_output_shape,
+};
 use convgemm_fuzz::{
     ALGORITHMS, THREADS, activation, all_tame, assert_close, bits, canonical_bits, sentinel, trace, values,
 };
@@ -52,7 +54,7 @@ impl Problem {
     }
 
     fn options(isa: Isa, algorithm: Algorithm, threads: Threads, activation: Activation) -> ConvOptions {
-        ConvOptions { isa, algorithm, activation, threads }
+        ConvOptions { isa, algorithm, activation, threads, precision: Precision::Exact }
     }
 
     fn check(&self) {
@@ -106,11 +108,55 @@ impl Problem {
                 }
             }
         }
+        self.check_winograd(shape, &reference, tame);
         // The one-call API runs the detected path.
         let mut got = sentinel(len);
         self.run_default_into(&mut got).expect("valid problem");
         if Isa::detect() != Isa::PortableUnfused {
             assert_eq!(canonical_bits(&got), canonical_bits(&want), "conv2d (detected path) {self:?}");
+        }
+    }
+
+    /// Winograd, where it applies: the same bits on every path (the
+    /// unfused one aside), thread setting and with `Auto` under `Relaxed`
+    /// where that takes it; near the reference when the data are tame and
+    /// finite. Its error grows with the largest terms of an output's tile,
+    /// not the output's own (values here span 2^±20), so the bound is
+    /// `rel_bound · 16 ·` the largest magnitude of the output's plane: a
+    /// wrong index or tap is off by a term, far past it.
+    fn check_winograd(&self, shape: [usize; 4], reference: &convgemm::reference::Reference, tame: bool) {
+        if !convgemm_fuzz::winograd_applies(self.weight_shape, &self.params) {
+            return;
+        }
+        let forced = |isa, threads| Self::options(isa, Algorithm::Winograd, threads, Activation::None);
+        let mut want = sentinel(reference.value.len());
+        self.run_into(&forced(Isa::Portable, Threads::Single), &mut want).expect("valid problem");
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::PortableUnfused) {
+            for threads in THREADS {
+                let mut got = sentinel(want.len());
+                self.run_into(&forced(isa, threads), &mut got).expect("valid problem");
+                let what = format!("winograd {} {threads:?} {self:?}", isa.name());
+                assert_eq!(canonical_bits(&got), canonical_bits(&want), "{what}: differs from portable");
+            }
+        }
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        let all_finite = finite(&self.input) && finite(&self.weight) && self.bias.as_deref().is_none_or(finite);
+        if !(tame && all_finite) {
+            return;
+        }
+        let plane = shape[2] * shape[3];
+        let k = self.weight_shape[1] * 9;
+        for (p, chunk) in want.chunks(plane.max(1)).enumerate() {
+            let top = reference.magnitude[p * plane..][..chunk.len()].iter().copied().fold(0.0, f64::max);
+            for (i, &g) in chunk.iter().enumerate() {
+                let w = reference.value[p * plane + i];
+                let bound = convgemm_fuzz::rel_bound(k) * 16.0 * top;
+                assert!(
+                    (f64::from(g) - w).abs() <= bound,
+                    "winograd element {}: {g} vs {w} (bound {bound:e}) {self:?}",
+                    p * plane + i
+                );
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 pub use convgemm::testing::{ALGORITHMS, bits, canonical_bits};
 
 use convgemm::reference::Reference;
-use convgemm::{Activation, Isa, Threads};
+use convgemm::{Activation, Algorithm, ConvOptions, ConvParams, Isa, Precision, Threads};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 
 /// Both thread settings.
@@ -78,6 +78,33 @@ pub fn activation(u: &mut Unstructured) -> Result<Activation> {
         1 => Activation::Relu,
         _ => Activation::Clamp { min: value(u)?, max: value(u)? },
     })
+}
+
+/// Options for hostile calls: any ISA (available or not), any algorithm
+/// (Winograd included, on any kernel), any activation, thread setting and
+/// precision.
+pub fn any_options(u: &mut Unstructured) -> Result<ConvOptions> {
+    let algorithm = if u.ratio(1, 6)? { Algorithm::Winograd } else { *u.choose(&ALGORITHMS)? };
+    Ok(ConvOptions {
+        isa: any_isa(u)?,
+        algorithm,
+        activation: activation(u)?,
+        threads: *u.choose(&THREADS)?,
+        precision: if u.arbitrary()? { Precision::Relaxed } else { Precision::Exact },
+    })
+}
+
+/// Whether Winograd computes a convolution with these weights and
+/// parameters (3×3 kernels, stride 1, dilation 1): where it does not, a
+/// forced `Algorithm::Winograd` is an error.
+pub fn winograd_applies(weight_shape: [usize; 4], params: &ConvParams) -> bool {
+    weight_shape[2] == 3 && weight_shape[3] == 3 && params.stride == [1, 1] && params.dilation == [1, 1]
+}
+
+/// Whether `options` may round differently from the exact paths (Winograd
+/// forced, or left to `Auto` under `Precision::Relaxed`).
+pub fn may_relax(options: &ConvOptions) -> bool {
+    options.algorithm == Algorithm::Winograd || options.precision == Precision::Relaxed
 }
 
 /// One of every [`Isa`], available here or not.

@@ -36,6 +36,12 @@ pub fn max_pool2d_backward(
     check_len("input", input.len(), g.planes * g.plane_in())?;
     check_len("grad_output", grad_output.len(), g.planes * g.plane_out())?;
     check_len("grad_input", grad_input.len(), g.planes * g.plane_in())?;
+    if g.planes == 0 || g.plane_out() == 0 {
+        // No window: a zero gradient. (The scan's column table has one
+        // entry per output column, and an empty output may have 2^60 of them.)
+        grad_input.fill(0.0);
+        return Ok(());
+    }
     let scan = g.argmax_scan();
     let plane = |gi: &mut [f32], x: &[f32], go: &[f32]| {
         gi.fill(0.0);
