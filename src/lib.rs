@@ -43,6 +43,14 @@
 //! pooling ([`max_pool2d`] and [`avg_pool2d`] scan each window in row-major
 //! order, which is PyTorch's order too).
 //!
+//! ## Precision
+//! [`Precision::Exact`] (the default) keeps the order above. Under
+//! [`Precision::Relaxed`], [`Algorithm::Auto`] may run Winograd F(m×m, 3×3)
+//! on 3×3 stride-1 layers: fewer multiplications, outputs within
+//! `1e-5 · scale` of the exact sums, still bit-identical across threads,
+//! batch sizes and paths, but not equal to the exact bits (see
+//! [`Precision::Relaxed`] for the bound and [`Algorithm::Winograd`]).
+//!
 //! ## NaN and infinities
 //! They propagate as IEEE arithmetic on each output's defining sum says: a
 //! NaN input reaches exactly the outputs whose sum reads it (a NaN weight

@@ -128,20 +128,23 @@ proptest! {
 }
 
 /// Layers with many channels and planes of several sizes (F(2×2) below
-/// 8×8 outputs, F(4×4) above), through a plan reused across sizes.
+/// 8×8 outputs, F(4×4) to 96, F(6×6) above), through a plan reused across
+/// sizes.
 #[test]
 fn wide_layers_and_a_plan_reused_across_sizes() {
     let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
-    let weight_shape = [40, 36, 3, 3];
-    let w = values(40 * 36 * 9, 7);
-    let b = values(40, 8);
+    let weight_shape = [72, 64, 3, 3];
+    let w = values(72 * 64 * 9, 7);
+    let b = values(72, 8);
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
     let plan = Conv2dPlan::new(&w, weight_shape, Some(&b), &params, &relaxed).unwrap();
-    for (i, hw) in [(0, [5, 6]), (1, [23, 17]), (2, [40, 9]), (3, [7, 70])] {
-        let input_shape = [2, 36, hw[0], hw[1]];
-        let p = ConvProblem::seeded(input_shape, weight_shape, params, true, 40 + i);
+    let sizes = [(2, [7, 9], "winograd_f2x2"), (2, [23, 17], "winograd_f4x4"), (1, [9, 70], "winograd_f4x4")];
+    for (i, (n, hw, kernel)) in sizes.into_iter().chain([(1, [97, 96], "winograd_f6x6")]).enumerate() {
+        let input_shape = [n, 64, hw[0], hw[1]];
+        let p = ConvProblem::seeded(input_shape, weight_shape, params, true, 40 + i as u64);
         let p = ConvProblem { weight: w.clone(), bias: Some(b.clone()), ..p };
         assert_eq!(plan.algorithm(input_shape).unwrap(), Algorithm::Winograd);
+        assert_eq!(plan.kernel_name(input_shape).unwrap(), kernel);
         let mut out = vec![f32::NAN; p.output_len().unwrap()];
         plan.run(&p.input, input_shape, &mut out).unwrap();
         let forced = p.run(&winograd(Isa::detect(), Threads::Pool)).unwrap();
@@ -151,25 +154,28 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
 }
 
 /// `Exact` (the default) never picks Winograd; `Relaxed` does on a layer
-/// with enough channels, and not on a 5×5 kernel, a strided or a narrow one,
-/// where it gives exactly the `Exact` bits.
+/// with enough channels, and not on a 5×5 kernel, a strided or a narrow
+/// one, or a plane under 7×7, where it gives exactly the `Exact` bits.
 #[test]
 fn auto_picks_winograd_only_under_relaxed() {
     let pad = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
-    let w = values(32 * 32 * 25, 1);
+    let w = values(64 * 64 * 25, 1);
     let plan = |shape: [usize; 4], params: &ConvParams, options: &ConvOptions| {
         Conv2dPlan::new(&w[..shape.iter().product()], shape, None, params, options).unwrap()
     };
-    let wide = [32, 32, 3, 3];
-    assert_ne!(plan(wide, &pad, &ConvOptions::default()).algorithm([1, 32, 20, 20]).unwrap(), Algorithm::Winograd);
-    assert_eq!(plan(wide, &pad, &relaxed).algorithm([1, 32, 20, 20]).unwrap(), Algorithm::Winograd);
-    assert!(plan(wide, &pad, &relaxed).kernel_name([1, 32, 20, 20]).unwrap().starts_with("winograd_f"));
+    let wide = [64, 64, 3, 3];
+    assert_ne!(plan(wide, &pad, &ConvOptions::default()).algorithm([1, 64, 20, 20]).unwrap(), Algorithm::Winograd);
+    assert_eq!(plan(wide, &pad, &relaxed).algorithm([1, 64, 20, 20]).unwrap(), Algorithm::Winograd);
+    assert!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 20, 20]).unwrap().starts_with("winograd_f"));
     let strided = ConvParams { stride: [2, 2], ..pad };
-    let narrow = [4, 4, 3, 3];
-    for (shape, params, input) in
-        [([32, 32, 5, 5], pad, [1, 32, 20, 20]), (wide, strided, [1, 32, 20, 20]), (narrow, pad, [1, 4, 20, 20])]
-    {
+    let narrow = [32, 64, 3, 3];
+    for (shape, params, input) in [
+        ([64, 64, 5, 5], pad, [1, 64, 20, 20]),
+        (wide, strided, [1, 64, 20, 20]),
+        (narrow, pad, [1, 64, 20, 20]),
+        (wide, pad, [1, 64, 6, 6]),
+    ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
         assert_ne!(relaxed_plan.algorithm(input).unwrap(), Algorithm::Winograd, "{shape:?} {params:?}");
         let x = values(input.iter().product(), 2);
@@ -247,7 +253,7 @@ fn a_non_finite_input_stays_in_its_tiles() {
 fn relaxed_input_gradient() {
     for (padding, groups, flip) in [([1, 1, 1, 1], 1, false), ([0, 2, 1, 0], 2, true), ([2, 2, 2, 2], 1, false)] {
         let params = ConvParams { padding, groups, flip, ..ConvParams::default() };
-        let (input_shape, weight_shape) = ([2, 16 * groups, 13, 19], [20 * groups, 16, 3, 3]);
+        let (input_shape, weight_shape) = ([2, 64 * groups, 11, 13], [72 * groups, 64, 3, 3]);
         let p = ConvProblem::seeded(input_shape, weight_shape, params, false, 11);
         let out_shape = p.output_shape().unwrap();
         let dy = values(out_shape.iter().product(), 12);

@@ -61,7 +61,7 @@ pub enum Precision {
     Exact,
     /// [`Algorithm::Auto`] may also pick algorithms that do fewer
     /// multiplications: [`Algorithm::Winograd`] on 3×3 stride-1 undilated
-    /// layers with at least 16 channels per group in and out (forward, and
+    /// layers with at least 64 channels per group in and out and 7×7 outputs (forward, and
     /// the input gradient of such layers). Results are still bit-identical
     /// across thread counts, batch sizes and the AVX-512, AVX2, NEON and
     /// portable paths, but round differently from `Exact`.

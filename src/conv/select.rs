@@ -71,15 +71,19 @@ pub(crate) struct Weights<'a> {
 
 /// Whether `Algorithm::Auto` under `Precision::Relaxed` takes Winograd for
 /// a 3×3 stride-1 layer with `cg` input and `og` output channels per group
-/// and an output plane of `h_out × w_out`: the GEMMs then have enough
-/// channels to run near the peak and the plane enough tiles to fill them
-/// (measured on Zen 4, see BENCHMARKS.md).
+/// and an output plane of `h_out × w_out`: the GEMMs over channels must be
+/// long and wide enough to run near the peak, and the plane hold a 7×7
+/// grid. Measured on Zen 4, 1 thread (`benches/winograd_table.rs`): with
+/// 64 channels and more each way Winograd won on every layer of the suite
+/// (1.08–2.25× the exact path); below, it lost on DenseNet's 128→32
+/// (0.55–0.92×) and SqueezeNet's 16→64 (0.73×) and tied on 32→128 and
+/// 48→192; on 6×6 planes (Inception v1's 160→320) it lost (0.91×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
-    cg >= WINOGRAD_MIN_CHANNELS && og >= WINOGRAD_MIN_CHANNELS && h_out * w_out >= 16
+    cg.min(og) >= WINOGRAD_MIN_CHANNELS && h_out * w_out >= 49
 }
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.
-const WINOGRAD_MIN_CHANNELS: usize = 16;
+const WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.

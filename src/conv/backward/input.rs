@@ -62,7 +62,7 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   buffer (1 MiB, or 64 pixels of the patch when that is more) whatever
 ///   the image size.
 /// - **Winograd**, under `Precision::Relaxed` where the windows formulation
-///   applies to a 3×3 undilated kernel with at least 16 channels per group
+///   applies to a 3×3 undilated kernel with at least 64 channels per group
 ///   each way: the same convolution by F(m×m, 3×3), within `1e-5 · scale`
 ///   of the exact sums and bit-identical across threads and paths.
 ///
@@ -122,7 +122,7 @@ pub fn conv2d_backward_input(
 /// `activation` are not: the geometry picks the formulation, and a
 /// gradient has no activation). Under
 /// [`Precision::Relaxed`](crate::Precision::Relaxed) a 3×3 stride-1 layer
-/// with at least 16 channels per group each way runs by Winograd.
+/// with at least 64 channels per group each way runs by Winograd.
 /// `Err(IsaUnavailable)` if this CPU cannot run `options.isa`.
 ///
 /// ```

@@ -20,6 +20,7 @@
 mod transform;
 
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -59,11 +60,19 @@ impl TileSize {
         self as usize
     }
 
-    /// The tile size for an output plane of `h_out × w_out` (measured on
-    /// Zen 4, see BENCHMARKS.md): F(2×2) where the plane is too small for
-    /// larger tiles to be mostly inside it, F(4×4) else.
+    /// The tile size for an output plane of `h_out × w_out`, measured on
+    /// Zen 4 (1 thread, `benches/winograd_table.rs` with `tiles`): F(2×2)
+    /// below 8 outputs a side, where larger tiles are mostly outside the
+    /// plane (7×7: F(2×2) 0.25–0.55 ms, F(4×4) 0.57–1.5 ms); F(6×6) from 96
+    /// a side, where its 20 % of the multiplications beat the costlier
+    /// transforms (112² and 224² planes: 3–11 % faster than F(4×4)); F(4×4)
+    /// between (on 13² to 56² planes F(6×6) wasted its partial tiles).
     pub(crate) fn choose(h_out: usize, w_out: usize) -> TileSize {
-        if h_out.min(w_out) < 8 { TileSize::F2 } else { TileSize::F4 }
+        match h_out.min(w_out) {
+            0..8 => TileSize::F2,
+            8..96 => TileSize::F4,
+            _ => TileSize::F6,
+        }
     }
 
     /// The kernel name [`crate::Conv2dPlan::kernel_name`] reports.
@@ -221,7 +230,7 @@ fn run_tiles<T: Tile>(
     let blocks = tiles.div_ceil(nt);
     let jobs = geo.batch * geo.groups * blocks;
     let out = OutPtr(output.as_mut_ptr());
-    let job = |index: usize, par: Parallelism, scratch: &mut Vec<f32>| {
+    let job = |index: usize, inner: bool, scratch: &mut Vec<f32>| {
         let (image_group, block) = (index / blocks, index % blocks);
         let (image, group) = (image_group / geo.groups, image_group % geo.groups);
         let plane_in = geo.h_in * geo.w_in;
@@ -234,8 +243,6 @@ fn run_tiles<T: Tile>(
             t0,
             count: nt.min(tiles - t0),
             stride: nt,
-            cg,
-            og,
             v_plane: cg * nt + PLANE_PAD,
             m_plane: og * nt + PLANE_PAD,
             finite_weights,
@@ -246,34 +253,62 @@ fn run_tiles<T: Tile>(
             scratch.resize(v_len + m_len, 0.0);
         }
         let (v, m) = scratch.split_at_mut(v_len);
-        let done = simd::dispatch(isa, InputTransform::<T> { block: &block, channels, v, tile: PhantomData });
-        debug_assert!(done.is_ok());
-        let packed = &packed[group * a2..][..a2];
-        for (xi, a_t) in packed.iter().enumerate() {
-            // SAFETY: V[ξ] is cg × count with row stride a2·nt, inside `v`.
-            let b = unsafe { StridedSource::new(v[xi * block.v_plane..].as_ptr(), nt as isize, 1) };
-            let c = CMatrix { ptr: m[xi * block.m_plane..].as_mut_ptr(), rs: nt as isize, cs: 1 };
-            let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
-            // SAFETY: C is og × count with row stride nt, inside `m`; A and B
-            // cover their extents.
-            let done = unsafe { gemm::gemm(isa, og, block.count, cg, a_t, &b, c, &epi, par) };
+        let m = &mut m[..m_len];
+        // With fewer jobs than twice the threads, each job splits its own
+        // three steps: channels, positions ξ, output channels.
+        let parts = |count: usize| if inner { count.min(4 * threads) } else { 1 };
+        let v_out = OutPtr(v.as_mut_ptr());
+        let input_part = |p: usize, n: usize| {
+            let channels_of = (p * cg / n)..((p + 1) * cg / n);
+            let work = InputTransform::<T> { block: &block, channels, range: channels_of, v: v_out, tile: PhantomData };
+            let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
+        };
+        let n_in = parts(cg);
+        if n_in > 1 {
+            (0..n_in).into_par_iter().for_each(|p| input_part(p, n_in));
+        } else {
+            input_part(0, 1);
         }
+        let packed = &packed[group * a2..][..a2];
+        let v = &*v;
+        let product = |(xi, m_xi): (usize, &mut [f32])| {
+            // SAFETY: V[ξ] is cg × count with row stride nt, inside `v`.
+            let b = unsafe { StridedSource::new(v[xi * block.v_plane..].as_ptr(), nt as isize, 1) };
+            let c = CMatrix { ptr: m_xi.as_mut_ptr(), rs: nt as isize, cs: 1 };
+            let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
+            // SAFETY: C is og × count with row stride nt, inside this
+            // plane of `m`; A and B cover their extents.
+            let done = unsafe { gemm::gemm(isa, og, block.count, cg, &packed[xi], &b, c, &epi, Parallelism::Serial) };
+            debug_assert!(done.is_ok());
+        };
+        if inner {
+            m.par_chunks_mut(block.m_plane).enumerate().for_each(product);
+        } else {
+            m.chunks_mut(block.m_plane).enumerate().for_each(product);
+        }
+        let m = &*m;
         let bias = bias.map(|b| &b[group * og..][..og]);
         // SAFETY: the plane of this (image, group)'s first output channel;
         // the block writes only its own tiles' pixels of its og planes.
         let out_planes = unsafe { out.add((image * geo.c_out + group * og) * plane_out) };
-        let done = simd::dispatch(
-            isa,
-            OutputTransform::<T> { block: &block, m, bias, act, out: out_planes, tile: PhantomData },
-        );
-        debug_assert!(done.is_ok());
+        let output_part = |p: usize, n: usize| {
+            let range = (p * og / n)..((p + 1) * og / n);
+            let work = OutputTransform::<T> { block: &block, m, range, bias, act, out: out_planes, tile: PhantomData };
+            let done = simd::dispatch(isa, work);
+            debug_assert!(done.is_ok());
+        };
+        let n_out = parts(og);
+        if n_out > 1 {
+            (0..n_out).into_par_iter().for_each(|p| output_part(p, n_out));
+        } else {
+            output_part(0, 1);
+        }
     };
-    if threads > 1 && jobs >= threads {
-        (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, Parallelism::Serial, s)));
+    if threads > 1 && jobs >= 2 * threads {
+        (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, false, s)));
     } else {
-        let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
-        with_scratch(|s| (0..jobs).for_each(|index| job(index, par, s)));
+        with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
     }
 }
 
@@ -287,8 +322,6 @@ struct Block<'a> {
     /// The block's capacity in tiles (a multiple of [`LANES`]): `V[ξ][c]`
     /// and `M[ξ][o]` are rows of this many floats.
     stride: usize,
-    cg: usize,
-    og: usize,
     /// Floats from `V[ξ]` to `V[ξ+1]` (`cg` rows of `stride`, plus
     /// [`PLANE_PAD`]) and likewise for `M`.
     v_plane: usize,
@@ -309,7 +342,11 @@ const PLANE_PAD: usize = 16;
 struct InputTransform<'a, T> {
     block: &'a Block<'a>,
     channels: &'a [f32],
-    v: &'a mut [f32],
+    /// The channels this call transforms.
+    range: Range<usize>,
+    /// `V`: `alpha²` planes of `v_plane` floats; this call writes the rows
+    /// of its channels only.
+    v: OutPtr,
     tile: PhantomData<T>,
 }
 
@@ -317,12 +354,12 @@ impl<T: Tile> WithLanes for InputTransform<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        input_block::<T>(self.block, self.channels, self.v)
+        input_block::<T>(self.block, self.channels, self.range, self.v)
     }
 }
 
 #[inline(always)]
-fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
+fn input_block<T: Tile>(b: &Block, channels: &[f32], range: Range<usize>, v: OutPtr) {
     let g = b.geo;
     let (a, m) = (T::ALPHA, T::M);
     let (h, w) = (g.h_in as isize, g.w_in as isize);
@@ -346,7 +383,7 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
         for (l, &(y, x)) in corner.iter().enumerate().take(lanes) {
             inside[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w;
         }
-        for c in 0..b.cg {
+        for c in range.clone() {
             let x = &channels[c * plane..][..plane];
             // Each lane's window into `d` (scalar stores into memory: lane
             // inserts into vector registers cost more), then the transform
@@ -373,9 +410,15 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
             transform::input::<T>(&d, &mut vt);
             for i in 0..a {
                 for j in 0..a {
-                    let dst: &mut [f32; LANES] =
-                        (&mut v[(i * a + j) * b.v_plane + c * b.stride + q..][..LANES]).try_into().expect("16");
-                    *dst = vt[i * 8 + j];
+                    // SAFETY: row c of plane i·alpha + j of V, lanes q .. q + LANES
+                    // ≤ stride: inside the `alpha²·v_plane` floats of V, and
+                    // only this call writes channel c's rows.
+                    unsafe {
+                        v.add((i * a + j) * b.v_plane + c * b.stride + q)
+                            .0
+                            .cast::<[f32; LANES]>()
+                            .write_unaligned(vt[i * 8 + j])
+                    };
                 }
             }
         }
@@ -387,6 +430,8 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], v: &mut [f32]) {
 struct OutputTransform<'a, T> {
     block: &'a Block<'a>,
     m: &'a [f32],
+    /// The output channels this call writes.
+    range: Range<usize>,
     bias: Option<&'a [f32]>,
     act: Activation,
     out: OutPtr,
@@ -397,12 +442,19 @@ impl<T: Tile> WithLanes for OutputTransform<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        output_block::<T>(self.block, self.m, self.bias, self.act, self.out)
+        output_block::<T>(self.block, self.m, self.range, self.bias, self.act, self.out)
     }
 }
 
 #[inline(always)]
-fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activation, out: OutPtr) {
+fn output_block<T: Tile>(
+    b: &Block,
+    mm: &[f32],
+    range: Range<usize>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: OutPtr,
+) {
     let g = b.geo;
     let (a, m) = (T::ALPHA, T::M);
     let plane = g.h_out * g.w_out;
@@ -410,7 +462,7 @@ fn output_block<T: Tile>(b: &Block, mm: &[f32], bias: Option<&[f32]>, act: Activ
     let mut y: Block36 = [[0.0; LANES]; 36];
     for q in (0..b.count).step_by(LANES) {
         let lanes = LANES.min(b.count - q);
-        for o in 0..b.og {
+        for o in range.clone() {
             // `stride` is a multiple of LANES: whole vectors (lanes past
             // `count` hold what the GEMM left there, and are not stored).
             for i in 0..a {
