@@ -1,30 +1,46 @@
 //! Steady state allocates nothing: after a warm-up call, `Conv2dPlan::run`
 //! (every algorithm, on the calling thread) and a serial `sgemm` make no heap
-//! allocation. Counted with a global allocator; this file is its own test
-//! binary, and its one test runs alone so no other thread allocates meanwhile.
+//! allocation. And Winograd's memory is bounded: a first run of VGG-16's
+//! conv1_2 (64 channels on 224×224) raises the heap's peak by at most
+//! 16 MiB, whatever the image size (its tiles go through blocks of a few
+//! MiB, never a transformed copy of the image). Counted with a global
+//! allocator; this file is its own test binary, and its one test runs alone
+//! so no other thread allocates meanwhile.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use convgemm::{Algorithm, Conv2dPlan, ConvOptions, ConvParams, Threads, sgemm};
+use convgemm::{Algorithm, Conv2dPlan, ConvOptions, ConvParams, Precision, Threads, sgemm};
 
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated now, and the most there have been since the last reset.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(bytes: usize) {
+    let now = LIVE.fetch_add(bytes, Ordering::SeqCst) + bytes;
+    PEAK.fetch_max(now, Ordering::SeqCst);
+}
 
 // SAFETY: forwards to the system allocator; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        grow(layout.size());
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        grow(new_size);
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -86,4 +102,32 @@ fn steady_state_allocates_nothing() {
         }
     });
     assert_eq!(allocs, 0, "sgemm {m}x{k}x{n}: {allocs} allocations");
+
+    // Winograd: nothing in steady state either, and a bounded first run.
+    let relaxed = ConvOptions { precision: Precision::Relaxed, threads: Threads::Single, ..ConvOptions::default() };
+    let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
+    for (input_shape, weight_shape) in [([1, 64, 30, 30], [64, 64, 3, 3]), ([1, 64, 7, 7], [72, 64, 3, 3])] {
+        let x = vec![0.5f32; input_shape.iter().product()];
+        let w = vec![0.25f32; weight_shape.iter().product()];
+        let plan = Conv2dPlan::new(&w, weight_shape, None, &params, &relaxed).unwrap();
+        assert_eq!(plan.algorithm(input_shape).unwrap(), Algorithm::Winograd);
+        let mut y = vec![0.0f32; plan.output_shape(input_shape).unwrap().iter().product()];
+        let n = allocations_during(|| plan.run(&x, input_shape, &mut y).unwrap());
+        assert_eq!(n, 0, "Winograd {input_shape:?}: {n} allocations");
+    }
+    let input_shape = [1, 64, 224, 224];
+    let x = vec![0.5f32; input_shape.iter().product()];
+    let w = vec![0.25f32; 64 * 64 * 9];
+    let mut y = vec![0.0f32; x.len()];
+    for threads in [Threads::Single, Threads::Pool] {
+        let options = ConvOptions { threads, ..relaxed };
+        let plan = Conv2dPlan::new(&w, [64, 64, 3, 3], None, &params, &options).unwrap();
+        assert_eq!(plan.algorithm(input_shape).unwrap(), Algorithm::Winograd);
+        let before = LIVE.load(Ordering::SeqCst);
+        PEAK.store(before, Ordering::SeqCst);
+        plan.run(&x, input_shape, &mut y).unwrap();
+        let grown = PEAK.load(Ordering::SeqCst) - before;
+        eprintln!("VGG-16 conv1_2 by Winograd, {threads:?}: peak heap +{:.1} MiB", grown as f64 / 1048576.0);
+        assert!(grown <= 16 << 20, "{threads:?}: the first run raised the peak by {grown} bytes");
+    }
 }
