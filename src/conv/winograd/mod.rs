@@ -447,6 +447,7 @@ impl<T: Tile> WithLanes for OutputTransform<'_, T> {
 }
 
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // a lane is a tile: `l` indexes both
 fn output_block<T: Tile>(
     b: &Block,
     mm: &[f32],
