@@ -507,7 +507,15 @@ mod tests {
     use super::*;
     use crate::geometry::ConvParams;
     use crate::reference::conv2d_direct;
-    use crate::testing::{bits, values};
+
+    /// Values in [-1, 1) (not `testing::values`: `testing` imports this module).
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0).collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
 
     /// Every tile size on every path against the f64 reference (within
     /// `1e-5 · Σ|w·x|`), and bit-identical across paths and thread counts;
