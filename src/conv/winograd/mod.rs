@@ -226,9 +226,15 @@ fn run_tiles<T: Tile>(
     let (packed, finite_weights) = (weights.packed(T::SIZE), weights.finite);
     let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
     let tiles = tiles_h * tiles_w;
-    let nt = block_tiles(T::ALPHA, cg, og, tiles);
-    let blocks = tiles.div_ceil(nt);
-    let jobs = geo.batch * geo.groups * blocks;
+    // Blocks of equal size (a partial last block left a thread idle), their
+    // count a multiple of the threads where the plane has tiles enough.
+    let mut blocks = tiles.div_ceil(block_tiles(T::ALPHA, cg, og, tiles));
+    let images = geo.batch * geo.groups;
+    if threads > 1 && images % threads != 0 && tiles >= threads * LANES {
+        blocks = blocks.next_multiple_of(threads);
+    }
+    let nt = tiles.div_ceil(blocks).next_multiple_of(LANES);
+    let jobs = images * blocks;
     let out = OutPtr(output.as_mut_ptr());
     let job = |index: usize, inner: bool, scratch: &mut Vec<f32>| {
         let (image_group, block) = (index / blocks, index % blocks);
@@ -236,12 +242,12 @@ fn run_tiles<T: Tile>(
         let plane_in = geo.h_in * geo.w_in;
         let plane_out = geo.h_out * geo.w_out;
         let channels = &input[(image * geo.c_in + group * cg) * plane_in..][..cg * plane_in];
-        let t0 = block * nt;
+        let (t0, t1) = (block * tiles / blocks, (block + 1) * tiles / blocks);
         let block = Block {
             geo,
             tiles_w,
             t0,
-            count: nt.min(tiles - t0),
+            count: t1 - t0,
             stride: nt,
             v_plane: cg * nt + PLANE_PAD,
             m_plane: og * nt + PLANE_PAD,
@@ -254,7 +260,7 @@ fn run_tiles<T: Tile>(
         }
         let (v, m) = scratch.split_at_mut(v_len);
         let m = &mut m[..m_len];
-        // With fewer jobs than twice the threads, each job splits its own
+        // With jobs that do not share out evenly, each job splits its own
         // three steps: channels, positions ξ, output channels.
         let parts = |count: usize| if inner { count.min(4 * threads) } else { 1 };
         let v_out = OutPtr(v.as_mut_ptr());
@@ -305,7 +311,7 @@ fn run_tiles<T: Tile>(
             output_part(0, 1);
         }
     };
-    if threads > 1 && jobs >= 2 * threads {
+    if threads > 1 && (jobs % threads == 0 || jobs >= 4 * threads) {
         (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, false, s)));
     } else {
         with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
