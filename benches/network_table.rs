@@ -13,6 +13,8 @@
 //!
 //! `depthwise` keeps the depthwise layers only, `only=A,B` the layers whose
 //! name contains one of `A`, `B`; the network rows then sum those layers.
+//! `relaxed` runs every plan under `Precision::Relaxed` (Winograd where
+//! `Auto` takes it).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -20,7 +22,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use convgemm::{Conv2dPlan, ConvOptions, Isa};
+use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
 use support::{Layer, fma_peak_gflops, interleaved_medians, network_layers, pool, values};
 
 /// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
@@ -31,12 +33,12 @@ fn read_ort(path: &str) -> HashMap<String, f64> {
 }
 
 /// The plan's median seconds per run of `l` on `threads` threads.
-fn time_layer(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> f64 {
+fn time_layer(l: &Layer, options: &ConvOptions, threads: usize, rounds: usize, min_sample: Duration) -> f64 {
     let x = values(l.input_shape().iter().product(), 1);
     let w = values(l.weight_shape().iter().product(), 2);
     let b = values(l.c_out, 3);
     let mut y = vec![0.0f32; l.output_shape().iter().product()];
-    let plan = Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &l.params(), &ConvOptions::default()).expect("valid");
+    let plan = Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &l.params(), options).expect("valid");
     pool(threads).install(|| {
         let mut run = || plan.run(&x, l.input_shape(), &mut y).expect("valid");
         interleaved_medians(&mut [&mut run], rounds, min_sample)[0]
@@ -56,8 +58,11 @@ fn main() {
     let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
     let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    // `relaxed`: Precision::Relaxed (Winograd where Auto takes it).
+    let precision = if args.iter().any(|a| a == "relaxed") { Precision::Relaxed } else { Precision::Exact };
+    let options = ConvOptions { precision, ..ConvOptions::default() };
     let isa = Isa::detect();
-    println!("# conv2d on the networks, path {} ({})", isa.name(), isa.kernel_name());
+    println!("# conv2d on the networks, path {} ({}), {precision:?}", isa.name(), isa.kernel_name());
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
@@ -75,7 +80,7 @@ fn main() {
     let mut ours = vec![Vec::new(); threads_max];
     for (t, times) in ours.iter_mut().enumerate() {
         for l in &layers {
-            times.push(time_layer(l, t + 1, rounds, min_sample));
+            times.push(time_layer(l, &options, t + 1, rounds, min_sample));
         }
     }
     let mut nets: Vec<String> = Vec::new();
