@@ -68,6 +68,8 @@ fn main() {
             print!(" ORT ms | relaxed vs ORT | exact vs ORT |");
         }
         println!(" relaxed GFLOP/s | % peak |");
+        let columns = 8 + if tiles { 3 } else { 0 } + if ort_t.is_some() { 3 } else { 0 };
+        println!("{}|", "|---".repeat(columns));
         let mut ratios_ort = Vec::new();
         let mut ratios_exact = Vec::new();
         for l in &suite {

@@ -230,7 +230,7 @@ fn run_tiles<T: Tile>(
     // count a multiple of the threads where the plane has tiles enough.
     let mut blocks = tiles.div_ceil(block_tiles(T::ALPHA, cg, og, tiles));
     let images = geo.batch * geo.groups;
-    if threads > 1 && images % threads != 0 && tiles >= threads * LANES {
+    if threads > 1 && !images.is_multiple_of(threads) && tiles >= threads * LANES {
         blocks = blocks.next_multiple_of(threads);
     }
     let nt = tiles.div_ceil(blocks).next_multiple_of(LANES);
@@ -311,7 +311,7 @@ fn run_tiles<T: Tile>(
             output_part(0, 1);
         }
     };
-    if threads > 1 && (jobs % threads == 0 || jobs >= 4 * threads) {
+    if threads > 1 && (jobs.is_multiple_of(threads) || jobs >= 4 * threads) {
         (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, false, s)));
     } else {
         with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
