@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use convgemm::{Conv2dPlan, ConvOptions, Isa, conv2d, im2col, im2col_len};
-use support::{Layer, fma_peak_gflops, interleaved_medians, layers, pool, values};
+use support::{Layer, fma_peak_gflops, interleaved_medians, layers, pool, read_ort, values};
 
 /// The explicit im2col + GEMM that a user of a GEMM crate writes: im2col the
 /// whole batch into a reused buffer, one GEMM per (image, group), then bias.
@@ -118,13 +118,6 @@ fn bench_layer(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -
         t.resize(NAMES.len(), f64::NAN);
         t.iter().map(|s| l.flops() / s / 1e9).collect()
     })
-}
-
-/// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
-fn read_ort(path: &str) -> std::collections::HashMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
-    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
 }
 
 fn main() {

@@ -19,18 +19,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
-use support::{Layer, fma_peak_gflops, interleaved_medians, network_layers, pool, values};
-
-/// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
-fn read_ort(path: &str) -> HashMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
-    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
-}
+use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, network_layers, pool, read_ort, values};
 
 /// The plan's median seconds per run of `l` on `threads` threads.
 fn time_layer(l: &Layer, options: &ConvOptions, threads: usize, rounds: usize, min_sample: Duration) -> f64 {
@@ -43,10 +35,6 @@ fn time_layer(l: &Layer, options: &ConvOptions, threads: usize, rounds: usize, m
         let mut run = || plan.run(&x, l.input_shape(), &mut y).expect("valid");
         interleaved_medians(&mut [&mut run], rounds, min_sample)[0]
     })
-}
-
-fn geomean(v: &[f64]) -> f64 {
-    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
 }
 
 fn main() {

@@ -18,23 +18,11 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use convgemm::testing::WinogradTiles;
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
-use support::{Layer, fma_peak_gflops, interleaved_medians, layers_in, pool, values};
-
-/// ONNX Runtime medians (ms) per layer from `ort_conv.py --json`.
-fn read_ort(path: &str) -> HashMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
-    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
-}
-
-fn geomean(v: &[f64]) -> f64 {
-    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
-}
+use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, pool, read_ort, values};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

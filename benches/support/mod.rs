@@ -93,6 +93,18 @@ pub fn layers_in(text: &str) -> Vec<Layer> {
         .collect()
 }
 
+/// ONNX Runtime's medians (ms) per layer name, from `ort_conv.py --json`.
+pub fn read_ort(path: &str) -> std::collections::HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("ort json");
+    json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
+}
+
+/// The geometric mean (1 for no values).
+pub fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
+}
+
 /// Deterministic values in [-1, 1).
 pub use convgemm::testing::values;
 

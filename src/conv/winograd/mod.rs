@@ -262,20 +262,13 @@ fn run_tiles<T: Tile>(
         let m = &mut m[..m_len];
         // With jobs that do not share out evenly, each job splits its own
         // three steps: channels, positions ξ, output channels.
-        let parts = |count: usize| if inner { count.min(4 * threads) } else { 1 };
+        let parts = if inner { 4 * threads } else { 1 };
         let v_out = OutPtr(v.as_mut_ptr());
-        let input_part = |p: usize, n: usize| {
-            let channels_of = (p * cg / n)..((p + 1) * cg / n);
-            let work = InputTransform::<T> { block: &block, channels, range: channels_of, v: v_out, tile: PhantomData };
+        for_ranges(cg, parts, |range| {
+            let work = InputTransform::<T> { block: &block, channels, range, v: v_out, tile: PhantomData };
             let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
-        };
-        let n_in = parts(cg);
-        if n_in > 1 {
-            (0..n_in).into_par_iter().for_each(|p| input_part(p, n_in));
-        } else {
-            input_part(0, 1);
-        }
+        });
         let packed = &packed[group * a2..][..a2];
         let v = &*v;
         let product = |(xi, m_xi): (usize, &mut [f32])| {
@@ -298,23 +291,27 @@ fn run_tiles<T: Tile>(
         // SAFETY: the plane of this (image, group)'s first output channel;
         // the block writes only its own tiles' pixels of its og planes.
         let out_planes = unsafe { out.add((image * geo.c_out + group * og) * plane_out) };
-        let output_part = |p: usize, n: usize| {
-            let range = (p * og / n)..((p + 1) * og / n);
+        for_ranges(og, parts, |range| {
             let work = OutputTransform::<T> { block: &block, m, range, bias, act, out: out_planes, tile: PhantomData };
             let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
-        };
-        let n_out = parts(og);
-        if n_out > 1 {
-            (0..n_out).into_par_iter().for_each(|p| output_part(p, n_out));
-        } else {
-            output_part(0, 1);
-        }
+        });
     };
     if threads > 1 && (jobs.is_multiple_of(threads) || jobs >= 4 * threads) {
         (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, false, s)));
     } else {
         with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
+    }
+}
+
+/// `f` on `0..count` cut into at most `parts` equal ranges: on the current
+/// rayon pool when there are several, else on the calling thread.
+fn for_ranges(count: usize, parts: usize, f: impl Fn(Range<usize>) + Sync) {
+    let n = parts.min(count).max(1);
+    if n > 1 {
+        (0..n).into_par_iter().for_each(|p| f(p * count / n..(p + 1) * count / n));
+    } else {
+        f(0..count);
     }
 }
 
