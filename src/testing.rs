@@ -129,8 +129,9 @@ pub struct WinogradTiles {
 }
 
 impl WinogradTiles {
-    /// Tiles of `m × m` outputs, `m` one of 2, 4, 6; `None` for another `m`
-    /// or where Winograd does not apply.
+    /// Tiles of `m × m` outputs, `m` one of 2, 4, 6; `None` for another `m`,
+    /// where Winograd does not apply, or for weights or a bias of the wrong
+    /// length.
     pub fn new(
         m: usize,
         isa: crate::Isa,
@@ -147,7 +148,11 @@ impl WinogradTiles {
             _ => return None,
         };
         let applies = winograd::applies([weight_shape[2], weight_shape[3]], params.stride, params.dilation);
-        (applies && isa.is_available() && !params.flip).then(|| WinogradTiles {
+        let lengths = weight.len() == weight_shape.iter().product::<usize>()
+            && bias.is_none_or(|b| b.len() == weight_shape[0])
+            && params.groups > 0
+            && weight_shape[0].is_multiple_of(params.groups);
+        (applies && lengths && isa.is_available() && !params.flip).then(|| WinogradTiles {
             weights: WinogradWeights::new(weight, weight_shape, params.groups, isa),
             weight_shape,
             params: *params,

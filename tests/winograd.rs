@@ -294,3 +294,32 @@ fn relaxed_input_gradient() {
         assert_eq!(bits(&y), bits(&run(&relaxed)), "conv_transpose2d {padding:?}");
     }
 }
+
+/// Outputs whose window lies wholly in the padding are exact (their bias),
+/// channel by channel: a NaN weight poisons its own channel (as on every
+/// path: `0·NaN` is NaN) and no other, and an infinite input elsewhere in
+/// the tile does not reach them.
+#[test]
+fn outputs_in_the_padding_are_exact() {
+    let params = ConvParams { padding: [3, 3, 3, 3], ..ConvParams::default() };
+    let mut p = ConvProblem::seeded([1, 4, 6, 6], [3, 4, 3, 3], params, true, 13);
+    p.weight[5] = f32::NAN; // output channel 0
+    p.input[2 * 36] = f32::INFINITY; // channel 2, pixel (0, 0)
+    let got = p.run(&winograd(Isa::detect(), Threads::Pool)).unwrap();
+    let [_, _, h, w] = p.output_shape().unwrap();
+    let bias = p.bias.as_ref().unwrap();
+    for o in 0..3 {
+        for oy in 0..h {
+            for ox in 0..w {
+                let v = got[(o * h + oy) * w + ox];
+                // Output (oy, ox) reads input rows oy − 3 .. oy − 1 and likewise columns.
+                let in_padding = oy + 2 < 3 || oy >= 3 + 6 || ox + 2 < 3 || ox >= 3 + 6;
+                if o == 0 {
+                    assert!(v.is_nan(), "({o}, {oy}, {ox}) = {v}: a NaN weight poisons its channel");
+                } else if in_padding {
+                    assert_eq!(v.to_bits(), bias[o].to_bits(), "({o}, {oy}, {ox}) is its bias");
+                }
+            }
+        }
+    }
+}

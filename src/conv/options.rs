@@ -11,7 +11,8 @@ pub enum Algorithm {
     /// The fastest applicable: [`Algorithm::Depthwise`] for groups with one
     /// input channel, [`Algorithm::Direct`] where it applies and each output
     /// sums at least 128 products, [`Algorithm::Pointwise`] for 1×1 stride-1
-    /// unpadded kernels, else [`Algorithm::Implicit`].
+    /// unpadded kernels, else [`Algorithm::Implicit`]; under
+    /// [`Precision::Relaxed`], [`Algorithm::Winograd`] first where it pays.
     #[default]
     Auto,
     /// Build the explicit `K × N` im2col matrix of each (image, group), then
@@ -54,15 +55,18 @@ pub enum Algorithm {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Precision {
-    /// Every algorithm gives the same bits: each output is the sum of its
-    /// products in the fixed order of the reproducibility rule (the crate
-    /// docs). [`Algorithm::Auto`] never picks [`Algorithm::Winograd`].
+    /// Every algorithm but a forced [`Algorithm::Winograd`] gives the same
+    /// bits: each output is the sum of its products in the fixed order of
+    /// the reproducibility rule (the crate docs). [`Algorithm::Auto`] never
+    /// picks Winograd.
     #[default]
     Exact,
     /// [`Algorithm::Auto`] may also pick algorithms that do fewer
     /// multiplications: [`Algorithm::Winograd`] on 3×3 stride-1 undilated
-    /// layers with at least 64 channels per group in and out and 7×7 outputs (forward, and
-    /// the input gradient of such layers). Results are still bit-identical
+    /// layers with at least 64 channels per group in and out and at least
+    /// 7×7 outputs, and in [`conv2d_backward_input_with`](crate::conv2d_backward_input_with)
+    /// (and `conv_transpose2d_with`) of such layers padded by at most 2 a
+    /// side. Results are still bit-identical
     /// across thread counts, batch sizes and the AVX-512, AVX2, NEON and
     /// portable paths, but round differently from `Exact`.
     ///
@@ -74,15 +78,20 @@ pub enum Precision {
     /// practice this is each output's own; an output whose own terms are
     /// tiny beside its neighbours' (one input channel, an edge of the
     /// padding) may carry their rounding. Outputs whose window lies wholly
-    /// in the padding are exact (their bias). A NaN or infinite input can
-    /// reach every output of the tiles whose window holds it.
+    /// in the padding are exact (their bias) when their channel's weights
+    /// are finite. A NaN or infinite input can
+    /// reach every output of the tiles whose window holds it. The bound is
+    /// what the property tests check, not a proven worst case: F(6×6)'s
+    /// transforms hold coefficients up to 32.
     Relaxed,
 }
 
 /// Options of a convolution call beyond [`ConvParams`](crate::ConvParams): which instruction set
 /// and which algorithm run, and the activation fused into the output.
-/// Every combination gives bit-identical results (except
-/// [`Isa::PortableUnfused`], which rounds differently).
+/// Under [`Precision::Exact`] every combination gives bit-identical results
+/// (except [`Isa::PortableUnfused`], which rounds differently, and a forced
+/// [`Algorithm::Winograd`]); Winograd's results are bit-identical among
+/// themselves across ISAs and threads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvOptions {
     /// The instruction-set path; [`Isa::detect`] by default.

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use super::options::{Algorithm, ConvOptions, Precision};
-use super::select::{self, Weights, execute, prefers_direct, winograd_pays};
+use super::select::{self, Weights, execute, prefers_direct, winograd_channels_pay, winograd_pays};
 use super::winograd::{self, TileSize, WinogradWeights};
 use super::{direct, pointwise};
 use crate::check::check_len;
@@ -119,7 +119,7 @@ impl Conv2dPlan {
             && groups > 0
             && match options.algorithm {
                 Algorithm::Winograd => true,
-                Algorithm::Auto => options.precision == Precision::Relaxed,
+                Algorithm::Auto => options.precision == Precision::Relaxed && winograd_channels_pay(weight_shape[1], m),
                 _ => false,
             };
         let winograd = may_winograd.then(|| WinogradWeights::new(weight, weight_shape, groups, options.isa));

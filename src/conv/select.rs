@@ -72,14 +72,21 @@ pub(crate) struct Weights<'a> {
 /// Whether `Algorithm::Auto` under `Precision::Relaxed` takes Winograd for
 /// a 3×3 stride-1 layer with `cg` input and `og` output channels per group
 /// and an output plane of `h_out × w_out`: the GEMMs over channels must be
-/// long and wide enough to run near the peak, and the plane hold a 7×7
-/// grid. Measured on Zen 4, 1 thread (`benches/winograd_table.rs`): with
-/// 64 channels and more each way Winograd won on every layer of the suite
-/// (1.08–2.25× the exact path); below, it lost on DenseNet's 128→32
-/// (0.55–0.92×) and SqueezeNet's 16→64 (0.73×) and tied on 32→128 and
-/// 48→192; on 6×6 planes (Inception v1's 160→320) it lost (0.91×).
+/// long and wide enough to run near the peak ([`winograd_channels_pay`]),
+/// and the plane at least 7×7. Measured on Zen 4, 1 thread
+/// (`benches/winograd_table.rs`): with 64 channels and more each way
+/// Winograd won on every layer of the suite (1.08–2.25× the exact path);
+/// below, it lost on DenseNet's 128→32 (0.55–0.92×) and SqueezeNet's 16→64
+/// (0.73×) and tied on 32→128 and 48→192; on 6×6 planes (Inception v1's
+/// 160→320) it lost (0.91×), on 7×7 ones it won (1.04–1.27×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
-    cg.min(og) >= WINOGRAD_MIN_CHANNELS && h_out * w_out >= 49
+    winograd_channels_pay(cg, og) && h_out.min(w_out) >= 7
+}
+
+/// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters
+/// for `Auto` only where some input could take them.
+pub(crate) fn winograd_channels_pay(cg: usize, og: usize) -> bool {
+    cg.min(og) >= WINOGRAD_MIN_CHANNELS
 }
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.

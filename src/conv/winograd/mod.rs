@@ -94,14 +94,15 @@ pub(crate) struct WinogradWeights {
     shape: [usize; 4],
     groups: usize,
     isa: Isa,
-    /// Whether every weight is finite.
-    finite: bool,
+    /// Per output channel, whether its weights are all finite.
+    finite: Vec<bool>,
     packed: [OnceLock<Vec<PrepackedSource>>; 3],
 }
 
 impl WinogradWeights {
     pub(crate) fn new(weight: &[f32], shape: [usize; 4], groups: usize, isa: Isa) -> Self {
-        let finite = weight.iter().all(|w| w.is_finite());
+        let taps = shape[1] * shape[2] * shape[3];
+        let finite = weight.chunks(taps.max(1)).map(|k| k.iter().all(|w| w.is_finite())).collect();
         WinogradWeights { weight: weight.to_vec(), shape, groups, isa, finite, packed: Default::default() }
     }
 
@@ -223,7 +224,7 @@ fn run_tiles<T: Tile>(
     output: &mut [f32],
 ) {
     let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
-    let (packed, finite_weights) = (weights.packed(T::SIZE), weights.finite);
+    let packed = weights.packed(T::SIZE);
     let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
     let tiles = tiles_h * tiles_w;
     // Blocks of equal size (a partial last block left a thread idle), their
@@ -242,7 +243,12 @@ fn run_tiles<T: Tile>(
         let plane_in = geo.h_in * geo.w_in;
         let plane_out = geo.h_out * geo.w_out;
         let channels = &input[(image * geo.c_in + group * cg) * plane_in..][..cg * plane_in];
-        let (t0, t1) = (block * tiles / blocks, (block + 1) * tiles / blocks);
+        // `tiles / blocks` and the remainder, not `block · tiles / blocks`
+        // (that product could overflow on a plane of 2^36 tiles).
+        let (even, extra) = (tiles / blocks, tiles % blocks);
+        let t0 = block * even + block.min(extra);
+        let t1 = t0 + even + usize::from(block < extra);
+        assert!(t1 - t0 <= nt, "a block holds at most its capacity");
         let block = Block {
             geo,
             tiles_w,
@@ -251,7 +257,7 @@ fn run_tiles<T: Tile>(
             stride: nt,
             v_plane: cg * nt + PLANE_PAD,
             m_plane: og * nt + PLANE_PAD,
-            finite_weights,
+            finite_weights: &weights.finite[group * og..][..og],
         };
         let a2 = T::ALPHA * T::ALPHA;
         let (v_len, m_len) = (a2 * block.v_plane, a2 * block.m_plane);
@@ -329,11 +335,12 @@ struct Block<'a> {
     /// [`PLANE_PAD`]) and likewise for `M`.
     v_plane: usize,
     m_plane: usize,
-    /// Whether every weight is finite: then an output whose window lies in
-    /// the padding is +0 (plus its bias). A NaN or infinite weight times
+    /// Per output channel of the group, whether its weights are all finite:
+    /// then an output whose window lies in the padding is +0 (plus its
+    /// bias). A NaN or infinite weight times
     /// the padding's zeros is NaN on every path, so then it is left as the
     /// tile computes it.
-    finite_weights: bool,
+    finite_weights: &'a [bool],
 }
 
 /// Floats between the planes of `V` and `M` past their rows: without it
@@ -491,7 +498,7 @@ fn output_block<T: Tile>(
                             && oy < g.pad_top + g.h_in
                             && ox + 2 >= g.pad_left
                             && ox < g.pad_left + g.w_in;
-                        let mut value = if seen || !b.finite_weights { y[r * 6 + c][l] } else { 0.0 };
+                        let mut value = if seen || !b.finite_weights[o] { y[r * 6 + c][l] } else { 0.0 };
                         if let Some(bias) = bias {
                             value += bias[o];
                         }
