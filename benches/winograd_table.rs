@@ -11,6 +11,12 @@
 //! cargo bench --bench winograd_table -- quick tiles only=res3,vgg19
 //! ```
 //!
+//! The suite file is derived, not written by hand: the layers of the two
+//! suites with `kh = kw = 3`, both strides and dilations 1, and
+//! `c_in / groups ≥ 16` and `c_out / groups ≥ 16`, keeping the first layer
+//! of each shape (batch, channels, plane, groups, padding). It is checked
+//! in because `ort_conv.py` times a file.
+//!
 //! `tiles` adds a column per tile size (the forced size through
 //! `testing::WinogradTiles`); `only=A,B` keeps the layers whose name
 //! contains `A` or `B`.

@@ -153,7 +153,7 @@ impl WinogradTiles {
             && params.groups > 0
             && weight_shape[0].is_multiple_of(params.groups);
         (applies && lengths && isa.is_available() && !params.flip).then(|| WinogradTiles {
-            weights: WinogradWeights::new(weight, weight_shape, params.groups, isa),
+            weights: WinogradWeights::new(weight.to_vec(), weight_shape, params.groups, isa),
             weight_shape,
             params: *params,
             bias: bias.map(<[f32]>::to_vec),

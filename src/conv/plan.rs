@@ -122,7 +122,7 @@ impl Conv2dPlan {
                 Algorithm::Auto => options.precision == Precision::Relaxed && winograd_channels_pay(weight_shape[1], m),
                 _ => false,
             };
-        let winograd = may_winograd.then(|| WinogradWeights::new(weight, weight_shape, groups, options.isa));
+        let winograd = may_winograd.then(|| WinogradWeights::new(weight.to_vec(), weight_shape, groups, options.isa));
         Ok(Conv2dPlan {
             weight_shape,
             params: *params,

@@ -237,7 +237,7 @@ fn backward_input_winograd(
     let shape = [geo.c_in, m, geo.kh, geo.kw];
     let full = ConvGeometry::new([geo.batch, geo.c_out, geo.h_out, geo.w_out], shape, &params)
         .expect("the windows geometry of each group is valid");
-    let weights = WinogradWeights::new(&rotated, shape, geo.groups, options.isa);
+    let weights = WinogradWeights::new(rotated, shape, geo.groups, options.isa);
     let flops = 2.0 * (geo.batch * geo.c_in * geo.h_in * geo.w_in) as f64 * (m * taps) as f64;
     let threads = thread_count(options, flops);
     let tile = TileSize::choose(geo.h_in, geo.w_in);

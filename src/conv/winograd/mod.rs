@@ -100,10 +100,12 @@ pub(crate) struct WinogradWeights {
 }
 
 impl WinogradWeights {
-    pub(crate) fn new(weight: &[f32], shape: [usize; 4], groups: usize, isa: Isa) -> Self {
+    /// Takes the weights by value: the gradient builds its rotated copy for
+    /// this and hands it over, a plan copies what it was lent.
+    pub(crate) fn new(weight: Vec<f32>, shape: [usize; 4], groups: usize, isa: Isa) -> Self {
         let taps = shape[1] * shape[2] * shape[3];
         let finite = weight.chunks(taps.max(1)).map(|k| k.iter().all(|w| w.is_finite())).collect();
-        WinogradWeights { weight: weight.to_vec(), shape, groups, isa, finite, packed: Default::default() }
+        WinogradWeights { weight, shape, groups, isa, finite, packed: Default::default() }
     }
 
     /// The packed `U` of `tile`: `[group · alpha² + ξ]`.
@@ -552,7 +554,7 @@ mod tests {
             for tile in TileSize::ALL {
                 let mut first: Option<Vec<u32>> = None;
                 for isa in Isa::available().into_iter().filter(|&i| i != Isa::PortableUnfused) {
-                    let weights = WinogradWeights::new(&w, weight_shape, groups, isa);
+                    let weights = WinogradWeights::new(w.clone(), weight_shape, groups, isa);
                     for &threads in threads {
                         let mut out = vec![f32::NAN; geo.output_len()];
                         run(isa, &geo, &weights, tile, &x, Some(&b), Activation::None, threads, &mut out);
