@@ -3,6 +3,21 @@
 //! one, buffers that must match their shapes. Knows no operation.
 
 use crate::error::ConvError;
+use crate::layout::Layout;
+
+/// `Err(BadParameter)` for a layout the function does not read yet
+/// (channels-last gradients and pooling are still to come).
+pub(crate) fn nchw_only(layout: Layout) -> Result<(), ConvError> {
+    match layout {
+        Layout::Nchw => Ok(()),
+        _ => Err(ConvError::BadParameter {
+            name: "layout",
+            value: layout as usize,
+            requirement: "Layout::Nchw for this function (channels-last is implemented for conv2d, \
+                          Conv2dPlan, im2col and col2im so far)",
+        }),
+    }
+}
 
 /// `a · b`, or `Err(Overflow)` naming `what`.
 pub(crate) fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, ConvError> {

@@ -5,6 +5,8 @@
 
 use crate::check::{at_least_one, mul, product};
 use crate::error::ConvError;
+use crate::layout::Layout;
+pub(crate) use crate::layout::Strides;
 
 /// How a 2-D convolution slides its kernel over the input.
 ///
@@ -31,12 +33,23 @@ pub struct ConvParams {
     /// `false`: cross-correlation (what deep learning calls convolution).
     /// `true`: true convolution, the kernel rotated by 180 degrees.
     pub flip: bool,
+    /// The layout of the activations (input, output and their gradients):
+    /// [`Layout::Nchw`] (the default) or channels-last [`Layout::Nhwc`].
+    /// Weights are OIHW in both.
+    pub layout: Layout,
 }
 
 impl Default for ConvParams {
-    /// Stride 1, no padding, dilation 1, one group, cross-correlation.
+    /// Stride 1, no padding, dilation 1, one group, cross-correlation, NCHW.
     fn default() -> Self {
-        ConvParams { stride: [1, 1], padding: [0, 0, 0, 0], dilation: [1, 1], groups: 1, flip: false }
+        ConvParams {
+            stride: [1, 1],
+            padding: [0, 0, 0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            flip: false,
+            layout: Layout::Nchw,
+        }
     }
 }
 
@@ -83,6 +96,7 @@ pub(crate) struct ConvGeometry {
     pub dilation_w: usize,
     pub groups: usize,
     pub flip: bool,
+    pub layout: Layout,
     pub h_out: usize,
     pub w_out: usize,
 }
@@ -151,6 +165,7 @@ impl ConvGeometry {
             dilation_w: params.dilation[1],
             groups,
             flip: params.flip,
+            layout: params.layout,
             h_out,
             w_out,
         };
@@ -227,7 +242,31 @@ impl ConvGeometry {
             dilation: [self.dilation_h, self.dilation_w],
             groups: self.groups,
             flip: self.flip,
+            layout: self.layout,
         }
+    }
+
+    /// The strides of one input image in the geometry's layout.
+    pub fn input_strides(&self) -> Strides {
+        self.layout.strides(self.c_in, self.h_in, self.w_in)
+    }
+
+    /// The strides of one output image in the geometry's layout.
+    pub fn output_strides(&self) -> Strides {
+        self.layout.strides(self.c_out, self.h_out, self.w_out)
+    }
+
+    /// The input channels of group `group` of image `image`: from their
+    /// first float to the end of the image (NCHW: exactly their planes).
+    /// Index them with [`ConvGeometry::input_strides`].
+    pub fn group_input<'a>(&self, input: &'a [f32], image: usize, group: usize) -> &'a [f32] {
+        let image_len = self.c_in * self.h_in * self.w_in;
+        let first = image * image_len + group * self.c_in_per_group() * self.input_strides().c;
+        let end = match self.layout {
+            Layout::Nchw => first + self.c_in_per_group() * self.h_in * self.w_in,
+            Layout::Nhwc => (image + 1) * image_len,
+        };
+        &input[first..end]
     }
 }
 

@@ -72,14 +72,15 @@ pub(crate) fn valid_range(out: usize, size: usize, stride: usize, offset: usize,
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
-/// im2col of the channels `channels` of one image (`image` is `[c_in, h, w]`)
+/// im2col of the channels `channels` of one image (`image` from its first
+/// channel, `[c, h, w]` in the geometry's layout, read through its strides)
 /// into `col` (`[channels.len()·kh·kw, h_out·w_out]`).
 pub(crate) fn im2col_image(geo: &ConvGeometry, image: &[f32], channels: std::ops::Range<usize>, col: &mut [f32]) {
     let (h, w, ow) = (geo.h_in, geo.w_in, geo.w_out);
+    let at = geo.input_strides();
     let npix = geo.out_pixels();
     let mut rows = col.chunks_exact_mut(npix);
     for c in channels {
-        let plane = &image[c * h * w..(c + 1) * h * w];
         for u in 0..geo.kh {
             let (oy0, oy1) = valid_range(geo.h_out, h, geo.stride_h, u * geo.dilation_h, geo.pad_top);
             for v in 0..geo.kw {
@@ -88,10 +89,9 @@ pub(crate) fn im2col_image(geo: &ConvGeometry, image: &[f32], channels: std::ops
                 row.fill(0.0);
                 for oy in oy0..oy1 {
                     let iy = oy * geo.stride_h + u * geo.dilation_h - geo.pad_top;
-                    let src = &plane[iy * w..(iy + 1) * w];
                     let dst = &mut row[oy * ow..(oy + 1) * ow];
                     for ox in ox0..ox1 {
-                        dst[ox] = src[ox * geo.stride_w + v * geo.dilation_w - geo.pad_left];
+                        dst[ox] = image[at.at(c, iy, ox * geo.stride_w + v * geo.dilation_w - geo.pad_left)];
                     }
                 }
             }
@@ -141,13 +141,13 @@ pub fn col2im(
 }
 
 /// Adds the columns of `col` (`[channels.len()·kh·kw, h_out·w_out]`) into
-/// `image` (`[c_in, h, w]`), the adjoint of [`im2col_image`].
+/// `image` (as [`im2col_image`] reads it), the adjoint of [`im2col_image`].
 pub(crate) fn col2im_image(geo: &ConvGeometry, col: &[f32], channels: std::ops::Range<usize>, image: &mut [f32]) {
     let (h, w, ow) = (geo.h_in, geo.w_in, geo.w_out);
+    let at = geo.input_strides();
     let npix = geo.out_pixels();
     let mut rows = col.chunks_exact(npix);
     for c in channels {
-        let plane = &mut image[c * h * w..(c + 1) * h * w];
         for u in 0..geo.kh {
             let (oy0, oy1) = valid_range(geo.h_out, h, geo.stride_h, u * geo.dilation_h, geo.pad_top);
             for v in 0..geo.kw {
@@ -155,10 +155,9 @@ pub(crate) fn col2im_image(geo: &ConvGeometry, col: &[f32], channels: std::ops::
                 let (ox0, ox1) = valid_range(ow, w, geo.stride_w, v * geo.dilation_w, geo.pad_left);
                 for oy in oy0..oy1 {
                     let iy = oy * geo.stride_h + u * geo.dilation_h - geo.pad_top;
-                    let dst = &mut plane[iy * w..(iy + 1) * w];
                     let src = &row[oy * ow..(oy + 1) * ow];
                     for ox in ox0..ox1 {
-                        dst[ox * geo.stride_w + v * geo.dilation_w - geo.pad_left] += src[ox];
+                        image[at.at(c, iy, ox * geo.stride_w + v * geo.dilation_w - geo.pad_left)] += src[ox];
                     }
                 }
             }

@@ -85,6 +85,7 @@ mod gemm;
 mod geometry;
 mod im2col;
 mod isa;
+mod layout;
 #[cfg(feature = "ndarray")]
 pub mod nd;
 mod pool;
@@ -112,6 +113,7 @@ pub use gemm::{sgemm, sgemm_with_isa};
 pub use geometry::{ConvParams, conv2d_output_shape};
 pub use im2col::{col2im, im2col, im2col_len};
 pub use isa::Isa;
+pub use layout::Layout;
 pub use pool::{
     MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
     max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,

@@ -5,7 +5,7 @@
 
 use crate::check::{check_len, product};
 use crate::geometry::ConvGeometry;
-use crate::{ConvError, ConvParams};
+use crate::{ConvError, ConvParams, Layout};
 
 /// A reference result: the f64 value of every output element and the
 /// magnitude of its defining sum, `Σ |term|` (bias included), which scales
@@ -39,7 +39,8 @@ impl Reference {
 }
 
 /// `X[n, c, iy, ix]` for the input position that kernel tap `(u, v)` of output
-/// `(oy, ox)` reads, or 0 where that position falls in the zero padding. This
+/// `(oy, ox)` reads (the input in `params.layout`), or 0 where that position
+/// falls in the zero padding. This
 /// is the one place the index formula of cross-correlation is written down:
 /// `iy = oy·stride_h + u·dilation_h − pad_top`, `ix = ox·stride_w + v·dilation_w − pad_left`.
 /// (Computed in `isize`: meant for test-sized shapes, not for paddings or
@@ -62,13 +63,32 @@ pub fn input_tap(
     if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
         return 0.0;
     }
-    input[((n * c_in + c) * h + iy as usize) * w + ix as usize]
+    let (iy, ix) = (iy as usize, ix as usize);
+    match params.layout {
+        Layout::Nchw => input[((n * c_in + c) * h + iy) * w + ix],
+        _ => input[((n * h + iy) * w + ix) * c_in + c],
+    }
+}
+
+/// `values` (a batch `[n, c, h, w]` in NCHW order) in the order of `layout`.
+pub fn nchw_to(layout: Layout, values: Vec<f64>, [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+    match layout {
+        Layout::Nchw => values,
+        _ => (0..n * c * h * w)
+            .map(|i| {
+                // Element i of the channels-last order: (b, y, x, ch).
+                let (ch, x, y, b) = (i % c, i / c % w, i / (c * w) % h, i / (c * w * h));
+                values[((b * c + ch) * h + y) * w + x]
+            })
+            .collect(),
+    }
 }
 
 /// The direct convolution of `conv2d`, in f64:
 /// `Z[n,o,i,j] = bias[o] + Σ_c Σ_u Σ_v W[o,c,u',v'] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`
 /// where `g = o / (c_out/groups)`, `cg = c_in/groups`, and `(u', v') = (u, v)`
-/// for cross-correlation or `(kh−1−u, kw−1−v)` when `params.flip`.
+/// for cross-correlation or `(kh−1−u, kw−1−v)` when `params.flip`; input
+/// and result in `params.layout`.
 pub fn conv2d_direct(
     input: &[f32],
     input_shape: [usize; 4],
@@ -111,7 +131,8 @@ pub fn conv2d_direct(
             }
         }
     }
-    Ok(Reference { value, magnitude })
+    let shape = geo.output_shape();
+    Ok(Reference { value: nchw_to(params.layout, value, shape), magnitude: nchw_to(params.layout, magnitude, shape) })
 }
 
 /// The naive matrix product in f64: `Σ_l a(i, l) · b(l, j)` for an m×k `a`

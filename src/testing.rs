@@ -104,6 +104,13 @@ impl ConvProblem {
         Ok(out)
     }
 
+    /// The same problem with its activations in `layout`: the input
+    /// permuted, `params.layout` set (outputs then come in that layout).
+    pub fn in_layout(&self, layout: crate::Layout) -> ConvProblem {
+        let input = relayout(&self.input, self.input_shape, self.params.layout, layout);
+        ConvProblem { input, params: ConvParams { layout, ..self.params }, ..self.clone() }
+    }
+
     /// The f64 direct convolution of the problem.
     pub fn reference(&self) -> Result<Reference, ConvError> {
         conv2d_direct(
@@ -188,4 +195,27 @@ impl WinogradTiles {
         );
         Ok(())
     }
+}
+
+/// `values`, a batch of logical shape `[n, c, h, w]` in layout `from`, in
+/// layout `to` (a copy). Test and bench code only: the library never
+/// transposes a tensor to change its layout.
+pub fn relayout(values: &[f32], [n, c, h, w]: [usize; 4], from: crate::Layout, to: crate::Layout) -> Vec<f32> {
+    use crate::Layout;
+    assert_eq!(values.len(), n * c * h * w, "values of the shape");
+    let index = |layout: Layout, (b, ch, y, x): (usize, usize, usize, usize)| match layout {
+        Layout::Nchw => ((b * c + ch) * h + y) * w + x,
+        _ => ((b * h + y) * w + x) * c + ch,
+    };
+    let mut out = vec![0.0; values.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[index(to, (b, ch, y, x))] = values[index(from, (b, ch, y, x))];
+                }
+            }
+        }
+    }
+    out
 }

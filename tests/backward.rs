@@ -253,7 +253,7 @@ fn finite_differences_confirm_the_references() {
         (
             [2, 2, 6, 9],
             [2, 1, 3, 2],
-            ConvParams { stride: [3, 2], dilation: [1, 3], padding: [2, 1, 0, 3], groups: 2, flip: true },
+            ConvParams { stride: [3, 2], dilation: [1, 3], padding: [2, 1, 0, 3], groups: 2, flip: true, ..Default::default() },
         ),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
@@ -303,7 +303,7 @@ fn backward_on_many_threads_is_bit_identical() {
 
 #[test]
 fn backward_input_does_not_depend_on_the_batch() {
-    let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, flip: false };
+    let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, ..Default::default() };
     let g = Grad::new(ConvProblem::seeded([3, 4, 9, 8], [6, 2, 3, 3], params, false, 13), 14).unwrap();
     let whole = g.input_grad(&ConvOptions::default());
     let (image_in, image_out) = (g.p.input.len() / 3, g.grad_output.len() / 3);
@@ -477,7 +477,7 @@ fn transpose_problem() -> impl Strategy<Value = TransposeProblem> {
                 (stride, padding, output_padding),
                 (dilation, bias, seed),
             )| {
-                let params = ConvTransposeParams { stride, padding, output_padding, dilation, groups };
+                let params = ConvTransposeParams { stride, padding, output_padding, dilation, groups, ..Default::default() };
                 TransposeProblem::new([n, groups * cg_in, h, w], [groups * cg_in, cg_out, kh, kw], params, bias, seed)
             },
         )
@@ -512,6 +512,7 @@ fn conv_transpose2d_pinned_cases() {
         output_padding: [1, 2],
         dilation: [1, 2],
         groups: 2,
+        ..Default::default()
     };
     TransposeProblem::new([2, 32, 16, 12], [32, 16, 3, 3], p, false, 3).check();
     // 1x1 input, ones everywhere: the output is the kernel plus bias.
@@ -524,7 +525,8 @@ fn conv_transpose2d_pinned_cases() {
 #[test]
 fn conv_transpose2d_is_backward_input() {
     // Same weight, same parameters: the transposed convolution of dY is the input gradient.
-    let conv = ConvParams { stride: [2, 2], padding: [1, 0, 0, 1], dilation: [1, 2], groups: 2, flip: false };
+    let conv =
+        ConvParams { stride: [2, 2], padding: [1, 0, 0, 1], dilation: [1, 2], groups: 2, ..ConvParams::default() };
     let g = Grad::new(ConvProblem::seeded([2, 4, 9, 10], [6, 2, 3, 3], conv, false, 21), 22).unwrap();
     let t = ConvTransposeParams {
         stride: conv.stride,
@@ -532,6 +534,7 @@ fn conv_transpose2d_is_backward_input() {
         dilation: conv.dilation,
         groups: 2,
         output_padding: [0, 0],
+        ..Default::default()
     };
     let shape = conv_transpose2d_output_shape(g.out_shape, g.p.weight_shape, &t);
     // The convolution's 4×4 output reaches back to 8×10 rows: output_padding restores the ninth row.

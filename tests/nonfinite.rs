@@ -93,7 +93,8 @@ fn nan_positions(v: &[f32]) -> Vec<usize> {
 
 /// Stride 2, asymmetric padding, dilation 2, two groups, two images.
 fn strided_grouped() -> ConvProblem {
-    let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, flip: false };
+    let params =
+        ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, ..ConvParams::default() };
     conv([2, 4, 7, 6], [4, 2, 2, 3], params)
 }
 

@@ -287,7 +287,7 @@ fn relaxed_input_gradient() {
         }
         let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
         let transpose_params =
-            convgemm::ConvTransposeParams { stride: [1, 1], padding, output_padding: [0, 0], dilation: [1, 1], groups };
+            convgemm::ConvTransposeParams { padding, groups, ..Default::default() };
         let mut y = vec![f32::NAN; p.input.len()];
         let shape = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
         conv_transpose2d_with(&relaxed, &dy, shape, &p.weight, weight_shape, None, &transpose_params, &mut y).unwrap();

@@ -33,7 +33,7 @@ impl Layer {
             padding: self.padding,
             dilation: self.dilation,
             groups: self.groups,
-            flip: false,
+            ..convgemm::ConvParams::default()
         }
     }
     pub fn input_shape(&self) -> [usize; 4] {

@@ -259,6 +259,7 @@ impl ConvCall {
             output_padding: [self.params.padding[0] % 3, self.params.padding[1] % 3],
             dilation: self.params.dilation,
             groups: self.params.groups,
+            layout: self.params.layout,
         };
         let t_shape = [self.input_shape[0], self.weight_shape[0], self.input_shape[2], self.input_shape[3]];
         let t_want = conv_transpose2d_output_shape(t_shape, self.weight_shape, &t).ok().and_then(|s| product(&s));

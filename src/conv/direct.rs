@@ -16,7 +16,9 @@
 //! The tile is stored pixel-major into a block of scratch (the K chunks add
 //! up there, in order), then transposed into the NCHW output with the bias
 //! and the activation: the same operations on each element as the GEMM
-//! paths, so the same bits.
+//! paths, so the same bits. A channels-last output is pixel-major already:
+//! the block's rows are copied into it with the bias and the activation,
+//! no transpose.
 
 use std::cell::Cell;
 
@@ -82,7 +84,8 @@ pub(crate) fn applies(isa: Isa, g: &ConvGeometry) -> bool {
 }
 
 /// The convolution of one (image, group) with the kernel of `isa`: `out`
-/// (`[m, h_out·w_out]`, NCHW of one group) = the group's `channels`
+/// (`m × h_out·w_out`: channel `co`, pixel `p` at `co·out.rs + p·out.cs`,
+/// NCHW or channels-last) = the group's `channels` (`ConvGeometry::group_input`)
 /// convolved with the weights `w_b` (`K × m`, packed in `NR` panels for
 /// every K chunk), plus `bias`, then `act`. Blocks of output rows run in
 /// parallel when `par` allows and the work repays a fork; each block is
@@ -98,7 +101,7 @@ pub(crate) fn run(
     w_b: &PrepackedSource,
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: CMatrix,
     par: Parallelism,
 ) -> Result<(), ConvError> {
     gemm::dispatch(isa, Group { g, channels, w_b, bias, act, out, par })
@@ -111,7 +114,7 @@ struct Group<'a> {
     w_b: &'a PrepackedSource,
     bias: Option<&'a [f32]>,
     act: Activation,
-    out: &'a mut [f32],
+    out: CMatrix,
     par: Parallelism,
 }
 
@@ -149,7 +152,6 @@ impl WithKernel for Group<'_> {
         let Group { g, channels, w_b, bias, act, out, par } = self;
         assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
         let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
-        assert_eq!(out.len(), m * n);
         let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
         // Threads share the work by row blocks, each block reading all the
         // weights, or, for a small image (too few row blocks to share out
@@ -171,16 +173,15 @@ impl WithKernel for Group<'_> {
         } else {
             1
         };
-        let job =
-            Job { kern, g, channels, w_b, bias, act, out: CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 } };
+        let job = Job { kern, g, channels, w_b, bias, act, out };
         let run = |item: usize| {
             let (part, b) = (item / blocks, item % blocks);
             let rows = block_range(g, b, blocks);
             let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
             let mut block = BLOCK.with(Cell::take);
             // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out
-            // of the channels `cols` of `out` (m × n floats), and no other item
-            // writes those.
+            // of the channels `cols` of `out` (m × n, as `run`'s caller
+            // guarantees), and no other item writes those.
             unsafe { direct_block(&job, rows, cols, &mut block) };
             BLOCK.with(|cell| cell.set(block));
         };
@@ -200,7 +201,8 @@ struct Job<'a, K> {
     w_b: &'a PrepackedSource,
     bias: Option<&'a [f32]>,
     act: Activation,
-    /// The group's `m × n` output; blocks write disjoint pixels of it.
+    /// The group's `m × n` output (rows: channels); blocks write disjoint
+    /// pixels of it.
     out: CMatrix,
 }
 
@@ -217,7 +219,7 @@ unsafe fn direct_block<K: MicroKernel>(
     block: &mut Vec<f32>,
 ) {
     let &Job { kern, g, channels, w_b, bias, act, out } = job;
-    let (k, n) = (g.patch_len(), g.out_pixels());
+    let k = g.patch_len();
     // The block's channels: its row length.
     let m = cols.len();
     let (mr, nr) = (K::MR, K::NR);
@@ -303,11 +305,26 @@ unsafe fn direct_block<K: MicroKernel>(
         }
     }
     put_band(band);
-    // The block, channel-major, with the bias and the activation.
     let bias = bias.map(|b| &b[cols.clone()]);
-    // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
-    let out = out.ptr.wrapping_add(cols.start * n + p0);
-    kern.lanes().enter(Transpose { block: &block[..npx * m], m, out, n, bias, act });
+    if out.cs == 1 {
+        // NCHW: the block, channel-major, with the bias and the activation.
+        // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
+        let n = out.rs as usize;
+        let out = out.ptr.wrapping_add(cols.start * n + p0);
+        kern.lanes().enter(Transpose { block: &block[..npx * m], m, out, n, bias, act });
+    } else {
+        // Channels-last: pixel p0 + p's channels cols.start .. + m, contiguous.
+        let (rs, cs) = (out.rs as usize, out.cs as usize);
+        debug_assert_eq!(rs, 1);
+        for (p, row) in block[..npx * m].chunks_exact(m).enumerate() {
+            // SAFETY: the m channels from cols.start of pixel p0 + p: inside the
+            // group's output (as `run`'s caller guarantees), this item's alone.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(cols.start * rs + (p0 + p) * cs), m) };
+            for (co, (d, &x)) in dst.iter_mut().zip(row).enumerate() {
+                *d = act.apply(bias.map_or(x, |b| x + b[co]));
+            }
+        }
+    }
 }
 
 /// The block's epilogue: the transpose into NCHW with the bias and the

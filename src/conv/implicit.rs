@@ -1,11 +1,14 @@
-//! Implicit im2col: an NCHW image read as the im2col matrix of one group,
+//! Implicit im2col: an image read as the im2col matrix of one group,
 //! packed straight into B panels (stride, zero padding and dilation applied
-//! while packing), so the `K × N` column matrix is never built.
+//! while packing), so the `K × N` column matrix is never built. The image
+//! is NCHW or channels-last: the band builder and the fallback packer read
+//! it through the geometry's strides, and the band is the same either way.
 
 use std::cell::Cell;
 
 use crate::gemm::{KC, PackRows, PanelSource, enter_pack, with_panel_width};
 use crate::geometry::ConvGeometry;
+use crate::layout::Layout;
 use crate::simd::Lanes;
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
@@ -13,13 +16,14 @@ use crate::simd::Lanes;
 /// `X[c, oy·sh + u·dh − pad_top, ox·sw + v·dw − pad_left]` or 0 in the padding.
 pub(crate) struct ImageSource<'a> {
     geo: &'a ConvGeometry,
-    /// The group's `c_in / groups` channels of one image, `[cg, h, w]`.
+    /// The group's `c_in / groups` channels of one image, `[cg, h, w]` in
+    /// the geometry's layout, from its first float (`ConvGeometry::group_input`).
     channels: &'a [f32],
 }
 
 impl<'a> ImageSource<'a> {
     pub(crate) fn new(geo: &'a ConvGeometry, channels: &'a [f32]) -> Self {
-        debug_assert_eq!(channels.len(), geo.c_in_per_group() * geo.h_in * geo.w_in);
+        assert!(channels.len() >= geo.input_strides().span(geo.c_in_per_group(), geo.h_in, geo.w_in));
         ImageSource { geo, channels }
     }
 }
@@ -58,7 +62,8 @@ pub(super) fn band_fits(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: us
 /// window's top-left corner.
 #[derive(Clone, Copy, Default)]
 struct Tap {
-    /// `c·h·w + dy·w + dx`: where the tap reads, relative to the corner.
+    /// `c·sc + dy·sy + dx·sx` (the input's strides): where the tap reads,
+    /// relative to the corner.
     offset: isize,
     /// `u·dilation_h − pad_top`.
     dy: isize,
@@ -80,6 +85,8 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
     let g = src.geo;
     debug_assert!(g.is_compact(), "offsets fit isize only for compact geometries");
     let (h_in, w_in, w_out) = (g.h_in as isize, g.w_in as isize, g.w_out);
+    let at = g.input_strides();
+    let (sc, sy, sx) = (at.c as isize, at.y as isize, at.x as isize);
     let x = src.channels;
     let mut taps = [Tap::default(); KC];
     let taps = &mut taps[..kc];
@@ -88,7 +95,7 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
     for tap in taps.iter_mut() {
         let dy = (u * g.dilation_h) as isize - g.pad_top as isize;
         let dx = (v * g.dilation_w) as isize - g.pad_left as isize;
-        *tap = Tap { offset: (c * g.h_in * g.w_in) as isize + dy * w_in + dx, dy, dx };
+        *tap = Tap { offset: c as isize * sc + dy * sy + dx * sx, dy, dx };
         v += 1;
         if v == g.kw {
             (u, v) = (u + 1, 0);
@@ -120,7 +127,7 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
         // (dy, dx) lies in these ranges.
         let (dy_lo, dy_hi) = (-row_of[0], h_in - 1 - row_of[wp - 1]);
         let (dx_lo, dx_hi) = (-col_min, w_in - 1 - col_max);
-        let corners: [isize; P] = std::array::from_fn(|jj| row_of[jj] * w_in + col_of[jj]);
+        let corners: [isize; P] = std::array::from_fn(|jj| row_of[jj] * sy + col_of[jj] * sx);
         let corner = |jj: usize| corners[jj];
         for (kk, tap) in taps.iter().enumerate() {
             let inside = tap.dy >= dy_lo && tap.dy <= dy_hi && tap.dx >= dx_lo && tap.dx <= dx_hi;
@@ -132,7 +139,8 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
                         debug_assert!(i < x.len());
                         // SAFETY: `inside` puts every pixel's tap at (iy, ix) with
                         // 0 <= iy < h_in and 0 <= ix < w_in of channel c < c_in/groups,
-                        // so i = c·h·w + iy·w + ix < (c + 1)·h·w <= x.len().
+                        // so i = c·sc + iy·sy + ix·sx < the span of the
+                        // group's channels <= x.len() (asserted by `new`).
                         *out = unsafe { *x.get_unchecked(i) };
                     }
                 } else {
@@ -297,7 +305,7 @@ impl Band {
         phases: usize,
     ) -> Option<(Band, usize)> {
         let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
-        if !unpadded || phases != 1 {
+        if !unpadded || phases != 1 || g.layout != Layout::Nchw {
             return None;
         }
         let band = Band { channel_len: g.h_in * g.w_in, ..Band::with_phases(g, k0, kc, j0, w, 1) };
@@ -319,6 +327,9 @@ pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usiz
     let len = layout.len();
     band.resize(len + slack, 0.0);
     band[len..].fill(0.0);
+    if g.layout == Layout::Nhwc {
+        return build_band_channels_last(g, x, layout, &mut band[..len]);
+    }
     for (c, channel) in layout.channels.clone().zip(band[..len].chunks_exact_mut(layout.channel_len)) {
         for (py, row) in (layout.py0..).zip(channel.chunks_exact_mut(layout.row_len)) {
             match py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) {
@@ -331,6 +342,34 @@ pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usiz
         }
     }
 }
+
+/// [`build_band`] from a channels-last input: the same band (channel
+/// planes of padded rows split into phases), each input row read once,
+/// pixel by pixel, its channels dealt out to their planes in blocks of
+/// [`CHANNEL_BLOCK`] (so the writes go to a few planes at a time).
+#[inline(always)]
+fn build_band_channels_last(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut [f32]) {
+    let at = g.input_strides();
+    let channels = layout.channels.clone();
+    band.fill(0.0);
+    for (r, py) in (layout.py0..).enumerate().take(layout.channel_len / layout.row_len.max(1)) {
+        let Some(iy) = py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) else { continue };
+        for c0 in channels.clone().step_by(CHANNEL_BLOCK) {
+            let c1 = (c0 + CHANNEL_BLOCK).min(channels.end);
+            for ix in 0..g.w_in {
+                let pc = ix + g.pad_left;
+                let col = pc % layout.phases * layout.phase + pc / layout.phases;
+                let pixel = &x[at.at(c0, iy, ix)..][..c1 - c0];
+                for (i, &v) in pixel.iter().enumerate() {
+                    band[(c0 + i - channels.start) * layout.channel_len + r * layout.row_len + col] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Channels [`build_band_channels_last`] deals out per pass over a row.
+const CHANNEL_BLOCK: usize = 16;
 
 /// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in
 /// `band`, relative to its pixel's window corner.

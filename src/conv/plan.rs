@@ -12,6 +12,7 @@ use crate::check::check_len;
 use crate::error::ConvError;
 use crate::gemm::{self, Panels, PrepackedSource, StridedSource};
 use crate::geometry::{ConvGeometry, ConvParams, check_params};
+use crate::layout::Layout;
 
 /// A convolution prepared for repeated inference: parameters checked, the
 /// weights packed into the GEMM kernel's layout once, bias and activation
@@ -44,8 +45,9 @@ pub struct Conv2dPlan {
     /// direct path, else repacked from `weights_nr` on first need (an input
     /// the direct path does not take). One form is kept, not both.
     weights: OnceLock<Vec<PrepackedSource>>,
-    /// The (flipped if asked) weights as given, kept for the direct path
-    /// when each group has one input channel.
+    /// The (flipped if asked) weights, kept for the depthwise path when each
+    /// group has one input channel: as given (OIHW) for NCHW, tap-major
+    /// (`[kh·kw][c_out]`, the channels as lanes) for channels-last.
     direct_weights: Option<Vec<f32>>,
     /// The filters Winograd transforms (for each tile size on first need),
     /// when the plan may run it: forced, or left to `Auto` under
@@ -114,7 +116,10 @@ impl Conv2dPlan {
             .collect::<Result<Vec<_>, _>>()?;
         let (weights, weights_nr) =
             if prefers_direct { (OnceLock::new(), Some(packed)) } else { (OnceLock::from(packed), None) };
-        let direct_weights = (weight_shape[1] == 1).then(|| weight.to_vec());
+        let direct_weights = (weight_shape[1] == 1).then(|| match params.layout {
+            Layout::Nchw => weight.to_vec(),
+            _ => tap_major(weight, weight_shape[2] * weight_shape[3]),
+        });
         let may_winograd = winograd_applies
             && groups > 0
             && match options.algorithm {
@@ -213,6 +218,12 @@ impl Conv2dPlan {
             _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref(), winograd },
         }
     }
+}
+
+/// `[c_out][taps]` weights as `[taps][c_out]`.
+fn tap_major(weight: &[f32], taps: usize) -> Vec<f32> {
+    let c_out = weight.len() / taps.max(1);
+    (0..taps * c_out).map(|i| weight[(i % c_out) * taps + i / c_out]).collect()
 }
 
 /// Each `kh × kw` kernel rotated by 180 degrees: true convolution as

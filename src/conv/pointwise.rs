@@ -9,14 +9,19 @@ pub(crate) fn applies(geo: &ConvGeometry) -> bool {
     geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 && geo.params().padding == [0; 4]
 }
 
-/// `f(b)` with `b` the group's `channels` (`[c_in/groups, h, w]`) read as
-/// the `K × N` matrix B.
+/// `f(b)` with `b` the group's `channels` (`[c_in/groups, h, w]` in the
+/// geometry's layout, from their first float) read as the `K × N` matrix B:
+/// row-major in NCHW, column-major with a column stride of `c_in` in
+/// channels-last (where the image is the transposed matrix, read in place).
 ///
 /// # Panics
 /// If [`applies`] is false for `geo` or `channels` is not one group's input.
 pub(crate) fn with_source<R>(geo: &ConvGeometry, channels: &[f32], f: impl FnOnce(&StridedSource) -> R) -> R {
-    assert!(applies(geo) && channels.len() == geo.patch_len() * geo.out_pixels(), "a pointwise group's input");
-    // SAFETY: with a 1×1 stride-1 unpadded kernel the group's channels are
-    // the K × N matrix, row-major (asserted above), and outlive `f`.
-    f(&unsafe { StridedSource::new(channels.as_ptr(), geo.out_pixels() as isize, 1) })
+    let at = geo.input_strides();
+    let span = at.span(geo.c_in_per_group(), geo.h_in, geo.w_in);
+    assert!(applies(geo) && channels.len() >= span, "a pointwise group's input");
+    // SAFETY: with a 1×1 stride-1 unpadded kernel, pixel p = y·w + x of the
+    // group's channel c is at c·at.c + p·at.x in both layouts (at.y = w·at.x),
+    // inside the span asserted above; the channels outlive `f`.
+    f(&unsafe { StridedSource::new(channels.as_ptr(), at.c as isize, at.x as isize) })
 }

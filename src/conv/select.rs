@@ -14,6 +14,7 @@ use crate::error::ConvError;
 use crate::gemm::{self, CMatrix, Epilogue, PARALLEL_MIN_FLOPS, PanelSource, Parallelism, PrepackedSource};
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
+use crate::layout::Layout;
 
 /// Whether a plan keeps its weights for the direct path (NR panels): the
 /// path takes them on `isa` (see `direct::takes_weights`) and `algorithm`
@@ -62,7 +63,8 @@ pub(crate) struct Weights<'a> {
     pub packed: &'a [PrepackedSource],
     /// Per group, the same in the kernel's NR panels, when the direct path runs.
     pub packed_nr: Option<&'a [PrepackedSource]>,
-    /// As given (OIHW, flipped if asked), when each group has one input channel.
+    /// When each group has one input channel, flipped if asked: OIHW for
+    /// NCHW, tap-major (`[kh·kw][c_out]`) for channels-last.
     pub direct: Option<&'a [f32]>,
     /// Winograd's transformed filters and the tile size for this input,
     /// when the plan runs Winograd on it.
@@ -108,11 +110,14 @@ pub(crate) fn execute(
     if output.is_empty() {
         return;
     }
+    let out_at = geo.output_strides();
     if k == 0 {
         // No input channels: each output is its bias, then the activation.
-        for (index, plane) in output.chunks_exact_mut(n).enumerate() {
-            let b = bias.map_or(0.0, |b| b[index % geo.c_out]);
-            plane.fill(options.activation.apply(b));
+        for image in output.chunks_exact_mut(geo.c_out * n) {
+            for co in 0..geo.c_out {
+                let b = options.activation.apply(bias.map_or(0.0, |b| b[co]));
+                (0..n).for_each(|p| image[co * out_at.c + p * out_at.x] = b);
+            }
         }
         return;
     }
@@ -125,6 +130,12 @@ pub(crate) fn execute(
     };
     if let (Algorithm::Winograd, Some((w, tile))) = (algorithm, weights.winograd) {
         winograd::run(options.isa, geo, w, tile, input, bias, options.activation, threads, output);
+        return;
+    }
+    if algorithm == Algorithm::Depthwise && geo.layout == Layout::Nhwc {
+        let direct = weights.direct.expect("direct weights chosen above");
+        let done = depthwise::run_channels_last(options.isa, geo, input, direct, bias, options.activation, threads, output);
+        debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
         return;
     }
     let image_len = geo.c_in * geo.h_in * geo.w_in;
@@ -165,16 +176,27 @@ pub(crate) fn execute(
         }
         return;
     }
-    let group_len = geo.c_in_per_group() * geo.h_in * geo.w_in;
-    let job = |index: usize, out: &mut [f32], par: Parallelism, cols: &mut Vec<f32>| {
+    // The output of (image, group): m × n, channel co and pixel p at
+    // co·rs + p·cs (NCHW: contiguous, channels-last: pixels c_out apart).
+    let base = CMatrix { ptr: output.as_mut_ptr(), rs: out_at.c as isize, cs: out_at.x as isize };
+    let out_of = |index: usize| {
         let (image, group) = (index / geo.groups, index % geo.groups);
-        let channels = &input[image * image_len + group * group_len..][..group_len];
+        // Inside `output`: the first of the (image, group)'s outputs.
+        base.shifted(image * geo.c_out * n + group * m * out_at.c)
+    };
+    // NCHW: the (image, group)'s m·n outputs, contiguous.
+    // SAFETY: under NCHW, `out` is that block of `output`, and only this job uses it.
+    let planes = |out: CMatrix| unsafe { std::slice::from_raw_parts_mut(out.ptr, m * n) };
+    let job = |index: usize, par: Parallelism, cols: &mut Vec<f32>| {
+        let (image, group) = (index / geo.groups, index % geo.groups);
+        let channels = geo.group_input(input, image, group);
+        let out = out_of(index);
         let bias = bias.map(|b| &b[group * m..][..m]);
         let a_t = || &weights.packed[group];
         let done = match algorithm {
             Algorithm::Depthwise => {
                 let w = &weights.direct.expect("direct weights chosen above")[group * m * k..][..m * k];
-                depthwise::run(options.isa, geo, channels, w, bias, options.activation, out, cols)
+                depthwise::run(options.isa, geo, channels, w, bias, options.activation, planes(out), cols)
             }
             Algorithm::Direct => {
                 let w = &weights.packed_nr.expect("NR weights chosen above")[group];
@@ -185,8 +207,8 @@ pub(crate) fn execute(
             }),
             // A plane of a few pixels: matrix-vector products from the
             // prepacked weights.
-            Algorithm::Pointwise if n <= gemm::NARROW_N => {
-                gemm::gemm_narrow(options.isa, (m, n, k), a_t(), channels, bias, options.activation, out)
+            Algorithm::Pointwise if n <= gemm::NARROW_N && geo.layout == Layout::Nchw => {
+                gemm::gemm_narrow(options.isa, (m, n, k), a_t(), channels, bias, options.activation, planes(out))
             }
             Algorithm::Pointwise => pointwise::with_source(geo, channels, |b| {
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
@@ -196,19 +218,12 @@ pub(crate) fn execute(
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
     };
     if threads > 1 && jobs >= threads {
-        output
-            .par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(index, out)| with_scratch(|cols| job(index, out, Parallelism::Serial, cols)));
+        (0..jobs).into_par_iter().for_each(|index| with_scratch(|cols| job(index, Parallelism::Serial, cols)));
     } else {
         // The GEMM forks only past its own threshold (PARALLEL_MIN_FLOPS).
         let par =
             if threads > 1 && total_flops >= PARALLEL_MIN_FLOPS { Parallelism::Rayon } else { Parallelism::Serial };
-        with_scratch(|cols| {
-            for (index, out) in output.chunks_mut(m * n).enumerate() {
-                job(index, out, par, cols);
-            }
-        });
+        with_scratch(|cols| (0..jobs).for_each(|index| job(index, par, cols)));
     }
 }
 
@@ -236,7 +251,7 @@ fn group_gemm<B: PanelSource>(
     b: &B,
     bias: Option<&[f32]>,
     options: &ConvOptions,
-    out: &mut [f32],
+    c: CMatrix,
 ) -> Result<(), ConvError> {
     let epi = Epilogue {
         alpha: 1.0,
@@ -244,7 +259,7 @@ fn group_gemm<B: PanelSource>(
         bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
         act: options.activation,
     };
-    let c = CMatrix { ptr: out.as_mut_ptr(), rs: n as isize, cs: 1 };
-    // SAFETY: `out` holds m × n floats, `bias` m; the sources cover k × m and k × n.
+    // SAFETY: `c` is the job's m × n outputs (`execute` computes it inside
+    // `output`), `bias` m values; the sources cover k × m and k × n.
     unsafe { gemm::gemm(isa, m, n, k, a_t, b, c, &epi, par) }
 }

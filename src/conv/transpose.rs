@@ -4,9 +4,10 @@
 
 use super::backward::backward_input_validated;
 use super::options::ConvOptions;
-use crate::check::{check_len, product};
+use crate::check::{check_len, nchw_only, product};
 use crate::error::ConvError;
 use crate::geometry::{ConvGeometry, ConvParams, check_params};
+use crate::layout::Layout;
 
 /// How a transposed convolution spreads each input pixel over its output:
 /// the [`ConvParams`] of the convolution it transposes, plus `output_padding`.
@@ -36,12 +37,22 @@ pub struct ConvTransposeParams {
     pub dilation: [usize; 2],
     /// Number of groups: at least 1, divides `c_in` and `c_out`.
     pub groups: usize,
+    /// The layout of input and output (and their gradients). Transposed
+    /// convolution reads only [`Layout::Nchw`] so far: `Layout::Nhwc` is an error.
+    pub layout: Layout,
 }
 
 impl Default for ConvTransposeParams {
     /// Stride 1, no padding, no output padding, dilation 1, one group.
     fn default() -> Self {
-        ConvTransposeParams { stride: [1, 1], padding: [0; 4], output_padding: [0; 2], dilation: [1, 1], groups: 1 }
+        ConvTransposeParams {
+            stride: [1, 1],
+            padding: [0; 4],
+            output_padding: [0; 2],
+            dilation: [1, 1],
+            groups: 1,
+            layout: Layout::Nchw,
+        }
     }
 }
 
@@ -54,6 +65,7 @@ impl ConvTransposeParams {
             dilation: self.dilation,
             groups: self.groups,
             flip: false,
+            layout: self.layout,
         }
     }
 }
@@ -163,6 +175,7 @@ fn transpose_geometry(
         params.output_padding[1],
     )?;
     let c_out = product(&[weight_shape[1], params.groups], "output channels")?;
+    nchw_only(params.layout)?;
     let mut geo = ConvGeometry::new([batch, c_out, h_out, w_out], weight_shape, &conv)?;
     debug_assert!(geo.h_out >= h && geo.w_out >= w, "output_padding < stride gives back the input size");
     (geo.h_out, geo.w_out) = (h, w);

@@ -28,6 +28,15 @@ pub(crate) struct CMatrix {
     pub cs: isize,
 }
 
+impl CMatrix {
+    /// The matrix whose element (0, 0) lies `offset` floats further (a
+    /// method, so a closure captures the whole `CMatrix`, which is `Sync`,
+    /// not its raw pointer).
+    pub(crate) fn shifted(self, offset: usize) -> CMatrix {
+        CMatrix { ptr: self.ptr.wrapping_add(offset), ..self }
+    }
+}
+
 // SAFETY: threads write disjoint tiles of C (the split below never gives two
 // tasks the same element), and the creator guarantees the memory outlives the call.
 unsafe impl Send for CMatrix {}

@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use convgemm::testing::{ALGORITHMS, ConvProblem, bits, values};
+pub use convgemm::testing::{ALGORITHMS, ConvProblem, bits, canonical_bits, relayout, values};
 
 use convgemm::reference::Reference;
-use convgemm::{Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads};
+use convgemm::{Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Layout, Threads};
 use proptest::prelude::*;
 use std::ops::RangeInclusive;
 
@@ -65,7 +65,31 @@ pub trait Check {
 }
 
 impl Check for ConvProblem {
+    /// An NCHW problem is checked, then the same in channels-last, whose
+    /// outputs must be the NCHW ones permuted, bit for bit (both layouts sum
+    /// the same terms in the same order).
     fn check(&self) {
+        self.check_layout();
+        if self.params.layout == Layout::Nchw {
+            let nhwc = self.in_layout(Layout::Nhwc);
+            nhwc.check_layout();
+            let opts = ConvOptions::default();
+            if let (Ok(nchw_out), Ok(nhwc_out)) = (self.run(&opts), nhwc.run(&opts)) {
+                let shape = self.output_shape().expect("it ran");
+                let permuted = relayout(&nchw_out, shape, Layout::Nchw, Layout::Nhwc);
+                assert_eq!(canonical_bits(&nhwc_out), canonical_bits(&permuted), "NHWC vs NCHW {self:?}");
+            }
+        }
+    }
+}
+
+/// The checks of [`Check::check`] in the problem's own layout.
+trait CheckLayout {
+    fn check_layout(&self);
+}
+
+impl CheckLayout for ConvProblem {
+    fn check_layout(&self) {
         let portable = ConvOptions { isa: Isa::Portable, algorithm: Algorithm::Im2col, ..ConvOptions::default() };
         let want = match self.run(&portable) {
             Ok(v) => v,
@@ -122,7 +146,7 @@ fn problems(
         (dil.clone(), dil, any::<bool>(), any::<bool>(), any::<u64>()),
     )
         .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
-            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip };
+            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip, ..ConvParams::default() };
             ConvProblem::seeded([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
         })
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
-use crate::check::{check_len, product};
+use crate::check::{check_len, nchw_only, product};
 use crate::conv::implicit::ImageSource;
 use crate::conv::options::{ConvOptions, Precision};
 use crate::conv::select::winograd_pays;
@@ -146,6 +146,7 @@ pub fn conv2d_backward_input_with(
     input_shape: [usize; 4],
 ) -> Result<(), ConvError> {
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
+    nchw_only(params.layout)?;
     check_grad_output_shape(&geo, grad_output_shape)?;
     check_len("grad_output", grad_output.len(), product(&geo.output_shape(), "output element count")?)?;
     check_len("weight", weight.len(), geo.weight_len())?;
@@ -233,6 +234,7 @@ fn backward_input_winograd(
         dilation: [1, 1],
         groups: geo.groups,
         flip: false,
+        layout: geo.layout,
     };
     let shape = [geo.c_in, m, geo.kh, geo.kw];
     let full = ConvGeometry::new([geo.batch, geo.c_out, geo.h_out, geo.w_out], shape, &params)
@@ -297,6 +299,7 @@ fn windows_geometry(geo: &ConvGeometry) -> Option<ConvGeometry> {
         dilation: [geo.dilation_h, geo.dilation_w],
         groups: 1,
         flip: false,
+        layout: geo.layout,
     };
     let shape = [1, geo.c_out_per_group(), geo.h_out, geo.w_out];
     let windows =

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
-use crate::check::{check_len, product};
+use crate::check::{check_len, nchw_only, product};
 use crate::conv::options::ConvOptions;
 use crate::error::ConvError;
 use crate::gemm::{PanelSource, Parallelism, with_panel_width};
@@ -98,6 +98,7 @@ pub fn conv2d_backward_weight_with(
     weight_shape: [usize; 4],
 ) -> Result<(), ConvError> {
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
+    nchw_only(params.layout)?;
     check_grad_output_shape(&geo, grad_output_shape)?;
     check_len("input", input.len(), geo.input_len())?;
     check_len("grad_output", grad_output.len(), product(&geo.output_shape(), "output element count")?)?;

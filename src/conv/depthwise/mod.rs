@@ -9,17 +9,54 @@
 //! reproducibility rule, so both are bit-identical to the GEMM paths.
 
 mod blocked;
+mod channels_last;
 #[cfg(target_arch = "x86_64")]
 mod rolling;
 
 pub(crate) use blocked::Block;
 
 use crate::activation::Activation;
+use rayon::prelude::*;
+
 use crate::error::ConvError;
 use crate::gemm::KC;
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
+use crate::layout::Layout;
 use crate::simd::{self, Lanes, PerPath, WithLanes};
+
+/// The depthwise convolution of a channels-last batch on the lanes of
+/// `isa` (`dwconv_channels_last_<isa>`): `taps` are the weights tap-major,
+/// `[kh·kw][c_out]`; output rows shared among `threads` in parallel items.
+/// Arguments are validated and [`applies`] holds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_channels_last(
+    isa: Isa,
+    geo: &ConvGeometry,
+    input: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    threads: usize,
+    output: &mut [f32],
+) -> Result<(), ConvError> {
+    let row_len = geo.w_out * geo.c_out;
+    let rows = geo.batch * geo.h_out;
+    if row_len == 0 || rows == 0 {
+        return Ok(());
+    }
+    let item = |first: usize, out: &mut [f32]| {
+        let rows = first..first + out.len() / row_len;
+        simd::dispatch(isa, channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out })
+    };
+    if threads > 1 {
+        // At least 4 items per thread, whole rows each.
+        let per_item = rows.div_ceil(4 * threads);
+        output.par_chunks_mut(per_item * row_len).enumerate().try_for_each(|(i, out)| item(i * per_item, out))
+    } else {
+        item(0, output)
+    }
+}
 
 /// The depthwise convolution of one (image, group) on the lanes of `isa`:
 /// `out` is `[m, h_out, w_out]` for the group's `m` output channels,
@@ -95,6 +132,15 @@ impl WithLanes for Block<'_> {
 /// its AVX2 lanes), else `dwconv_{3x3,5x5}_rolling_<isa>` or
 /// `dwconv_plane_<isa>` ([`run`]).
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
+    if geo.layout == Layout::Nhwc {
+        return match isa {
+            Isa::Portable => "dwconv_channels_last_portable",
+            Isa::PortableUnfused => "dwconv_channels_last_portable_unfused",
+            Isa::Avx2Fma => "dwconv_channels_last_avx2",
+            Isa::Avx512 => "dwconv_channels_last_avx512",
+            _ => "dwconv_channels_last_neon",
+        };
+    }
     if channel_block(isa, geo).is_some() {
         return match isa {
             Isa::Neon => "dwconv_blocked_neon",
@@ -233,6 +279,10 @@ impl Phases {
 /// and scratch (the phase planes of `dwconv_plane`, at most 16 floats per
 /// lane) no larger than the buffers the caller gave, so it stays bounded.
 pub(crate) fn applies(geo: &ConvGeometry) -> bool {
+    if geo.layout == Layout::Nhwc {
+        // One K chunk: the taps sum from +0 in one pass.
+        return geo.c_in_per_group() == 1 && geo.kh * geo.kw <= KC && geo.is_compact();
+    }
     let budget = 4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096;
     geo.c_in_per_group() == 1 && Phases::of(geo).and_then(|p| p.scratch_len(16)).is_some_and(|len| len <= budget)
 }

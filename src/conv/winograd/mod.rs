@@ -242,9 +242,7 @@ fn run_tiles<T: Tile>(
     let job = |index: usize, inner: bool, scratch: &mut Vec<f32>| {
         let (image_group, block) = (index / blocks, index % blocks);
         let (image, group) = (image_group / geo.groups, image_group % geo.groups);
-        let plane_in = geo.h_in * geo.w_in;
-        let plane_out = geo.h_out * geo.w_out;
-        let channels = &input[(image * geo.c_in + group * cg) * plane_in..][..cg * plane_in];
+        let channels = geo.group_input(input, image, group);
         // `tiles / blocks` and the remainder, not `block · tiles / blocks`
         // (that product could overflow on a plane of 2^36 tiles).
         let (even, extra) = (tiles / blocks, tiles % blocks);
@@ -298,7 +296,7 @@ fn run_tiles<T: Tile>(
         let bias = bias.map(|b| &b[group * og..][..og]);
         // SAFETY: the plane of this (image, group)'s first output channel;
         // the block writes only its own tiles' pixels of its og planes.
-        let out_planes = unsafe { out.add((image * geo.c_out + group * og) * plane_out) };
+        let out_planes = unsafe { out.add(image * geo.c_out * geo.out_pixels() + group * og * geo.output_strides().c) };
         for_ranges(og, parts, |range| {
             let work = OutputTransform::<T> { block: &block, m, range, bias, act, out: out_planes, tile: PhantomData };
             let done = simd::dispatch(isa, work);
@@ -375,7 +373,7 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], range: Range<usize>, v: Out
     let g = b.geo;
     let (a, m) = (T::ALPHA, T::M);
     let (h, w) = (g.h_in as isize, g.w_in as isize);
-    let plane = g.h_in * g.w_in;
+    let at = g.input_strides();
     let mut d: Block64 = [[0.0; LANES]; 64];
     let mut vt: Block64 = [[0.0; LANES]; 64];
     for q in (0..b.count).step_by(LANES) {
@@ -396,17 +394,16 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], range: Range<usize>, v: Out
             inside[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w;
         }
         for c in range.clone() {
-            let x = &channels[c * plane..][..plane];
+            let x = &channels[c * at.c..];
             // Each lane's window into `d` (scalar stores into memory: lane
             // inserts into vector registers cost more), then the transform
             // on whole vectors into the channel's `alpha²` rows of V.
             for (l, &(y0, x0)) in corner.iter().enumerate() {
                 if inside[l] {
-                    let base = y0 as usize * g.w_in + x0 as usize;
+                    let base = at.at(0, y0 as usize, x0 as usize);
                     for r in 0..a {
-                        let src = &x[base + r * g.w_in..][..a];
                         for col in 0..a {
-                            d[r * 8 + col][l] = src[col];
+                            d[r * 8 + col][l] = x[base + r * at.y + col * at.x];
                         }
                     }
                 } else {
@@ -414,7 +411,7 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], range: Range<usize>, v: Out
                         for col in 0..a {
                             let (y, xx) = (y0 + r as isize, x0 + col as isize);
                             let real = l < lanes && y >= 0 && y < h && xx >= 0 && xx < w;
-                            d[r * 8 + col][l] = if real { x[y as usize * g.w_in + xx as usize] } else { 0.0 };
+                            d[r * 8 + col][l] = if real { x[at.at(0, y as usize, xx as usize)] } else { 0.0 };
                         }
                     }
                 }
@@ -470,7 +467,7 @@ fn output_block<T: Tile>(
 ) {
     let g = b.geo;
     let (a, m) = (T::ALPHA, T::M);
-    let plane = g.h_out * g.w_out;
+    let at = g.output_strides();
     let mut sums: Block64 = [[0.0; LANES]; 64];
     let mut y: Block36 = [[0.0; LANES]; 36];
     for q in (0..b.count).step_by(LANES) {
@@ -506,7 +503,7 @@ fn output_block<T: Tile>(
                         }
                         // SAFETY: (o, oy0 + r, ox0 + c) is inside the group's
                         // output planes, and only this tile writes it.
-                        unsafe { *out.0.add(o * plane + oy * g.w_out + ox) = act.apply(value) };
+                        unsafe { *out.0.add(at.at(o, oy, ox)) = act.apply(value) };
                     }
                 }
             }

@@ -1,0 +1,162 @@
+//! `dwconv_channels_last_<isa>`: depthwise convolution of a channels-last
+//! image with the channels as the vector lanes. A pixel's channels are
+//! contiguous in the input, the output and the tap-major weights, so every
+//! stride, dilation and padding reads whole vectors: no plane copies, no
+//! stride phases. Each output sums its `kh·kw` taps in order from +0 by
+//! fused multiply-adds (taps in the padding multiply a zero, as the GEMM
+//! paths' packed zeros do), then adds the bias: the reproducibility rule's
+//! operations, so the same bits as every other path.
+
+use std::ops::Range;
+
+use crate::activation::Activation;
+use crate::geometry::ConvGeometry;
+use crate::simd::{Lanes, WithLanes};
+
+/// Output pixels that share each weight vector loaded (more in flight per
+/// tap: 4 accumulators against one weight load).
+const PIXELS: usize = 4;
+
+/// The widest lanes of any path, for the stack buffers of partial vectors.
+const MAX_LANES: usize = 16;
+
+/// Output rows of a batch on the lanes: `rows` numbered over the batch
+/// (image `r / h_out`, row `r % h_out`), written into `out`, which holds
+/// exactly those rows.
+pub(super) struct ChannelsLast<'a> {
+    pub geo: &'a ConvGeometry,
+    /// The whole input batch, channels-last.
+    pub input: &'a [f32],
+    /// The taps tap-major: `[kh·kw][c_out]` (flipped if the convolution is).
+    pub taps: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+    pub rows: Range<usize>,
+    pub out: &'a mut [f32],
+}
+
+impl WithLanes for ChannelsLast<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let ChannelsLast { geo: g, input, taps, bias, act, rows, out } = self;
+        assert!(out.len() == rows.len() * g.w_out * g.c_out && taps.len() == g.kh * g.kw * g.c_out);
+        assert!(input.len() == g.batch * g.h_in * g.w_in * g.c_in && bias.is_none_or(|b| b.len() == g.c_out));
+        assert!(rows.end <= g.batch * g.h_out && g.c_out.is_multiple_of(g.c_in.max(1)));
+        if !out.is_empty() {
+            Job { g, input, taps, bias, act }.rows::<L>(rows, out);
+        }
+    }
+}
+
+/// What every row shares.
+struct Job<'a> {
+    g: &'a ConvGeometry,
+    input: &'a [f32],
+    taps: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl Job<'_> {
+    /// Output rows `rows` (numbered over the batch: image `r / h_out`,
+    /// row `r % h_out`) into `out`, which holds exactly those rows.
+    #[inline(always)]
+    fn rows<L: Lanes>(&self, rows: Range<usize>, out: &mut [f32]) {
+        let g = self.g;
+        let row_len = g.w_out * g.c_out;
+        for (r, out_row) in rows.zip(out.chunks_exact_mut(row_len)) {
+            let (image, oy) = (r / g.h_out, r % g.h_out);
+            let mut ox = 0;
+            while ox + PIXELS <= g.w_out {
+                self.pixels::<L, PIXELS>(image, oy, ox, out_row);
+                ox += PIXELS;
+            }
+            while ox < g.w_out {
+                self.pixels::<L, 1>(image, oy, ox, out_row);
+                ox += 1;
+            }
+        }
+    }
+
+    /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel.
+    #[inline(always)]
+    fn pixels<L: Lanes, const P: usize>(&self, image: usize, oy: usize, ox: usize, out_row: &mut [f32]) {
+        let g = self.g;
+        let (c_in, c_out) = (g.c_in, g.c_out);
+        let multiplier = c_out / c_in;
+        let image_in = &self.input[image * g.h_in * g.w_in * c_in..][..g.h_in * g.w_in * c_in];
+        // Where each tap of each pixel reads (the pixel's first channel), or
+        // None in the padding.
+        let at = |u: usize, v: usize, p: usize| -> Option<usize> {
+            let iy = (oy * g.stride_h + u * g.dilation_h).checked_sub(g.pad_top).filter(|&y| y < g.h_in)?;
+            let ix = ((ox + p) * g.stride_w + v * g.dilation_w).checked_sub(g.pad_left).filter(|&x| x < g.w_in)?;
+            Some((iy * g.w_in + ix) * c_in)
+        };
+        let n = L::N;
+        let mut c0 = 0;
+        while c0 < c_out {
+            let lanes = n.min(c_out - c0);
+            // SAFETY: `L`'s features are enabled (the caller runs under its
+            // token); every load and store below is of `n` floats inside a
+            // slice that holds them (checked by the slicing) or of the
+            // stack buffers of MAX_LANES >= n floats.
+            unsafe {
+                let mut acc = [L::splat(0.0); P];
+                for u in 0..g.kh {
+                    for v in 0..g.kw {
+                        let tap = &self.taps[(u * g.kw + v) * c_out + c0..];
+                        let w = load_part::<L>(tap, lanes);
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            let x = match at(u, v, p) {
+                                Some(pixel) if multiplier == 1 => load_part::<L>(&image_in[pixel + c0..], lanes),
+                                Some(pixel) => {
+                                    let mut spread = [0.0f32; MAX_LANES];
+                                    for (i, s) in spread.iter_mut().enumerate().take(lanes) {
+                                        *s = image_in[pixel + (c0 + i) / multiplier];
+                                    }
+                                    L::load(spread.as_ptr())
+                                }
+                                None => L::splat(0.0),
+                            };
+                            *acc = L::fma(x, w, *acc);
+                        }
+                    }
+                }
+                let bias = self.bias.map(|b| load_part::<L>(&b[c0..], lanes));
+                for (p, &acc) in acc.iter().enumerate() {
+                    let sum = bias.map_or(acc, |b| L::add(acc, b));
+                    let y = L::activate(self.act, sum);
+                    let dst = &mut out_row[(ox + p) * c_out + c0..][..lanes];
+                    if lanes == n {
+                        L::store(dst.as_mut_ptr(), y);
+                    } else {
+                        let mut part = [0.0f32; MAX_LANES];
+                        L::store(part.as_mut_ptr(), y);
+                        dst.copy_from_slice(&part[..lanes]);
+                    }
+                }
+            }
+            c0 += n;
+        }
+    }
+}
+
+/// The first `lanes` floats of `src` as a vector, zeros past them.
+///
+/// # Safety
+/// `L`'s features are enabled; `src` holds at least `lanes <= L::N` floats.
+#[inline(always)]
+unsafe fn load_part<L: Lanes>(src: &[f32], lanes: usize) -> L::V {
+    debug_assert!(lanes <= L::N && L::N <= MAX_LANES && src.len() >= lanes);
+    if lanes == L::N {
+        // SAFETY: `src` holds L::N floats; the caller enabled L's features.
+        unsafe { L::load(src.as_ptr()) }
+    } else {
+        let mut part = [0.0f32; MAX_LANES];
+        part[..lanes].copy_from_slice(&src[..lanes]);
+        // SAFETY: the buffer holds MAX_LANES >= L::N floats.
+        unsafe { L::load(part.as_ptr()) }
+    }
+}
