@@ -1,5 +1,5 @@
-//! `dwconv_channels_last_<isa>`: depthwise convolution of a channels-last
-//! image with the channels as the vector lanes. A pixel's channels are
+//! `dwconv_channels_last_<isa>`: depthwise convolution (multiplier 1) of a
+//! channels-last image with the channels as the vector lanes. A pixel's channels are
 //! contiguous in the input, the output and the tap-major weights, so every
 //! stride, dilation and padding reads whole vectors: no plane copies, no
 //! stride phases. Each output sums its `kh·kw` taps in order from +0 by
@@ -43,7 +43,7 @@ impl WithLanes for ChannelsLast<'_> {
         let ChannelsLast { geo: g, input, taps, bias, act, rows, out } = self;
         assert!(out.len() == rows.len() * g.w_out * g.c_out && taps.len() == g.kh * g.kw * g.c_out);
         assert!(input.len() == g.batch * g.h_in * g.w_in * g.c_in && bias.is_none_or(|b| b.len() == g.c_out));
-        assert!(rows.end <= g.batch * g.h_out && g.c_out.is_multiple_of(g.c_in.max(1)));
+        assert!(rows.end <= g.batch * g.h_out && g.c_out == g.c_in && g.kh * g.kw <= MAX_TAPS);
         if !out.is_empty() {
             Job { g, input, taps, bias, act }.rows::<L>(rows, out);
         }
@@ -66,15 +66,16 @@ impl Job<'_> {
     fn rows<L: Lanes>(&self, rows: Range<usize>, out: &mut [f32]) {
         let g = self.g;
         let row_len = g.w_out * g.c_out;
+        let mut offsets = [NONE; MAX_TAPS * PIXELS];
         for (r, out_row) in rows.zip(out.chunks_exact_mut(row_len)) {
             let (image, oy) = (r / g.h_out, r % g.h_out);
             let mut ox = 0;
             while ox + PIXELS <= g.w_out {
-                self.pixels::<L, PIXELS>(image, oy, ox, out_row);
+                self.pixels::<L, PIXELS>(image, oy, ox, out_row, &mut offsets);
                 ox += PIXELS;
             }
             while ox < g.w_out {
-                self.pixels::<L, 1>(image, oy, ox, out_row);
+                self.pixels::<L, 1>(image, oy, ox, out_row, &mut offsets);
                 ox += 1;
             }
         }
@@ -82,53 +83,64 @@ impl Job<'_> {
 
     /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel.
     #[inline(always)]
-    fn pixels<L: Lanes, const P: usize>(&self, image: usize, oy: usize, ox: usize, out_row: &mut [f32]) {
+    fn pixels<L: Lanes, const P: usize>(
+        &self,
+        image: usize,
+        oy: usize,
+        ox: usize,
+        out_row: &mut [f32],
+        offsets: &mut [usize; MAX_TAPS * PIXELS],
+    ) {
         let g = self.g;
-        let (c_in, c_out) = (g.c_in, g.c_out);
-        let multiplier = c_out / c_in;
-        let image_in = &self.input[image * g.h_in * g.w_in * c_in..][..g.h_in * g.w_in * c_in];
-        // Where each tap of each pixel reads (the pixel's first channel), or
-        // None in the padding.
-        let at = |u: usize, v: usize, p: usize| -> Option<usize> {
-            let iy = (oy * g.stride_h + u * g.dilation_h).checked_sub(g.pad_top).filter(|&y| y < g.h_in)?;
-            let ix = ((ox + p) * g.stride_w + v * g.dilation_w).checked_sub(g.pad_left).filter(|&x| x < g.w_in)?;
-            Some((iy * g.w_in + ix) * c_in)
-        };
+        let c = g.c_out;
+        let taps = g.kh * g.kw;
+        let image_in = &self.input[image * g.h_in * g.w_in * c..][..g.h_in * g.w_in * c];
+        // Where tap t of pixel p reads (its first channel), or NONE in the
+        // padding: computed once for every channel block.
+        for (t, offsets) in offsets.chunks_exact_mut(P).take(taps).enumerate() {
+            let (u, v) = (t / g.kw, t % g.kw);
+            let iy = (oy * g.stride_h + u * g.dilation_h).checked_sub(g.pad_top).filter(|&y| y < g.h_in);
+            for (p, offset) in offsets.iter_mut().enumerate() {
+                let ix = ((ox + p) * g.stride_w + v * g.dilation_w).checked_sub(g.pad_left).filter(|&x| x < g.w_in);
+                *offset = match (iy, ix) {
+                    (Some(iy), Some(ix)) => (iy * g.w_in + ix) * c,
+                    _ => NONE,
+                };
+            }
+        }
+        let offsets = &offsets[..taps * P];
         let n = L::N;
         let mut c0 = 0;
-        while c0 < c_out {
-            let lanes = n.min(c_out - c0);
+        while c0 < c {
+            let lanes = n.min(c - c0);
             // SAFETY: `L`'s features are enabled (the caller runs under its
-            // token); every load and store below is of `n` floats inside a
-            // slice that holds them (checked by the slicing) or of the
-            // stack buffers of MAX_LANES >= n floats.
+            // token). Full vectors: an offset other than NONE is a pixel of
+            // the image, whose channels c0 .. c0 + n <= c lie inside
+            // `image_in`; tap t's weights for those channels lie inside
+            // `taps` ([kh·kw][c]); partial vectors go through `load_part`
+            // and the stack buffers of MAX_LANES >= n floats.
             unsafe {
                 let mut acc = [L::splat(0.0); P];
-                for u in 0..g.kh {
-                    for v in 0..g.kw {
-                        let tap = &self.taps[(u * g.kw + v) * c_out + c0..];
-                        let w = load_part::<L>(tap, lanes);
-                        for (p, acc) in acc.iter_mut().enumerate() {
-                            let x = match at(u, v, p) {
-                                Some(pixel) if multiplier == 1 => load_part::<L>(&image_in[pixel + c0..], lanes),
-                                Some(pixel) => {
-                                    let mut spread = [0.0f32; MAX_LANES];
-                                    for (i, s) in spread.iter_mut().enumerate().take(lanes) {
-                                        *s = image_in[pixel + (c0 + i) / multiplier];
-                                    }
-                                    L::load(spread.as_ptr())
-                                }
-                                None => L::splat(0.0),
-                            };
-                            *acc = L::fma(x, w, *acc);
-                        }
+                for t in 0..taps {
+                    let w = load_part::<L>(&self.taps[t * c + c0..], lanes);
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let offset = offsets[t * P + p];
+                        let x = if offset == NONE {
+                            L::splat(0.0)
+                        } else if lanes == n {
+                            debug_assert!(offset + c0 + n <= image_in.len());
+                            L::load(image_in.as_ptr().add(offset + c0))
+                        } else {
+                            load_part::<L>(&image_in[offset + c0..], lanes)
+                        };
+                        *acc = L::fma(x, w, *acc);
                     }
                 }
                 let bias = self.bias.map(|b| load_part::<L>(&b[c0..], lanes));
                 for (p, &acc) in acc.iter().enumerate() {
                     let sum = bias.map_or(acc, |b| L::add(acc, b));
                     let y = L::activate(self.act, sum);
-                    let dst = &mut out_row[(ox + p) * c_out + c0..][..lanes];
+                    let dst = &mut out_row[(ox + p) * c + c0..][..lanes];
                     if lanes == n {
                         L::store(dst.as_mut_ptr(), y);
                     } else {
@@ -142,6 +154,12 @@ impl Job<'_> {
         }
     }
 }
+
+/// An offset that marks a tap in the padding.
+const NONE: usize = usize::MAX;
+
+/// The most taps the kernel takes (`kh·kw`, one K chunk).
+const MAX_TAPS: usize = crate::gemm::KC;
 
 /// The first `lanes` floats of `src` as a vector, zeros past them.
 ///

@@ -280,8 +280,10 @@ impl Phases {
 /// lane) no larger than the buffers the caller gave, so it stays bounded.
 pub(crate) fn applies(geo: &ConvGeometry) -> bool {
     if geo.layout == Layout::Nhwc {
-        // One K chunk: the taps sum from +0 in one pass.
-        return geo.c_in_per_group() == 1 && geo.kh * geo.kw <= KC && geo.is_compact();
+        // Multiplier 1 (channels as lanes in and out) and one K chunk (the
+        // taps sum from +0 in one pass); other channels-last groups of one
+        // channel take the GEMM paths.
+        return geo.groups == geo.c_in && geo.c_out == geo.c_in && geo.kh * geo.kw <= KC && geo.is_compact();
     }
     let budget = 4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096;
     geo.c_in_per_group() == 1 && Phases::of(geo).and_then(|p| p.scratch_len(16)).is_some_and(|len| len <= budget)

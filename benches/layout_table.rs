@@ -1,0 +1,136 @@
+//! Channels-last next to NCHW (issue 18): every layer of a suite through
+//! `Conv2dPlan::run` in both layouts, timed interleaved in one run (medians),
+//! 1 and 2 threads, with ONNX Runtime's NCHW times from the same sitting.
+//!
+//! ```text
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/layers.json --threads 1 --json /tmp/ort1.json
+//! .venv-peers/bin/python ../shared/peers/ort_conv.py --layers benches/layers.json --threads 2 --json /tmp/ort2.json
+//! cargo bench --bench layout_table -- ort1=/tmp/ort1.json ort2=/tmp/ort2.json
+//! cargo bench --bench layout_table -- networks ort1=.. ort2=..   # the network suite, per network
+//! cargo bench --bench layout_table -- quick only=mobilenet      # fewer rounds, some layers
+//! ```
+//!
+//! Prints, per layer, NCHW and NHWC µs, NHWC / NCHW (above 1: NHWC slower)
+//! and ORT / NHWC (above 1: NHWC faster than ORT), then the geomeans and
+//! (with `networks`) each network's conv time `Σ count × median`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use convgemm::{Conv2dPlan, ConvOptions, ConvParams, Isa, Layout};
+use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, layers, network_layers, pool, read_ort, values};
+
+/// Median seconds per run of `l` in NCHW and in NHWC, interleaved.
+fn time_layouts(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 2] {
+    let x = values(l.input_shape().iter().product(), 1);
+    let w = values(l.weight_shape().iter().product(), 2);
+    let b = values(l.c_out, 3);
+    let options = ConvOptions::default();
+    let plan = |layout| {
+        let params = ConvParams { layout, ..l.params() };
+        Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &params, &options).expect("valid")
+    };
+    let (nchw, nhwc) = (plan(Layout::Nchw), plan(Layout::Nhwc));
+    // The same values in either order: the speed does not depend on them.
+    let mut y1 = vec![0.0f32; l.output_shape().iter().product()];
+    let mut y2 = y1.clone();
+    pool(threads).install(|| {
+        let mut a = || nchw.run(&x, l.input_shape(), &mut y1).expect("valid");
+        let mut b = || nhwc.run(&x, l.input_shape(), &mut y2).expect("valid");
+        let m = interleaved_medians(&mut [&mut a, &mut b], rounds, min_sample);
+        [m[0], m[1]]
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let networks = args.iter().any(|a| a == "networks");
+    let ort: Vec<_> =
+        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
+    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
+    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let isa = Isa::detect();
+    println!("# conv2d NCHW vs NHWC, path {} ({})", isa.name(), isa.kernel_name());
+    for (t, p) in peaks.iter().enumerate() {
+        println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
+    }
+    let only: Vec<String> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("only="))
+        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let suite = if networks { network_layers() } else { layers() };
+    let layers: Vec<Layer> =
+        suite.into_iter().filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str()))).collect();
+    // [thread][layer] = [nchw, nhwc] seconds.
+    let times: Vec<Vec<[f64; 2]>> =
+        (1..=threads_max).map(|t| layers.iter().map(|l| time_layouts(l, t, rounds, min_sample)).collect()).collect();
+    println!();
+    println!("| layer | threads | NCHW µs | NHWC µs | NHWC GFLOP/s | % peak | NHWC / NCHW time | ORT µs | ORT / NHWC |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (t, per_layer) in times.iter().enumerate() {
+        let (mut slowdowns, mut speedups) = (Vec::new(), Vec::new());
+        for (l, &[nchw, nhwc]) in layers.iter().zip(per_layer) {
+            let gflops = l.flops() / nhwc / 1e9;
+            let ort_us = ort[t].as_ref().and_then(|o| o.get(&l.name)).map(|ms| ms * 1e3);
+            slowdowns.push(nhwc / nchw);
+            if let Some(u) = ort_us {
+                speedups.push(u / 1e6 / nhwc);
+            }
+            println!(
+                "| {} | {} | {:.1} | {:.1} | {gflops:.1} | {:.0}% | {:.2} | {} | {} |",
+                l.name,
+                t + 1,
+                nchw * 1e6,
+                nhwc * 1e6,
+                100.0 * gflops / peaks[t],
+                nhwc / nchw,
+                ort_us.map_or("—".to_string(), |u| format!("{u:.1}")),
+                ort_us.map_or("—".to_string(), |u| format!("{:.2}×", u / 1e6 / nhwc)),
+            );
+        }
+        let lo = speedups.iter().copied().fold(f64::INFINITY, f64::min);
+        let worst = slowdowns.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| geomean | {} | | | | | {:.2} (worst {worst:.2}) | | {} |",
+            t + 1,
+            geomean(&slowdowns),
+            if speedups.is_empty() { "—".to_string() } else { format!("{:.2}× (lowest {lo:.2}×)", geomean(&speedups)) }
+        );
+    }
+    if networks {
+        let mut nets: Vec<String> = Vec::new();
+        for l in &layers {
+            let net = l.net.clone().expect("networks.json names each layer's network");
+            if !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+        println!();
+        println!("| network | threads | NCHW ms | NHWC ms | NHWC / NCHW | ORT ms | ORT / NHWC |");
+        println!("|---|---|---|---|---|---|---|");
+        for (t, per_layer) in times.iter().enumerate() {
+            for net in &nets {
+                let idx: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].net.as_ref() == Some(net)).collect();
+                let total = |f: &dyn Fn(usize) -> f64| idx.iter().map(|&i| layers[i].count as f64 * f(i)).sum::<f64>();
+                let (nchw, nhwc) = (total(&|i| per_layer[i][0]), total(&|i| per_layer[i][1]));
+                let ort_s = ort[t]
+                    .as_ref()
+                    .filter(|o| idx.iter().all(|&i| o.contains_key(&layers[i].name)))
+                    .map(|o| total(&|i| o[&layers[i].name] / 1e3));
+                println!(
+                    "| {net} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                    t + 1,
+                    nchw * 1e3,
+                    nhwc * 1e3,
+                    nhwc / nchw,
+                    ort_s.map_or("—".to_string(), |s| format!("{:.2}", s * 1e3)),
+                    ort_s.map_or("—".to_string(), |s| format!("{:.2}×", s / nhwc)),
+                );
+            }
+        }
+    }
+}
