@@ -69,7 +69,9 @@ fn main() {
     let times: Vec<Vec<[f64; 2]>> =
         (1..=threads_max).map(|t| layers.iter().map(|l| time_layouts(l, t, rounds, min_sample)).collect()).collect();
     println!();
-    println!("| layer | threads | NCHW µs | NHWC µs | NHWC GFLOP/s | % peak | NHWC / NCHW time | ORT µs | ORT / NHWC |");
+    println!(
+        "| layer | threads | NCHW µs | NHWC µs | NHWC GFLOP/s | % peak | NHWC / NCHW time | ORT µs | ORT / NHWC |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (t, per_layer) in times.iter().enumerate() {
         let (mut slowdowns, mut speedups) = (Vec::new(), Vec::new());
@@ -98,7 +100,11 @@ fn main() {
             "| geomean | {} | | | | | {:.2} (worst {worst:.2}) | | {} |",
             t + 1,
             geomean(&slowdowns),
-            if speedups.is_empty() { "—".to_string() } else { format!("{:.2}× (lowest {lo:.2}×)", geomean(&speedups)) }
+            if speedups.is_empty() {
+                "—".to_string()
+            } else {
+                format!("{:.2}× (lowest {lo:.2}×)", geomean(&speedups))
+            }
         );
     }
     if networks {

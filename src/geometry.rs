@@ -257,7 +257,8 @@ impl ConvGeometry {
     }
 
     /// The input channels of group `group` of image `image`: from their
-    /// first float to the end of the image (NCHW: exactly their planes).
+    /// first float to the end of the image (NCHW: exactly their planes;
+    /// empty for an empty image, whose channels have no floats).
     /// Index them with [`ConvGeometry::input_strides`].
     pub fn group_input<'a>(&self, input: &'a [f32], image: usize, group: usize) -> &'a [f32] {
         let image_len = self.c_in * self.h_in * self.w_in;
@@ -266,7 +267,7 @@ impl ConvGeometry {
             Layout::Nchw => first + self.c_in_per_group() * self.h_in * self.w_in,
             Layout::Nhwc => (image + 1) * image_len,
         };
-        &input[first..end]
+        &input[first.min(end)..end]
     }
 }
 

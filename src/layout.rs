@@ -41,11 +41,12 @@ pub(crate) struct Strides {
 }
 
 impl Layout {
-    /// The strides of one `[c, h, w]` image in this layout.
+    /// The strides of one `[c, h, w]` image in this layout. (Saturating:
+    /// an empty image's strides may not fit, and are never used.)
     pub(crate) fn strides(self, c: usize, h: usize, w: usize) -> Strides {
         match self {
-            Layout::Nchw => Strides { c: h * w, y: w, x: 1 },
-            Layout::Nhwc => Strides { c: 1, y: w * c, x: c },
+            Layout::Nchw => Strides { c: h.saturating_mul(w), y: w, x: 1 },
+            Layout::Nhwc => Strides { c: 1, y: w.saturating_mul(c), x: c },
         }
     }
 }

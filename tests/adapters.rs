@@ -17,8 +17,14 @@ use convgemm::testing::values;
 /// A grouped, dilated, asymmetrically padded, flipped convolution with bias:
 /// every field of `ConvParams` away from its default.
 fn awkward() -> (ConvParams, [usize; 4], [usize; 4]) {
-    let params =
-        ConvParams { stride: [2, 1], padding: [1, 0, 2, 1], dilation: [1, 2], groups: 2, flip: true, ..ConvParams::default() };
+    let params = ConvParams {
+        stride: [2, 1],
+        padding: [1, 0, 2, 1],
+        dilation: [1, 2],
+        groups: 2,
+        flip: true,
+        ..ConvParams::default()
+    };
     (params, [2, 4, 9, 11], [6, 2, 3, 3])
 }
 

@@ -67,7 +67,8 @@ fn steady_state_allocates_nothing() {
         ([1, 300, 5, 5], [8, 300, 1, 2], ConvParams { stride: [2, 1], ..ConvParams::default() }),
     ];
     let both_layouts = layers.iter().flat_map(|&(x, w, p)| {
-        [ConvParams { layout: convgemm::Layout::Nchw, ..p }, ConvParams { layout: convgemm::Layout::Nhwc, ..p }].map(|p| (x, w, p))
+        [ConvParams { layout: convgemm::Layout::Nchw, ..p }, ConvParams { layout: convgemm::Layout::Nhwc, ..p }]
+            .map(|p| (x, w, p))
     });
     for (input_shape, weight_shape, params) in both_layouts {
         for algorithm in [Algorithm::Auto, Algorithm::Im2col, Algorithm::Implicit] {
@@ -147,7 +148,8 @@ fn steady_state_allocates_nothing() {
 fn channels_last_takes_no_tensor_sized_scratch() {
     let nhwc = |p: ConvParams| ConvParams { layout: convgemm::Layout::Nhwc, ..p };
     let padded = nhwc(ConvParams { padding: [1; 4], ..ConvParams::default() });
-    let cases: [([usize; 4], [usize; 4], ConvParams, &[Algorithm]); 4] = [
+    type Case = ([usize; 4], [usize; 4], ConvParams, &'static [Algorithm]);
+    let cases: [Case; 4] = [
         ([1, 64, 112, 112], [64, 64, 3, 3], padded, &[Algorithm::Auto, Algorithm::Implicit, Algorithm::Direct]),
         ([1, 64, 112, 112], [64, 64, 1, 1], nhwc(ConvParams::default()), &[Algorithm::Auto, Algorithm::Pointwise]),
         ([1, 64, 112, 112], [64, 1, 3, 3], ConvParams { groups: 64, ..padded }, &[Algorithm::Depthwise]),

@@ -253,7 +253,14 @@ fn finite_differences_confirm_the_references() {
         (
             [2, 2, 6, 9],
             [2, 1, 3, 2],
-            ConvParams { stride: [3, 2], dilation: [1, 3], padding: [2, 1, 0, 3], groups: 2, flip: true, ..Default::default() },
+            ConvParams {
+                stride: [3, 2],
+                dilation: [1, 3],
+                padding: [2, 1, 0, 3],
+                groups: 2,
+                flip: true,
+                ..Default::default()
+            },
         ),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
@@ -303,7 +310,8 @@ fn backward_on_many_threads_is_bit_identical() {
 
 #[test]
 fn backward_input_does_not_depend_on_the_batch() {
-    let params = ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, ..Default::default() };
+    let params =
+        ConvParams { stride: [2, 1], padding: [1, 2, 0, 1], dilation: [2, 1], groups: 2, ..Default::default() };
     let g = Grad::new(ConvProblem::seeded([3, 4, 9, 8], [6, 2, 3, 3], params, false, 13), 14).unwrap();
     let whole = g.input_grad(&ConvOptions::default());
     let (image_in, image_out) = (g.p.input.len() / 3, g.grad_output.len() / 3);
@@ -477,7 +485,8 @@ fn transpose_problem() -> impl Strategy<Value = TransposeProblem> {
                 (stride, padding, output_padding),
                 (dilation, bias, seed),
             )| {
-                let params = ConvTransposeParams { stride, padding, output_padding, dilation, groups, ..Default::default() };
+                let params =
+                    ConvTransposeParams { stride, padding, output_padding, dilation, groups, ..Default::default() };
                 TransposeProblem::new([n, groups * cg_in, h, w], [groups * cg_in, cg_out, kh, kw], params, bias, seed)
             },
         )

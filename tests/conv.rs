@@ -89,7 +89,13 @@ fn plan_checks_input_against_its_weights() {
 }
 
 fn params(stride: usize, pad: usize, dilation: usize, groups: usize) -> ConvParams {
-    ConvParams { stride: [stride, stride], padding: [pad; 4], dilation: [dilation, dilation], groups, ..ConvParams::default() }
+    ConvParams {
+        stride: [stride, stride],
+        padding: [pad; 4],
+        dilation: [dilation, dilation],
+        groups,
+        ..ConvParams::default()
+    }
 }
 
 #[test]

@@ -122,3 +122,20 @@ fn functions_without_channels_last_reject_it_untouched() {
         .to_string();
     assert!(msg.contains("layout") && msg.contains("Nchw"), "{msg}");
 }
+
+/// Found by fuzzing: an empty input plane (outputs from the padding alone),
+/// in channels-last, with groups past the first.
+#[test]
+fn channels_last_empty_planes() {
+    let params = nhwc(ConvParams { padding: [2; 4], groups: 2, ..ConvParams::default() });
+    let w = values(2 * 2 * 9, 1);
+    for options in [
+        ConvOptions::default(),
+        ConvOptions { algorithm: Algorithm::Winograd, precision: Precision::Relaxed, ..ConvOptions::default() },
+    ] {
+        let mut out = vec![f32::NAN; 2 * 2 * 5];
+        conv2d_with(&options, &[], [1, 4, 0, 3], &w, [2, 2, 3, 3], Some(&[1.0, 2.0]), &params, &mut out).unwrap();
+        // Each output is its channel's bias, channels innermost.
+        assert_eq!(out, [1.0, 2.0].repeat(10), "{options:?}");
+    }
+}

@@ -286,8 +286,7 @@ fn relaxed_input_gradient() {
             continue;
         }
         let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
-        let transpose_params =
-            convgemm::ConvTransposeParams { padding, groups, ..Default::default() };
+        let transpose_params = convgemm::ConvTransposeParams { padding, groups, ..Default::default() };
         let mut y = vec![f32::NAN; p.input.len()];
         let shape = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
         conv_transpose2d_with(&relaxed, &dy, shape, &p.weight, weight_shape, None, &transpose_params, &mut y).unwrap();

@@ -16,7 +16,7 @@ use convgemm::{
 };
 use convgemm_fuzz::{
     activation, all_tame, any_isa, any_options, assert_close, bits, canonical_bits, hostile_isize, hostile_usize,
-    may_relax, sentinel, trace, value, values, winograd_applies,
+    layout, may_relax, sentinel, trace, value, values, winograd_applies,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -101,6 +101,7 @@ fn hostile_params(u: &mut Unstructured) -> Result<ConvParams> {
     }
     p.groups = if u.ratio(1, 2)? { hostile_usize(u)? } else { u.int_in_range(0..=3)? };
     p.flip = u.arbitrary()?;
+    p.layout = layout(u)?;
     Ok(p)
 }
 

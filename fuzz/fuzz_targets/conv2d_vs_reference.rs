@@ -9,7 +9,7 @@ use convgemm::{
     Activation, Algorithm, ConvError, ConvOptions, ConvParams, Isa, Precision, Threads, conv2d_output_shape,
 };
 use convgemm_fuzz::{
-    ALGORITHMS, THREADS, activation, all_tame, assert_close, bits, canonical_bits, sentinel, trace, values,
+    ALGORITHMS, THREADS, activation, all_tame, assert_close, bits, canonical_bits, layout, sentinel, trace, values,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -44,7 +44,7 @@ impl Problem {
         let flip = u.arbitrary()?;
         let has_bias: bool = u.arbitrary()?;
         let activation = activation(u)?;
-        let params = ConvParams { stride, padding, dilation, groups, flip };
+        let params = ConvParams { stride, padding, dilation, groups, flip, layout: layout(u)? };
         let input_shape = [batch, groups * cg_in, h, w];
         let weight_shape = [groups * cg_out, cg_in, kh, kw];
         let bias = if has_bias { Some(values(u, groups * cg_out)?) } else { None };

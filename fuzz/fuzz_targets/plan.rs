@@ -7,7 +7,7 @@
 use convgemm::reference::conv2d_direct;
 use convgemm::{Conv2dPlan, ConvOptions, ConvParams, conv2d_output_shape, conv2d_with};
 use convgemm_fuzz::{
-    all_tame, any_options, assert_close, bits, may_relax, rarely, sentinel, trace, values, winograd_applies,
+    all_tame, any_options, assert_close, bits, layout, may_relax, rarely, sentinel, trace, values, winograd_applies,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +33,7 @@ fn params(u: &mut Unstructured) -> Result<ConvParams> {
         dilation: [u.int_in_range(low..=2)?, u.int_in_range(low..=2)?],
         groups: u.int_in_range(low..=3)?,
         flip: u.arbitrary()?,
+        layout: layout(u)?,
     })
 }
 

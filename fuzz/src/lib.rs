@@ -8,7 +8,7 @@
 pub use convgemm::testing::{ALGORITHMS, bits, canonical_bits};
 
 use convgemm::reference::Reference;
-use convgemm::{Activation, Algorithm, ConvOptions, ConvParams, Isa, Precision, Threads};
+use convgemm::{Activation, Algorithm, ConvOptions, ConvParams, Isa, Layout, Precision, Threads};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 
 /// Both thread settings.
@@ -78,6 +78,11 @@ pub fn activation(u: &mut Unstructured) -> Result<Activation> {
         1 => Activation::Relu,
         _ => Activation::Clamp { min: value(u)?, max: value(u)? },
     })
+}
+
+/// Either activation layout, NCHW or channels-last.
+pub fn layout(u: &mut Unstructured) -> Result<Layout> {
+    Ok(if u.arbitrary()? { Layout::Nhwc } else { Layout::Nchw })
 }
 
 /// Options for hostile calls: any ISA (available or not), any algorithm

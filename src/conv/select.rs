@@ -134,7 +134,8 @@ pub(crate) fn execute(
     }
     if algorithm == Algorithm::Depthwise && geo.layout == Layout::Nhwc {
         let direct = weights.direct.expect("direct weights chosen above");
-        let done = depthwise::run_channels_last(options.isa, geo, input, direct, bias, options.activation, threads, output);
+        let done =
+            depthwise::run_channels_last(options.isa, geo, input, direct, bias, options.activation, threads, output);
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
         return;
     }

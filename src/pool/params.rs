@@ -3,8 +3,8 @@
 //! is touched.
 
 use crate::check::{at_least_one, nchw_only, product};
-use crate::layout::Layout;
 use crate::error::ConvError;
+use crate::layout::Layout;
 
 /// How a pooling window slides: kernel, stride, padding, dilation, and the
 /// two PyTorch switches, `ceil_mode` and `count_include_pad`.

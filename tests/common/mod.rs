@@ -146,7 +146,8 @@ fn problems(
         (dil.clone(), dil, any::<bool>(), any::<bool>(), any::<u64>()),
     )
         .prop_map(|((n, groups, cg_in, cg_out), (h, w, kh, kw), (sh, sw, padding), (dh, dw, flip, bias, seed))| {
-            let params = ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip, ..ConvParams::default() };
+            let params =
+                ConvParams { stride: [sh, sw], padding, dilation: [dh, dw], groups, flip, ..ConvParams::default() };
             ConvProblem::seeded([n, groups * cg_in, h, w], [groups * cg_out, cg_in, kh, kw], params, bias, seed)
         })
 }

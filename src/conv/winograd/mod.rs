@@ -394,7 +394,8 @@ fn input_block<T: Tile>(b: &Block, channels: &[f32], range: Range<usize>, v: Out
             inside[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + a as isize <= w;
         }
         for c in range.clone() {
-            let x = &channels[c * at.c..];
+            // (Empty for an empty image: then no pixel is read.)
+            let x = channels.get(c * at.c..).unwrap_or(&[]);
             // Each lane's window into `d` (scalar stores into memory: lane
             // inserts into vector registers cost more), then the transform
             // on whole vectors into the channel's `alpha²` rows of V.
