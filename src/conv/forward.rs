@@ -8,9 +8,10 @@ use crate::error::ConvError;
 use crate::geometry::{ConvGeometry, ConvParams};
 
 /// A 2-D convolution (cross-correlation, or true convolution with
-/// `params.flip`) of an NCHW batch, written into `output`.
+/// `params.flip`) of a batch, written into `output`.
 ///
-/// - `input`: `[n, c_in, h, w]`, NCHW, contiguous.
+/// - `input`: `[n, c_in, h, w]`, contiguous, NCHW or channels-last as
+///   `params.layout` says ([`Layout`](crate::Layout)); `output` in the same layout.
 /// - `weight`: `[c_out, c_in / groups, kh, kw]` (OIHW, PyTorch's `Conv2d.weight`).
 /// - `bias`: `c_out` values, or `None`.
 /// - `output`: `[n, c_out, h_out, w_out]` as [`conv2d_output_shape`](crate::conv2d_output_shape) gives it; overwritten.
