@@ -13,7 +13,7 @@ pub(crate) fn nchw_only(layout: Layout) -> Result<(), ConvError> {
         _ => Err(ConvError::BadParameter {
             name: "layout",
             value: layout as usize,
-            requirement: "Layout::Nchw for this function (channels-last is implemented for conv2d, \
+            requirement: "Layout::Nchw for this function (channels-last is implemented for conv2d, pooling, \
                           Conv2dPlan, im2col and col2im so far)",
         }),
     }

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{assert_close, bits, cases, values};
+use common::{assert_close, bits, canonical_bits, cases, relayout, values};
 use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::{
-    ConvError, MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d,
+    ConvError, Layout, MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d,
     max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
 };
 use proptest::prelude::*;
@@ -81,6 +81,26 @@ impl PoolProblem {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(1000)))]
+
+    /// Channels-last: forward and backward give the NCHW results, permuted,
+    /// bit for bit (NaN as NaN), ties, NaN and −0 included.
+    #[test]
+    fn channels_last_equals_nchw(p in pool_problem()) {
+        let x = p.input();
+        let out_shape = pool2d_output_shape(p.shape, &p.params).unwrap();
+        let nhwc = PoolProblem { params: PoolParams { layout: Layout::Nhwc, ..p.params }, ..p.clone() };
+        let to_nhwc = |v: &[f32], shape| relayout(v, shape, Layout::Nchw, Layout::Nhwc);
+        let x_nhwc = to_nhwc(&x, p.shape);
+        let (mut y, mut y_nhwc) = (vec![7.0; out_shape.iter().product()], vec![7.0; out_shape.iter().product()]);
+        p.forward(&x, &mut y).unwrap();
+        nhwc.forward(&x_nhwc, &mut y_nhwc).unwrap();
+        prop_assert_eq!(canonical_bits(&y_nhwc), canonical_bits(&to_nhwc(&y, out_shape)));
+        let gy = values(y.len(), p.seed ^ 0x51);
+        let (mut gx, mut gx_nhwc) = (vec![7.0; x.len()], vec![7.0; x.len()]);
+        p.backward(&x, &gy, &mut gx).unwrap();
+        nhwc.backward(&x_nhwc, &to_nhwc(&gy, out_shape), &mut gx_nhwc).unwrap();
+        prop_assert_eq!(canonical_bits(&gx_nhwc), canonical_bits(&to_nhwc(&gx, p.shape)));
+    }
 
     /// Forward: the shape matches the reference's own window count; max is
     /// exact (NaN where the reference has NaN), the average within REL.

@@ -1,10 +1,11 @@
 //! The gradients of the max and average pools: each output gradient sent
 //! back to its window's arg-max, or spread over its window.
 
-use super::for_each_plane;
 use super::params::{PoolGeometry, PoolParams, check_avg};
+use super::{channels_last, for_each_plane};
 use crate::check::check_len;
 use crate::error::ConvError;
+use crate::layout::Layout;
 
 /// The gradient of [`max_pool2d`](crate::max_pool2d): each output gradient goes to its window's
 /// arg-max (the first maximum in row-major window order; where the window
@@ -40,6 +41,10 @@ pub fn max_pool2d_backward(
         // No window: a zero gradient. (The scan's column table has one
         // entry per output column, and an empty output may have 2^60 of them.)
         grad_input.fill(0.0);
+        return Ok(());
+    }
+    if params.layout == Layout::Nhwc {
+        channels_last::max_backward(&g, input_shape[1], input, grad_output, grad_input);
         return Ok(());
     }
     let scan = g.argmax_scan();
@@ -79,6 +84,10 @@ pub fn avg_pool2d_backward(
     let g = PoolGeometry::new(input_shape, params)?;
     check_len("grad_output", grad_output.len(), g.planes * g.plane_out())?;
     check_len("grad_input", grad_input.len(), g.planes * g.plane_in())?;
+    if params.layout == Layout::Nhwc {
+        channels_last::avg_backward(&g, input_shape[1], grad_output, grad_input);
+        return Ok(());
+    }
     let plane = |gi: &mut [f32], go: &[f32], _: &[f32]| {
         gi.fill(0.0);
         for oy in 0..g.h.out {

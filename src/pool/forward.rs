@@ -1,12 +1,13 @@
 //! The forward pools: max and average (the scans of `scan.rs`, on the lanes
 //! of the chosen path) and the global average.
 
-use super::for_each_plane;
 use super::params::{PoolGeometry, PoolParams, check_avg};
 use super::scan::{Kind, Portable, body};
+use super::{channels_last, for_each_plane};
 use crate::check::check_len;
 use crate::error::ConvError;
 use crate::isa::Isa;
+use crate::layout::Layout;
 use crate::simd::{self, Lanes, WithLanes};
 
 /// Max pooling: each output is the largest input element of its window;
@@ -136,6 +137,10 @@ fn forward(
     check_len("output", output.len(), g.planes * g.plane_out())?;
     if !isa.is_available() {
         return Err(ConvError::IsaUnavailable { isa: isa.name() });
+    }
+    if params.layout == Layout::Nhwc {
+        channels_last::forward(kind, &g, input_shape[1], input, output);
+        return Ok(());
     }
     let plane = |y: &mut [f32], x: &[f32], _: &[f32]| forward_plane(kind, isa, &g, x, y);
     for_each_plane(&g, output, input, &[], plane);

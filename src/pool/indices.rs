@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::PARALLEL_MIN_ELEMENTS;
 use super::params::{PoolGeometry, PoolParams};
-use crate::check::{check_len, product};
+use crate::check::{check_len, nchw_only, product};
 use crate::error::ConvError;
 
 /// The index [`max_pool2d_with_indices`] records for a window that covers no
@@ -42,6 +42,7 @@ pub fn max_pool2d_with_indices(
     output: &mut [f32],
     indices: &mut [usize],
 ) -> Result<(), ConvError> {
+    nchw_only(params.layout)?;
     let g = PoolGeometry::new(input_shape, params)?;
     let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
     check_len("input", input.len(), g.planes * plane_in)?;

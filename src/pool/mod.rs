@@ -1,5 +1,5 @@
-//! Pooling: the maximum or the average over sliding windows of NCHW f32
-//! images, forward (`forward.rs`) and backward (`backward.rs`), with
+//! Pooling: the maximum or the average over sliding windows of NCHW or
+//! channels-last f32 images (`channels_last.rs`: channels as the inner loop), forward (`forward.rs`) and backward (`backward.rs`), with
 //! PyTorch's semantics (`torch.nn.functional.max_pool2d` / `avg_pool2d`),
 //! and global average pooling; parameters and output sizes in `params.rs`.
 //!
@@ -13,6 +13,7 @@
 //! threads (planes are independent; nothing is reordered).
 
 mod backward;
+mod channels_last;
 mod forward;
 mod indices;
 mod params;

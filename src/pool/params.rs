@@ -2,7 +2,7 @@
 //! (PyTorch's padding rule, output sizes, overflow), done before any buffer
 //! is touched.
 
-use crate::check::{at_least_one, nchw_only, product};
+use crate::check::{at_least_one, product};
 use crate::error::ConvError;
 use crate::layout::Layout;
 
@@ -40,8 +40,9 @@ pub struct PoolParams {
     /// Average pooling: divide by the window's size clipped to the padded
     /// input (`true`) or by the number of input elements it covers (`false`).
     pub count_include_pad: bool,
-    /// The layout of input and output (and their gradients). Pooling reads
-    /// only [`Layout::Nchw`] so far: `Layout::Nhwc` is an error.
+    /// The layout of input and output (and their gradients): NCHW or
+    /// channels-last. `max_pool2d_with_indices` and `max_unpool2d` take
+    /// only [`Layout::Nchw`] so far (`Layout::Nhwc` is an error there).
     pub layout: Layout,
 }
 
@@ -208,7 +209,6 @@ pub(crate) struct PoolGeometry {
 
 impl PoolGeometry {
     pub(crate) fn new(input_shape: [usize; 4], params: &PoolParams) -> Result<Self, ConvError> {
-        nchw_only(params.layout)?;
         let h = Axis::new(&HEIGHT, input_shape[2], 0, params)?;
         let w = Axis::new(&WIDTH, input_shape[3], 1, params)?;
         // Each partial product on its own: an empty batch must not hide a
