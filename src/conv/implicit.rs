@@ -344,9 +344,10 @@ pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usiz
 }
 
 /// [`build_band`] from a channels-last input: the same band (channel
-/// planes of padded rows split into phases), each input row read once,
-/// pixel by pixel, its channels dealt out to their planes in blocks of
-/// [`CHANNEL_BLOCK`] (so the writes go to a few planes at a time).
+/// planes of padded rows split into phases), each input row read once. A
+/// row of pixels × channels is transposed into the band's channel rows in
+/// tiles of [`TILE`] × [`TILE`] (whole rows of 8 floats read and written)
+/// where the band row has one phase; the rest goes element by element.
 #[inline(always)]
 fn build_band_channels_last(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut [f32]) {
     let at = g.input_strides();
@@ -354,22 +355,40 @@ fn build_band_channels_last(g: &ConvGeometry, x: &[f32], layout: &Band, band: &m
     band.fill(0.0);
     for (r, py) in (layout.py0..).enumerate().take(layout.channel_len / layout.row_len.max(1)) {
         let Some(iy) = py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) else { continue };
-        for c0 in channels.clone().step_by(CHANNEL_BLOCK) {
-            let c1 = (c0 + CHANNEL_BLOCK).min(channels.end);
-            for ix in 0..g.w_in {
+        for c0 in channels.clone().step_by(TILE) {
+            let c1 = (c0 + TILE).min(channels.end);
+            // Channel c0's band row r; channel c0 + i's lies i planes further.
+            let row0 = (c0 - channels.start) * layout.channel_len + r * layout.row_len;
+            let mut ix = 0;
+            if layout.phases == 1 && c1 - c0 == TILE {
+                while ix + TILE <= g.w_in {
+                    let mut tile = [[0.0f32; TILE]; TILE];
+                    for (p, pixel) in tile.iter_mut().enumerate() {
+                        pixel.copy_from_slice(&x[at.at(c0, iy, ix + p)..][..TILE]);
+                    }
+                    for ch in 0..TILE {
+                        let dst = &mut band[row0 + ch * layout.channel_len + g.pad_left + ix..][..TILE];
+                        for (d, pixel) in dst.iter_mut().zip(&tile) {
+                            *d = pixel[ch];
+                        }
+                    }
+                    ix += TILE;
+                }
+            }
+            for ix in ix..g.w_in {
                 let pc = ix + g.pad_left;
                 let col = pc % layout.phases * layout.phase + pc / layout.phases;
                 let pixel = &x[at.at(c0, iy, ix)..][..c1 - c0];
                 for (i, &v) in pixel.iter().enumerate() {
-                    band[(c0 + i - channels.start) * layout.channel_len + r * layout.row_len + col] = v;
+                    band[row0 + i * layout.channel_len + col] = v;
                 }
             }
         }
     }
 }
 
-/// Channels [`build_band_channels_last`] deals out per pass over a row.
-const CHANNEL_BLOCK: usize = 16;
+/// Pixels and channels per transposed tile of [`build_band_channels_last`].
+const TILE: usize = 8;
 
 /// Where each tap `k0, k0 + 1, ..` (as many as `taps` holds) reads in
 /// `band`, relative to its pixel's window corner.
