@@ -20,7 +20,10 @@ mod support;
 use std::time::Duration;
 
 use convgemm::{Conv2dPlan, ConvOptions, ConvParams, Isa, Layout};
-use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, layers, network_layers, pool, read_ort, values};
+use support::{
+    Layer, geomean, interleaved_medians, layers, network_layers, networks_of, only_arg, ort_args, pool, rounds_arg,
+    threads_and_peaks, values,
+};
 
 /// Median seconds per run of `l` in NCHW and in NHWC, interleaved.
 fn time_layouts(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 2] {
@@ -46,22 +49,16 @@ fn time_layouts(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) 
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "quick");
     let networks = args.iter().any(|a| a == "networks");
-    let ort: Vec<_> =
-        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
-    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
-    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let ort = ort_args(&args);
+    let (rounds, min_sample) = rounds_arg(&args);
+    let (threads_max, peaks) = threads_and_peaks();
     let isa = Isa::detect();
     println!("# conv2d NCHW vs NHWC, path {} ({})", isa.name(), isa.kernel_name());
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
-    let only: Vec<String> = args
-        .iter()
-        .find_map(|a| a.strip_prefix("only="))
-        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let only = only_arg(&args);
     let suite = if networks { network_layers() } else { layers() };
     let layers: Vec<Layer> =
         suite.into_iter().filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str()))).collect();
@@ -108,13 +105,7 @@ fn main() {
         );
     }
     if networks {
-        let mut nets: Vec<String> = Vec::new();
-        for l in &layers {
-            let net = l.net.clone().expect("networks.json names each layer's network");
-            if !nets.contains(&net) {
-                nets.push(net);
-            }
-        }
+        let nets = networks_of(&layers);
         println!();
         println!("| network | threads | NCHW ms | NHWC ms | NHWC / NCHW | ORT ms | ORT / NHWC |");
         println!("|---|---|---|---|---|---|---|");

@@ -22,7 +22,10 @@ mod support;
 use std::time::Duration;
 
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
-use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, network_layers, pool, read_ort, values};
+use support::{
+    Layer, geomean, interleaved_medians, network_layers, networks_of, only_arg, ort_args, pool, rounds_arg,
+    threads_and_peaks, values,
+};
 
 /// The plan's median seconds per run of `l` on `threads` threads.
 fn time_layer(l: &Layer, options: &ConvOptions, threads: usize, rounds: usize, min_sample: Duration) -> f64 {
@@ -39,13 +42,10 @@ fn time_layer(l: &Layer, options: &ConvOptions, threads: usize, rounds: usize, m
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "quick");
     let every_layer = args.iter().any(|a| a == "layers");
-    let ort: Vec<_> =
-        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
-    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
-    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let ort = ort_args(&args);
+    let (rounds, min_sample) = rounds_arg(&args);
+    let (threads_max, peaks) = threads_and_peaks();
     // `relaxed`: Precision::Relaxed (Winograd where Auto takes it).
     let precision = if args.iter().any(|a| a == "relaxed") { Precision::Relaxed } else { Precision::Exact };
     let options = ConvOptions { precision, ..ConvOptions::default() };
@@ -54,10 +54,7 @@ fn main() {
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
-    let only: Vec<String> = args
-        .iter()
-        .find_map(|a| a.strip_prefix("only="))
-        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let only = only_arg(&args);
     let depthwise_only = args.iter().any(|a| a == "depthwise");
     let layers: Vec<Layer> = network_layers()
         .into_iter()
@@ -71,13 +68,7 @@ fn main() {
             times.push(time_layer(l, &options, t + 1, rounds, min_sample));
         }
     }
-    let mut nets: Vec<String> = Vec::new();
-    for l in &layers {
-        let net = l.net.clone().expect("networks.json names each layer's network");
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
+    let nets = networks_of(&layers);
     println!();
     println!(
         "| network | threads | layers | GFLOP | ours ms | GFLOP/s | % peak | ORT ms | ours / ORT | worst layers (ours / ORT) |"

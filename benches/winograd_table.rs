@@ -24,27 +24,22 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::Duration;
-
 use convgemm::testing::WinogradTiles;
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
-use support::{Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, pool, read_ort, values};
+use support::{
+    Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, only_arg, ort_args, pool, rounds_arg, values,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "quick");
     let tiles = args.iter().any(|a| a == "tiles");
-    let only: Vec<String> = args
-        .iter()
-        .find_map(|a| a.strip_prefix("only="))
-        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect());
+    let only = only_arg(&args);
     let suite: Vec<Layer> = layers_in(include_str!("winograd_layers.json"))
         .into_iter()
         .filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str())))
         .collect();
-    let ort: Vec<_> =
-        ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
-    let (rounds, min_sample) = if quick { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) };
+    let ort = ort_args(&args);
+    let (rounds, min_sample) = rounds_arg(&args);
     let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     let isa = Isa::detect();
     println!("# Winograd (Precision::Relaxed) vs exact vs ORT, path {} ({})", isa.name(), isa.kernel_name());

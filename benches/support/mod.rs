@@ -100,6 +100,44 @@ pub fn read_ort(path: &str) -> std::collections::HashMap<String, f64> {
     json["median_ms"].as_object().expect("median_ms").iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect()
 }
 
+/// ONNX Runtime's medians at 1 and 2 threads, from the `ort1=FILE` and
+/// `ort2=FILE` arguments of a table bench, each where given.
+pub fn ort_args(args: &[String]) -> Vec<Option<std::collections::HashMap<String, f64>>> {
+    ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect()
+}
+
+/// The `only=A,B` argument of a table bench: the name fragments a layer
+/// must contain one of (empty: every layer).
+pub fn only_arg(args: &[String]) -> Vec<String> {
+    args.iter()
+        .find_map(|a| a.strip_prefix("only="))
+        .map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect())
+}
+
+/// Rounds and the shortest sample of a table bench: fewer and shorter with `quick`.
+pub fn rounds_arg(args: &[String]) -> (usize, Duration) {
+    if args.iter().any(|a| a == "quick") { (5, Duration::from_millis(5)) } else { (9, Duration::from_millis(20)) }
+}
+
+/// The thread counts a table runs (1, and 2 where the machine has two
+/// cores): the largest, and the FMA peak probed for each.
+pub fn threads_and_peaks() -> (usize, Vec<f64>) {
+    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    (threads_max, (1..=threads_max).map(fma_peak_gflops).collect())
+}
+
+/// The networks the layers of `networks.json` belong to, in order of first appearance.
+pub fn networks_of(layers: &[Layer]) -> Vec<String> {
+    let mut nets: Vec<String> = Vec::new();
+    for l in layers {
+        let net = l.net.clone().expect("networks.json names each layer's network");
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    nets
+}
+
 /// The geometric mean (1 for no values).
 pub fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
