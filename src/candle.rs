@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub use candle_core;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor};
 
-use crate::check::zeroed;
+use crate::check::{adapter_layout, zeroed};
 use crate::{
     Activation, Conv2dPlan, ConvError, ConvOptions, ConvParams, conv2d_backward_bias, conv2d_backward_input,
     conv2d_backward_weight, conv2d_output_shape,
@@ -86,11 +86,13 @@ fn tensor(data: Vec<f32>, shape: [usize; 4]) -> Result<Tensor> {
 ///
 /// # Errors
 /// A tensor that is not f32, not on the CPU or not of rank 4 (1 for `b`),
-/// and every error of [`crate::conv2d`] (shapes that do not agree, bad
-/// parameters), as a candle `Err`.
+/// `params.layout` other than NCHW (a tensor is `[n, c, h, w]` with its own
+/// strides: permute an NHWC tensor's axes instead), and every error of
+/// [`crate::conv2d`] (shapes that do not agree, bad parameters), as a candle `Err`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: &ConvParams) -> Result<Tensor> {
     let x_shape = dims4(&check(x, "x", 4)?);
     let w_shape = dims4(&check(w, "w", 4)?);
+    adapter_layout(params.layout).map_err(wrap)?;
     conv2d_output_shape(x_shape, w_shape, params).map_err(wrap)?;
     let op = ConvOp { params: *params };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
@@ -249,6 +251,7 @@ impl Conv2d {
         options: &ConvOptions,
     ) -> Result<Self> {
         let w_shape = dims4(&check(&weight, "weight", 4)?);
+        adapter_layout(params.layout).map_err(wrap)?;
         if let Some(b) = &bias {
             check(b, "bias", 1)?;
         }

@@ -19,6 +19,22 @@ pub(crate) fn nchw_only(layout: Layout) -> Result<(), ConvError> {
     }
 }
 
+/// `Err(BadParameter)` for a layout other than NCHW given to an adapter
+/// (candle, ndarray): a tensor or view there is `[n, c, h, w]` and its own
+/// strides say where its elements lie, so `params.layout` could only
+/// misread it. Permute an NHWC tensor's axes to `[n, c, h, w]` instead.
+pub(crate) fn adapter_layout(layout: Layout) -> Result<(), ConvError> {
+    match layout {
+        Layout::Nchw => Ok(()),
+        _ => Err(ConvError::BadParameter {
+            name: "layout",
+            value: layout as usize,
+            requirement: "Layout::Nchw in the candle and ndarray adapters (their tensors are [n, c, h, w] \
+                          with their own strides: permute an NHWC tensor's axes instead)",
+        }),
+    }
+}
+
 /// `a · b`, or `Err(Overflow)` naming `what`.
 pub(crate) fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, ConvError> {
     a.checked_mul(b).ok_or(ConvError::Overflow { what })

@@ -22,7 +22,7 @@
 pub use ndarray;
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut4, CowArray, Ix1, Ix4};
 
-use crate::check::zeroed;
+use crate::check::{adapter_layout, zeroed};
 use crate::{ConvError, ConvParams, conv2d_output_shape};
 
 /// The elements of `a` in standard order: borrowed when its layout already
@@ -40,13 +40,17 @@ fn shape4(a: &ArrayView4<f32>) -> [usize; 4] {
 /// array (see [`crate::conv2d`] for the definition and every parameter).
 ///
 /// # Errors
-/// Those of [`crate::conv2d`]: shapes that do not agree, bad parameters.
+/// Those of [`crate::conv2d`]: shapes that do not agree, bad parameters;
+/// and `params.layout` other than NCHW (a view is `[n, c, h, w]` with its
+/// own strides, which already say where each element lies: permute an NHWC
+/// array's axes to `[n, c, h, w]` instead).
 pub fn conv2d(
     x: ArrayView4<f32>,
     w: ArrayView4<f32>,
     b: Option<ArrayView1<f32>>,
     params: &ConvParams,
 ) -> Result<Array4<f32>, ConvError> {
+    adapter_layout(params.layout)?;
     let y_shape = conv2d_output_shape(shape4(&x), shape4(&w), params)?;
     let y = zeroed(y_shape.iter().product(), "output size in bytes")?;
     let mut y = Array4::from_shape_vec(y_shape, y).expect("the length is the shape's product");
@@ -67,6 +71,7 @@ pub fn conv2d_into(
     params: &ConvParams,
     mut out: ArrayViewMut4<f32>,
 ) -> Result<(), ConvError> {
+    adapter_layout(params.layout)?;
     let (x_shape, w_shape) = (shape4(&x), shape4(&w));
     let y_shape = conv2d_output_shape(x_shape, w_shape, params)?;
     for (axis, (&want, &got)) in y_shape.iter().zip(out.shape()).enumerate() {

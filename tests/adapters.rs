@@ -94,6 +94,11 @@ mod nd {
         let bad = ConvParams { groups: 3, ..params };
         let e = conv2d_into(x.view(), w.view(), None, &bad, out.view_mut()).unwrap_err();
         assert!(e.to_string().contains("groups"), "{e}");
+        // A view's own strides say where its elements lie: no layout on top.
+        let nhwc = ConvParams { layout: convgemm::Layout::Nhwc, ..params };
+        let e = conv2d_into(x.view(), w.view(), None, &nhwc, out.view_mut()).unwrap_err();
+        assert!(matches!(e, ConvError::BadParameter { name: "layout", .. }), "{e}");
+        assert!(conv2d(x.view(), w.view(), None, &nhwc).is_err());
         let short_bias = Array1::from(vec![0.0; ws[0] - 1]);
         let e = conv2d_into(x.view(), w.view(), Some(short_bias.view()), &params, out.view_mut()).unwrap_err();
         assert!(matches!(e, ConvError::BufferLength { buffer: "bias", .. }), "{e}");
@@ -234,6 +239,7 @@ mod candle {
             (conv2d(&x, &w.to_dtype(DType::F16).unwrap(), None, &params), "dtype"),
             (conv2d(&x.flatten_from(2).unwrap(), &w, None, &params), "rank 4"),
             (conv2d(&x, &w, None, &ConvParams { groups: 3, ..params }), "groups"),
+            (conv2d(&x, &w, None, &ConvParams { layout: convgemm::Layout::Nhwc, ..params }), "layout"),
             (conv2d(&x.narrow(1, 0, 2).unwrap(), &w, None, &params), "input channels"),
             (conv2d(&x, &w, Some(&Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap()), &params), "b[0] (c_out)"),
             (conv2d(&x, &w, Some(&Tensor::zeros((6, 1), DType::F32, &Device::Cpu).unwrap()), &params), "rank 1"),
@@ -243,6 +249,8 @@ mod candle {
             assert!(e.contains(what), "{e} should mention {what}");
         }
         assert!(Conv2d::new(w.to_dtype(DType::F64).unwrap(), None, params).is_err());
+        let nhwc = ConvParams { layout: convgemm::Layout::Nhwc, ..params };
+        assert!(Conv2d::new(w.clone(), None, nhwc).unwrap_err().to_string().contains("layout"));
         // An output of 2^62 elements: an error, not a capacity-overflow panic.
         let one = Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
         let huge = ConvParams { padding: [1 << 30; 4], ..ConvParams::default() };
