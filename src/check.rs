@@ -23,6 +23,7 @@ pub(crate) fn nchw_only(layout: Layout) -> Result<(), ConvError> {
 /// (candle, ndarray): a tensor or view there is `[n, c, h, w]` and its own
 /// strides say where its elements lie, so `params.layout` could only
 /// misread it. Permute an NHWC tensor's axes to `[n, c, h, w]` instead.
+#[cfg(any(feature = "candle", feature = "ndarray"))]
 pub(crate) fn adapter_layout(layout: Layout) -> Result<(), ConvError> {
     match layout {
         Layout::Nchw => Ok(()),
