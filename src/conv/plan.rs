@@ -104,7 +104,7 @@ impl Conv2dPlan {
         // output is then its bias, whatever the number of groups.
         let groups = if weight.is_empty() { 0 } else { params.groups };
         // The input is checked per run (`direct::applies`).
-        let prefers_direct = prefers_direct(options.isa, options.algorithm, weight_shape[1], m, k);
+        let prefers_direct = prefers_direct(options.isa, options.algorithm, params.layout, weight_shape[1], m, k);
         let panels = if prefers_direct { Panels::B } else { Panels::A };
         let packed = (0..groups)
             .map(|g| {
