@@ -231,7 +231,9 @@ impl ConvGeometry {
     pub fn is_compact(&self) -> bool {
         let padded_h = self.h_in + self.pad_top + self.pad_bottom;
         let padded_w = self.w_in + self.pad_left + self.pad_right;
-        padded_h.checked_mul(padded_w).is_some_and(|n| n <= 1 << 40)
+        // Channels-last offsets step by c_in floats per pixel: the padded
+        // plane times that must stay within the bound.
+        padded_h.checked_mul(padded_w).and_then(|n| n.checked_mul(self.input_strides().x)).is_some_and(|n| n <= 1 << 40)
     }
 
     /// The parameters this geometry was built from.

@@ -191,6 +191,7 @@ pub fn conv2d_backward_input_direct(
     params: &ConvParams,
     input_shape: [usize; 4],
 ) -> Result<Reference, ConvError> {
+    crate::check::nchw_only(params.layout)?;
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
     check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
     check_len("grad_output", grad_output.len(), geo.output_len())?;
@@ -254,6 +255,7 @@ pub fn conv2d_backward_weight_direct(
     params: &ConvParams,
     weight_shape: [usize; 4],
 ) -> Result<Reference, ConvError> {
+    crate::check::nchw_only(params.layout)?;
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
     check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
     check_len("input", input.len(), geo.input_len())?;
@@ -397,6 +399,7 @@ pub fn pool2d_direct(
     params: &crate::PoolParams,
     max: bool,
 ) -> Result<(Reference, [usize; 4]), ConvError> {
+    crate::check::nchw_only(params.layout)?;
     crate::pool2d_output_shape(input_shape, params)?;
     let [n, c, h, w] = input_shape;
     check_len("input", input.len(), n * c * h * w)?;

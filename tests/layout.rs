@@ -140,3 +140,61 @@ fn channels_last_empty_planes() {
         assert_eq!(out, [1.0, 2.0].repeat(10), "{options:?}");
     }
 }
+
+/// Channels-last pooling large enough to run its rows and images in
+/// parallel: the NCHW bits, permuted, on a 2-thread pool.
+#[test]
+fn channels_last_pooling_in_parallel() {
+    let shape = [2, 64, 33, 31];
+    let x = values(shape.iter().product(), 9);
+    let x_nhwc = relayout(&x, shape, Layout::Nchw, Layout::Nhwc);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut p = PoolParams::new([3, 3]);
+    (p.stride, p.padding) = ([2, 2], [1; 4]);
+    let q = PoolParams { layout: Layout::Nhwc, ..p };
+    let out_shape = pool2d_output_shape(shape, &p).unwrap();
+    let n: usize = out_shape.iter().product();
+    let gy = values(n, 10);
+    let gy_nhwc = relayout(&gy, out_shape, Layout::Nchw, Layout::Nhwc);
+    pool.install(|| {
+        for max in [true, false] {
+            let f = if max { max_pool2d } else { avg_pool2d };
+            let (mut y, mut y2) = (vec![0.0; n], vec![0.0; n]);
+            f(&x, shape, &p, &mut y).unwrap();
+            f(&x_nhwc, shape, &q, &mut y2).unwrap();
+            assert_eq!(bits(&y2), bits(&relayout(&y, out_shape, Layout::Nchw, Layout::Nhwc)), "max {max}");
+            let (mut gx, mut gx2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            if max {
+                max_pool2d_backward(&x, shape, &gy, &p, &mut gx).unwrap();
+                max_pool2d_backward(&x_nhwc, shape, &gy_nhwc, &q, &mut gx2).unwrap();
+            } else {
+                avg_pool2d_backward(shape, &gy, &p, &mut gx).unwrap();
+                avg_pool2d_backward(shape, &gy_nhwc, &q, &mut gx2).unwrap();
+            }
+            assert_eq!(bits(&gx2), bits(&relayout(&gx, shape, Layout::Nchw, Layout::Nhwc)), "backward, max {max}");
+        }
+    });
+}
+
+/// What a channels-last plan says it runs: the depthwise kernel of its
+/// layout, the direct path for a 1×1 layer on a tiny plane (no
+/// matrix-vector kernel, which reads NCHW), Winograd under Relaxed.
+#[test]
+fn channels_last_plans_name_their_kernels() {
+    let isa = Isa::detect();
+    let opts = ConvOptions { isa, ..ConvOptions::default() };
+    let dw = nhwc(ConvParams { padding: [1; 4], groups: 32, ..ConvParams::default() });
+    let plan = Conv2dPlan::new(&values(32 * 9, 1), [32, 1, 3, 3], None, &dw, &opts).unwrap();
+    assert_eq!(plan.algorithm([1, 32, 10, 10]).unwrap(), Algorithm::Depthwise);
+    assert!(plan.kernel_name([1, 32, 10, 10]).unwrap().starts_with("dwconv_channels_last_"));
+    let se = nhwc(ConvParams::default());
+    let plan = Conv2dPlan::new(&values(64 * 32, 2), [64, 32, 1, 1], None, &se, &opts).unwrap();
+    assert!(!plan.kernel_name([1, 32, 1, 1]).unwrap().starts_with("gemv"));
+    let relaxed = ConvOptions { precision: Precision::Relaxed, ..opts };
+    let plan = Conv2dPlan::new(&values(64 * 64 * 9, 3), [64, 64, 3, 3], None, &dw_dense(), &relaxed).unwrap();
+    assert_eq!(plan.algorithm([1, 64, 28, 28]).unwrap(), Algorithm::Winograd);
+}
+
+fn dw_dense() -> ConvParams {
+    nhwc(ConvParams { padding: [1; 4], ..ConvParams::default() })
+}

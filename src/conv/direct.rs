@@ -33,6 +33,7 @@ use crate::gemm::{
 };
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
+use crate::layout::Layout;
 use crate::simd::{Lanes, Transpose, WithLanes};
 
 /// Output pixels times output channels per block: 128 KiB of scratch, in
@@ -306,7 +307,7 @@ unsafe fn direct_block<K: MicroKernel>(
     }
     put_band(band);
     let bias = bias.map(|b| &b[cols.clone()]);
-    if out.cs == 1 {
+    if g.layout == Layout::Nchw {
         // NCHW: the block, channel-major, with the bias and the activation.
         // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
         let n = out.rs as usize;

@@ -202,10 +202,12 @@ impl Conv2dPlan {
     /// The forms of the weights a run on `geo` reads, the GEMM's A panels
     /// left empty (`run` fills them in, packing them on first need).
     fn forms(&self, geo: &ConvGeometry) -> Weights<'_> {
-        // A 1×1 convolution of a few pixels left to `Auto`: the
+        // A 1×1 convolution of a few pixels left to `Auto` (NCHW): the
         // matrix-vector path beats the direct one's mostly empty tiles.
-        let narrow =
-            self.options.algorithm == Algorithm::Auto && pointwise::applies(geo) && geo.out_pixels() <= gemm::NARROW_N;
+        let narrow = self.options.algorithm == Algorithm::Auto
+            && pointwise::applies(geo)
+            && geo.out_pixels() <= gemm::NARROW_N
+            && geo.layout == Layout::Nchw;
         let winograd = self.winograd.as_ref().filter(|_| {
             self.options.algorithm == Algorithm::Winograd
                 || winograd_pays(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out)

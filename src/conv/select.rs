@@ -63,7 +63,9 @@ pub(crate) fn kernel_name(geo: &ConvGeometry, options: &ConvOptions, weights: &W
     match choose(geo, options.algorithm, weights) {
         Algorithm::Winograd => weights.winograd.map_or("", |(_, tile)| tile.kernel_name()),
         Algorithm::Depthwise => depthwise::kernel_name(options.isa, geo),
-        Algorithm::Pointwise if geo.out_pixels() <= gemm::NARROW_N => gemm::narrow_kernel_name(options.isa),
+        Algorithm::Pointwise if geo.out_pixels() <= gemm::NARROW_N && geo.layout == Layout::Nchw => {
+            gemm::narrow_kernel_name(options.isa)
+        }
         _ => options.isa.kernel_name(),
     }
 }
@@ -197,8 +199,11 @@ pub(crate) fn execute(
         base.shifted(image * geo.c_out * n + group * m * out_at.c)
     };
     // NCHW: the (image, group)'s m·n outputs, contiguous.
-    // SAFETY: under NCHW, `out` is that block of `output`, and only this job uses it.
-    let planes = |out: CMatrix| unsafe { std::slice::from_raw_parts_mut(out.ptr, m * n) };
+    let planes = |out: CMatrix| {
+        assert!(geo.layout == Layout::Nchw && out.cs == 1 && out.rs == n as isize, "NCHW planes");
+        // SAFETY: under NCHW (asserted), `out` is that block of `output`, and only this job uses it.
+        unsafe { std::slice::from_raw_parts_mut(out.ptr, m * n) }
+    };
     let job = |index: usize, par: Parallelism, cols: &mut Vec<f32>| {
         let (image, group) = (index / geo.groups, index % geo.groups);
         let channels = geo.group_input(input, image, group);

@@ -8,7 +8,9 @@ use crate::gemm::KC;
 /// The gradient of `conv2d` with respect to its bias: `grad_bias[o]` is the
 /// sum of `grad_output[n, o, oy, ox]` over the batch and the output pixels.
 ///
-/// `grad_output` is `[n, c_out, h_out, w_out]`, `grad_bias` holds `c_out`
+/// `grad_output` is `[n, c_out, h_out, w_out]` in NCHW (this function
+/// takes no layout: a channels-last gradient is not read here yet),
+/// `grad_bias` holds `c_out`
 /// floats and is overwritten. Each sum runs over (image, pixel) in order
 /// (images in order, pixels row-major), in the crate's chunked order: chunks
 /// of 256 terms each summed from `+0.0`, then added in order. Plain f32
