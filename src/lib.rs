@@ -99,8 +99,8 @@ pub mod testing;
 
 pub use activation::Activation;
 pub use conv::backward::{
-    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
-    conv2d_backward_weight_with,
+    conv2d_backward_bias, conv2d_backward_bias_with_layout, conv2d_backward_input, conv2d_backward_input_with,
+    conv2d_backward_weight, conv2d_backward_weight_with,
 };
 pub use conv::forward::{conv2d, conv2d_with};
 pub use conv::options::{Algorithm, ConvOptions, Precision, Threads};
@@ -115,8 +115,8 @@ pub use im2col::{col2im, im2col, im2col_len};
 pub use isa::Isa;
 pub use layout::Layout;
 pub use pool::{
-    MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d, max_pool2d_backward,
-    max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
+    MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_with_layout,
+    max_pool2d, max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -63,11 +63,7 @@ pub fn input_tap(
     if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
         return 0.0;
     }
-    let (iy, ix) = (iy as usize, ix as usize);
-    match params.layout {
-        Layout::Nchw => input[((n * c_in + c) * h + iy) * w + ix],
-        _ => input[((n * h + iy) * w + ix) * c_in + c],
-    }
+    input[offset(params.layout, [0, c_in, h, w], n, c, iy as usize, ix as usize)]
 }
 
 /// `values` (a batch `[n, c, h, w]` in NCHW order) in the order of `layout`.
@@ -81,6 +77,16 @@ pub fn nchw_to(layout: Layout, values: Vec<f64>, [n, c, h, w]: [usize; 4]) -> Ve
                 values[((b * c + ch) * h + y) * w + x]
             })
             .collect(),
+    }
+}
+
+/// Where element `(b, ch, y, x)` of a batch of logical shape `[n, c, h, w]`
+/// lies in `layout`: `((b·c + ch)·h + y)·w + x` (NCHW) or
+/// `((b·h + y)·w + x)·c + ch` (NHWC), the formulas of the layout's docs.
+pub fn offset(layout: Layout, [_, c, h, w]: [usize; 4], b: usize, ch: usize, y: usize, x: usize) -> usize {
+    match layout {
+        Layout::Nchw => ((b * c + ch) * h + y) * w + x,
+        _ => ((b * h + y) * w + x) * c + ch,
     }
 }
 
@@ -182,7 +188,8 @@ fn check_shape(what: &'static str, expected: [usize; 4], found: [usize; 4]) -> R
 /// `Z[n,o,i,j] = Σ_c Σ_u Σ_v W'[o,c,u,v] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`,
 /// `dX[n, g·cg + c, y, x] = Σ_o Σ_u Σ_v Σ_{i,j} W'[o,c,u,v] · dY[n,o,i,j]` over the `o` of
 /// group `g` and the `(i, j)` with `i·sh + u·dh − pt = y` and `j·sw + v·dw − pl = x`
-/// (`W'` the kernel as the forward applies it, rotated when `params.flip`).
+/// (`W'` the kernel as the forward applies it, rotated when `params.flip`);
+/// `grad_output` and the result in `params.layout`.
 pub fn conv2d_backward_input_direct(
     grad_output: &[f32],
     grad_output_shape: [usize; 4],
@@ -191,13 +198,12 @@ pub fn conv2d_backward_input_direct(
     params: &ConvParams,
     input_shape: [usize; 4],
 ) -> Result<Reference, ConvError> {
-    crate::check::nchw_only(params.layout)?;
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
     check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
     check_len("grad_output", grad_output.len(), geo.output_len())?;
     check_len("weight", weight.len(), geo.weight_len())?;
     let [batch, c_in, h, w] = input_shape;
-    let [_, c_out, h_out, w_out] = geo.output_shape();
+    let [_, _, h_out, w_out] = geo.output_shape();
     let (cg_in, cg_out, kh, kw) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw);
     let (sh, sw, dh, dw) = (params.stride[0], params.stride[1], params.dilation[0], params.dilation[1]);
     let (pt, pl) = (params.padding[0], params.padding[1]);
@@ -228,7 +234,7 @@ pub fn conv2d_backward_input_direct(
                                 }
                                 let (wu, wv) = flipped_tap(weight_shape, params, u, v);
                                 let wt = weight[((o * cg_in + c) * kh + wu) * kw + wv] as f64;
-                                let dy = grad_output[((n * c_out + o) * h_out + i) * w_out + j] as f64;
+                                let dy = grad_output[offset(params.layout, grad_output_shape, n, o, i, j)] as f64;
                                 sum += wt * dy;
                                 mag += (wt * dy).abs();
                             }
@@ -240,13 +246,15 @@ pub fn conv2d_backward_input_direct(
             }
         }
     }
-    Ok(Reference { value, magnitude })
+    let layout = params.layout;
+    Ok(Reference { value: nchw_to(layout, value, input_shape), magnitude: nchw_to(layout, magnitude, input_shape) })
 }
 
 /// The weight gradient of `conv2d`, in f64, from the definition:
 /// `dW[o, c, a, b] = Σ_n Σ_i Σ_j dY[n,o,i,j] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`
 /// where `(u, v)` is the tap the forward multiplies by `W[o,c,a,b]`: `(a, b)`,
-/// or `(kh−1−a, kw−1−b)` when `params.flip`.
+/// or `(kh−1−a, kw−1−b)` when `params.flip`; `input` and `grad_output` in
+/// `params.layout`.
 pub fn conv2d_backward_weight_direct(
     input: &[f32],
     input_shape: [usize; 4],
@@ -255,7 +263,6 @@ pub fn conv2d_backward_weight_direct(
     params: &ConvParams,
     weight_shape: [usize; 4],
 ) -> Result<Reference, ConvError> {
-    crate::check::nchw_only(params.layout)?;
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
     check_shape("grad_output_shape", geo.output_shape(), grad_output_shape)?;
     check_len("input", input.len(), geo.input_len())?;
@@ -274,7 +281,7 @@ pub fn conv2d_backward_weight_direct(
                     for n in 0..batch {
                         for i in 0..h_out {
                             for j in 0..w_out {
-                                let dy = grad_output[((n * c_out + o) * h_out + i) * w_out + j] as f64;
+                                let dy = grad_output[offset(params.layout, grad_output_shape, n, o, i, j)] as f64;
                                 let x = input_tap(input, input_shape, params, n, g * cg_in + c, i, j, u, v) as f64;
                                 sum += dy * x;
                                 mag += (dy * x).abs();
@@ -290,17 +297,29 @@ pub fn conv2d_backward_weight_direct(
     Ok(Reference { value, magnitude })
 }
 
-/// The bias gradient of `conv2d`, in f64: `db[o] = Σ_n Σ_i Σ_j dY[n,o,i,j]`.
+/// The bias gradient of `conv2d`, in f64: `db[o] = Σ_n Σ_i Σ_j dY[n,o,i,j]`,
+/// `grad_output` in NCHW.
 pub fn conv2d_backward_bias_direct(grad_output: &[f32], grad_output_shape: [usize; 4]) -> Result<Reference, ConvError> {
+    conv2d_backward_bias_direct_with_layout(grad_output, grad_output_shape, Layout::Nchw)
+}
+
+/// [`conv2d_backward_bias_direct`] with `grad_output` in `layout`.
+pub fn conv2d_backward_bias_direct_with_layout(
+    grad_output: &[f32],
+    grad_output_shape: [usize; 4],
+    layout: Layout,
+) -> Result<Reference, ConvError> {
     let [batch, c_out, h_out, w_out] = grad_output_shape;
     check_len("grad_output", grad_output.len(), product(&grad_output_shape, "grad_output")?)?;
-    let pixels = h_out * w_out;
     let (mut value, mut magnitude) = (vec![0.0f64; c_out], vec![0.0f64; c_out]);
     for n in 0..batch {
         for o in 0..c_out {
-            for &d in &grad_output[(n * c_out + o) * pixels..][..pixels] {
-                value[o] += d as f64;
-                magnitude[o] += (d as f64).abs();
+            for y in 0..h_out {
+                for x in 0..w_out {
+                    let d = grad_output[offset(layout, grad_output_shape, n, o, y, x)] as f64;
+                    value[o] += d;
+                    magnitude[o] += d.abs();
+                }
             }
         }
     }
@@ -311,7 +330,8 @@ pub fn conv2d_backward_bias_direct(grad_output: &[f32], grad_output_shape: [usiz
 /// definition: every input pixel scatters its kernel-weighted copy,
 /// `Z[n, g·cg + o, iy·sh + u·dh − pt, ix·sw + v·dw − pl] += X[n, i, iy, ix] · W[i, o, u, v]`
 /// for the input channels `i` of group `g` (`cg = c_out / groups`), positions
-/// outside the output dropped, `bias[g·cg + o]` added to every output.
+/// outside the output dropped, `bias[g·cg + o]` added to every output;
+/// input and result in `params.layout`.
 pub fn conv_transpose2d_direct(
     input: &[f32],
     input_shape: [usize; 4],
@@ -337,7 +357,7 @@ pub fn conv_transpose2d_direct(
             let g = i / cg_in;
             for iy in 0..h {
                 for ix in 0..w {
-                    let x = input[((n * c_in + i) * h + iy) * w + ix] as f64;
+                    let x = input[offset(params.layout, input_shape, n, i, iy, ix)] as f64;
                     for o in 0..cg_out {
                         for u in 0..kh {
                             for v in 0..kw {
@@ -350,6 +370,7 @@ pub fn conv_transpose2d_direct(
                                 }
                                 let t = x * weight[((i * cg_out + o) * kh + u) * kw + v] as f64;
                                 let at = ((n * c_out + g * cg_out + o) * h_out + oy as usize) * w_out + ox as usize;
+                                // (`at` in NCHW order; permuted to `params.layout` at the end.)
                                 value[at] += t;
                                 magnitude[at] += t.abs();
                             }
@@ -366,7 +387,8 @@ pub fn conv_transpose2d_direct(
             *m += bias.abs();
         }
     }
-    Ok(Reference { value, magnitude })
+    let layout = params.layout;
+    Ok(Reference { value: nchw_to(layout, value, out_shape), magnitude: nchw_to(layout, magnitude, out_shape) })
 }
 
 /// The output length along one pooling axis, counted window by window:

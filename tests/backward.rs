@@ -5,15 +5,18 @@
 
 mod common;
 
-use common::{ConvProblem, REL, assert_close, bits, cases, conv_problem, for_each_isa, is_exact, values};
+use common::{
+    ConvProblem, REL, assert_close, bits, canonical_bits, cases, conv_problem, for_each_isa, is_exact, relayout, values,
+};
 use convgemm::reference::{
-    Reference, conv_transpose2d_direct, conv2d_backward_bias_direct, conv2d_backward_input_direct,
-    conv2d_backward_weight_direct, conv2d_direct,
+    Reference, conv_transpose2d_direct, conv2d_backward_bias_direct, conv2d_backward_bias_direct_with_layout,
+    conv2d_backward_input_direct, conv2d_backward_weight_direct, conv2d_direct,
 };
 use convgemm::{
-    ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, Threads, conv_transpose2d,
-    conv_transpose2d_output_shape, conv_transpose2d_with, conv2d, conv2d_backward_bias, conv2d_backward_input,
-    conv2d_backward_input_with, conv2d_backward_weight, conv2d_backward_weight_with, conv2d_output_shape,
+    ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, Layout, Threads, conv_transpose2d,
+    conv_transpose2d_output_shape, conv_transpose2d_with, conv2d, conv2d_backward_bias,
+    conv2d_backward_bias_with_layout, conv2d_backward_input, conv2d_backward_input_with, conv2d_backward_weight,
+    conv2d_backward_weight_with, conv2d_output_shape,
 };
 use proptest::prelude::*;
 
@@ -117,12 +120,33 @@ impl Grad {
         }
     }
 
-    fn check_input(&self) {
-        self.check("backward_input", &self.input_reference(), |o| self.input_grad(o));
+    /// The same problem with its activations (input, `grad_output`) in `layout`.
+    fn in_layout(&self, layout: Layout) -> Grad {
+        let grad_output = relayout(&self.grad_output, self.out_shape, self.p.params.layout, layout);
+        Grad { p: self.p.in_layout(layout), grad_output, ..*self }
     }
 
+    /// NCHW, then channels-last: each against the reference on every path,
+    /// and channels-last's gradient the NCHW one permuted, bit for bit.
+    fn check_input(&self) {
+        let nhwc = self.in_layout(Layout::Nhwc);
+        for g in [self, &nhwc] {
+            g.check("backward_input", &g.input_reference(), |o| g.input_grad(o));
+        }
+        let o = ConvOptions::default();
+        let permuted = relayout(&self.input_grad(&o), self.p.input_shape, Layout::Nchw, Layout::Nhwc);
+        assert_eq!(canonical_bits(&nhwc.input_grad(&o)), canonical_bits(&permuted), "NHWC vs NCHW {:?}", self.p);
+    }
+
+    /// As [`Grad::check_input`]; the weight gradient is OIHW in both layouts.
     fn check_weight(&self) {
-        self.check("backward_weight", &self.weight_reference(), |o| self.weight_grad(o));
+        let nhwc = self.in_layout(Layout::Nhwc);
+        for g in [self, &nhwc] {
+            g.check("backward_weight", &g.weight_reference(), |o| g.weight_grad(o));
+        }
+        let o = ConvOptions::default();
+        let (nchw, nhwc) = (self.weight_grad(&o), nhwc.weight_grad(&o));
+        assert_eq!(canonical_bits(&nhwc), canonical_bits(&nchw), "NHWC vs NCHW {:?}", self.p);
     }
 }
 
@@ -177,6 +201,13 @@ proptest! {
         let mut got = vec![f32::NAN; shape[1]];
         conv2d_backward_bias(&dy, shape, &mut got).unwrap();
         assert_close("backward_bias", &conv2d_backward_bias_direct(&dy, shape).unwrap(), &got);
+        // Channels-last: against its own reference, and the same bits.
+        let dy_nhwc = relayout(&dy, shape, Layout::Nchw, Layout::Nhwc);
+        let mut nhwc = vec![f32::NAN; shape[1]];
+        conv2d_backward_bias_with_layout(&dy_nhwc, shape, Layout::Nhwc, &mut nhwc).unwrap();
+        let reference = conv2d_backward_bias_direct_with_layout(&dy_nhwc, shape, Layout::Nhwc).unwrap();
+        assert_close("backward_bias NHWC", &reference, &nhwc);
+        assert_eq!(bits(&nhwc), bits(&got));
     }
 }
 
@@ -415,7 +446,27 @@ impl TransposeProblem {
         })
     }
 
+    /// NCHW, then the same problem channels-last: each against the
+    /// reference on every path, and channels-last's output the NCHW one
+    /// permuted, bit for bit.
     fn check(&self) {
+        self.check_layout();
+        let nhwc = TransposeProblem {
+            input: relayout(&self.input, self.input_shape, Layout::Nchw, Layout::Nhwc),
+            params: ConvTransposeParams { layout: Layout::Nhwc, ..self.params },
+            ..self.clone()
+        };
+        nhwc.check_layout();
+        if let Ok(shape) = conv_transpose2d_output_shape(self.input_shape, self.weight_shape, &self.params) {
+            let len = shape.iter().product();
+            let (a, b) =
+                (self.run(&ConvOptions::default(), len).unwrap(), nhwc.run(&ConvOptions::default(), len).unwrap());
+            let permuted = relayout(&a, shape, Layout::Nchw, Layout::Nhwc);
+            assert_eq!(canonical_bits(&b), canonical_bits(&permuted), "NHWC vs NCHW {self:?}");
+        }
+    }
+
+    fn check_layout(&self) {
         let shape = conv_transpose2d_output_shape(self.input_shape, self.weight_shape, &self.params);
         let op_ok = (0..2).all(|a| {
             let p = &self.params;

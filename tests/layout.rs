@@ -1,6 +1,7 @@
 //! Channels-last (`Layout::Nhwc`) beyond the property tests of `conv.rs`
 //! (which run every problem in both layouts): Winograd, plans across input
-//! sizes, im2col / col2im, and the functions that do not read it yet.
+//! sizes, im2col / col2im, gradients of grouped layers in parallel, global
+//! pooling and the bias gradient, and the functions that do not read it yet.
 
 mod common;
 
@@ -98,30 +99,76 @@ fn reference_permutation_is_relayout() {
     assert_eq!(got, want.iter().map(|&x| x as f64).collect::<Vec<_>>());
 }
 
-/// Gradients, transposed convolution and the pooling switches do not read
-/// channels-last yet: each says so, and writes nothing.
+/// The pooling switches do not read channels-last yet: they say so, and
+/// write nothing.
 #[test]
 fn functions_without_channels_last_reject_it_untouched() {
-    let p = nhwc(ConvParams { padding: [1; 4], ..ConvParams::default() });
-    let (x, w, dy) = (values(2 * 4 * 4, 1), values(2 * 2 * 9, 2), values(2 * 4 * 4, 3));
-    let mut out = vec![7.0f32; 64];
+    let x = values(2 * 4 * 4, 1);
+    let mut out = vec![7.0f32; 8];
     let untouched = |out: &[f32]| out.iter().all(|&v| v == 7.0);
-    let is_layout = |e: ConvError| matches!(e, ConvError::BadParameter { name: "layout", .. });
-    let e = conv2d_backward_input(&dy, [1, 2, 4, 4], &w, [2, 2, 3, 3], &p, &mut out[..32], [1, 2, 4, 4]);
-    assert!(is_layout(e.unwrap_err()) && untouched(&out));
-    let e = conv2d_backward_weight(&x, [1, 2, 4, 4], &dy, [1, 2, 4, 4], &p, &mut out[..36], [2, 2, 3, 3]);
-    assert!(is_layout(e.unwrap_err()) && untouched(&out));
-    let t = ConvTransposeParams { padding: [1; 4], layout: Layout::Nhwc, ..Default::default() };
-    let e = conv_transpose2d(&x, [1, 2, 4, 4], &w, [2, 2, 3, 3], None, &t, &mut out[..32]);
-    assert!(is_layout(e.unwrap_err()) && untouched(&out));
     let pool = PoolParams { layout: Layout::Nhwc, ..PoolParams::new([2, 2]) };
     let mut at = vec![5usize; 8];
-    let e = max_pool2d_with_indices(&x, [1, 2, 4, 4], &pool, &mut out[..8], &mut at);
-    assert!(is_layout(e.unwrap_err()) && untouched(&out) && at.iter().all(|&i| i == 5));
-    let msg = conv2d_backward_input(&dy, [1, 2, 4, 4], &w, [2, 2, 3, 3], &p, &mut out[..32], [1, 2, 4, 4])
-        .unwrap_err()
-        .to_string();
+    let e = max_pool2d_with_indices(&x, [1, 2, 4, 4], &pool, &mut out, &mut at).unwrap_err();
+    assert!(matches!(e, ConvError::BadParameter { name: "layout", .. }));
+    assert!(untouched(&out) && at.iter().all(|&i| i == 5));
+    let msg = e.to_string();
     assert!(msg.contains("layout") && msg.contains("Nchw"), "{msg}");
+}
+
+/// Global average pooling and the bias gradient (which take a layout, not
+/// params) give in channels-last the NCHW bits.
+#[test]
+fn global_pool_and_bias_gradient_read_channels_last() {
+    // 300 pixels: the bias gradient's chunks of 256 terms straddle images.
+    let shape = [2, 5, 15, 20];
+    let x = values(shape.iter().product(), 4);
+    let x_nhwc = relayout(&x, shape, Layout::Nchw, Layout::Nhwc);
+    let (mut a, mut b) = (vec![f32::NAN; 10], vec![f32::NAN; 10]);
+    global_avg_pool2d(&x, shape, &mut a).unwrap();
+    global_avg_pool2d_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+    let reference = convgemm::reference::pool2d_direct(&x, shape, &PoolParams::new([15, 20]), false).unwrap().0;
+    assert_close("global_avg_pool2d NHWC", &reference, &b);
+    let (mut a, mut b) = (vec![f32::NAN; 5], vec![f32::NAN; 5]);
+    conv2d_backward_bias(&x, shape, &mut a).unwrap();
+    conv2d_backward_bias_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+    // Errors name the buffer and leave the output untouched.
+    let mut out = vec![7.0f32; 10];
+    let e = global_avg_pool2d_with_layout(&x_nhwc[1..], shape, Layout::Nhwc, &mut out).unwrap_err();
+    assert!(e.to_string().contains("input") && out.iter().all(|&v| v == 7.0), "{e}");
+}
+
+/// The gradients on a channels-last plan's geometry with groups, batch and
+/// threads: the NCHW bits, permuted (the property tests cover small shapes).
+#[test]
+fn channels_last_gradients_of_a_grouped_layer_in_parallel() {
+    // Stride 1 "same" (the windows formulation) and stride 2 (columns), 2 groups.
+    for stride in [1, 2] {
+        let params = ConvParams { stride: [stride; 2], padding: [1; 4], groups: 2, ..ConvParams::default() };
+        let p = ConvProblem::seeded([3, 24, 20, 18], [32, 12, 3, 3], params, false, 9);
+        let out_shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
+        let dy = values(out_shape.iter().product(), 10);
+        let q = p.in_layout(Layout::Nhwc);
+        let dy_nhwc = relayout(&dy, out_shape, Layout::Nchw, Layout::Nhwc);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let (mut a, mut b) = (vec![f32::NAN; p.input.len()], vec![f32::NAN; p.input.len()]);
+            conv2d_backward_input(&dy, out_shape, &p.weight, p.weight_shape, &params, &mut a, p.input_shape).unwrap();
+            conv2d_backward_input(&dy_nhwc, out_shape, &q.weight, q.weight_shape, &q.params, &mut b, q.input_shape)
+                .unwrap();
+            assert_eq!(
+                bits(&b),
+                bits(&relayout(&a, p.input_shape, Layout::Nchw, Layout::Nhwc)),
+                "input, stride {stride}"
+            );
+            let (mut a, mut b) = (vec![f32::NAN; p.weight.len()], vec![f32::NAN; p.weight.len()]);
+            conv2d_backward_weight(&p.input, p.input_shape, &dy, out_shape, &params, &mut a, p.weight_shape).unwrap();
+            conv2d_backward_weight(&q.input, q.input_shape, &dy_nhwc, out_shape, &q.params, &mut b, q.weight_shape)
+                .unwrap();
+            assert_eq!(bits(&b), bits(&a), "weight, stride {stride}");
+        });
+    }
 }
 
 /// Found by fuzzing: an empty input plane (outputs from the padding alone),

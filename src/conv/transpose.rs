@@ -4,7 +4,7 @@
 
 use super::backward::backward_input_validated;
 use super::options::ConvOptions;
-use crate::check::{check_len, nchw_only, product};
+use crate::check::{check_len, product};
 use crate::error::ConvError;
 use crate::geometry::{ConvGeometry, ConvParams, check_params};
 use crate::layout::Layout;
@@ -37,8 +37,9 @@ pub struct ConvTransposeParams {
     pub dilation: [usize; 2],
     /// Number of groups: at least 1, divides `c_in` and `c_out`.
     pub groups: usize,
-    /// The layout of input and output (and their gradients). Transposed
-    /// convolution reads only [`Layout::Nchw`] so far: `Layout::Nhwc` is an error.
+    /// The layout of input and output: [`Layout::Nchw`] (the default) or
+    /// channels-last [`Layout::Nhwc`]. The weight is `[c_in, c_out/groups,
+    /// kh, kw]` in both.
     pub layout: Layout,
 }
 
@@ -175,7 +176,6 @@ fn transpose_geometry(
         params.output_padding[1],
     )?;
     let c_out = product(&[weight_shape[1], params.groups], "output channels")?;
-    nchw_only(params.layout)?;
     let mut geo = ConvGeometry::new([batch, c_out, h_out, w_out], weight_shape, &conv)?;
     debug_assert!(geo.h_out >= h && geo.w_out >= w, "output_padding < stride gives back the input size");
     (geo.h_out, geo.w_out) = (h, w);
@@ -186,10 +186,11 @@ fn transpose_geometry(
 /// A transposed convolution (PyTorch's `ConvTranspose2d`, ONNX's
 /// `ConvTranspose`), written into `output`.
 ///
-/// - `input`: `[n, c_in, h, w]`, NCHW.
+/// - `input`: `[n, c_in, h, w]`, in `params.layout`.
 /// - `weight`: `[c_in, c_out / groups, kh, kw]` (PyTorch's `ConvTranspose2d.weight`).
 /// - `bias`: `c_out` values, or `None`.
-/// - `output`: `[n, c_out, h_out, w_out]` as [`conv_transpose2d_output_shape`] gives it; overwritten.
+/// - `output`: `[n, c_out, h_out, w_out]` as [`conv_transpose2d_output_shape`] gives it, in
+///   `params.layout`; overwritten.
 ///
 /// `Z[n, g·cg + o, oy, ox] = bias[g·cg + o] + Σ X[n, i, iy, ix] · W[i, o, u, v]`
 /// over the input channels `i` of group `g` (`cg = c_out / groups`) and every
@@ -256,14 +257,21 @@ pub fn conv_transpose2d_with(
     check_len("output", output.len(), geo.input_len())?;
     options.isa.tile()?;
     backward_input_validated(&geo, options, input, weight, output);
-    if let Some(b) = bias {
-        let plane = geo.h_in * geo.w_in;
-        if plane > 0 {
-            for (index, channel) in output.chunks_exact_mut(plane).enumerate() {
-                let value = b[index % geo.c_in];
-                channel.iter_mut().for_each(|z| *z += value);
+    match bias {
+        Some(b) if geo.c_in > 0 && geo.h_in * geo.w_in > 0 => match geo.layout {
+            Layout::Nchw => {
+                for (index, channel) in output.chunks_exact_mut(geo.h_in * geo.w_in).enumerate() {
+                    let value = b[index % geo.c_in];
+                    channel.iter_mut().for_each(|z| *z += value);
+                }
             }
-        }
+            _ => {
+                for pixel in output.chunks_exact_mut(geo.c_in) {
+                    pixel.iter_mut().zip(b).for_each(|(z, &value)| *z += value);
+                }
+            }
+        },
+        _ => {}
     }
     Ok(())
 }

@@ -84,25 +84,62 @@ pub fn avg_pool2d(
 /// whose length is not its shape's product (`output` has `n * c` elements).
 /// `output` is then untouched.
 pub fn global_avg_pool2d(input: &[f32], input_shape: [usize; 4], output: &mut [f32]) -> Result<(), ConvError> {
-    let [_, _, h, w] = input_shape;
+    global_avg_pool2d_with_layout(input, input_shape, Layout::Nchw, output)
+}
+
+/// [`global_avg_pool2d`] of an input in `layout` (logical shape `[n, c, h,
+/// w]` either way; the `[n, c, 1, 1]` output has the same order in both).
+/// The same sums in the same order, so the same bits in both layouts.
+///
+/// ```
+/// use convgemm::{global_avg_pool2d_with_layout, Layout};
+/// // [1, 2, 1, 2] channels-last: pixel 0 holds (1, 10), pixel 1 holds (3, 20).
+/// let mut y = [0.0; 2];
+/// global_avg_pool2d_with_layout(&[1.0, 10.0, 3.0, 20.0], [1, 2, 1, 2], Layout::Nhwc, &mut y)?;
+/// assert_eq!(y, [2.0, 15.0]);
+/// # Ok::<(), convgemm::ConvError>(())
+/// ```
+///
+/// # Errors
+/// As [`global_avg_pool2d`].
+pub fn global_avg_pool2d_with_layout(
+    input: &[f32],
+    input_shape: [usize; 4],
+    layout: Layout,
+    output: &mut [f32],
+) -> Result<(), ConvError> {
+    let [_, c, h, w] = input_shape;
     PoolGeometry::new(input_shape, &PoolParams::new([h.max(1), w.max(1)]))?;
     let planes = input_shape[0] * input_shape[1];
     check_len("input", input.len(), planes * h * w)?;
     check_len("output", output.len(), planes)?;
-    for (y, x) in output.iter_mut().zip(input.chunks_exact(h * w)) {
-        let mut lanes = [0f64; 8];
-        let mut chunks = x.chunks_exact(8);
-        for c in &mut chunks {
-            for (l, &v) in lanes.iter_mut().zip(c) {
-                *l += v as f64;
+    if planes == 0 {
+        return Ok(());
+    }
+    // Per channel, eight f64 partial sums: pixel i into sum i % 8.
+    let mut lanes = vec![[0f64; 8]; c];
+    for (y, image) in output.chunks_exact_mut(c).zip(input.chunks_exact(c * h * w)) {
+        lanes.iter_mut().for_each(|l| *l = [0.0; 8]);
+        match layout {
+            Layout::Nchw => {
+                for (l, plane) in lanes.iter_mut().zip(image.chunks_exact(h * w)) {
+                    let mut chunks = plane.chunks_exact(8);
+                    for eight in &mut chunks {
+                        l.iter_mut().zip(eight).for_each(|(l, &v)| *l += v as f64);
+                    }
+                    l.iter_mut().zip(chunks.remainder()).for_each(|(l, &v)| *l += v as f64);
+                }
+            }
+            _ => {
+                for (i, pixel) in image.chunks_exact(c).enumerate() {
+                    lanes.iter_mut().zip(pixel).for_each(|(l, &v)| l[i % 8] += v as f64);
+                }
             }
         }
-        for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-            *l += v as f64;
+        for (y, &[a, b, c, d, e, f, g, k]) in y.iter_mut().zip(&lanes) {
+            let sum = ((a + b) + (c + d)) + ((e + f) + (g + k));
+            *y = (sum / (h * w) as f64) as f32;
         }
-        let [a, b, c, d, e, f, g, k] = lanes;
-        let sum = ((a + b) + (c + d)) + ((e + f) + (g + k));
-        *y = (sum / (h * w) as f64) as f32;
     }
     Ok(())
 }

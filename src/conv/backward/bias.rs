@@ -4,17 +4,17 @@
 use crate::check::{check_len, product};
 use crate::error::ConvError;
 use crate::gemm::KC;
+use crate::layout::Layout;
 
 /// The gradient of `conv2d` with respect to its bias: `grad_bias[o]` is the
 /// sum of `grad_output[n, o, oy, ox]` over the batch and the output pixels.
 ///
-/// `grad_output` is `[n, c_out, h_out, w_out]` in NCHW (this function
-/// takes no layout: a channels-last gradient is not read here yet),
-/// `grad_bias` holds `c_out`
-/// floats and is overwritten. Each sum runs over (image, pixel) in order
-/// (images in order, pixels row-major), in the crate's chunked order: chunks
-/// of 256 terms each summed from `+0.0`, then added in order. Plain f32
-/// additions, the same on every path and thread count.
+/// `grad_output` is `[n, c_out, h_out, w_out]` in NCHW (for a channels-last
+/// gradient, [`conv2d_backward_bias_with_layout`]), `grad_bias` holds
+/// `c_out` floats and is overwritten. Each sum runs over (image, pixel) in
+/// order (images in order, pixels row-major), in the crate's chunked order:
+/// chunks of 256 terms each summed from `+0.0`, then added in order. Plain
+/// f32 additions, the same on every path, thread count and layout.
 ///
 /// ```
 /// use convgemm::conv2d_backward_bias;
@@ -29,7 +29,28 @@ pub fn conv2d_backward_bias(
     grad_output_shape: [usize; 4],
     grad_bias: &mut [f32],
 ) -> Result<(), ConvError> {
-    let [batch, c_out, h_out, w_out] = grad_output_shape;
+    conv2d_backward_bias_with_layout(grad_output, grad_output_shape, Layout::Nchw, grad_bias)
+}
+
+/// [`conv2d_backward_bias`] of a `grad_output` in `layout` (logical shape
+/// `[n, c_out, h_out, w_out]` either way). Same sums in the same order, so
+/// the same bits in both layouts.
+///
+/// ```
+/// use convgemm::{conv2d_backward_bias_with_layout, Layout};
+/// // [1, 2, 1, 2] channels-last: pixel 0 holds (1, 3), pixel 1 holds (2, 4).
+/// let mut grad_bias = [0.0f32; 2];
+/// conv2d_backward_bias_with_layout(&[1.0, 3.0, 2.0, 4.0], [1, 2, 1, 2], Layout::Nhwc, &mut grad_bias)?;
+/// assert_eq!(grad_bias, [3.0, 7.0]);
+/// # Ok::<(), convgemm::ConvError>(())
+/// ```
+pub fn conv2d_backward_bias_with_layout(
+    grad_output: &[f32],
+    grad_output_shape: [usize; 4],
+    layout: Layout,
+    grad_bias: &mut [f32],
+) -> Result<(), ConvError> {
+    let [_, c_out, h_out, w_out] = grad_output_shape;
     let len = product(&grad_output_shape, "grad_output element count")?;
     check_len("grad_output", grad_output.len(), len)?;
     check_len("grad_bias", grad_bias.len(), c_out)?;
@@ -38,25 +59,64 @@ pub fn conv2d_backward_bias(
         return Ok(());
     }
     let pixels = h_out * w_out; // a factor of `len`, which fits
-    for (o, out) in grad_bias.iter_mut().enumerate() {
-        // The first chunk's sum is stored as is, later ones added (as the GEMM stores).
-        let mut total: Option<f32> = None;
-        let mut acc = 0.0f32;
-        let mut in_chunk = 0;
-        for image in 0..batch {
-            for &term in &grad_output[(image * c_out + o) * pixels..][..pixels] {
-                acc += term;
-                in_chunk += 1;
-                if in_chunk == KC {
-                    total = Some(total.map_or(acc, |t| t + acc));
-                    (acc, in_chunk) = (0.0, 0);
+    match layout {
+        Layout::Nchw => {
+            for (o, out) in grad_bias.iter_mut().enumerate() {
+                // Channel o's terms: its plane of each image, images in order.
+                let mut sum = ChunkedSum::new(1);
+                for plane in grad_output.chunks_exact(pixels).skip(o).step_by(c_out) {
+                    plane.iter().for_each(|&t| sum.add_row(&[t]));
                 }
+                *out = sum.finish()[0];
             }
         }
-        if in_chunk > 0 || total.is_none() {
-            total = Some(total.map_or(acc, |t| t + acc));
+        _ => {
+            // Every channel at once: row `image·pixels + pixel` holds the c_out terms.
+            let mut sum = ChunkedSum::new(c_out);
+            grad_output.chunks_exact(c_out).for_each(|row| sum.add_row(row));
+            grad_bias.copy_from_slice(&sum.finish());
         }
-        *out = total.unwrap_or(0.0);
     }
     Ok(())
+}
+
+/// Column sums of rows of `width` floats in the crate's chunked order: per
+/// column, chunks of `KC` consecutive rows each summed from `+0.0`, the
+/// first chunk's sum kept as is and later ones added in order (as the GEMM
+/// stores them).
+struct ChunkedSum {
+    total: Option<Vec<f32>>,
+    acc: Vec<f32>,
+    in_chunk: usize,
+}
+
+impl ChunkedSum {
+    fn new(width: usize) -> Self {
+        ChunkedSum { total: None, acc: vec![0.0; width], in_chunk: 0 }
+    }
+
+    fn add_row(&mut self, row: &[f32]) {
+        self.acc.iter_mut().zip(row).for_each(|(a, &t)| *a += t);
+        self.in_chunk += 1;
+        if self.in_chunk == KC {
+            self.fold();
+        }
+    }
+
+    /// Adds the chunk into the total (or makes it the total) and clears it.
+    fn fold(&mut self) {
+        match &mut self.total {
+            Some(t) => t.iter_mut().zip(&self.acc).for_each(|(t, &a)| *t += a),
+            None => self.total = Some(self.acc.clone()),
+        }
+        self.acc.fill(0.0);
+        self.in_chunk = 0;
+    }
+
+    fn finish(mut self) -> Vec<f32> {
+        if self.in_chunk > 0 || self.total.is_none() {
+            self.fold();
+        }
+        self.total.unwrap_or_default()
+    }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
-use crate::check::{check_len, nchw_only, product};
+use crate::check::{check_len, product};
 use crate::conv::implicit::ImageSource;
 use crate::conv::options::{ConvOptions, Precision};
 use crate::conv::select::winograd_pays;
@@ -16,6 +16,7 @@ use crate::error::ConvError;
 use crate::gemm::{self, PanelSource, Panels, Parallelism, PrepackedSource, StridedSource};
 use crate::geometry::{ConvGeometry, ConvParams};
 use crate::im2col::valid_range;
+use crate::layout::{Layout, Strides};
 use crate::simd::Lanes;
 
 /// The column block of `conv2d_backward_input` holds about this many floats
@@ -146,7 +147,6 @@ pub fn conv2d_backward_input_with(
     input_shape: [usize; 4],
 ) -> Result<(), ConvError> {
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
-    nchw_only(params.layout)?;
     check_grad_output_shape(&geo, grad_output_shape)?;
     check_len("grad_output", grad_output.len(), product(&geo.output_shape(), "output element count")?)?;
     check_len("weight", weight.len(), geo.weight_len())?;
@@ -247,39 +247,71 @@ fn backward_input_winograd(
     winograd::run(options.isa, &full, &weights, tile, grad_output, None, act, threads, grad_input);
 }
 
-/// Runs `job(index, out, par, scratch)` for every (image, group) `index`,
-/// `out` that job's `[c_in/groups, h, w]` part of `grad_input`: in parallel
-/// over the jobs when there are at least as many as threads, else one after
+/// Runs `job(image, group, out, par, scratch)` for every (image, group).
+/// `out` is the part of `grad_input` the job writes through
+/// [`JobOutput`]: in NCHW the group's `[c_in/groups, h, w]` planes, in
+/// NHWC the whole image (its groups' channels interleave, so one image's
+/// groups run one after another on the same slice). In parallel over the
+/// slices when there are at least as many as threads, else one after
 /// another with the threads inside each job. `flops` is the whole call's.
 fn for_each_job(
     geo: &ConvGeometry,
     options: &ConvOptions,
     flops: f64,
     grad_input: &mut [f32],
-    job: impl Fn(usize, &mut [f32], Parallelism, &mut Vec<f32>) + Sync,
+    job: impl Fn(usize, usize, &mut [f32], Parallelism, &mut Vec<f32>) + Sync,
 ) {
-    let group_len = geo.c_in_per_group() * geo.h_in * geo.w_in;
-    let jobs = geo.batch * geo.groups;
+    let image_len = geo.c_in * geo.h_in * geo.w_in;
+    // Slices and the groups each holds.
+    let (len, groups_per_slice) = match geo.layout {
+        Layout::Nchw => (image_len / geo.groups, 1),
+        _ => (image_len, geo.groups),
+    };
+    let slices = grad_input.len() / len;
+    let run = |index: usize, out: &mut [f32], par: Parallelism, scratch: &mut Vec<f32>| {
+        for i in index * groups_per_slice..(index + 1) * groups_per_slice {
+            job(i / geo.groups, i % geo.groups, out, par, scratch);
+        }
+    };
     let threads = thread_count(options, flops);
-    if threads > 1 && jobs >= threads {
+    if threads > 1 && slices >= threads {
         grad_input
-            .par_chunks_mut(group_len)
+            .par_chunks_mut(len)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (index, out)| job(index, out, Parallelism::Serial, scratch));
+            .for_each_init(Vec::new, |scratch, (index, out)| run(index, out, Parallelism::Serial, scratch));
     } else {
         let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
         let mut scratch = Vec::new();
-        for (index, out) in grad_input.chunks_mut(group_len).enumerate() {
-            job(index, out, par, &mut scratch);
+        for (index, out) in grad_input.chunks_mut(len).enumerate() {
+            run(index, out, par, &mut scratch);
         }
+    }
+}
+
+/// Where one job of [`for_each_job`] writes: channel `c` of its group at
+/// `first + c·strides.c` of its slice, pixel `(y, x)` `y·strides.y + x·strides.x` further.
+struct JobOutput {
+    first: usize,
+    strides: Strides,
+}
+
+impl JobOutput {
+    fn new(geo: &ConvGeometry, group: usize) -> Self {
+        let strides = geo.input_strides();
+        let first = match geo.layout {
+            Layout::Nchw => 0,
+            _ => group * geo.c_in_per_group(),
+        };
+        JobOutput { first, strides }
     }
 }
 
 /// For stride 1 with no side padded by more than `dilation·(k − 1)`, the
 /// input gradient is a convolution of `grad_output` (`[c_out/groups, h_out,
 /// w_out]` per group, padded by `dilation·(k − 1) − pad`) with the kernels
-/// rotated and transposed. This is that convolution's geometry, one group,
-/// whose output is the `h × w` input grid; `None` for other shapes.
+/// rotated and transposed. This is that convolution's geometry (the whole
+/// batch, the same groups and layout), whose output is the `h × w` input
+/// grid; `None` for other shapes.
 fn windows_geometry(geo: &ConvGeometry) -> Option<ConvGeometry> {
     if geo.stride_h != 1 || geo.stride_w != 1 {
         return None;
@@ -297,13 +329,12 @@ fn windows_geometry(geo: &ConvGeometry) -> Option<ConvGeometry> {
         stride: [1, 1],
         padding: [top, left, bottom, right],
         dilation: [geo.dilation_h, geo.dilation_w],
-        groups: 1,
+        groups: geo.groups,
         flip: false,
         layout: geo.layout,
     };
-    let shape = [1, geo.c_out_per_group(), geo.h_out, geo.w_out];
-    let windows =
-        ConvGeometry::new(shape, [geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw], &params).ok()?;
+    let shape = [geo.batch, geo.c_out, geo.h_out, geo.w_out];
+    let windows = ConvGeometry::new(shape, [geo.c_in, geo.c_out_per_group(), geo.kh, geo.kw], &params).ok()?;
     // The implicit packer needs a compact geometry (isize offsets).
     (windows.h_out == geo.h_in && windows.w_out == geo.w_in && windows.is_compact()).then_some(windows)
 }
@@ -321,7 +352,7 @@ fn backward_input_windows(
     weight: &[f32],
     grad_input: &mut [f32],
 ) {
-    let (cg, m_group, taps, pixels) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh * geo.kw, geo.out_pixels());
+    let (cg, m_group, taps) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh * geo.kw);
     let (k, n) = (m_group * taps, geo.h_in * geo.w_in);
     let a_t: Vec<PrepackedSource> = (0..geo.groups)
         .map(|g| {
@@ -334,12 +365,24 @@ fn backward_input_windows(
             gemm::prepack(options.isa, &src, Panels::A, k, cg).expect("the ISA was checked by the caller")
         })
         .collect();
-    let job = |index: usize, out: &mut [f32], par: Parallelism, _: &mut Vec<f32>| {
-        let (image, group) = (index / geo.groups, index % geo.groups);
-        let dy = &grad_output[(image * geo.c_out + group * m_group) * pixels..][..m_group * pixels];
-        let b = ImageSource::new(windows, dy);
-        // SAFETY: `out` is cg × n row-major; the sources cover k × cg and k × n.
-        unsafe { overwrite_gemm(options.isa, par, (cg, n, k), &a_t[group], &b, out.as_mut_ptr(), n) };
+    let job = |image: usize, group: usize, out: &mut [f32], par: Parallelism, _: &mut Vec<f32>| {
+        let b = ImageSource::new(windows, windows.group_input(grad_output, image, group));
+        let at = JobOutput::new(geo, group);
+        assert!(at.first + at.strides.span(cg, geo.h_in, geo.w_in) <= out.len());
+        // SAFETY: the cg × n elements `first + c·strides.c + pixel·strides.x`
+        // (pixels row-major, so `pixel·x` = `y·strides.y + x·strides.x`) lie
+        // in `out` (asserted) and are distinct; the sources cover k × cg and k × n.
+        unsafe {
+            overwrite_gemm(
+                options.isa,
+                par,
+                (cg, n, k),
+                &a_t[group],
+                &b,
+                out[at.first..].as_mut_ptr(),
+                (at.strides.c, at.strides.x),
+            )
+        };
     };
     let flops = 2.0 * (geo.batch * geo.groups) as f64 * cg as f64 * n as f64 * k as f64;
     for_each_job(geo, options, flops, grad_input, job);
@@ -394,21 +437,35 @@ fn backward_input_columns(
         })
         .collect();
     let block = (COL_BLOCK_FLOATS / patch / 16 * 16).max(COL_BLOCK_MIN_PIXELS).min(pixels);
-    let job = |index: usize, image_grad: &mut [f32], par: Parallelism, cols: &mut Vec<f32>| {
-        let (image, group) = (index / geo.groups, index % geo.groups);
-        let dy = &grad_output[(image * geo.c_out + group * m_group) * pixels..][..m_group * pixels];
-        image_grad.fill(0.0);
+    // dY of one (image, group): output channel `o`, pixel `p` at `o·os.c + p·os.x`.
+    let os = geo.output_strides();
+    let job = |image: usize, group: usize, image_grad: &mut [f32], par: Parallelism, cols: &mut Vec<f32>| {
+        let dy = &grad_output[image * geo.c_out * pixels + group * m_group * os.c..];
+        assert!(os.span(m_group, geo.h_out, geo.w_out) <= dy.len());
+        let at = JobOutput::new(geo, group);
+        if group == 0 || geo.layout == Layout::Nchw {
+            image_grad.fill(0.0);
+        }
         cols.resize(patch * block, 0.0);
         for j0 in (0..pixels).step_by(block) {
             let width = block.min(pixels - j0);
-            // SAFETY: dy is m_group × pixels row-major; columns j0 .. j0 + width exist.
-            let b = unsafe { StridedSource::new(dy[j0..].as_ptr(), pixels as isize, 1) };
+            // SAFETY: `dy` holds the m_group × pixels elements `o·os.c + p·os.x` (asserted);
+            // columns j0 .. j0 + width exist.
+            let b = unsafe { StridedSource::new(dy[j0 * os.x..].as_ptr(), os.c as isize, os.x as isize) };
             // SAFETY: `cols` holds patch × width floats (row stride width);
             // the sources cover m_group × patch and m_group × width.
             unsafe {
-                overwrite_gemm(options.isa, par, (patch, width, m_group), &a_t[group], &b, cols.as_mut_ptr(), width)
+                overwrite_gemm(
+                    options.isa,
+                    par,
+                    (patch, width, m_group),
+                    &a_t[group],
+                    &b,
+                    cols.as_mut_ptr(),
+                    (width, 1),
+                )
             };
-            scatter_columns(geo, &cols[..patch * width], j0..j0 + width, image_grad, par);
+            scatter_columns(geo, &cols[..patch * width], j0..j0 + width, image_grad, &at, par);
         }
     };
     let flops = 2.0 * (geo.batch * geo.groups) as f64 * patch as f64 * pixels as f64 * m_group as f64;
@@ -417,29 +474,50 @@ fn backward_input_columns(
 
 /// col2im of a block of columns: adds `cols` (`patch × pixels.len()`, row
 /// `(c, u, v)` = `D` for that tap, columns the output pixels `pixels`) into
-/// `image` (`[c_in/groups, h, w]`), dropping the padding. Channels are
-/// independent, so they may go to different threads (`par`); each pixel's
-/// sum runs in the same order either way (see [`scatter_channel`]).
-fn scatter_columns(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, image: &mut [f32], par: Parallelism) {
-    let plane = geo.h_in * geo.w_in;
+/// the job's slice `image` at `at`, dropping the padding. Channels are
+/// independent, so in NCHW (each channel a plane of its own) they may go to
+/// different threads (`par`); each pixel's sum runs in the same order
+/// either way (see [`scatter_channel`]).
+fn scatter_columns(
+    geo: &ConvGeometry,
+    cols: &[f32],
+    pixels: Range<usize>,
+    image: &mut [f32],
+    at: &JobOutput,
+    par: Parallelism,
+) {
     let rows = geo.kh * geo.kw * pixels.len();
-    let one =
-        |(c, channel): (usize, &mut [f32])| scatter_channel(geo, &cols[c * rows..][..rows], pixels.clone(), channel);
-    if par == Parallelism::Rayon && image.len() > plane {
-        image.par_chunks_mut(plane).enumerate().for_each(one);
-    } else {
-        image.chunks_mut(plane).enumerate().for_each(one);
+    let channel_cols = |c: usize| &cols[c * rows..][..rows];
+    match geo.layout {
+        Layout::Nchw => {
+            let plane = geo.h_in * geo.w_in;
+            let one = |(c, channel): (usize, &mut [f32])| {
+                scatter_channel(geo, channel_cols(c), pixels.clone(), channel, 0, at.strides)
+            };
+            if par == Parallelism::Rayon && image.len() > plane {
+                image.par_chunks_mut(plane).enumerate().for_each(one);
+            } else {
+                image.chunks_mut(plane).enumerate().for_each(one);
+            }
+        }
+        _ => {
+            for c in 0..geo.c_in_per_group() {
+                scatter_channel(geo, channel_cols(c), pixels.clone(), image, at.first + c * at.strides.c, at.strides);
+            }
+        }
     }
 }
 
 /// col2im of one channel: adds `cols` (`kh·kw × pixels.len()`, row `(u, v)`)
-/// into `plane` (`h × w`). With `flip`, image tap `(u, v)` takes row
-/// `(kh−1−u, kw−1−v)`. Order per pixel of `plane`: taps `(u, v)` row-major,
-/// then output pixels in order.
-fn scatter_channel(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, plane: &mut [f32]) {
+/// into the channel whose pixel `(y, x)` is `out[first + y·s.y + x·s.x]`.
+/// With `flip`, image tap `(u, v)` takes row `(kh−1−u, kw−1−v)`. Order per
+/// pixel: taps `(u, v)` row-major, then output pixels in order (the same in
+/// either layout).
+fn scatter_channel(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, out: &mut [f32], first: usize, s: Strides) {
     let (h, w, w_out) = (geo.h_in, geo.w_in, geo.w_out);
     let width = pixels.len();
     let (oy_first, oy_last) = (pixels.start / w_out, (pixels.end - 1) / w_out);
+    let step = geo.stride_w * s.x;
     for u in 0..geo.kh {
         let (oy0, oy1) = valid_range(geo.h_out, h, geo.stride_h, u * geo.dilation_h, geo.pad_top);
         for v in 0..geo.kw {
@@ -448,7 +526,6 @@ fn scatter_channel(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, plane
             let row = &cols[(ru * geo.kw + rv) * width..][..width];
             for oy in oy0.max(oy_first)..oy1.min(oy_last + 1) {
                 let iy = oy * geo.stride_h + u * geo.dilation_h - geo.pad_top;
-                let line = &mut plane[iy * w..(iy + 1) * w];
                 // This output row's part of the block, as output columns.
                 let row_start = oy * w_out;
                 let lo = ox0.max(pixels.start.saturating_sub(row_start));
@@ -457,13 +534,14 @@ fn scatter_channel(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, plane
                     continue;
                 }
                 let src = &row[row_start + lo - pixels.start..row_start + hi - pixels.start];
-                let first = lo * geo.stride_w + v * geo.dilation_w - geo.pad_left;
-                if geo.stride_w == 1 {
-                    for (dst, &d) in line[first..first + src.len()].iter_mut().zip(src) {
+                let ix = lo * geo.stride_w + v * geo.dilation_w - geo.pad_left;
+                let start = first + iy * s.y + ix * s.x;
+                if step == 1 {
+                    for (dst, &d) in out[start..start + src.len()].iter_mut().zip(src) {
                         *dst += d;
                     }
                 } else {
-                    for (dst, &d) in line[first..].iter_mut().step_by(geo.stride_w).zip(src) {
+                    for (dst, &d) in out[start..].iter_mut().step_by(step).zip(src) {
                         *dst += d;
                     }
                 }

@@ -8,7 +8,7 @@ mod bias;
 mod input;
 mod weight;
 
-pub use bias::conv2d_backward_bias;
+pub use bias::{conv2d_backward_bias, conv2d_backward_bias_with_layout};
 pub(crate) use input::backward_input_validated;
 pub use input::{conv2d_backward_input, conv2d_backward_input_with};
 pub use weight::{conv2d_backward_weight, conv2d_backward_weight_with};
@@ -46,11 +46,12 @@ fn thread_count(options: &ConvOptions, flops: f64) -> usize {
     }
 }
 
-/// `c = a_t(k × m)ᵀ · b(k × n)`, overwriting `c` (row-major, row stride `rs`).
+/// `c = a_t(k × m)ᵀ · b(k × n)`, overwriting `c`: element `(i, j)` at
+/// `c + i·rs + j·cs`.
 ///
 /// # Safety
-/// `a_t` and `b` cover their extents; `c` addresses `m` rows of `rs ≥ n` floats
-/// of which the first `n` are written.
+/// `a_t` and `b` cover their extents; `c` addresses the `m × n` elements
+/// `c + i·rs + j·cs`, all distinct, which are written.
 #[allow(clippy::too_many_arguments)]
 unsafe fn overwrite_gemm<A: PanelSource, B: PanelSource>(
     isa: Isa,
@@ -59,10 +60,10 @@ unsafe fn overwrite_gemm<A: PanelSource, B: PanelSource>(
     a_t: &A,
     b: &B,
     c: *mut f32,
-    rs: usize,
+    (rs, cs): (usize, usize),
 ) {
     let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
-    let c = CMatrix { ptr: c, rs: rs as isize, cs: 1 };
+    let c = CMatrix { ptr: c, rs: rs as isize, cs: cs as isize };
     // SAFETY: the caller's guarantees.
     let done = unsafe { gemm::gemm(isa, m, n, k, a_t, b, c, &epi, par) };
     debug_assert!(done.is_ok(), "the ISA was checked by the caller");

@@ -5,11 +5,12 @@
 use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
-use crate::check::{check_len, nchw_only, product};
+use crate::check::{check_len, product};
 use crate::conv::options::ConvOptions;
 use crate::error::ConvError;
 use crate::gemm::{PanelSource, Parallelism, with_panel_width};
 use crate::geometry::{ConvGeometry, ConvParams};
+use crate::layout::Layout;
 use crate::simd::Lanes;
 
 /// The gradient of `conv2d` with respect to its weights (`params.flip` taken
@@ -98,7 +99,6 @@ pub fn conv2d_backward_weight_with(
     weight_shape: [usize; 4],
 ) -> Result<(), ConvError> {
     let geo = ConvGeometry::new(input_shape, weight_shape, params)?;
-    nchw_only(params.layout)?;
     check_grad_output_shape(&geo, grad_output_shape)?;
     check_len("input", input.len(), geo.input_len())?;
     check_len("grad_output", grad_output.len(), product(&geo.output_shape(), "output element count")?)?;
@@ -142,7 +142,7 @@ fn backward_weight_validated(
         let b = PatchRowsSource::new(geo, input, group);
         // SAFETY: `out` is m_group × patch, row-major; the sources cover
         // terms × m_group and terms × patch.
-        unsafe { overwrite_gemm(options.isa, par, (m_group, patch, terms), &a_t, &b, out.as_mut_ptr(), patch) };
+        unsafe { overwrite_gemm(options.isa, par, (m_group, patch, terms), &a_t, &b, out.as_mut_ptr(), (patch, 1)) };
     };
     if threads > 1 && geo.groups >= threads {
         grad_weight.par_chunks_mut(group_len).enumerate().for_each(|(g, out)| job(g, out, Parallelism::Serial));
@@ -154,9 +154,10 @@ fn backward_weight_validated(
     }
 }
 
-/// Aᵀ of the weight gradient of one group: `grad_output` read as the
-/// `(n·h_out·w_out) × (c_out/groups)` matrix whose row `image·P + pixel`
-/// holds `dY[image, g·m + o, pixel]` in column `o` (`P` = output pixels).
+/// Aᵀ of the weight gradient of one group: `grad_output` (in the geometry's
+/// layout) read as the `(n·h_out·w_out) × (c_out/groups)` matrix whose row
+/// `image·P + pixel` holds `dY[image, g·m + o, pixel]` in column `o`
+/// (`P` = output pixels).
 struct GradOutputSource<'a> {
     geo: &'a ConvGeometry,
     grad_output: &'a [f32],
@@ -183,6 +184,16 @@ fn pack_grad_output<const P: usize>(
     for (p, panel) in dst.chunks_exact_mut(kc * P).take(w.div_ceil(P)).enumerate() {
         let jp = j0 + p * P;
         let wp = P.min(j0 + w - jp);
+        if g.layout == Layout::Nhwc {
+            // Row `image·P + pixel` is that pixel's channels, contiguous:
+            // the batch is (n·h_out·w_out) × c_out row-major.
+            for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
+                let start = (k0 + kk) * g.c_out + first_channel + jp;
+                row[..wp].copy_from_slice(&src.grad_output[start..start + wp]);
+                row[wp..].fill(0.0);
+            }
+            continue;
+        }
         // Rows k0 .. k0 + kc, cut where they cross from one image to the next.
         let mut kk = 0;
         while kk < kc {
@@ -206,7 +217,7 @@ fn pack_grad_output<const P: usize>(
 }
 
 /// B of the weight gradient of one group: the transposed im2col matrix of
-/// the whole batch, never materialised. Row `image·P + oy·w_out + ox`,
+/// the whole batch (read in the geometry's layout), never materialised. Row `image·P + oy·w_out + ox`,
 /// column `(c·kh + u)·kw + v` is
 /// `X[image, g·cg + c, oy·sh + u'·dh − pad_top, ox·sw + v'·dw − pad_left]`
 /// or 0 in the padding, with `(u', v') = (u, v)`, or `(kh−1−u, kw−1−v)`
@@ -233,8 +244,10 @@ impl PanelSource for PatchRowsSource<'_> {
 fn pack_patch_rows<const P: usize>(src: &PatchRowsSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     let g = src.geo;
     let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
-    let (plane, image_len) = (g.h_in * g.w_in, g.c_in * g.h_in * g.w_in);
-    let group_start = src.group * g.c_in_per_group() * plane;
+    let image_len = g.c_in * g.h_in * g.w_in;
+    let s = g.input_strides();
+    let (sy, sx) = (s.y as isize, s.x as isize);
+    let group_start = src.group * g.c_in_per_group() * s.c;
     let x = src.input;
     for (p, panel) in dst.chunks_exact_mut(kc * P).take(w.div_ceil(P)).enumerate() {
         let jp = j0 + p * P;
@@ -253,7 +266,7 @@ fn pack_patch_rows<const P: usize>(src: &PatchRowsSource, k0: usize, kc: usize, 
             }
             dy[jj] = (u * g.dilation_h) as isize - g.pad_top as isize;
             dx[jj] = (v * g.dilation_w) as isize - g.pad_left as isize;
-            offset[jj] = (c * plane) as isize + dy[jj] * w_in + dx[jj];
+            offset[jj] = (c * s.c) as isize + dy[jj] * sy + dx[jj] * sx;
         }
         let (dy_lo, dy_hi) = dy[..wp].iter().fold((isize::MAX, isize::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
         let (dx_lo, dx_hi) = dx[..wp].iter().fold((isize::MAX, isize::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
@@ -261,15 +274,16 @@ fn pack_patch_rows<const P: usize>(src: &PatchRowsSource, k0: usize, kc: usize, 
         let (mut oy, mut ox) = (pixel / g.w_out, pixel % g.w_out);
         for row in panel.chunks_exact_mut(P) {
             let (top, left) = ((oy * g.stride_h) as isize, (ox * g.stride_w) as isize);
-            let base = (image * image_len + group_start) as isize + top * w_in + left;
+            let base = (image * image_len + group_start) as isize + top * sy + left * sx;
             let inside = top + dy_lo >= 0 && top + dy_hi < h_in && left + dx_lo >= 0 && left + dx_hi < w_in;
             if inside && wp == P {
                 // The common case, a full row of taps all inside the image: P loads, no checks.
                 let row: &mut [f32; P] = row.try_into().expect("P floats");
                 for (out, &off) in row.iter_mut().zip(&offset) {
                     // SAFETY: `inside` puts every tap's (row, column) inside the
-                    // h_in × w_in plane of a channel of this group and image,
-                    // and `x` holds the whole batch (checked by the caller).
+                    // h_in × w_in plane of a channel of this group and image
+                    // (offsets by the layout's strides), and `x` holds the
+                    // whole batch (checked by the caller).
                     *out = unsafe { *x.get_unchecked((base + off) as usize) };
                 }
             } else if inside {
