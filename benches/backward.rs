@@ -8,6 +8,7 @@
 //! cargo bench --bench backward -- quick        # fewer rounds
 //! cargo bench --bench backward -- only=vgg     # layers whose name contains "vgg"
 //! cargo bench --bench backward -- mem          # peak memory growth per call instead (only= picks the layers)
+//! cargo bench --bench backward -- layouts      # each gradient in NCHW and channels-last, side by side
 //! ```
 
 #[path = "support/mod.rs"]
@@ -15,7 +16,7 @@ mod support;
 
 use std::time::Duration;
 
-use convgemm::{Isa, conv2d, conv2d_backward_input, conv2d_backward_weight};
+use convgemm::{ConvParams, Isa, Layout, conv2d, conv2d_backward_input, conv2d_backward_weight};
 use support::{Layer, interleaved_medians, layers, pool, values};
 
 /// Buffers of one layer: forward input, weight, output, and the gradients.
@@ -48,11 +49,69 @@ fn forward(l: &Layer, x: &[f32], w: &[f32], y: &mut [f32]) {
 }
 
 fn backward_input(l: &Layer, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    conv2d_backward_input(dy, l.output_shape(), w, l.weight_shape(), &l.params(), dx, l.input_shape()).expect("valid");
+    backward_input_in(Layout::Nchw, l, dy, w, dx)
 }
 
 fn backward_weight(l: &Layer, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    conv2d_backward_weight(x, l.input_shape(), dy, l.output_shape(), &l.params(), dw, l.weight_shape()).expect("valid");
+    backward_weight_in(Layout::Nchw, l, x, dy, dw)
+}
+
+/// The layer's parameters with activations in `layout`.
+fn params_in(layout: Layout, l: &Layer) -> ConvParams {
+    ConvParams { layout, ..l.params() }
+}
+
+fn backward_input_in(layout: Layout, l: &Layer, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let p = params_in(layout, l);
+    conv2d_backward_input(dy, l.output_shape(), w, l.weight_shape(), &p, dx, l.input_shape()).expect("valid");
+}
+
+fn backward_weight_in(layout: Layout, l: &Layer, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let p = params_in(layout, l);
+    conv2d_backward_weight(x, l.input_shape(), dy, l.output_shape(), &p, dw, l.weight_shape()).expect("valid");
+}
+
+/// Milliseconds of backward_input and backward_weight in NCHW and in
+/// channels-last on `threads` threads, interleaved: `[input NCHW, input
+/// NHWC, weight NCHW, weight NHWC]`. (The values are random either way, so
+/// the same buffers serve both layouts.)
+fn bench_layouts(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 4] {
+    let Buffers { x, w, dy, mut dx, mut dw, .. } = Buffers::new(l);
+    let mut dx2 = dx.clone();
+    let mut dw2 = dw.clone();
+    pool(threads).install(|| {
+        let mut a = || backward_input_in(Layout::Nchw, l, &dy, &w, &mut dx);
+        let mut b = || backward_input_in(Layout::Nhwc, l, &dy, &w, &mut dx2);
+        let mut c = || backward_weight_in(Layout::Nchw, l, &x, &dy, &mut dw);
+        let mut d = || backward_weight_in(Layout::Nhwc, l, &x, &dy, &mut dw2);
+        let t = interleaved_medians(&mut [&mut a, &mut b, &mut c, &mut d], rounds, min_sample);
+        [0, 1, 2, 3].map(|k| t[k] * 1e3)
+    })
+}
+
+/// The `layouts` table: per layer and thread count, each gradient's time in
+/// both layouts and the channels-last / NCHW ratio.
+fn layouts(selected: &[Layer], thread_counts: &[usize], rounds: usize, min_sample: Duration) {
+    println!(
+        "| layer | threads | input NCHW ms | input NHWC ms | NHWC / NCHW | weight NCHW ms | weight NHWC ms | NHWC / NCHW |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = [Vec::new(), Vec::new()];
+    for l in selected {
+        for &threads in thread_counts {
+            let [a, b, c, d] = bench_layouts(l, threads, rounds, min_sample);
+            println!("| {} | {threads} | {a:.3} | {b:.3} | {:.2} | {c:.3} | {d:.3} | {:.2} |", l.name, b / a, d / c);
+            ratios[0].push(b / a);
+            ratios[1].push(d / c);
+        }
+    }
+    let geomean = |v: &[f64]| (v.iter().map(|r| r.ln()).sum::<f64>() / v.len().max(1) as f64).exp();
+    println!(
+        "
+Geomean NHWC / NCHW time: input {:.2}, weight {:.2}.",
+        geomean(&ratios[0]),
+        geomean(&ratios[1])
+    );
 }
 
 /// GFLOP/s of forward, backward_input, backward_weight on `threads` threads.
@@ -85,6 +144,9 @@ fn main() {
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let thread_counts = if all > 1 { vec![1, all] } else { vec![1] };
     println!("# conv2d backward, path {} ({})\n", Isa::detect().name(), Isa::detect().kernel_name());
+    if args.iter().any(|a| a == "layouts") {
+        return layouts(&selected, &thread_counts, rounds, min_sample);
+    }
     println!(
         "| layer | threads | forward GFLOP/s | backward_input GFLOP/s | backward_weight GFLOP/s | input / forward | weight / forward |"
     );

@@ -245,3 +245,31 @@ fn channels_last_plans_name_their_kernels() {
 fn dw_dense() -> ConvParams {
     nhwc(ConvParams { padding: [1; 4], ..ConvParams::default() })
 }
+
+/// Found by fuzzing: a stride past the image (one valid column per row) in
+/// channels-last's col2im, whose step `stride · c_in` overflowed.
+#[test]
+fn channels_last_input_gradient_with_a_stride_past_the_image() {
+    let stride = (1usize << 63) + 3;
+    let params = nhwc(ConvParams {
+        stride: [stride; 2],
+        padding: [3; 4],
+        dilation: [3, 3],
+        groups: 3,
+        flip: true,
+        ..ConvParams::default()
+    });
+    let (weight, dy) = (values(27, 1), values(9, 2));
+    let mut dx = vec![f32::NAN; 81];
+    conv2d_backward_input(&dy, [3, 3, 1, 1], &weight, [3, 1, 3, 3], &params, &mut dx, [3, 3, 3, 3]).unwrap();
+    let reference = convgemm::reference::conv2d_backward_input_direct(
+        &dy,
+        [3, 3, 1, 1],
+        &weight,
+        [3, 1, 3, 3],
+        &params,
+        [3, 3, 3, 3],
+    )
+    .unwrap();
+    assert_close("backward_input, huge stride", &reference, &dx);
+}

@@ -10,9 +10,9 @@ use convgemm::testing::ConvProblem;
 use convgemm::{
     Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, MAX_POOL_NO_INDEX,
     PoolParams, Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with,
-    conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape,
-    global_avg_pool2d, im2col, im2col_len, max_pool2d, max_pool2d_backward, max_pool2d_with_indices, max_unpool2d,
-    pool2d_output_shape, sgemm, sgemm_with_isa,
+    conv2d_backward_bias_with_layout, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape,
+    global_avg_pool2d_with_layout, im2col, im2col_len, max_pool2d, max_pool2d_backward, max_pool2d_with_indices,
+    max_unpool2d, pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
     activation, all_tame, any_isa, any_options, assert_close, bits, canonical_bits, hostile_isize, hostile_usize,
@@ -247,7 +247,7 @@ impl ConvCall {
         expect("conv2d_backward_weight", r, &dw, &before);
         let before = sentinel(self.bias.as_ref().map_or(0, Vec::len));
         let mut db = before.clone();
-        let r = conv2d_backward_bias(&grad_output, grad_output_shape, &mut db);
+        let r = conv2d_backward_bias_with_layout(&grad_output, grad_output_shape, self.params.layout, &mut db);
         if let Err(e) = r {
             assert!(!e.to_string().is_empty());
             assert_eq!(bits(&db), bits(&before), "conv2d_backward_bias changed its output on Err({e})");
@@ -498,7 +498,7 @@ fn check_pool(u: &mut Unstructured) -> Result<()> {
     let g_len = buffer_len(u, planes)?;
     let before = sentinel(g_len);
     let mut g = before.clone();
-    let result = global_avg_pool2d(&x, shape, &mut g);
+    let result = global_avg_pool2d_with_layout(&x, shape, layout(u)?, &mut g);
     // Valid exactly when one window covering the whole plane is a valid pooling.
     let whole_plane = PoolParams::new([shape[2], shape[3]]);
     let global_ok =

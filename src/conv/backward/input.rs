@@ -31,9 +31,10 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 /// The gradient of `conv2d` with respect to its input (`params.flip` taken
 /// into account): `grad_input = ∂L/∂input` given `grad_output = ∂L/∂output`.
 ///
-/// - `grad_output`: `[n, c_out, h_out, w_out]`, the shape `conv2d_output_shape(input_shape, weight_shape, params)` gives.
+/// - `grad_output`: `[n, c_out, h_out, w_out]`, the shape `conv2d_output_shape(input_shape, weight_shape, params)`
+///   gives, in `params.layout`.
 /// - `weight`: `[c_out, c_in / groups, kh, kw]` (OIHW), as for `conv2d`.
-/// - `grad_input`: `[n, c_in, h, w]` = `input_shape`; overwritten.
+/// - `grad_input`: `[n, c_in, h, w]` = `input_shape`, in `params.layout`; overwritten.
 ///
 /// `dX[n, g·cg + c, iy, ix] = Σ W[o, c, u, v] · dY[n, o, oy, ox]` over the
 /// `o` of group `g` and every `(u, v, oy, ox)` with
@@ -68,6 +69,11 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   of the exact sums and bit-identical across threads and paths.
 ///
 /// Either way the weights are packed once per call, as a forward plan's are.
+/// Channels-last (`params.layout == Layout::Nhwc`) runs the same GEMMs on
+/// the same values in the same order, reading `grad_output` and writing
+/// `grad_input` through the layout's strides (no transposed copy), so its
+/// result is the NCHW one's bits, permuted. (One difference: its images,
+/// not its groups, are what two threads split.)
 ///
 /// # Order of operations
 /// Windows: each element of `grad_input` is the crate's chunked GEMM sum
@@ -517,7 +523,8 @@ fn scatter_channel(geo: &ConvGeometry, cols: &[f32], pixels: Range<usize>, out: 
     let (h, w, w_out) = (geo.h_in, geo.w_in, geo.w_out);
     let width = pixels.len();
     let (oy_first, oy_last) = (pixels.start / w_out, (pixels.end - 1) / w_out);
-    let step = geo.stride_w * s.x;
+    // (Saturating: with a stride past the image each row has one valid column, and the step is never taken.)
+    let step = geo.stride_w.saturating_mul(s.x);
     for u in 0..geo.kh {
         let (oy0, oy1) = valid_range(geo.h_out, h, geo.stride_h, u * geo.dilation_h, geo.pad_top);
         for v in 0..geo.kw {

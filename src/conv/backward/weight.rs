@@ -17,8 +17,8 @@ use crate::simd::Lanes;
 /// into account): the sum over every image of the batch and every output
 /// pixel (weight sharing).
 ///
-/// - `input`: `[n, c_in, h, w]`, the forward's input.
-/// - `grad_output`: `[n, c_out, h_out, w_out]`, as `conv2d_output_shape` gives.
+/// - `input`: `[n, c_in, h, w]`, the forward's input, in `params.layout`.
+/// - `grad_output`: `[n, c_out, h_out, w_out]`, as `conv2d_output_shape` gives, in `params.layout`.
 /// - `grad_weight`: `[c_out, c_in / groups, kh, kw]` = `weight_shape`; overwritten.
 ///
 /// `dW[o, c, u, v] = Σ_n Σ_oy Σ_ox dY[n, o, oy, ox] · X[n, g·cg + c, oy·sh + u·dh − pad_top, ox·sw + v·dw − pad_left]`
@@ -40,6 +40,9 @@ use crate::simd::Lanes;
 /// in order, then added in order. So the result is bit-identical for any
 /// thread count and FMA path; it depends on the batch as a whole (summing
 /// per-image calls rounds differently).
+///
+/// Channels-last reads both operands through the layout's strides and sums
+/// the same terms in the same order: the same bits as NCHW.
 ///
 /// Everything is checked first; on `Err` `grad_weight` is untouched.
 ///
