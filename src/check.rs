@@ -3,30 +3,15 @@
 //! one, buffers that must match their shapes. Knows no operation.
 
 use crate::error::ConvError;
-use crate::layout::Layout;
-
-/// `Err(BadParameter)` for a layout the function does not read yet
-/// (channels-last gradients and pooling are still to come).
-pub(crate) fn nchw_only(layout: Layout) -> Result<(), ConvError> {
-    match layout {
-        Layout::Nchw => Ok(()),
-        _ => Err(ConvError::BadParameter {
-            name: "layout",
-            value: layout as usize,
-            requirement: "Layout::Nchw for this function (channels-last is implemented for conv2d, pooling, \
-                          Conv2dPlan, im2col and col2im so far)",
-        }),
-    }
-}
 
 /// `Err(BadParameter)` for a layout other than NCHW given to an adapter
 /// (candle, ndarray): a tensor or view there is `[n, c, h, w]` and its own
 /// strides say where its elements lie, so `params.layout` could only
 /// misread it. Permute an NHWC tensor's axes to `[n, c, h, w]` instead.
 #[cfg(any(feature = "candle", feature = "ndarray"))]
-pub(crate) fn adapter_layout(layout: Layout) -> Result<(), ConvError> {
+pub(crate) fn adapter_layout(layout: crate::layout::Layout) -> Result<(), ConvError> {
     match layout {
-        Layout::Nchw => Ok(()),
+        crate::layout::Layout::Nchw => Ok(()),
         _ => Err(ConvError::BadParameter {
             name: "layout",
             value: layout as usize,

@@ -116,7 +116,8 @@ pub use isa::Isa;
 pub use layout::Layout;
 pub use pool::{
     MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_with_layout,
-    max_pool2d, max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
+    max_pool2d, max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, max_unpool2d_with_layout,
+    pool2d_output_shape,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -90,6 +90,22 @@ pub fn offset(layout: Layout, [_, c, h, w]: [usize; 4], b: usize, ch: usize, y: 
     }
 }
 
+/// `values` (a batch of logical shape `shape` in `layout`) in NCHW order.
+fn to_nchw(layout: Layout, values: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let [n, c, h, w] = shape;
+    let mut out = Vec::with_capacity(values.len());
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out.push(values[offset(layout, shape, b, ch, y, x)]);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The direct convolution of `conv2d`, in f64:
 /// `Z[n,o,i,j] = bias[o] + Σ_c Σ_u Σ_v W[o,c,u',v'] · X[n, g·cg + c, i·sh + u·dh − pt, j·sw + v·dw − pl]`
 /// where `g = o / (c_out/groups)`, `cg = c_in/groups`, and `(u', v') = (u, v)`
@@ -413,18 +429,24 @@ fn pool_axis_len(size: usize, kernel: usize, stride: usize, dilation: usize, pad
 /// the window's input elements over the divisor, which with
 /// `count_include_pad` counts window positions inside the padded input, else
 /// the input elements. Returns the values (magnitude: `Σ|x| / divisor`, 0 for
-/// max, which is exact) and the output shape. Parameter errors come from
-/// `pool2d_output_shape`.
+/// max, which is exact) and the output shape; input and values in
+/// `params.layout`. Parameter errors come from `pool2d_output_shape`.
 pub fn pool2d_direct(
     input: &[f32],
     input_shape: [usize; 4],
     params: &crate::PoolParams,
     max: bool,
 ) -> Result<(Reference, [usize; 4]), ConvError> {
-    crate::check::nchw_only(params.layout)?;
     crate::pool2d_output_shape(input_shape, params)?;
     let [n, c, h, w] = input_shape;
     check_len("input", input.len(), n * c * h * w)?;
+    if params.layout != Layout::Nchw {
+        // The NCHW loops on the input read into NCHW order, the result put back.
+        let nchw = crate::PoolParams { layout: Layout::Nchw, ..*params };
+        let (r, shape) = pool2d_direct(&to_nchw(params.layout, input, input_shape), input_shape, &nchw, max)?;
+        let (value, magnitude) = (nchw_to(params.layout, r.value, shape), nchw_to(params.layout, r.magnitude, shape));
+        return Ok((Reference { value, magnitude }, shape));
+    }
     let p = params;
     let oh = pool_axis_len(h, p.kernel[0], p.stride[0], p.dilation[0], [p.padding[0], p.padding[2]], p.ceil_mode);
     let ow = pool_axis_len(w, p.kernel[1], p.stride[1], p.dilation[1], [p.padding[1], p.padding[3]], p.ceil_mode);
@@ -474,6 +496,14 @@ pub fn pool2d_backward_direct(
     let (_, [n, c, oh, ow]) = pool2d_direct(input, input_shape, params, max)?;
     let [_, _, h, w] = input_shape;
     check_len("grad_output", grad_output.len(), n * c * oh * ow)?;
+    if params.layout != Layout::Nchw {
+        let nchw = crate::PoolParams { layout: Layout::Nchw, ..*params };
+        let (x, dy) = (to_nchw(params.layout, input, input_shape), to_nchw(params.layout, grad_output, [n, c, oh, ow]));
+        let r = pool2d_backward_direct(&x, input_shape, &dy, &nchw, max)?;
+        let (value, magnitude) =
+            (nchw_to(params.layout, r.value, input_shape), nchw_to(params.layout, r.magnitude, input_shape));
+        return Ok(Reference { value, magnitude });
+    }
     let p = params;
     let mut value = vec![0.0; n * c * h * w];
     let mut magnitude = vec![0.0; n * c * h * w];

@@ -1,7 +1,7 @@
 //! Channels-last (`Layout::Nhwc`) beyond the property tests of `conv.rs`
 //! (which run every problem in both layouts): Winograd, plans across input
 //! sizes, im2col / col2im, gradients of grouped layers in parallel, global
-//! pooling and the bias gradient, and the functions that do not read it yet.
+//! pooling and the bias gradient.
 
 mod common;
 
@@ -97,22 +97,6 @@ fn reference_permutation_is_relayout() {
     let want = relayout(&v, shape, Layout::Nchw, Layout::Nhwc);
     let got = nchw_to(Layout::Nhwc, v.iter().map(|&x| x as f64).collect(), shape);
     assert_eq!(got, want.iter().map(|&x| x as f64).collect::<Vec<_>>());
-}
-
-/// The pooling switches do not read channels-last yet: they say so, and
-/// write nothing.
-#[test]
-fn functions_without_channels_last_reject_it_untouched() {
-    let x = values(2 * 4 * 4, 1);
-    let mut out = vec![7.0f32; 8];
-    let untouched = |out: &[f32]| out.iter().all(|&v| v == 7.0);
-    let pool = PoolParams { layout: Layout::Nhwc, ..PoolParams::new([2, 2]) };
-    let mut at = vec![5usize; 8];
-    let e = max_pool2d_with_indices(&x, [1, 2, 4, 4], &pool, &mut out, &mut at).unwrap_err();
-    assert!(matches!(e, ConvError::BadParameter { name: "layout", .. }));
-    assert!(untouched(&out) && at.iter().all(|&i| i == 5));
-    let msg = e.to_string();
-    assert!(msg.contains("layout") && msg.contains("Nchw"), "{msg}");
 }
 
 /// Global average pooling and the bias gradient (which take a layout, not

@@ -9,7 +9,7 @@ use common::{assert_close, bits, canonical_bits, cases, relayout, values};
 use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::{
     ConvError, Layout, MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d, max_pool2d,
-    max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, pool2d_output_shape,
+    max_pool2d_backward, max_pool2d_with_indices, max_unpool2d, max_unpool2d_with_layout, pool2d_output_shape,
 };
 use proptest::prelude::*;
 
@@ -100,6 +100,25 @@ proptest! {
         p.backward(&x, &gy, &mut gx).unwrap();
         nhwc.backward(&x_nhwc, &to_nhwc(&gy, out_shape), &mut gx_nhwc).unwrap();
         prop_assert_eq!(canonical_bits(&gx_nhwc), canonical_bits(&to_nhwc(&gx, p.shape)));
+        // The channels-last reference reads and writes channels-last.
+        let (want, _) = pool2d_direct(&x_nhwc, p.shape, &nhwc.params, p.max).unwrap();
+        if !p.max {
+            assert_close("avg_pool2d NHWC", &want, &y_nhwc);
+        }
+        // Switches and unpooling: the NCHW ones permuted (indices are plane
+        // positions in both; as floats, exact at these sizes).
+        let n_out = y.len();
+        let (mut ym, mut at) = (vec![7.0; n_out], vec![5usize; n_out]);
+        let (mut ym2, mut at2) = (vec![7.0; n_out], vec![5usize; n_out]);
+        max_pool2d_with_indices(&x, p.shape, &p.params, &mut ym, &mut at).unwrap();
+        max_pool2d_with_indices(&x_nhwc, p.shape, &nhwc.params, &mut ym2, &mut at2).unwrap();
+        prop_assert_eq!(canonical_bits(&ym2), canonical_bits(&to_nhwc(&ym, out_shape)));
+        let as_f32 = |v: &[usize]| v.iter().map(|&i| i as f32).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&as_f32(&at2)), bits(&to_nhwc(&as_f32(&at), out_shape)));
+        let (mut back, mut back2) = (vec![7.0; x.len()], vec![7.0; x.len()]);
+        max_unpool2d(&ym, out_shape, &at, &mut back, p.shape).unwrap();
+        max_unpool2d_with_layout(&ym2, out_shape, &at2, &mut back2, p.shape, Layout::Nhwc).unwrap();
+        prop_assert_eq!(canonical_bits(&back2), canonical_bits(&to_nhwc(&back, p.shape)));
     }
 
     /// Forward: the shape matches the reference's own window count; max is

@@ -8,11 +8,11 @@
 use convgemm::reference::{pool2d_backward_direct, pool2d_direct};
 use convgemm::testing::ConvProblem;
 use convgemm::{
-    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, MAX_POOL_NO_INDEX,
-    PoolParams, Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape, conv_transpose2d_with,
-    conv2d_backward_bias_with_layout, conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape,
-    global_avg_pool2d_with_layout, im2col, im2col_len, max_pool2d, max_pool2d_backward, max_pool2d_with_indices,
-    max_unpool2d, pool2d_output_shape, sgemm, sgemm_with_isa,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, ConvTransposeParams, Isa, Layout,
+    MAX_POOL_NO_INDEX, PoolParams, Threads, avg_pool2d, avg_pool2d_backward, col2im, conv_transpose2d_output_shape,
+    conv_transpose2d_with, conv2d_backward_bias_with_layout, conv2d_backward_input_with, conv2d_backward_weight_with,
+    conv2d_output_shape, global_avg_pool2d_with_layout, im2col, im2col_len, max_pool2d, max_pool2d_backward,
+    max_pool2d_with_indices, max_unpool2d_with_layout, pool2d_output_shape, sgemm, sgemm_with_isa,
 };
 use convgemm_fuzz::{
     activation, all_tame, any_isa, any_options, assert_close, bits, canonical_bits, hostile_isize, hostile_usize,
@@ -437,6 +437,7 @@ fn check_pool(u: &mut Unstructured) -> Result<()> {
         *v = if u.ratio(1, 4)? { hostile_usize(u)? } else { u.int_in_range(0..=3)? };
     }
     (p.ceil_mode, p.count_include_pad) = (u.arbitrary()?, u.arbitrary()?);
+    p.layout = layout(u)?;
     let shape = hostile_shape(u)?;
     let avg = u.arbitrary::<bool>()?;
     let want = expected_pool_shape(shape, &p, avg);
@@ -542,7 +543,14 @@ fn check_pool_indices(
             assert_eq!(m, f32::NEG_INFINITY, "a window without input");
         } else {
             assert!(i < plane_in, "index {i} outside a plane of {plane_in}");
-            let got = x[k / plane_out * plane_in + i];
+            let got = match p.layout {
+                Layout::Nchw => x[k / plane_out * plane_in + i],
+                _ => {
+                    // k = (image·plane_out + pixel)·c + channel.
+                    let c = shape[1];
+                    x[(k / c / plane_out * plane_in + i) * c + k % c]
+                }
+            };
             assert!(got.to_bits() == m.to_bits() || got.is_nan() && m.is_nan(), "switch {k}: {got} vs {m}");
         }
     }
@@ -559,7 +567,7 @@ fn check_pool_indices(
     let u_len = buffer_len(u, in_want)?;
     let (before, mut back) = (sentinel(u_len), sentinel(u_len));
     let out_shape = want.unwrap();
-    let result = max_unpool2d(&v, out_shape, &at, &mut back, shape);
+    let result = max_unpool2d_with_layout(&v, out_shape, &at, &mut back, shape, p.layout);
     let indices_ok = at.iter().all(|&i| i < plane_in || i == MAX_POOL_NO_INDEX);
     assert_eq!(result.is_ok(), indices_ok && Some(u_len) == in_want, "max_unpool2d: {result:?} for {shape:?} {p:?}");
     if result.is_err() {

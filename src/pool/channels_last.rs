@@ -82,16 +82,8 @@ pub(super) fn max_backward(g: &PoolGeometry, c: usize, input: &[f32], grad_outpu
             let go = &grad_output[image * image_out..][..image_out];
             for oy in 0..g.h.out {
                 for ox in 0..g.w.out {
-                    let mut taps = g.taps(oy, ox);
-                    let Some(first) = taps.next() else { continue };
-                    at.fill(first);
-                    max.copy_from_slice(&x[first * c..][..c]);
-                    for i in std::iter::once(first).chain(taps) {
-                        for ((a, m), &v) in at.iter_mut().zip(max.iter_mut()).zip(&x[i * c..][..c]) {
-                            let take = v > *m || v.is_nan();
-                            *a = if take { i } else { *a };
-                            *m = if take { v } else { *m };
-                        }
+                    if !arg_max(g, x, c, oy, ox, &mut at, &mut max) {
+                        continue;
                     }
                     let k = oy * g.w.out + ox;
                     for (ch, (&a, &d)) in at.iter().zip(&go[k * c..][..c]).enumerate() {
@@ -102,6 +94,99 @@ pub(super) fn max_backward(g: &PoolGeometry, c: usize, input: &[f32], grad_outpu
         }
     };
     par_images(images, image_in + image_out, grad_input, image_in, run);
+}
+
+/// The arg-max of window `(oy, ox)` of every channel of a channels-last
+/// image `x` of `c` channels: `at[ch]` the input pixel `iy·w + ix` of the
+/// first maximum in row-major window order (or the last NaN: the NCHW
+/// scan's rule) and `max[ch]` its value. `false`, with `at` and `max` as
+/// they were, for a window with no input pixel.
+#[inline(always)]
+fn arg_max(g: &PoolGeometry, x: &[f32], c: usize, oy: usize, ox: usize, at: &mut [usize], max: &mut [f32]) -> bool {
+    let mut taps = g.taps(oy, ox);
+    let Some(first) = taps.next() else { return false };
+    at.fill(first);
+    max.copy_from_slice(&x[first * c..][..c]);
+    for i in std::iter::once(first).chain(taps) {
+        for ((a, m), &v) in at.iter_mut().zip(max.iter_mut()).zip(&x[i * c..][..c]) {
+            let take = v > *m || v.is_nan();
+            *a = if take { i } else { *a };
+            *m = if take { v } else { *m };
+        }
+    }
+    true
+}
+
+/// Max pooling with switches, channels-last: `output` and `indices`
+/// `[n, h_out, w_out, c]`, each index the arg-max's pixel `iy·w + ix` inside
+/// its channel's plane (as in NCHW), or `no_index` (and −∞) for a window
+/// with no input pixel. Whole images per task.
+pub(super) fn max_with_indices(
+    g: &PoolGeometry,
+    c: usize,
+    no_index: usize,
+    input: &[f32],
+    output: &mut [f32],
+    indices: &mut [usize],
+) {
+    // As in `forward`: nothing to write, or counts that fit.
+    if output.is_empty() {
+        return;
+    }
+    let (image_in, image_out) = (g.plane_in() * c, g.plane_out() * c);
+    let one = |image: usize, (y, at): (&mut [f32], &mut [usize])| {
+        let x = &input[image * image_in..][..image_in];
+        for (k, (y, at)) in y.chunks_exact_mut(c).zip(at.chunks_exact_mut(c)).enumerate() {
+            let (oy, ox) = (k / g.w.out, k % g.w.out);
+            if !arg_max(g, x, c, oy, ox, at, y) {
+                at.fill(no_index);
+                y.fill(f32::NEG_INFINITY);
+            }
+        }
+    };
+    let images = output.len() / image_out;
+    if images > 1 && images * (image_in + 2 * image_out) >= PARALLEL_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
+        let pairs = output.par_chunks_mut(image_out).zip(indices.par_chunks_mut(image_out));
+        pairs.enumerate().for_each(|(image, pair)| one(image, pair));
+    } else {
+        output.chunks_mut(image_out).zip(indices.chunks_mut(image_out)).enumerate().for_each(|(i, p)| one(i, p));
+    }
+}
+
+/// `max_unpool2d` channels-last: `output` (`[n, h, w, c]`, `plane_out`
+/// pixels an image) zeroed, then each `input` value (`[n, h_in, w_in, c]`,
+/// `plane_in` pixels an image) written at pixel `indices[k]` of its
+/// channel, pixels in order (the last of several at one position stays, as
+/// in NCHW); `no_index` entries skipped. Indices were checked by the caller.
+pub(super) fn unpool(
+    c: usize,
+    (plane_in, plane_out): (usize, usize),
+    no_index: usize,
+    input: &[f32],
+    indices: &[usize],
+    output: &mut [f32],
+) {
+    let (image_in, image_out) = (plane_in * c, plane_out * c);
+    let one = |((y, x), at): ((&mut [f32], &[f32]), &[usize])| {
+        y.fill(0.0);
+        for (x, at) in x.chunks_exact(c).zip(at.chunks_exact(c)) {
+            for (ch, (&v, &i)) in x.iter().zip(at).enumerate() {
+                if i != no_index {
+                    y[i * c + ch] = v;
+                }
+            }
+        }
+    };
+    let images = output.len() / image_out;
+    if images > 1 && images * (2 * image_in + image_out) >= PARALLEL_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
+        output
+            .par_chunks_mut(image_out)
+            .zip(input.par_chunks(image_in))
+            .zip(indices.par_chunks(image_in))
+            .for_each(one);
+    } else {
+        output.chunks_mut(image_out).zip(input.chunks(image_in)).zip(indices.chunks(image_in)).for_each(one);
+    }
 }
 
 /// The gradient of average pooling, channels-last: each output gradient

@@ -5,9 +5,11 @@
 use rayon::prelude::*;
 
 use super::PARALLEL_MIN_ELEMENTS;
+use super::channels_last;
 use super::params::{PoolGeometry, PoolParams};
-use crate::check::{check_len, nchw_only, product};
+use crate::check::{check_len, product};
 use crate::error::ConvError;
+use crate::layout::Layout;
 
 /// The index [`max_pool2d_with_indices`] records for a window that covers no
 /// input element (possible only with dilation); [`max_unpool2d`] skips it.
@@ -16,7 +18,8 @@ pub const MAX_POOL_NO_INDEX: usize = usize::MAX;
 /// [`max_pool2d`](crate::max_pool2d), also writing where each maximum is:
 /// `indices[k]` is the position `iy * w + ix` of output `k`'s maximum inside
 /// its own `(image, channel)` input plane, as PyTorch's `return_indices=True`
-/// gives. The maximum is the window's first in row-major window order (a NaN
+/// gives (in either layout: `output` and `indices` are in `params.layout`,
+/// the positions are plane positions). The maximum is the window's first in row-major window order (a NaN
 /// wins: then the last NaN), the element [`max_pool2d_backward`] sends the
 /// gradient to. A window with no input element (only with dilation) gives
 /// −∞ and [`MAX_POOL_NO_INDEX`]. `output` holds the same bits `max_pool2d` writes.
@@ -42,13 +45,16 @@ pub fn max_pool2d_with_indices(
     output: &mut [f32],
     indices: &mut [usize],
 ) -> Result<(), ConvError> {
-    nchw_only(params.layout)?;
     let g = PoolGeometry::new(input_shape, params)?;
     let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
     check_len("input", input.len(), g.planes * plane_in)?;
     check_len("output", output.len(), g.planes * plane_out)?;
     check_len("indices", indices.len(), g.planes * plane_out)?;
     if g.planes == 0 || plane_out == 0 {
+        return Ok(());
+    }
+    if params.layout == Layout::Nhwc {
+        channels_last::max_with_indices(&g, input_shape[1], MAX_POOL_NO_INDEX, input, output, indices);
         return Ok(());
     }
     let scan = g.argmax_scan();
@@ -100,6 +106,36 @@ pub fn max_unpool2d(
     output: &mut [f32],
     output_shape: [usize; 4],
 ) -> Result<(), ConvError> {
+    max_unpool2d_with_layout(input, input_shape, indices, output, output_shape, Layout::Nchw)
+}
+
+/// [`max_unpool2d`] with `input`, `indices` and `output` in `layout` (the
+/// indices are plane positions `iy * w + ix` in both, as
+/// [`max_pool2d_with_indices`] writes them).
+///
+/// ```
+/// use convgemm::{max_pool2d_with_indices, max_unpool2d_with_layout, Layout, PoolParams};
+/// // Two channels of a 1×2 image, channels-last: pixel 0 is (1, 7), pixel 1 is (4, 2).
+/// let p = PoolParams { layout: Layout::Nhwc, ..PoolParams::new([1, 2]) };
+/// let (mut y, mut at) = ([0.0; 2], [0; 2]);
+/// max_pool2d_with_indices(&[1.0, 7.0, 4.0, 2.0], [1, 2, 1, 2], &p, &mut y, &mut at)?;
+/// assert_eq!((y, at), ([4.0, 7.0], [1, 0]));
+/// let mut x = [9.0; 4];
+/// max_unpool2d_with_layout(&y, [1, 2, 1, 1], &at, &mut x, [1, 2, 1, 2], Layout::Nhwc)?;
+/// assert_eq!(x, [0.0, 7.0, 4.0, 0.0]);
+/// # Ok::<(), convgemm::ConvError>(())
+/// ```
+///
+/// # Errors
+/// As [`max_unpool2d`].
+pub fn max_unpool2d_with_layout(
+    input: &[f32],
+    input_shape: [usize; 4],
+    indices: &[usize],
+    output: &mut [f32],
+    output_shape: [usize; 4],
+    layout: Layout,
+) -> Result<(), ConvError> {
     let in_len = product(&input_shape, "input element count")?;
     let plane_out = product(&output_shape[2..], "output plane size")?;
     product(&output_shape, "output element count")?;
@@ -125,6 +161,10 @@ pub fn max_unpool2d(
     let plane_in = in_len / planes;
     if plane_in == 0 {
         output.fill(0.0);
+        return Ok(());
+    }
+    if layout == Layout::Nhwc {
+        channels_last::unpool(input_shape[1], (plane_in, plane_out), MAX_POOL_NO_INDEX, input, indices, output);
         return Ok(());
     }
     let plane = |((y, x), at): ((&mut [f32], &[f32]), &[usize])| {

@@ -30,7 +30,7 @@ pub use backward::{avg_pool2d_backward, max_pool2d_backward};
 #[cfg(test)]
 pub(crate) use forward::max_pool2d_with;
 pub use forward::{avg_pool2d, global_avg_pool2d, global_avg_pool2d_with_layout, max_pool2d};
-pub use indices::{MAX_POOL_NO_INDEX, max_pool2d_with_indices, max_unpool2d};
+pub use indices::{MAX_POOL_NO_INDEX, max_pool2d_with_indices, max_unpool2d, max_unpool2d_with_layout};
 pub use params::{PoolParams, pool2d_output_shape};
 
 use rayon::prelude::*;
