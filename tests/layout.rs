@@ -231,29 +231,27 @@ fn dw_dense() -> ConvParams {
 }
 
 /// Found by fuzzing: a stride past the image (one valid column per row) in
-/// channels-last's col2im, whose step `stride · c_in` overflowed.
+/// channels-last's col2im, whose step `stride · c_in` overflowed (a panic in
+/// debug builds; in release, a step that wrapped to 0 made `step_by` panic).
 #[test]
 fn channels_last_input_gradient_with_a_stride_past_the_image() {
-    let stride = (1usize << 63) + 3;
-    let params = nhwc(ConvParams {
-        stride: [stride; 2],
-        padding: [3; 4],
-        dilation: [3, 3],
-        groups: 3,
-        flip: true,
-        ..ConvParams::default()
-    });
-    let (weight, dy) = (values(27, 1), values(9, 2));
-    let mut dx = vec![f32::NAN; 81];
-    conv2d_backward_input(&dy, [3, 3, 1, 1], &weight, [3, 1, 3, 3], &params, &mut dx, [3, 3, 3, 3]).unwrap();
-    let reference = convgemm::reference::conv2d_backward_input_direct(
-        &dy,
-        [3, 3, 1, 1],
-        &weight,
-        [3, 1, 3, 3],
-        &params,
-        [3, 3, 3, 3],
-    )
-    .unwrap();
-    assert_close("backward_input, huge stride", &reference, &dx);
+    // (stride, channels): 2^63 · 2 wraps to 0.
+    for (stride, c) in [((1usize << 63) + 3, 3), (1 << 63, 2)] {
+        let params = nhwc(ConvParams {
+            stride: [stride; 2],
+            padding: [3; 4],
+            dilation: [3, 3],
+            groups: c,
+            flip: true,
+            ..ConvParams::default()
+        });
+        let (x_shape, w_shape, dy_shape) = ([3, c, 3, 3], [c, 1, 3, 3], [3, c, 1, 1]);
+        let (weight, dy) = (values(c * 9, 1), values(3 * c, 2));
+        let mut dx = vec![f32::NAN; 27 * c];
+        conv2d_backward_input(&dy, dy_shape, &weight, w_shape, &params, &mut dx, x_shape).unwrap();
+        let reference =
+            convgemm::reference::conv2d_backward_input_direct(&dy, dy_shape, &weight, w_shape, &params, x_shape)
+                .unwrap();
+        assert_close("backward_input, huge stride", &reference, &dx);
+    }
 }
