@@ -45,7 +45,13 @@ impl WithLanes for ChannelsLast<'_> {
         assert!(input.len() == g.batch * g.h_in * g.w_in * g.c_in && bias.is_none_or(|b| b.len() == g.c_out));
         assert!(rows.end <= g.batch * g.h_out && g.c_out == g.c_in && g.kh * g.kw <= MAX_TAPS);
         if !out.is_empty() {
-            Job { g, input, taps, bias, act }.rows::<L>(rows, out);
+            // Each tap's offset from its window's first input float.
+            let mut tap_offsets = [0usize; MAX_TAPS];
+            for (t, offset) in tap_offsets.iter_mut().take(g.kh * g.kw).enumerate() {
+                let (u, v) = (t / g.kw, t % g.kw);
+                *offset = (u * g.dilation_h * g.w_in + v * g.dilation_w) * g.c_in;
+            }
+            Job { g, input, taps, bias, act, tap_offsets }.rows::<L>(rows, out);
         }
     }
 }
@@ -57,6 +63,8 @@ struct Job<'a> {
     taps: &'a [f32],
     bias: Option<&'a [f32]>,
     act: Activation,
+    /// Tap `t`'s input offset from its window's top-left float (the first `kh·kw` used).
+    tap_offsets: [usize; MAX_TAPS],
 }
 
 impl Job<'_> {
@@ -67,17 +75,83 @@ impl Job<'_> {
         let g = self.g;
         let row_len = g.w_out * g.c_out;
         let mut offsets = [NONE; MAX_TAPS * PIXELS];
+        let (columns, top, bottom) = inside_windows(g);
         for (r, out_row) in rows.zip(out.chunks_exact_mut(row_len)) {
             let (image, oy) = (r / g.h_out, r % g.h_out);
+            // Windows wholly inside the image take the unchecked path; the
+            // rest (the padded border) the general one.
+            let inside = if (top..bottom).contains(&oy) { columns.clone() } else { 0..0 };
             let mut ox = 0;
-            while ox + PIXELS <= g.w_out {
-                self.pixels::<L, PIXELS>(image, oy, ox, out_row, &mut offsets);
-                ox += PIXELS;
-            }
             while ox < g.w_out {
-                self.pixels::<L, 1>(image, oy, ox, out_row, &mut offsets);
-                ox += 1;
+                if ox == inside.start && inside.len() >= INSIDE_PIXELS {
+                    while ox + INSIDE_PIXELS <= inside.end {
+                        self.pixels_inside::<L, INSIDE_PIXELS>(image, oy, ox, out_row);
+                        ox += INSIDE_PIXELS;
+                    }
+                } else if ox + PIXELS <= g.w_out && !(ox..ox + PIXELS).contains(&inside.start) {
+                    self.pixels::<L, PIXELS>(image, oy, ox, out_row, &mut offsets);
+                    ox += PIXELS;
+                } else {
+                    self.pixels::<L, 1>(image, oy, ox, out_row, &mut offsets);
+                    ox += 1;
+                }
             }
+        }
+    }
+
+    /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel,
+    /// where every tap of their windows lies inside the image: no offsets
+    /// to check, full vectors loaded straight from the input. The same
+    /// operations in the same order as [`Job::pixels`].
+    #[inline(always)]
+    fn pixels_inside<L: Lanes, const P: usize>(&self, image: usize, oy: usize, ox: usize, out_row: &mut [f32]) {
+        let g = self.g;
+        let (c, n, taps) = (g.c_out, L::N, g.kh * g.kw);
+        let image_len = g.h_in * g.w_in * c;
+        let image_in = &self.input[image * image_len..][..image_len];
+        // The first window's top-left float, and the step from one window to the next.
+        let corner = ((oy * g.stride_h - g.pad_top) * g.w_in + ox * g.stride_w - g.pad_left) * c;
+        let step = g.stride_w * c;
+        let tap_offsets = &self.tap_offsets[..taps];
+        debug_assert!(corner + (P - 1) * step + tap_offsets[taps - 1] + c <= image_len);
+        debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= taps * c);
+        let full = c / n * n;
+        let mut c0 = 0;
+        while c0 < full {
+            // SAFETY: `L`'s features are enabled (the caller runs under its
+            // token). The caller put every tap of windows ox .. ox + P inside
+            // the image, so `corner + p·step + tap_offsets[t]` is the first
+            // channel of an input pixel of this image, whose channels c0 ..
+            // c0 + n <= c lie inside `image_in`; tap t's weights for them lie
+            // inside `taps` ([kh·kw][c]); outputs ox + p < w_out of the row.
+            unsafe {
+                let x0 = image_in.as_ptr().add(corner + c0);
+                let mut acc = [L::splat(0.0); P];
+                for (t, &offset) in tap_offsets.iter().enumerate() {
+                    let w = L::load(self.taps.as_ptr().add(t * c + c0));
+                    let xt = x0.add(offset);
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        *acc = L::fma(L::load(xt.add(p * step)), w, *acc);
+                    }
+                }
+                let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
+                let dst = out_row.as_mut_ptr().add(ox * c + c0);
+                for (p, &acc) in acc.iter().enumerate() {
+                    let sum = bias.map_or(acc, |b| L::add(acc, b));
+                    L::store(dst.add(p * c), L::activate(self.act, sum));
+                }
+            }
+            c0 += n;
+        }
+        if full < c {
+            // The last partial vector of channels, as the general path does it.
+            let mut offsets = [NONE; MAX_TAPS * INSIDE_PIXELS];
+            for (t, offsets) in offsets.chunks_exact_mut(P).take(taps).enumerate() {
+                for (p, offset) in offsets.iter_mut().enumerate() {
+                    *offset = corner + p * step + tap_offsets[t];
+                }
+            }
+            self.block::<L, P>(image_in, &offsets[..taps * P], full, ox, out_row);
         }
     }
 
@@ -109,51 +183,83 @@ impl Job<'_> {
             }
         }
         let offsets = &offsets[..taps * P];
-        let n = L::N;
         let mut c0 = 0;
         while c0 < c {
-            let lanes = n.min(c - c0);
-            // SAFETY: `L`'s features are enabled (the caller runs under its
-            // token). Full vectors: an offset other than NONE is a pixel of
-            // the image, whose channels c0 .. c0 + n <= c lie inside
-            // `image_in`; tap t's weights for those channels lie inside
-            // `taps` ([kh·kw][c]); partial vectors go through `load_part`
-            // and the stack buffers of MAX_LANES >= n floats.
-            unsafe {
-                let mut acc = [L::splat(0.0); P];
-                for t in 0..taps {
-                    let w = load_part::<L>(&self.taps[t * c + c0..], lanes);
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        let offset = offsets[t * P + p];
-                        let x = if offset == NONE {
-                            L::splat(0.0)
-                        } else if lanes == n {
-                            debug_assert!(offset + c0 + n <= image_in.len());
-                            L::load(image_in.as_ptr().add(offset + c0))
-                        } else {
-                            load_part::<L>(&image_in[offset + c0..], lanes)
-                        };
-                        *acc = L::fma(x, w, *acc);
-                    }
-                }
-                let bias = self.bias.map(|b| load_part::<L>(&b[c0..], lanes));
-                for (p, &acc) in acc.iter().enumerate() {
-                    let sum = bias.map_or(acc, |b| L::add(acc, b));
-                    let y = L::activate(self.act, sum);
-                    let dst = &mut out_row[(ox + p) * c + c0..][..lanes];
-                    if lanes == n {
-                        L::store(dst.as_mut_ptr(), y);
+            self.block::<L, P>(image_in, offsets, c0, ox, out_row);
+            c0 += L::N;
+        }
+    }
+
+    /// Channels `c0 .. min(c0 + n, c)` of output pixels `ox .. ox + P`:
+    /// tap `t` of pixel `p` reads `image_in` from `offsets[t·P + p]` (its
+    /// first channel), or zeros where that is NONE (the padding).
+    #[inline(always)]
+    fn block<L: Lanes, const P: usize>(
+        &self,
+        image_in: &[f32],
+        offsets: &[usize],
+        c0: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        let (c, n) = (self.g.c_out, L::N);
+        let lanes = n.min(c - c0);
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token). Full vectors: an offset other than NONE is a pixel of
+        // the image, whose channels c0 .. c0 + n <= c lie inside
+        // `image_in`; tap t's weights for those channels lie inside
+        // `taps` ([kh·kw][c]); partial vectors go through `load_part`
+        // and the stack buffers of MAX_LANES >= n floats.
+        unsafe {
+            let mut acc = [L::splat(0.0); P];
+            for (t, offsets) in offsets.chunks_exact(P).enumerate() {
+                let w = load_part::<L>(&self.taps[t * c + c0..], lanes);
+                for (acc, &offset) in acc.iter_mut().zip(offsets) {
+                    let x = if offset == NONE {
+                        L::splat(0.0)
+                    } else if lanes == n {
+                        debug_assert!(offset + c0 + n <= image_in.len());
+                        L::load(image_in.as_ptr().add(offset + c0))
                     } else {
-                        let mut part = [0.0f32; MAX_LANES];
-                        L::store(part.as_mut_ptr(), y);
-                        dst.copy_from_slice(&part[..lanes]);
-                    }
+                        load_part::<L>(&image_in[offset + c0..], lanes)
+                    };
+                    *acc = L::fma(x, w, *acc);
                 }
             }
-            c0 += n;
+            let bias = self.bias.map(|b| load_part::<L>(&b[c0..], lanes));
+            for (p, &acc) in acc.iter().enumerate() {
+                let sum = bias.map_or(acc, |b| L::add(acc, b));
+                let y = L::activate(self.act, sum);
+                let dst = &mut out_row[(ox + p) * c + c0..][..lanes];
+                if lanes == n {
+                    L::store(dst.as_mut_ptr(), y);
+                } else {
+                    let mut part = [0.0f32; MAX_LANES];
+                    L::store(part.as_mut_ptr(), y);
+                    dst.copy_from_slice(&part[..lanes]);
+                }
+            }
         }
     }
 }
+
+/// The output columns whose windows lie wholly inside the image's width,
+/// and the output rows `top .. bottom` whose windows lie inside its height.
+fn inside_windows(g: &ConvGeometry) -> (Range<usize>, usize, usize) {
+    let axis = |out: usize, size: usize, stride: usize, reach: usize, pad: usize| {
+        // o·stride ≥ pad and o·stride + reach − pad < size.
+        let first = pad.div_ceil(stride);
+        let last = (size + pad).checked_sub(reach + 1).map_or(0, |m| m / stride + 1);
+        first.min(out)..last.min(out).max(first.min(out))
+    };
+    let columns = axis(g.w_out, g.w_in, g.stride_w, (g.kw - 1) * g.dilation_w, g.pad_left);
+    let rows = axis(g.h_out, g.h_in, g.stride_h, (g.kh - 1) * g.dilation_h, g.pad_top);
+    (columns, rows.start, rows.end)
+}
+
+/// Output pixels per call of the unchecked path: 8 accumulators and one
+/// weight vector of 32 (AVX-512) or 16 (AVX2) registers.
+const INSIDE_PIXELS: usize = 8;
 
 /// An offset that marks a tap in the padding.
 const NONE: usize = usize::MAX;
