@@ -255,3 +255,50 @@ fn channels_last_input_gradient_with_a_stride_past_the_image() {
         assert_close("backward_input, huge stride", &reference, &dx);
     }
 }
+
+/// Channels-last depthwise on wide rows (the unchecked path of windows
+/// inside the image, 8 pixels at a time) for channel counts below, at and
+/// between whole vectors, inputs at every alignment of a 64-byte line,
+/// strides 1 and 2, with bias: on every path and thread setting the NCHW
+/// bits, permuted, and within the bound of the reference.
+#[test]
+fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
+    for c in [5, 8, 16, 24, 32, 40, 48] {
+        for stride in [1, 2] {
+            let params = ConvParams { stride: [stride; 2], padding: [1; 4], groups: c, ..ConvParams::default() };
+            let p = ConvProblem::seeded([2, c, 7, 37], [c, 1, 3, 3], params, true, c as u64);
+            let q = p.in_layout(Layout::Nhwc);
+            let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
+            let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+            let reference = q.reference().unwrap();
+            for shift in 0..16 {
+                // The same input `shift` floats into a larger buffer.
+                let mut shifted = vec![f32::NAN; shift];
+                shifted.extend_from_slice(&q.input);
+                for_each_isa(|isa| {
+                    for threads in [Threads::Single, Threads::Pool] {
+                        let opts =
+                            ConvOptions { isa, threads, algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
+                        let mut out = vec![f32::NAN; want.len()];
+                        conv2d_with(
+                            &opts,
+                            &shifted[shift..],
+                            q.input_shape,
+                            &q.weight,
+                            q.weight_shape,
+                            q.bias.as_deref(),
+                            &q.params,
+                            &mut out,
+                        )
+                        .unwrap();
+                        let what = format!("c {c} stride {stride} shift {shift} {}", isa.name());
+                        assert_close(&what, &reference, &out);
+                        if is_exact(isa) {
+                            assert_eq!(bits(&out), bits(&want), "{what}");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}

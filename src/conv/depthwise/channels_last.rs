@@ -115,43 +115,78 @@ impl Job<'_> {
         let tap_offsets = &self.tap_offsets[..taps];
         debug_assert!(corner + (P - 1) * step + tap_offsets[taps - 1] + c <= image_len);
         debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= taps * c);
-        let full = c / n * n;
-        let mut c0 = 0;
-        while c0 < full {
-            // SAFETY: `L`'s features are enabled (the caller runs under its
-            // token). The caller put every tap of windows ox .. ox + P inside
-            // the image, so `corner + p·step + tap_offsets[t]` is the first
-            // channel of an input pixel of this image, whose channels c0 ..
-            // c0 + n <= c lie inside `image_in`; tap t's weights for them lie
-            // inside `taps` ([kh·kw][c]); outputs ox + p < w_out of the row.
-            unsafe {
-                let x0 = image_in.as_ptr().add(corner + c0);
-                let mut acc = [L::splat(0.0); P];
-                for (t, &offset) in tap_offsets.iter().enumerate() {
-                    let w = L::load(self.taps.as_ptr().add(t * c + c0));
-                    let xt = x0.add(offset);
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        *acc = L::fma(L::load(xt.add(p * step)), w, *acc);
-                    }
-                }
-                let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
-                let dst = out_row.as_mut_ptr().add(ox * c + c0);
-                for (p, &acc) in acc.iter().enumerate() {
-                    let sum = bias.map_or(acc, |b| L::add(acc, b));
-                    L::store(dst.add(p * c), L::activate(self.act, sum));
-                }
-            }
-            c0 += n;
-        }
-        if full < c {
-            // The last partial vector of channels, as the general path does it.
+        if c < n {
+            // One partial vector of channels, as the general path does it.
             let mut offsets = [NONE; MAX_TAPS * INSIDE_PIXELS];
             for (t, offsets) in offsets.chunks_exact_mut(P).take(taps).enumerate() {
                 for (p, offset) in offsets.iter_mut().enumerate() {
                     *offset = corner + p * step + tap_offsets[t];
                 }
             }
-            self.block::<L, P>(image_in, &offsets[..taps * P], full, ox, out_row);
+            self.block::<L, P>(image_in, &offsets[..taps * P], 0, ox, out_row);
+            return;
+        }
+        // Whole vectors only: where a pixel's channels fill whole vectors,
+        // blocks start where the first pixel's loads are aligned (one block
+        // at channel 0 first when that is not), and a last block ends at
+        // channel c. Blocks that overlap compute the same values twice, by
+        // the same operations: the bits do not change.
+        let misaligned = (image_in.as_ptr() as usize / 4 + corner) % n;
+        let head = if c % n == 0 { (n - misaligned) % n } else { 0 };
+        if head != 0 {
+            self.whole_block::<L, P>(image_in, corner, step, 0, ox, out_row);
+        }
+        let mut c0 = head;
+        while c0 + n <= c {
+            self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row);
+            c0 += n;
+        }
+        if c0 < c {
+            self.whole_block::<L, P>(image_in, corner, step, c - n, ox, out_row);
+        }
+    }
+
+    /// Channels `c0 .. c0 + n` (`c0 + n <= c`) of the output pixels
+    /// `ox .. ox + P` of [`Job::pixels_inside`], whose window `p` starts at
+    /// `corner + p·step` of `image_in`.
+    #[inline(always)]
+    fn whole_block<L: Lanes, const P: usize>(
+        &self,
+        image_in: &[f32],
+        corner: usize,
+        step: usize,
+        c0: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        let c = self.g.c_out;
+        let tap_offsets = &self.tap_offsets[..self.g.kh * self.g.kw];
+        debug_assert!(
+            c0 + L::N <= c && corner + (P - 1) * step + tap_offsets[tap_offsets.len() - 1] + c <= image_in.len()
+        );
+        debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= tap_offsets.len() * c);
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token). The caller put every tap of windows ox .. ox + P inside
+        // the image, so `corner + p·step + tap_offsets[t]` is the first
+        // channel of an input pixel of this image, whose channels c0 ..
+        // c0 + n <= c lie inside `image_in`; tap t's weights for them lie
+        // inside `taps` ([kh·kw][c]); outputs ox + p < w_out of the row.
+        unsafe {
+            let x0 = image_in.as_ptr().add(corner + c0);
+            let mut acc = [L::splat(0.0); P];
+            for (t, &offset) in tap_offsets.iter().enumerate() {
+                let w = L::load(self.taps.as_ptr().add(t * c + c0));
+                let xt = x0.add(offset);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    *acc = L::fma(L::load(xt.add(p * step)), w, *acc);
+                }
+            }
+            let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
+            let dst = out_row.as_mut_ptr().add(ox * c + c0);
+            for (p, &acc) in acc.iter().enumerate() {
+                let sum = bias.map_or(acc, |b| L::add(acc, b));
+                L::store(dst.add(p * c), L::activate(self.act, sum));
+            }
         }
     }
 
