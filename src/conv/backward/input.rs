@@ -7,9 +7,12 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
+use crate::activation::Activation;
 use crate::check::{check_len, product};
+use crate::conv::depthwise;
+use crate::conv::forward::conv2d_with;
 use crate::conv::implicit::ImageSource;
-use crate::conv::options::{ConvOptions, Precision};
+use crate::conv::options::{Algorithm, ConvOptions, Precision};
 use crate::conv::select::winograd_pays;
 use crate::conv::winograd::{self, TileSize, WinogradWeights};
 use crate::error::ConvError;
@@ -192,7 +195,10 @@ pub(crate) fn backward_input_validated(
         Some(windows) if relaxed_winograd(geo, options) => {
             backward_input_winograd(geo, &windows, options, grad_output, weight, grad_input)
         }
-        Some(windows) => backward_input_windows(geo, &windows, options, grad_output, weight, grad_input),
+        Some(windows) => match depthwise_windows(geo, &windows) {
+            Some(params) => backward_input_depthwise(&windows, &params, options, grad_output, weight, grad_input),
+            None => backward_input_windows(geo, &windows, options, grad_output, weight, grad_input),
+        },
         None => backward_input_columns(geo, options, grad_output, weight, grad_input),
     }
 }
@@ -251,6 +257,41 @@ fn backward_input_winograd(
     let tile = TileSize::choose(geo.h_in, geo.w_in);
     let act = crate::activation::Activation::None;
     winograd::run(options.isa, &full, &weights, tile, grad_output, None, act, threads, grad_input);
+}
+
+/// The windows convolution of a depthwise layer (one input and one output
+/// channel per group) is itself depthwise, with the same `[c, 1, kh, kw]`
+/// weights rotated by 180°, which is the forward's `flip` toggled: its
+/// parameters when the depthwise kernels take it, else `None`.
+fn depthwise_windows(geo: &ConvGeometry, windows: &ConvGeometry) -> Option<ConvParams> {
+    if geo.c_in_per_group() != 1 || geo.c_out_per_group() != 1 {
+        return None;
+    }
+    let params = ConvParams { flip: !geo.flip, ..windows.params() };
+    let shape = [windows.c_out, 1, windows.kh, windows.kw];
+    let dw = ConvGeometry::new([windows.batch, windows.c_in, windows.h_in, windows.w_in], shape, &params).ok()?;
+    depthwise::applies(&dw).then_some(params)
+}
+
+/// The input gradient of a depthwise layer of stride 1 as the depthwise
+/// convolution of `grad_output` with the rotated kernels, on the forward's
+/// depthwise kernels (channels as lanes in channels-last, rolling rows in
+/// NCHW). Each element sums the same terms in the same order as the windows
+/// GEMM (taps of the rotated kernel row-major, zeros in the padding, from
+/// +0 by fused multiply-adds, one K chunk): the same bits.
+fn backward_input_depthwise(
+    windows: &ConvGeometry,
+    params: &ConvParams,
+    options: &ConvOptions,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    let options = ConvOptions { algorithm: Algorithm::Depthwise, activation: Activation::None, ..*options };
+    let input_shape = [windows.batch, windows.c_in, windows.h_in, windows.w_in];
+    let weight_shape = [windows.c_out, 1, windows.kh, windows.kw];
+    let done = conv2d_with(&options, grad_output, input_shape, weight, weight_shape, None, params, grad_input);
+    debug_assert!(done.is_ok(), "a valid depthwise geometry: {done:?}");
 }
 
 /// Runs `job(image, group, out, par, scratch)` for every (image, group).
