@@ -327,6 +327,27 @@ fn backward_reductions_cross_k_chunks_and_column_blocks() {
     Grad::new(ConvProblem::seeded([1, 300, 23, 25], [4, 300, 3, 3], params, false, 9), 10).unwrap().check_input();
 }
 
+/// The input gradient of depthwise layers of stride 1 (run on the
+/// forward's depthwise kernels): kernels 3, 5 and 7, dilation, asymmetric
+/// and over-wide padding, flip, wide rows and channel counts around the
+/// vector widths, in both layouts, against the reference on every path.
+#[test]
+fn backward_input_of_depthwise_layers() {
+    let cases: [(usize, usize, [usize; 4], usize, bool); 6] = [
+        (16, 3, [1, 1, 1, 1], 1, false),
+        (17, 3, [1, 1, 1, 1], 1, true),
+        (8, 5, [2, 1, 0, 2], 1, false),
+        (33, 5, [2, 2, 2, 2], 2, true),
+        (5, 7, [3, 3, 3, 3], 1, false),
+        (24, 3, [0, 0, 0, 0], 1, false),
+    ];
+    for (i, (c, k, padding, dilation, flip)) in cases.into_iter().enumerate() {
+        let params = ConvParams { padding, dilation: [dilation; 2], groups: c, flip, ..ConvParams::default() };
+        let p = ConvProblem::seeded([2, c, 9, 29], [c, 1, k, k], params, false, 40 + i as u64);
+        Grad::new(p, 50 + i as u64).expect("valid").check_input();
+    }
+}
+
 #[test]
 fn backward_on_many_threads_is_bit_identical() {
     // Large enough (> 4 MFLOP) to fork: batch 2 (parallel over images) and
