@@ -242,7 +242,8 @@ unsafe fn direct_block<K: MicroKernel>(
             Some((layout, start)) => (layout, channels[start..].as_ptr()),
             None => {
                 let layout = Band::with_phases(g, k0, kc, p0, npx, phases);
-                build_band(g, channels, &layout, 0, &mut band);
+                // Inside the lanes' features: channels-last's transposing copy vectorises there.
+                kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band });
                 (layout, band.as_ptr())
             }
         };
@@ -315,14 +316,54 @@ unsafe fn direct_block<K: MicroKernel>(
         kern.lanes().enter(Transpose { block: &block[..npx * m], m, out, n, bias, act });
     } else {
         // Channels-last: pixel p0 + p's channels cols.start .. + m, contiguous.
-        let (rs, cs) = (out.rs as usize, out.cs as usize);
-        debug_assert_eq!(rs, 1);
-        for (p, row) in block[..npx * m].chunks_exact(m).enumerate() {
-            // SAFETY: the m channels from cols.start of pixel p0 + p: inside the
-            // group's output (as `run`'s caller guarantees), this item's alone.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(cols.start * rs + (p0 + p) * cs), m) };
-            for (co, (d, &x)) in dst.iter_mut().zip(row).enumerate() {
-                *d = act.apply(bias.map_or(x, |b| x + b[co]));
+        debug_assert_eq!(out.rs, 1);
+        let first = out.ptr.wrapping_add(cols.start + p0 * out.cs as usize);
+        kern.lanes().enter(RowCopy { block: &block[..npx * m], m, first, cs: out.cs as usize, bias, act });
+    }
+}
+
+/// [`build_band`] inside the lanes' features (a closure or a plain
+/// function would run without them).
+struct BuildBand<'a> {
+    g: &'a ConvGeometry,
+    channels: &'a [f32],
+    layout: &'a Band,
+    band: &'a mut Vec<f32>,
+}
+
+impl WithLanes for BuildBand<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
+    }
+}
+
+/// The channels-last epilogue: row `p` of the pixel-major `block` (`m`
+/// channels) plus the bias, through the activation, to `first + p·cs`.
+struct RowCopy<'a> {
+    block: &'a [f32],
+    m: usize,
+    /// The first channel of the block's first pixel in the output.
+    first: *mut f32,
+    cs: usize,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl WithLanes for RowCopy<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let RowCopy { block, m, first, cs, bias, act } = self;
+        for (p, row) in block.chunks_exact(m).enumerate() {
+            // SAFETY: the m channels of the block's pixel p in the output:
+            // inside the group's output (as `run`'s caller guarantees), this
+            // item's alone.
+            let dst = unsafe { std::slice::from_raw_parts_mut(first.add(p * cs), m) };
+            match bias {
+                Some(b) => dst.iter_mut().zip(row).zip(b).for_each(|((d, &x), &b)| *d = act.apply(x + b)),
+                None => dst.iter_mut().zip(row).for_each(|(d, &x)| *d = act.apply(x)),
             }
         }
     }

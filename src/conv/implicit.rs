@@ -42,8 +42,8 @@ impl PanelSource for ImageSource<'_> {
 /// copies move as vectors.
 impl PackRows for ImageSource<'_> {
     #[inline(always)]
-    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-        pack_rows::<P>(self, k0, kc, j0, w, dst)
+    fn pack_rows<L: Lanes, const P: usize>(&self, _: L, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        pack_rows::<L, P>(self, k0, kc, j0, w, dst)
     }
 }
 
@@ -176,7 +176,7 @@ fn pack_image<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize
 /// the next panel row, overwrites afterwards. The copies that would leave
 /// `buf` or `dst` move only their own floats.
 #[inline(always)]
-fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+fn pack_rows<L: Lanes, const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     if kc == 0 || w == 0 {
         return;
     }
@@ -186,7 +186,7 @@ fn pack_rows<const P: usize>(src: &ImageSource, k0: usize, kc: usize, j0: usize,
     let layout = Band::of(g, k0, kc, j0, w);
     let mut band = take_band();
     {
-        build_band(g, src.channels, &layout, P, &mut band);
+        build_band::<L>(g, src.channels, &layout, P, &mut band);
         let buf = &band[..];
         let mut taps = [0usize; KC];
         let taps = &mut taps[..kc];
@@ -322,13 +322,16 @@ impl Band {
 
 /// Builds `layout`'s band of the group's `[c, h, w]` input `x` in `band`,
 /// zeros in the padding, followed by `slack` floats. Every float is written.
+///
+/// Generic over the lanes it runs on (the caller is inside their target
+/// features): channels-last's tiles transpose in their registers.
 #[inline(always)]
-pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &mut Vec<f32>) {
+pub(super) fn build_band<L: Lanes>(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usize, band: &mut Vec<f32>) {
     let len = layout.len();
     band.resize(len + slack, 0.0);
     band[len..].fill(0.0);
     if g.layout == Layout::Nhwc {
-        return build_band_channels_last(g, x, layout, &mut band[..len]);
+        return build_band_channels_last::<L>(g, x, layout, &mut band[..len]);
     }
     for (c, channel) in layout.channels.clone().zip(band[..len].chunks_exact_mut(layout.channel_len)) {
         for (py, row) in (layout.py0..).zip(channel.chunks_exact_mut(layout.row_len)) {
@@ -349,7 +352,7 @@ pub(super) fn build_band(g: &ConvGeometry, x: &[f32], layout: &Band, slack: usiz
 /// tiles of [`TILE`] × [`TILE`] (whole rows of 8 floats read and written)
 /// where the band row has one phase; the rest goes element by element.
 #[inline(always)]
-fn build_band_channels_last(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut [f32]) {
+fn build_band_channels_last<L: Lanes>(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut [f32]) {
     let at = g.input_strides();
     let channels = layout.channels.clone();
     band.fill(0.0);
@@ -362,16 +365,19 @@ fn build_band_channels_last(g: &ConvGeometry, x: &[f32], layout: &Band, band: &m
             let mut ix = 0;
             if layout.phases == 1 && c1 - c0 == TILE {
                 while ix + TILE <= g.w_in {
-                    let mut tile = [[0.0f32; TILE]; TILE];
-                    for (p, pixel) in tile.iter_mut().enumerate() {
-                        pixel.copy_from_slice(&x[at.at(c0, iy, ix + p)..][..TILE]);
-                    }
-                    for ch in 0..TILE {
-                        let dst = &mut band[row0 + ch * layout.channel_len + g.pad_left + ix..][..TILE];
-                        for (d, pixel) in dst.iter_mut().zip(&tile) {
-                            *d = pixel[ch];
-                        }
-                    }
+                    // Pixels ix .. ix + 8 (rows at.x floats apart) × channels c0 .. c0 + 8.
+                    let src = &x[at.at(c0, iy, ix)..][..(TILE - 1) * at.x + TILE];
+                    let last = row0 + (TILE - 1) * layout.channel_len + g.pad_left + ix + TILE;
+                    let dst = band[..last].as_mut_ptr();
+                    // SAFETY: inside the lanes' features (the caller's); the 8
+                    // source rows lie in `src` and the 8 band rows of 8 floats
+                    // (channel ch's at row0 + ch·channel_len + pad_left + ix)
+                    // below `last`, inside `band`; they do not overlap.
+                    unsafe {
+                        L::transpose_8x8(src.as_ptr(), at.x, |ch| {
+                            dst.add(row0 + ch * layout.channel_len + g.pad_left + ix)
+                        })
+                    };
                     ix += TILE;
                 }
             }

@@ -181,7 +181,7 @@ impl PanelSource for StridedSource {
 pub(crate) trait PackRows: Sync {
     /// [`PanelSource::pack`] for panels `P` wide (implementations are
     /// `#[inline(always)]`, so they compile with the lanes' features).
-    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
+    fn pack_rows<L: Lanes, const P: usize>(&self, lanes: L, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]);
 }
 
 /// One block of a [`PackRows`] source, as code run on lanes.
@@ -197,9 +197,9 @@ struct PackBlock<'a, S, const P: usize> {
 impl<S: PackRows, const P: usize> WithLanes for PackBlock<'_, S, P> {
     type Output = ();
     #[inline(always)]
-    fn run<L: Lanes>(self, _: L) {
+    fn run<L: Lanes>(self, lanes: L) {
         let PackBlock { src, k0, kc, j0, w, dst } = self;
-        src.pack_rows::<P>(k0, kc, j0, w, dst)
+        src.pack_rows::<L, P>(lanes, k0, kc, j0, w, dst)
     }
 }
 
@@ -221,7 +221,7 @@ pub(crate) fn enter_pack<const P: usize>(
 
 impl PackRows for StridedSource {
     #[inline(always)]
-    fn pack_rows<const P: usize>(&self, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    fn pack_rows<L: Lanes, const P: usize>(&self, _: L, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         pack_strided::<P>(self, k0, kc, j0, w, dst)
     }
 }

@@ -78,6 +78,22 @@ pub(crate) trait Lanes: Copy + Send + Sync {
             }
         }
     }
+    /// The transpose of an 8 × 8 block, row `j` of it stored at `dst(j)`:
+    /// `dst(j)[i] = src[i·src_stride + j]` for `i, j < 8` (in registers where
+    /// the lanes have a transpose, by default float by float).
+    ///
+    /// # Safety
+    /// Those floats readable and writable, not overlapping; CPU support.
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        for j in 0..8 {
+            let row = dst(j);
+            for i in 0..8 {
+                // SAFETY: the caller's guarantees.
+                unsafe { *row.add(i) = *src.add(i * src_stride + j) };
+            }
+        }
+    }
     /// The transpose of `t`'s block, in whole 8 × 8 tiles where the lanes
     /// have a register transpose (none by default): the pixels `0..p8` and
     /// channels `0..m8` it returns. The caller finishes the rest.

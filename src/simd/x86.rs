@@ -115,14 +115,9 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
-        // SAFETY: the caller guarantees AVX and the 8 rows of 8 floats at
+        // SAFETY: the caller guarantees AVX2 and the 8 rows of 8 floats at
         // both ends.
-        unsafe {
-            let rows = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
-            for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
-                _mm256_storeu_ps(dst(j), v);
-            }
-        }
+        unsafe { transpose_8x8_at(src, src_stride, dst) }
     }
     #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (__m256, __m256) {
@@ -136,6 +131,11 @@ impl Lanes for Avx2 {
             let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
             (order(even), order(odd))
         }
+    }
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        // SAFETY: the caller guarantees AVX2 and the 8 rows of 8 floats at both ends.
+        unsafe { transpose_8x8_at(src, src_stride, dst) }
     }
     #[inline(always)]
     unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
@@ -220,9 +220,30 @@ impl Lanes for Avx512 {
         unsafe { activate_avx512(act, v) }
     }
     #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        // SAFETY: the caller guarantees AVX-512 (so AVX2) and the 8 rows of 8 floats at both ends.
+        unsafe { transpose_8x8_at(src, src_stride, dst) }
+    }
+    #[inline(always)]
     unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
         // SAFETY: the caller's guarantees; the AVX-512 path has AVX2 and FMA.
         unsafe { transpose_tiles_avx2(t) }
+    }
+}
+
+/// The 8 × 8 block at `src` (rows `src_stride` floats apart) transposed,
+/// row `j` stored at `dst(j)`, in AVX registers.
+///
+/// # Safety
+/// AVX2; the 8 rows of 8 floats at `src` readable, at each `dst(j)` writable.
+#[inline(always)]
+unsafe fn transpose_8x8_at(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        let rows = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+        for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
+            _mm256_storeu_ps(dst(j), v);
+        }
     }
 }
 
