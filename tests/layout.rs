@@ -302,3 +302,37 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
         }
     }
 }
+
+/// The direct path reading a channels-last input in place (no padding: the
+/// kernel steps `stride · c_in` floats from pixel to pixel): 1 × 1 and 3 × 3
+/// kernels, strides 1 to 3, dilation, groups, two K chunks, on every path
+/// and thread setting the NCHW bits, permuted, and within the reference's bound.
+#[test]
+fn channels_last_direct_reads_unpadded_inputs_in_place() {
+    let cases: [([usize; 4], [usize; 4], ConvParams); 6] = [
+        ([1, 16, 9, 30], [16, 16, 1, 1], ConvParams::default()),
+        ([2, 40, 7, 21], [24, 40, 1, 1], ConvParams { stride: [2, 2], ..ConvParams::default() }),
+        ([1, 32, 11, 19], [48, 32, 3, 3], ConvParams { stride: [1, 3], ..ConvParams::default() }),
+        ([1, 36, 10, 17], [20, 18, 3, 3], ConvParams { dilation: [2, 2], groups: 2, ..ConvParams::default() }),
+        ([1, 64, 8, 12], [8, 64, 3, 3], ConvParams { stride: [2, 1], ..ConvParams::default() }),
+        ([3, 3, 12, 40], [6, 3, 5, 5], ConvParams::default()),
+    ];
+    for (i, (x_shape, w_shape, params)) in cases.into_iter().enumerate() {
+        let p = ConvProblem::seeded(x_shape, w_shape, params, true, 60 + i as u64);
+        let q = p.in_layout(Layout::Nhwc);
+        let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
+        let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+        let reference = q.reference().unwrap();
+        for_each_isa(|isa| {
+            for threads in [Threads::Single, Threads::Pool] {
+                let opts = ConvOptions { isa, threads, algorithm: Algorithm::Direct, ..ConvOptions::default() };
+                let got = q.run(&opts).unwrap();
+                let what = format!("case {i} {}", isa.name());
+                assert_close(&what, &reference, &got);
+                if is_exact(isa) {
+                    assert_eq!(bits(&got), bits(&want), "{what}");
+                }
+            }
+        });
+    }
+}

@@ -230,15 +230,24 @@ unsafe fn direct_block<K: MicroKernel>(
     let (p0, npx) = (rows.start * g.w_out, rows.len() * g.w_out);
     block.resize(npx * m, 0.0);
     let tile_c = block.as_mut_ptr();
-    // A tile's pixels lie `step` floats apart in the band: the kernel reads
+    // A tile's pixels lie `step` columns apart in the band: the kernel reads
     // them along an unsplit row where it can take the stride as its step,
-    // else from the row split into `stride_w` phases, one float apart.
-    let step = if K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
+    // else from the row split into `stride_w` phases, one float apart. A
+    // channels-last input is read in place (its columns `c_in` floats
+    // apart) where the kernel takes any step.
+    let any_step = K::reads_a_any_step();
+    let channels_last_in_place = any_step && g.layout == Layout::Nhwc;
+    let step = if channels_last_in_place || K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
     let phases = g.stride_w / step;
     for chunk in 0..chunks {
         let (k0, kc) = (chunk * KC, KC.min(k - chunk * KC));
         // The band: the input itself where it can be (no copy), else built.
-        let (layout, band_at) = match Band::in_input(g, k0, kc, p0, npx, phases) {
+        let in_place = if g.layout == Layout::Nchw || channels_last_in_place {
+            Band::in_input(g, k0, kc, p0, npx, phases)
+        } else {
+            None
+        };
+        let (layout, band_at) = match in_place {
             Some((layout, start)) => (layout, channels[start..].as_ptr()),
             None => {
                 let layout = Band::with_phases(g, k0, kc, p0, npx, phases);
@@ -261,7 +270,9 @@ unsafe fn direct_block<K: MicroKernel>(
         // where output rows lie back to back in the band (stride 1 and a band
         // row as long as an output row: 1 × 1 and k × 1 kernels without
         // horizontal padding), the whole block.
-        let flat = g.stride_h == 1 && g.stride_w == 1 && layout.row_len == g.w_out;
+        let flat = g.stride_h == 1 && g.stride_w == 1 && layout.row_len == g.w_out * layout.pixel;
+        // Floats from one of a tile's pixels to the next.
+        let a_step = step * layout.pixel;
         let row_at = |oy: usize| (oy * g.stride_h - layout.py0) * layout.row_len;
         let (line, lines) = if flat { (npx, 1) } else { (g.w_out, rows.len()) };
         // A line's tiles as even as whole pixels allow (49 go 7 × 7, not 6 × 8
@@ -282,10 +293,10 @@ unsafe fn direct_block<K: MicroKernel>(
                         cols: nr.min(m - jr),
                     };
                     // SAFETY: the tile's pixel i reads band float
-                    // at0 + (x + i)·step + taps[k], inside the band built for
+                    // at0 + (x + i)·a_step + taps[k], inside the band built for
                     // these rows and taps (Band::of covers every window of
                     // the block; with `flat`, pixel p of the block is band
-                    // float row_at(rows.start) + p), or, read in place,
+                    // float row_at(rows.start) + p·pixel), or, read in place,
                     // inside the group's input (no padding: every window
                     // is, and the band's floats are the input's at the
                     // same offsets from band_at); panel jr / NR of the
@@ -294,8 +305,8 @@ unsafe fn direct_block<K: MicroKernel>(
                     unsafe {
                         kern.run_a_taps(
                             kc,
-                            band_at.add(at0 + x * step),
-                            step,
+                            band_at.add(at0 + x * a_step),
+                            a_step,
                             taps.as_ptr(),
                             panels.as_ptr().add((cols.start + jr) * kc),
                             &out_tile,

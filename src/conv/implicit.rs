@@ -270,6 +270,9 @@ pub(super) struct Band {
     /// Floats per channel: `rows · row_len` (saturating: [`band_fits`] asks
     /// about geometries whose band could not exist).
     channel_len: usize,
+    /// Floats from one column of a row to the next: 1 in a built band (and
+    /// NCHW read in place), `c_in` in a channels-last input read in place.
+    pub(super) pixel: usize,
 }
 
 impl Band {
@@ -289,13 +292,14 @@ impl Band {
         let rows = last_row.saturating_add(1) - py0;
         let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(phases);
         let row_len = phase * phases;
-        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len) }
+        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len), pixel: 1 }
     }
 
     /// The band of [`Band::with_phases`] read in place from the group's
     /// input, and where in the input it starts: where there is no padding
     /// and one phase, a band row is an input row, and the input's channels
-    /// (`h_in·w_in` apart) serve as the band's.
+    /// serve as the band's (NCHW: channels `h_in·w_in` apart, columns 1;
+    /// channels-last: channels 1 apart, columns `c_in`).
     pub(super) fn in_input(
         g: &ConvGeometry,
         k0: usize,
@@ -305,12 +309,15 @@ impl Band {
         phases: usize,
     ) -> Option<(Band, usize)> {
         let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
-        if !unpadded || phases != 1 || g.layout != Layout::Nchw {
+        if !unpadded || phases != 1 {
             return None;
         }
-        let band = Band { channel_len: g.h_in * g.w_in, ..Band::with_phases(g, k0, kc, j0, w, 1) };
+        let band = Band::with_phases(g, k0, kc, j0, w, 1);
         debug_assert_eq!(band.row_len, g.w_in);
-        let start = band.channels.start * band.channel_len + band.py0 * g.w_in;
+        // The input's own strides: a channel `at.c` floats on, a row `at.y`, a column `at.x`.
+        let at = g.input_strides();
+        let band = Band { channel_len: at.c, row_len: at.y, phase: at.y, pixel: at.x, ..band };
+        let start = band.channels.start * at.c + band.py0 * at.y;
         Some((band, start))
     }
 
@@ -405,7 +412,9 @@ pub(super) fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [us
     let (mut u, mut v) = (r / g.kw, r % g.kw);
     for tap in taps.iter_mut() {
         let (vq, vi) = (v * g.dilation_w % band.phases, v * g.dilation_w / band.phases);
-        *tap = (c - band.channels.start) * band.channel_len + u * g.dilation_h * band.row_len + vq * band.phase + vi;
+        *tap = (c - band.channels.start) * band.channel_len
+            + u * g.dilation_h * band.row_len
+            + (vq * band.phase + vi) * band.pixel;
         v += 1;
         if v == g.kw {
             (u, v) = (u + 1, 0);

@@ -55,10 +55,14 @@ impl MicroKernel for Avx512_8x32 {
         matches!(step, 1 | 2 | 4)
     }
 
+    fn reads_a_any_step() -> bool {
+        true
+    }
+
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
-        unsafe { with_tile_shape::<0>(kc, ACols { ptr: a, taps: std::ptr::null() }, b, out, spec) }
+        unsafe { with_tile_shape::<0>(kc, ACols { ptr: a, taps: std::ptr::null(), step: 0 }, b, out, spec) }
     }
 
     unsafe fn run_a_taps(
@@ -71,14 +75,14 @@ impl MicroKernel for Avx512_8x32 {
         out: &TileOut,
         spec: &StoreSpec,
     ) {
-        let a_cols = ACols { ptr: a, taps };
+        let a_cols = ACols { ptr: a, taps, step };
         // SAFETY: as in `run`, with A's columns where the caller says.
         unsafe {
             match step {
                 1 => with_tile_shape::<1>(kc, a_cols, b, out, spec),
                 2 => with_tile_shape::<2>(kc, a_cols, b, out, spec),
                 4 => with_tile_shape::<4>(kc, a_cols, b, out, spec),
-                _ => super::gather_a_taps(self, kc, a, step, taps, b, out, spec),
+                _ => with_tile_shape::<RUNTIME_STEP>(kc, a_cols, b, out, spec),
             }
         }
     }
@@ -127,7 +131,7 @@ unsafe fn in_place<const R: usize, const H: usize>(
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
         // the masks cover exactly those columns (all lanes of a full slice).
         unsafe {
-            let a = ACols { ptr: a, taps: std::ptr::null() };
+            let a = ACols { ptr: a, taps: std::ptr::null(), step: 0 };
             if cols == 16 * H {
                 kernel_8x32::<R, H, false, 0>(kc, a, b, &out, spec)
             } else {
@@ -156,7 +160,14 @@ struct BRows<const H: usize> {
 struct ACols {
     ptr: *const f32,
     taps: *const usize,
+    /// The rows' step where the kernel takes it at run time
+    /// (`A_STEP == RUNTIME_STEP`); unused otherwise.
+    step: usize,
 }
+
+/// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
+/// step known only at run time (a channels-last image: `stride · c_in`).
+const RUNTIME_STEP: usize = usize::MAX;
 
 /// Calls [`kernel_8x32`] on a packed B panel, compiled for the tile's row
 /// count (1..=8) and B halves (1 or 2), so a tile of few rows (M = 6, an
@@ -349,7 +360,8 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
             });
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ak.add(i * A_STEP.max(1)));
+                let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
+                let ai = _mm512_set1_ps(*ak.add(i * a_step));
                 for h in 0..H {
                     row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
                 }

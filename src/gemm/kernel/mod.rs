@@ -130,6 +130,13 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         false
     }
 
+    /// Whether [`MicroKernel::run_a_taps`] reads A in place at any step
+    /// (not only those `reads_a_taps` names, which it reads fastest), so that
+    /// a caller may hand it rows of pixels `stride · c_in` floats apart.
+    fn reads_a_any_step() -> bool {
+        false
+    }
+
     /// [`MicroKernel::run`] with A read in place, each of its `kc` columns
     /// a run of floats `step` apart: element `(i, k)` at
     /// `a + taps[k] + i·step`, for `i < out.rows` and `k < kc` only. A
