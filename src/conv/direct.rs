@@ -367,14 +367,26 @@ impl WithLanes for RowCopy<'_> {
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
         let RowCopy { block, m, first, cs, bias, act } = self;
+        // Whole vectors of channels, then the rest float by float: the same
+        // operations (`x + b`, then the activation, which the lanes apply bit
+        // for bit as `Activation::apply` does).
+        let vectors = m / L::N * L::N;
         for (p, row) in block.chunks_exact(m).enumerate() {
             // SAFETY: the m channels of the block's pixel p in the output:
             // inside the group's output (as `run`'s caller guarantees), this
             // item's alone.
             let dst = unsafe { std::slice::from_raw_parts_mut(first.add(p * cs), m) };
-            match bias {
-                Some(b) => dst.iter_mut().zip(row).zip(b).for_each(|((d, &x), &b)| *d = act.apply(x + b)),
-                None => dst.iter_mut().zip(row).for_each(|(d, &x)| *d = act.apply(x)),
+            for c0 in (0..vectors).step_by(L::N) {
+                // SAFETY: inside the lanes' features (the caller's); channels
+                // c0 .. c0 + N <= m of `row`, `dst` and the bias.
+                unsafe {
+                    let x = L::load(row.as_ptr().add(c0));
+                    let x = bias.map_or(x, |b| L::add(x, L::load(b.as_ptr().add(c0))));
+                    L::store(dst.as_mut_ptr().add(c0), L::activate(act, x));
+                }
+            }
+            for co in vectors..m {
+                dst[co] = act.apply(bias.map_or(row[co], |b| row[co] + b[co]));
             }
         }
     }
