@@ -88,6 +88,15 @@ impl Job<'_> {
                         self.pixels_inside::<L, INSIDE_PIXELS>(image, oy, ox, out_row);
                         ox += INSIDE_PIXELS;
                     }
+                    // The inside columns left: fewer pixels per call, still unchecked.
+                    while ox + PIXELS <= inside.end {
+                        self.pixels_inside::<L, PIXELS>(image, oy, ox, out_row);
+                        ox += PIXELS;
+                    }
+                    while ox < inside.end {
+                        self.pixels_inside::<L, 1>(image, oy, ox, out_row);
+                        ox += 1;
+                    }
                 } else if ox + PIXELS <= g.w_out && !(ox..ox + PIXELS).contains(&inside.start) {
                     self.pixels::<L, PIXELS>(image, oy, ox, out_row, &mut offsets);
                     ox += PIXELS;
