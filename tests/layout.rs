@@ -263,10 +263,11 @@ fn channels_last_input_gradient_with_a_stride_past_the_image() {
 /// bits, permuted, and within the bound of the reference.
 #[test]
 fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
-    for c in [5, 8, 16, 24, 32, 40, 48] {
+    // Widths 37 and 47: the inside columns end in groups of 8, then of 4 and 1.
+    for (c, width) in [5, 8, 16, 24, 32, 40, 48].into_iter().flat_map(|c| [(c, 37), (c, 47)]) {
         for stride in [1, 2] {
             let params = ConvParams { stride: [stride; 2], padding: [1; 4], groups: c, ..ConvParams::default() };
-            let p = ConvProblem::seeded([2, c, 7, 37], [c, 1, 3, 3], params, true, c as u64);
+            let p = ConvProblem::seeded([2, c, 7, width], [c, 1, 3, 3], params, true, c as u64);
             let q = p.in_layout(Layout::Nhwc);
             let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
             let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
@@ -291,7 +292,7 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
                             &mut out,
                         )
                         .unwrap();
-                        let what = format!("c {c} stride {stride} shift {shift} {}", isa.name());
+                        let what = format!("c {c} width {width} stride {stride} shift {shift} {}", isa.name());
                         assert_close(&what, &reference, &out);
                         if is_exact(isa) {
                             assert_eq!(bits(&out), bits(&want), "{what}");
