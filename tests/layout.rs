@@ -305,18 +305,24 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
 }
 
 /// The direct path reading a channels-last input in place (no padding: the
-/// kernel steps `stride · c_in` floats from pixel to pixel): 1 × 1 and 3 × 3
-/// kernels, strides 1 to 3, dilation, groups, two K chunks, on every path
-/// and thread setting the NCHW bits, permuted, and within the reference's bound.
+/// kernel steps `stride · c_in` floats from pixel to pixel) or from a
+/// pixel-major copy of its rows (padding): 1 × 1 to 7 × 7 kernels, strides
+/// 1 to 3, dilation, groups, two K chunks, on every path and thread setting
+/// the NCHW bits, permuted, and within the reference's bound.
 #[test]
-fn channels_last_direct_reads_unpadded_inputs_in_place() {
-    let cases: [([usize; 4], [usize; 4], ConvParams); 6] = [
+fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
+    let cases: [([usize; 4], [usize; 4], ConvParams); 10] = [
         ([1, 16, 9, 30], [16, 16, 1, 1], ConvParams::default()),
-        ([2, 40, 7, 21], [24, 40, 1, 1], ConvParams { stride: [2, 2], ..ConvParams::default() }),
+        ([2, 40, 9, 21], [24, 40, 3, 3], ConvParams { stride: [2, 2], ..ConvParams::default() }),
         ([1, 32, 11, 19], [48, 32, 3, 3], ConvParams { stride: [1, 3], ..ConvParams::default() }),
-        ([1, 36, 10, 17], [20, 18, 3, 3], ConvParams { dilation: [2, 2], groups: 2, ..ConvParams::default() }),
-        ([1, 64, 8, 12], [8, 64, 3, 3], ConvParams { stride: [2, 1], ..ConvParams::default() }),
-        ([3, 3, 12, 40], [6, 3, 5, 5], ConvParams::default()),
+        ([1, 36, 10, 17], [40, 18, 3, 3], ConvParams { dilation: [2, 2], groups: 2, ..ConvParams::default() }),
+        ([1, 64, 8, 12], [16, 64, 3, 3], ConvParams { stride: [2, 1], ..ConvParams::default() }),
+        ([3, 3, 12, 40], [16, 3, 5, 5], ConvParams::default()),
+        // Padded: a pixel-major copy of the rows (all channels, a group's, a K chunk's).
+        ([1, 3, 15, 33], [16, 3, 3, 3], ConvParams { stride: [2, 2], padding: [1, 1, 1, 1], ..ConvParams::default() }),
+        ([2, 36, 9, 14], [40, 18, 3, 3], ConvParams { padding: [1, 2, 0, 1], groups: 2, ..ConvParams::default() }),
+        ([1, 40, 8, 11], [24, 40, 3, 3], ConvParams { padding: [2; 4], dilation: [2, 1], ..ConvParams::default() }),
+        ([1, 8, 10, 26], [32, 8, 7, 7], ConvParams { stride: [1, 3], padding: [3; 4], ..ConvParams::default() }),
     ];
     for (i, (x_shape, w_shape, params)) in cases.into_iter().enumerate() {
         let p = ConvProblem::seeded(x_shape, w_shape, params, true, 60 + i as u64);
@@ -324,6 +330,14 @@ fn channels_last_direct_reads_unpadded_inputs_in_place() {
         let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
         let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
         let reference = q.reference().unwrap();
+        let direct = ConvOptions { algorithm: Algorithm::Direct, ..ConvOptions::default() };
+        let plan = Conv2dPlan::new(&q.weight, q.weight_shape, q.bias.as_deref(), &q.params, &direct).unwrap();
+        assert_eq!(
+            plan.algorithm(q.input_shape).unwrap(),
+            Algorithm::Direct,
+            "case {i} {}",
+            plan.kernel_name(q.input_shape).unwrap()
+        );
         for_each_isa(|isa| {
             for threads in [Threads::Single, Threads::Pool] {
                 let opts = ConvOptions { isa, threads, algorithm: Algorithm::Direct, ..ConvOptions::default() };

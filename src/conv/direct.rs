@@ -24,7 +24,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::implicit::{Band, band_fits, band_taps, build_band, put_band, take_band};
+use super::implicit::{Band, band_fits, band_taps, build_band, build_pixel_major_band, put_band, take_band};
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
@@ -249,6 +249,13 @@ unsafe fn direct_block<K: MicroKernel>(
         };
         let (layout, band_at) = match in_place {
             Some((layout, start)) => (layout, channels[start..].as_ptr()),
+            None if channels_last_in_place => {
+                // Channels-last with padding: a pixel-major copy of the rows
+                // (no transpose), read as the input would be.
+                let layout = Band::pixel_major(g, k0, kc, p0, npx);
+                build_pixel_major_band(g, channels, &layout, &mut band);
+                (layout, band.as_ptr())
+            }
             None => {
                 let layout = Band::with_phases(g, k0, kc, p0, npx, phases);
                 // Inside the lanes' features: channels-last's transposing copy vectorises there.

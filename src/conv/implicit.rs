@@ -271,8 +271,12 @@ pub(super) struct Band {
     /// about geometries whose band could not exist).
     channel_len: usize,
     /// Floats from one column of a row to the next: 1 in a built band (and
-    /// NCHW read in place), `c_in` in a channels-last input read in place.
+    /// NCHW read in place), `c_in` in a channels-last input read in place,
+    /// the band's channel count in a pixel-major band.
     pub(super) pixel: usize,
+    /// Rows of a pixel-major band (0 for the others, whose rows a channel's
+    /// `channel_len` counts).
+    rows: usize,
 }
 
 impl Band {
@@ -292,7 +296,7 @@ impl Band {
         let rows = last_row.saturating_add(1) - py0;
         let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(phases);
         let row_len = phase * phases;
-        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len), pixel: 1 }
+        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len), pixel: 1, rows: 0 }
     }
 
     /// The band of [`Band::with_phases`] read in place from the group's
@@ -321,9 +325,55 @@ impl Band {
         Some((band, start))
     }
 
+    /// The band of [`Band::with_phases`] (one phase) laid out pixel-major,
+    /// as a channels-last input is: each padded row the row's pixels, each
+    /// pixel the band's channels (columns `channels.len()` floats apart,
+    /// channels 1 apart). [`build_pixel_major_band`] fills it with row copies;
+    /// a kernel that takes any step reads it.
+    pub(super) fn pixel_major(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
+        let band = Band::with_phases(g, k0, kc, j0, w, 1);
+        let (pitch, rows) = (band.channels.len(), band.channel_len / band.row_len.max(1));
+        let row_len = band.row_len * pitch;
+        Band { row_len, phase: row_len, channel_len: 1, pixel: pitch, ..band }.with_rows(rows)
+    }
+
+    /// The rows this band holds (each `row_len` floats): its floats are
+    /// `rows · row_len` from the first channel's first row.
+    fn with_rows(self, rows: usize) -> Band {
+        Band { rows, ..self }
+    }
+
     /// Floats in the band (saturating).
     fn len(&self) -> usize {
         self.channels.len().saturating_mul(self.channel_len)
+    }
+}
+
+/// Builds the pixel-major `layout` ([`Band::pixel_major`]) of the group's
+/// channels-last input `x` in `band`: each padded row zeros, the input
+/// row's pixels (their band channels, one copy per pixel, or one for the
+/// whole row where the band holds every channel of the image), zeros.
+pub(super) fn build_pixel_major_band(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut Vec<f32>) {
+    debug_assert!(g.layout == Layout::Nhwc && layout.channel_len == 1);
+    let (pitch, row_len) = (layout.pixel, layout.row_len);
+    band.resize(layout.rows * row_len, 0.0);
+    let at = g.input_strides();
+    let (left, width) = (g.pad_left * pitch, g.w_in * pitch);
+    for (py, row) in (layout.py0..).zip(band.chunks_exact_mut(row_len)) {
+        let Some(iy) = py.checked_sub(g.pad_top).filter(|&iy| iy < g.h_in) else {
+            row.fill(0.0);
+            continue;
+        };
+        row[..left].fill(0.0);
+        row[left + width..].fill(0.0);
+        let first = at.at(layout.channels.start, iy, 0);
+        if pitch == at.x {
+            row[left..left + width].copy_from_slice(&x[first..first + width]);
+        } else {
+            for (dst, ix) in row[left..left + width].chunks_exact_mut(pitch).zip(0..) {
+                dst.copy_from_slice(&x[first + ix * at.x..][..pitch]);
+            }
+        }
     }
 }
 
