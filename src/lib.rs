@@ -20,9 +20,12 @@
 //! ```
 //!
 //! ## Layouts
-//! Input `[n, c_in, h, w]` (NCHW), weight `[c_out, c_in / groups, kh, kw]`
+//! Input `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`
 //! (OIHW), bias `[c_out]`, output `[n, c_out, h_out, w_out]`; all contiguous
-//! row-major `f32` slices.
+//! `f32` slices. Shapes are logical: the activations (inputs, outputs and
+//! their gradients) lie in NCHW order by default, or channels-last where
+//! the parameters say `layout: Layout::Nhwc` ([`Layout`]); weights are OIHW
+//! in both.
 //!
 //! ## Errors
 //! Every invalid argument returns a [`ConvError`] naming the bad value, before

@@ -103,24 +103,30 @@ fn reference_permutation_is_relayout() {
 /// params) give in channels-last the NCHW bits.
 #[test]
 fn global_pool_and_bias_gradient_read_channels_last() {
-    // 300 pixels: the bias gradient's chunks of 256 terms straddle images.
-    let shape = [2, 5, 15, 20];
-    let x = values(shape.iter().product(), 4);
-    let x_nhwc = relayout(&x, shape, Layout::Nchw, Layout::Nhwc);
-    let (mut a, mut b) = (vec![f32::NAN; 10], vec![f32::NAN; 10]);
-    global_avg_pool2d(&x, shape, &mut a).unwrap();
-    global_avg_pool2d_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
-    assert_eq!(bits(&a), bits(&b));
-    let reference = convgemm::reference::pool2d_direct(&x, shape, &PoolParams::new([15, 20]), false).unwrap().0;
-    assert_close("global_avg_pool2d NHWC", &reference, &b);
-    let (mut a, mut b) = (vec![f32::NAN; 5], vec![f32::NAN; 5]);
-    conv2d_backward_bias(&x, shape, &mut a).unwrap();
-    conv2d_backward_bias_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
-    assert_eq!(bits(&a), bits(&b));
-    // Errors name the buffer and leave the output untouched.
-    let mut out = vec![7.0f32; 10];
-    let e = global_avg_pool2d_with_layout(&x_nhwc[1..], shape, Layout::Nhwc, &mut out).unwrap_err();
-    assert!(e.to_string().contains("input") && out.iter().all(|&v| v == 7.0), "{e}");
+    // 300 pixels: the bias gradient's chunks of 256 terms straddle images;
+    // 70 channels: the global pool's blocks of 64 channels and a rest.
+    for shape in [[2, 5, 15, 20], [3, 70, 3, 5]] {
+        let (planes, c) = (shape[0] * shape[1], shape[1]);
+        let x = values(shape.iter().product(), 4);
+        let x_nhwc = relayout(&x, shape, Layout::Nchw, Layout::Nhwc);
+        let (mut a, mut b) = (vec![f32::NAN; planes], vec![f32::NAN; planes]);
+        global_avg_pool2d(&x, shape, &mut a).unwrap();
+        global_avg_pool2d_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
+        assert_eq!(bits(&a), bits(&b));
+        let window = PoolParams::new([shape[2], shape[3]]);
+        let reference = convgemm::reference::pool2d_direct(&x, shape, &window, false).unwrap().0;
+        assert_close("global_avg_pool2d NHWC", &reference, &b);
+        let (mut a, mut b) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+        conv2d_backward_bias(&x, shape, &mut a).unwrap();
+        conv2d_backward_bias_with_layout(&x_nhwc, shape, Layout::Nhwc, &mut b).unwrap();
+        assert_eq!(bits(&a), bits(&b));
+        let reference = convgemm::reference::conv2d_backward_bias_direct(&x, shape).unwrap();
+        assert_close("conv2d_backward_bias", &reference, &a);
+        // Errors name the buffer and leave the output untouched.
+        let mut out = vec![7.0f32; planes];
+        let e = global_avg_pool2d_with_layout(&x_nhwc[1..], shape, Layout::Nhwc, &mut out).unwrap_err();
+        assert!(e.to_string().contains("input") && out.iter().all(|&v| v == 7.0), "{e}");
+    }
 }
 
 /// The gradients on a channels-last plan's geometry with groups, batch and

@@ -117,28 +117,36 @@ pub fn global_avg_pool2d_with_layout(
         return Ok(());
     }
     // Per channel, eight f64 partial sums: pixel i into sum i % 8.
-    let mut lanes = vec![[0f64; 8]; c];
+    let mean = |l: &[f64; 8]| {
+        let [a, b, c, d, e, f, g, k] = *l;
+        let sum = ((a + b) + (c + d)) + ((e + f) + (g + k));
+        (sum / (h * w) as f64) as f32
+    };
     for (y, image) in output.chunks_exact_mut(c).zip(input.chunks_exact(c * h * w)) {
-        lanes.iter_mut().for_each(|l| *l = [0.0; 8]);
         match layout {
             Layout::Nchw => {
-                for (l, plane) in lanes.iter_mut().zip(image.chunks_exact(h * w)) {
+                for (y, plane) in y.iter_mut().zip(image.chunks_exact(h * w)) {
+                    let mut l = [0f64; 8];
                     let mut chunks = plane.chunks_exact(8);
                     for eight in &mut chunks {
                         l.iter_mut().zip(eight).for_each(|(l, &v)| *l += v as f64);
                     }
                     l.iter_mut().zip(chunks.remainder()).for_each(|(l, &v)| *l += v as f64);
+                    *y = mean(&l);
                 }
             }
             _ => {
-                for (i, pixel) in image.chunks_exact(c).enumerate() {
-                    lanes.iter_mut().zip(pixel).for_each(|(l, &v)| l[i % 8] += v as f64);
+                // Blocks of channels, each down every pixel: partial sums on the stack.
+                const BLOCK: usize = 64;
+                for c0 in (0..c).step_by(BLOCK) {
+                    let width = BLOCK.min(c - c0);
+                    let mut lanes = [[0f64; 8]; BLOCK];
+                    for (i, pixel) in image.chunks_exact(c).enumerate() {
+                        lanes.iter_mut().zip(&pixel[c0..c0 + width]).for_each(|(l, &v)| l[i % 8] += v as f64);
+                    }
+                    y[c0..c0 + width].iter_mut().zip(&lanes).for_each(|(y, l)| *y = mean(l));
                 }
             }
-        }
-        for (y, &[a, b, c, d, e, f, g, k]) in y.iter_mut().zip(&lanes) {
-            let sum = ((a + b) + (c + d)) + ((e + f) + (g + k));
-            *y = (sum / (h * w) as f64) as f32;
         }
     }
     Ok(())

@@ -40,9 +40,8 @@ pub struct PoolParams {
     /// Average pooling: divide by the window's size clipped to the padded
     /// input (`true`) or by the number of input elements it covers (`false`).
     pub count_include_pad: bool,
-    /// The layout of input and output (and their gradients): NCHW or
-    /// channels-last. `max_pool2d_with_indices` and `max_unpool2d` take
-    /// only [`Layout::Nchw`] so far (`Layout::Nhwc` is an error there).
+    /// The layout of input and output (and their gradients, and the
+    /// switches of `max_pool2d_with_indices`): NCHW or channels-last.
     pub layout: Layout,
 }
 

@@ -59,24 +59,23 @@ pub fn conv2d_backward_bias_with_layout(
         return Ok(());
     }
     let pixels = h_out * w_out; // a factor of `len`, which fits
+    // Every channel at once, row by row: row `image·pixels + pixel` holds
+    // that pixel's c_out terms (contiguous in channels-last, gathered from
+    // the planes in NCHW).
+    let mut sum = ChunkedSum::new(c_out);
     match layout {
         Layout::Nchw => {
-            for (o, out) in grad_bias.iter_mut().enumerate() {
-                // Channel o's terms: its plane of each image, images in order.
-                let mut sum = ChunkedSum::new(1);
-                for plane in grad_output.chunks_exact(pixels).skip(o).step_by(c_out) {
-                    plane.iter().for_each(|&t| sum.add_row(&[t]));
+            let mut row = vec![0.0f32; c_out];
+            for image in grad_output.chunks_exact(c_out * pixels) {
+                for p in 0..pixels {
+                    row.iter_mut().zip(image[p..].iter().step_by(pixels)).for_each(|(r, &t)| *r = t);
+                    sum.add_row(&row);
                 }
-                *out = sum.finish()[0];
             }
         }
-        _ => {
-            // Every channel at once: row `image·pixels + pixel` holds the c_out terms.
-            let mut sum = ChunkedSum::new(c_out);
-            grad_output.chunks_exact(c_out).for_each(|row| sum.add_row(row));
-            grad_bias.copy_from_slice(&sum.finish());
-        }
+        _ => grad_output.chunks_exact(c_out).for_each(|row| sum.add_row(row)),
     }
+    grad_bias.copy_from_slice(&sum.finish());
     Ok(())
 }
 

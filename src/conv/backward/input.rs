@@ -56,6 +56,10 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   `N = h·w`, reduction over `(o, u', v')` (`c_out/groups · kh · kw`), B
 ///   packed straight from `dY` (the forward's implicit im2col, padding
 ///   `dilation·(k − 1) − pad`). No column buffer, the forward's flop count.
+///   For a depthwise layer (one input and one output channel per group)
+///   that convolution is itself depthwise, and runs on the forward's
+///   depthwise kernels (their own bounded scratch in NCHW) with the same
+///   sums in the same order, so the same bits as the GEMM.
 /// - **Columns**, for everything else (stride > 1, over-padding):
 ///   `col2im(Wᵀ · dY)`. The GEMM `D = W_gᵀ · dY_g` (`M = (c_in/groups)·kh·kw`,
 ///   `N` = output pixels, reduction over the `c_out/groups` output channels)
@@ -72,11 +76,11 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   of the exact sums and bit-identical across threads and paths.
 ///
 /// Either way the weights are packed once per call, as a forward plan's are.
-/// Channels-last (`params.layout == Layout::Nhwc`) runs the same GEMMs on
-/// the same values in the same order, reading `grad_output` and writing
-/// `grad_input` through the layout's strides (no transposed copy), so its
-/// result is the NCHW one's bits, permuted. (One difference: its images,
-/// not its groups, are what two threads split.)
+/// Channels-last (`params.layout == Layout::Nhwc`) runs the same
+/// formulations on the same values in the same order, reading
+/// `grad_output` and writing `grad_input` through the layout's strides (no
+/// transposed copy), so its result is the NCHW one's bits, permuted. (One
+/// difference: its images, not its groups, are what two threads split.)
 ///
 /// # Order of operations
 /// Windows: each element of `grad_input` is the crate's chunked GEMM sum

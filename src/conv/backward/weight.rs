@@ -112,7 +112,8 @@ pub fn conv2d_backward_weight_with(
         return Err(ConvError::BadParameter {
             name: "padding",
             value: geo.pad_top.max(geo.pad_left).max(geo.pad_bottom).max(geo.pad_right),
-            requirement: "small enough that the padded input plane has at most 2^40 elements (weight gradient)",
+            requirement: "small enough that the padded input plane (times c_in in channels-last, the step from one \
+                          pixel to the next) has at most 2^40 elements (weight gradient)",
         });
     }
     backward_weight_validated(&geo, options, input, grad_output, grad_weight);

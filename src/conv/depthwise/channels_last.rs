@@ -80,7 +80,9 @@ impl Job<'_> {
             let (image, oy) = (r / g.h_out, r % g.h_out);
             // Windows wholly inside the image take the unchecked path; the
             // rest (the padded border) the general one.
-            let inside = if (top..bottom).contains(&oy) { columns.clone() } else { 0..0 };
+            // (Fewer channels than a vector: all on the general path, whose
+            // partial vectors the unchecked one does not have.)
+            let inside = if (top..bottom).contains(&oy) && g.c_out >= L::N { columns.clone() } else { 0..0 };
             let mut ox = 0;
             while ox < g.w_out {
                 if ox == inside.start && inside.len() >= INSIDE_PIXELS {
@@ -124,17 +126,7 @@ impl Job<'_> {
         let tap_offsets = &self.tap_offsets[..taps];
         debug_assert!(corner + (P - 1) * step + tap_offsets[taps - 1] + c <= image_len);
         debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= taps * c);
-        if c < n {
-            // One partial vector of channels, as the general path does it.
-            let mut offsets = [NONE; MAX_TAPS * INSIDE_PIXELS];
-            for (t, offsets) in offsets.chunks_exact_mut(P).take(taps).enumerate() {
-                for (p, offset) in offsets.iter_mut().enumerate() {
-                    *offset = corner + p * step + tap_offsets[t];
-                }
-            }
-            self.block::<L, P>(image_in, &offsets[..taps * P], 0, ox, out_row);
-            return;
-        }
+        debug_assert!(c >= n, "fewer channels than a vector take the general path");
         // Whole vectors only: where a pixel's channels fill whole vectors,
         // blocks start where the first pixel's loads are aligned (one block
         // at channel 0 first when that is not), and a last block ends at
@@ -142,15 +134,19 @@ impl Job<'_> {
         // the same operations: the bits do not change.
         let misaligned = (image_in.as_ptr() as usize / 4 + corner) % n;
         let head = if c % n == 0 { (n - misaligned) % n } else { 0 };
+        // Channels below `done` are written.
+        let mut done = 0;
         if head != 0 {
             self.whole_block::<L, P>(image_in, corner, step, 0, ox, out_row);
+            done = n;
         }
         let mut c0 = head;
         while c0 + n <= c {
             self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row);
             c0 += n;
+            done = c0;
         }
-        if c0 < c {
+        if done < c {
             self.whole_block::<L, P>(image_in, corner, step, c - n, ox, out_row);
         }
     }
