@@ -327,12 +327,14 @@ fn backward_reductions_cross_k_chunks_and_column_blocks() {
     Grad::new(ConvProblem::seeded([1, 300, 23, 25], [4, 300, 3, 3], params, false, 9), 10).unwrap().check_input();
 }
 
-/// The input gradient of depthwise layers of stride 1 (run on the
-/// forward's depthwise kernels): kernels 3, 5 and 7, dilation, asymmetric
-/// and over-wide padding, flip, wide rows and channel counts around the
-/// vector widths, in both layouts, against the reference on every path.
+/// The gradients of depthwise layers (the input gradient of stride 1 on
+/// the forward's depthwise kernels, the channels-last weight gradient with
+/// the channels as lanes): kernels 3, 5 and 7, dilation, asymmetric and
+/// over-wide padding, flip, wide rows (batches past a chunk of 256 pixels)
+/// and channel counts around the vector widths, in both layouts, against
+/// the reference on every path and as the NCHW bits.
 #[test]
-fn backward_input_of_depthwise_layers() {
+fn backward_of_depthwise_layers() {
     let cases: [(usize, usize, [usize; 4], usize, bool); 6] = [
         (16, 3, [1, 1, 1, 1], 1, false),
         (17, 3, [1, 1, 1, 1], 1, true),
@@ -344,7 +346,17 @@ fn backward_input_of_depthwise_layers() {
     for (i, (c, k, padding, dilation, flip)) in cases.into_iter().enumerate() {
         let params = ConvParams { padding, dilation: [dilation; 2], groups: c, flip, ..ConvParams::default() };
         let p = ConvProblem::seeded([2, c, 9, 29], [c, 1, k, k], params, false, 40 + i as u64);
-        Grad::new(p, 50 + i as u64).expect("valid").check_input();
+        let g = Grad::new(p, 50 + i as u64).expect("valid");
+        g.check_input();
+        g.check_weight();
+    }
+    // Strides 2 and (1, 2): the weight gradient (the input gradient takes the columns formulation).
+    for (i, stride) in [[2, 2], [1, 2]].into_iter().enumerate() {
+        let params = ConvParams { stride, padding: [1, 2, 1, 0], groups: 20, ..ConvParams::default() };
+        let p = ConvProblem::seeded([3, 20, 11, 25], [20, 1, 3, 3], params, false, 70 + i as u64);
+        let g = Grad::new(p, 80 + i as u64).expect("valid");
+        g.check_weight();
+        g.check_input();
     }
 }
 

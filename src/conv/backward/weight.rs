@@ -6,12 +6,13 @@ use rayon::prelude::*;
 
 use super::{check_grad_output_shape, overwrite_gemm, thread_count};
 use crate::check::{check_len, product};
+use crate::conv::depthwise::weight_grad;
 use crate::conv::options::ConvOptions;
 use crate::error::ConvError;
 use crate::gemm::{PanelSource, Parallelism, with_panel_width};
 use crate::geometry::{ConvGeometry, ConvParams};
 use crate::layout::Layout;
-use crate::simd::Lanes;
+use crate::simd::{self, Lanes};
 
 /// The gradient of `conv2d` with respect to its weights (`params.flip` taken
 /// into account): the sum over every image of the batch and every output
@@ -31,7 +32,10 @@ use crate::simd::Lanes;
 /// (image, output pixel) pairs of the whole batch, images in order, pixels
 /// row-major. A is read straight from `grad_output` and B (`colᵀ`, one row
 /// per output pixel, one column per kernel tap) is packed straight from the
-/// image: no im2col buffer.
+/// image: no im2col buffer. A channels-last depthwise layer (one input and
+/// one output channel per group) is summed instead in one pass over the
+/// batch with the channels as vector lanes, by the same operations in the
+/// same order as its GEMMs (so the same bits).
 ///
 /// # Order of operations
 /// Each element is the crate's chunked sum (see the crate docs) over that
@@ -133,6 +137,12 @@ fn backward_weight_validated(
     }
     if geo.batch == 0 {
         grad_weight.fill(0.0);
+        return;
+    }
+    if weight_grad::applies(geo) {
+        // Channels-last depthwise: every channel and tap in one pass, the channels as lanes.
+        let work = weight_grad::WeightGrad { geo, input, grad_output, grad_weight };
+        simd::dispatch(options.isa, work).expect("the ISA was checked by the caller");
         return;
     }
     // Now batch, c_out and the patch are >= 1, so these are factors of

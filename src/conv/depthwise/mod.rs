@@ -7,11 +7,14 @@
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, masked
 //! lanes). Each output still sums its taps in the order of the
 //! reproducibility rule, so both are bit-identical to the GEMM paths.
+//! Channels-last has its own kernels (`channels_last.rs`, and the weight
+//! gradient in `weight_grad.rs`), with the channels as the lanes.
 
 mod blocked;
 mod channels_last;
 #[cfg(target_arch = "x86_64")]
 mod rolling;
+pub(crate) mod weight_grad;
 
 pub(crate) use blocked::Block;
 
