@@ -122,9 +122,11 @@ impl Problem {
     /// where that takes it; near the reference when the data are tame and
     /// finite. Its error grows with the largest terms of an output's tile,
     /// not the output's own (values here span 2^±20), so the bound is
-    /// `rel_bound · 16 ·` the largest magnitude of the output's (image,
-    /// channel) plane, found in either layout: a wrong index or tap is off
-    /// by a term, far past it.
+    /// `rel_bound · 16 ·` the larger of the largest magnitude of the
+    /// output's (image, channel) plane (found in either layout) and its
+    /// filter's `Σ|w|` times the largest input (taps that meet only padding
+    /// still enter the transforms): a wrong index or tap is off by a term,
+    /// far past it.
     fn check_winograd(&self, shape: [usize; 4], reference: &convgemm::reference::Reference, tame: bool) {
         if !convgemm_fuzz::winograd_applies(self.weight_shape, &self.params) {
             return;
@@ -155,10 +157,20 @@ impl Problem {
         for (e, &m) in reference.magnitude.iter().enumerate() {
             top[plane_of(e)] = top[plane_of(e)].max(m);
         }
+        // A tile's taps that meet only padding still enter its transforms:
+        // the scale also counts the whole filter against the largest input.
         let k = self.weight_shape[1] * 9;
+        let x_max = self.input.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
+        let filter: Vec<f64> =
+            self.weight.chunks(k.max(1)).map(|f| f.iter().map(|&v| f64::from(v).abs()).sum()).collect();
+        let channel_of = |e: usize| match self.params.layout {
+            Layout::Nchw => e / (h * w).max(1) % c.max(1),
+            _ => e % c.max(1),
+        };
         for (e, &g) in want.iter().enumerate() {
             let w = reference.value[e];
-            let bound = convgemm_fuzz::rel_bound(k) * 16.0 * top[plane_of(e)];
+            let scale = top[plane_of(e)].max(filter.get(channel_of(e)).copied().unwrap_or(0.0) * x_max);
+            let bound = convgemm_fuzz::rel_bound(k) * 16.0 * scale;
             assert!((f64::from(g) - w).abs() <= bound, "winograd element {e}: {g} vs {w} (bound {bound:e}) {self:?}");
         }
     }
