@@ -274,8 +274,8 @@ pub(super) struct Band {
     /// NCHW read in place), `c_in` in a channels-last input read in place,
     /// the band's channel count in a pixel-major band.
     pub(super) pixel: usize,
-    /// Rows of a pixel-major band (0 for the others, whose rows a channel's
-    /// `channel_len` counts).
+    /// Padded rows per channel (a pixel-major band holds `rows · row_len`
+    /// floats in all).
     rows: usize,
 }
 
@@ -296,7 +296,7 @@ impl Band {
         let rows = last_row.saturating_add(1) - py0;
         let phase = (g.pad_left + g.w_in + g.pad_right).div_ceil(phases);
         let row_len = phase * phases;
-        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len), pixel: 1, rows: 0 }
+        Band { channels, py0, phases, phase, row_len, channel_len: rows.saturating_mul(row_len), pixel: 1, rows }
     }
 
     /// The band of [`Band::with_phases`] read in place from the group's
@@ -332,15 +332,9 @@ impl Band {
     /// a kernel that takes any step reads it.
     pub(super) fn pixel_major(g: &ConvGeometry, k0: usize, kc: usize, j0: usize, w: usize) -> Band {
         let band = Band::with_phases(g, k0, kc, j0, w, 1);
-        let (pitch, rows) = (band.channels.len(), band.channel_len / band.row_len.max(1));
+        let pitch = band.channels.len();
         let row_len = band.row_len * pitch;
-        Band { row_len, phase: row_len, channel_len: 1, pixel: pitch, ..band }.with_rows(rows)
-    }
-
-    /// The rows this band holds (each `row_len` floats): its floats are
-    /// `rows · row_len` from the first channel's first row.
-    fn with_rows(self, rows: usize) -> Band {
-        Band { rows, ..self }
+        Band { row_len, phase: row_len, channel_len: 1, pixel: pitch, ..band }
     }
 
     /// Floats in the band (saturating).
