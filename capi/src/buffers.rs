@@ -1,0 +1,129 @@
+//! Turning C's pointer-and-length pairs into slices, checked first: NULL,
+//! alignment, the byte size, and outputs that overlap inputs. Nothing here
+//! can check that a pointer really addresses `len` floats; the header makes
+//! that the caller's promise.
+
+use std::mem::{align_of, size_of};
+
+use crate::status::{Failure, cg_status};
+
+fn null(name: &str) -> Failure {
+    Failure::new(cg_status::CG_ERROR_NULL_POINTER, format!("{name} is NULL"))
+}
+
+/// Checks what can be checked of `len` elements of `T` at `ptr`; `Ok(false)`
+/// for an empty buffer (no pointer needed, NULL allowed).
+fn check_region<T>(name: &str, ptr: *const T, len: usize) -> Result<bool, Failure> {
+    if len == 0 {
+        return Ok(false);
+    }
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    if !(ptr as usize).is_multiple_of(align_of::<T>()) {
+        return Err(Failure::new(
+            cg_status::CG_ERROR_MISALIGNED,
+            format!("{name} ({ptr:p}) is not aligned to {} bytes", align_of::<T>()),
+        ));
+    }
+    let fits = len
+        .checked_mul(size_of::<T>())
+        .filter(|&bytes| bytes <= isize::MAX as usize && (ptr as usize).checked_add(bytes).is_some());
+    if fits.is_none() {
+        return Err(Failure::new(
+            cg_status::CG_ERROR_OVERFLOW,
+            format!("{name}_len = {len}: the buffer would not fit the address space"),
+        ));
+    }
+    Ok(true)
+}
+
+/// The `len` floats at `ptr`, read-only.
+///
+/// # Safety
+/// If `ptr` is not NULL and `len > 0`, `ptr` must address `len` readable
+/// floats that nothing writes during the call.
+pub(crate) unsafe fn floats<'a>(name: &str, ptr: *const f32, len: usize) -> Result<&'a [f32], Failure> {
+    if !check_region(name, ptr, len)? {
+        return Ok(&[]);
+    }
+    // SAFETY: `ptr` is non-NULL and aligned, the byte size fits isize, and
+    // the caller promises `len` readable floats there, not written meanwhile.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// An optional input: NULL is `None` (e.g. no bias), whatever `len` says.
+///
+/// # Safety
+/// As [`floats`].
+pub(crate) unsafe fn optional_floats<'a>(
+    name: &str,
+    ptr: *const f32,
+    len: usize,
+) -> Result<Option<&'a [f32]>, Failure> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's promise, passed on.
+    unsafe { floats(name, ptr, len) }.map(Some)
+}
+
+/// The `len` floats at `ptr`, writable, after checking that they overlap
+/// none of `inputs` (an output that is also an input would be read while it
+/// is written).
+///
+/// # Safety
+/// If `ptr` is not NULL and `len > 0`, `ptr` must address `len` readable and
+/// writable floats that no other thread touches during the call.
+pub(crate) unsafe fn floats_mut<'a>(
+    name: &str,
+    ptr: *mut f32,
+    len: usize,
+    inputs: &[(&str, &[f32])],
+) -> Result<&'a mut [f32], Failure> {
+    if !check_region(name, ptr, len)? {
+        return Ok(&mut []);
+    }
+    let start = ptr as usize;
+    let end = start + len * size_of::<f32>();
+    for (other, input) in inputs {
+        let (a, b) = (input.as_ptr() as usize, input.as_ptr() as usize + std::mem::size_of_val(*input));
+        if !input.is_empty() && a < end && start < b {
+            return Err(Failure::new(cg_status::CG_ERROR_ALIASING, format!("{name} overlaps {other}")));
+        }
+    }
+    // SAFETY: non-NULL, aligned, the byte size fits isize, disjoint from
+    // every slice this call reads, and the caller promises `len` writable
+    // floats there that no one else touches.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// A shape of four dimensions, copied out.
+///
+/// # Safety
+/// A non-NULL `ptr` must address four readable `size_t`.
+pub(crate) unsafe fn shape(name: &str, ptr: *const usize) -> Result<[usize; 4], Failure> {
+    check_region(name, ptr, 4)?;
+    // SAFETY: non-NULL and aligned (checked), and the caller promises four
+    // readable size_t there; they are copied before anything is written.
+    Ok(unsafe { ptr.cast::<[usize; 4]>().read() })
+}
+
+/// A params struct, copied out (so a later write cannot change it).
+///
+/// # Safety
+/// A non-NULL `ptr` must address a readable `T`.
+pub(crate) unsafe fn read<T: Copy>(name: &str, ptr: *const T) -> Result<T, Failure> {
+    check_region(name, ptr, 1)?;
+    // SAFETY: non-NULL and aligned (checked); the caller promises a readable
+    // T, and every field of the params structs is a plain integer, valid for
+    // any bits.
+    Ok(unsafe { ptr.read() })
+}
+
+/// Where a call writes a small plain result (an output shape, a plan
+/// handle): checked now, written only after everything else succeeded.
+pub(crate) fn out_ptr<T>(name: &str, ptr: *mut T) -> Result<*mut T, Failure> {
+    check_region(name, ptr.cast_const(), 1)?;
+    Ok(ptr)
+}

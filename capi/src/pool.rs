@@ -1,0 +1,224 @@
+//! Pooling through C: max, average and global average pooling, forward and
+//! backward, and the output-shape helper.
+
+use convgemm::{
+    PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d_with_layout, max_pool2d, max_pool2d_backward,
+    pool2d_output_shape,
+};
+
+use crate::buffers::{floats, floats_mut, out_ptr, read, shape};
+use crate::params::{LayoutArg, cg_pool2d_params};
+use crate::status::{call, cg_status};
+use crate::threads;
+
+/// Writes the output shape [n, c, oh, ow] of pooling `input_shape` [n, c, h,
+/// w] with `params` (PyTorch's rules, ceil_mode included).
+///
+/// # Safety
+/// Each pointer is NULL or addresses its four size_t (`params`: one struct).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_pool2d_output_shape(
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    output_shape: *mut usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer; both are copied out.
+        let (x, p) = unsafe { (shape("input_shape", input_shape)?, read("params", params)?) };
+        let out = out_ptr("output_shape", output_shape.cast::<[usize; 4]>())?;
+        let shape = pool2d_output_shape(x, &p.get()?)?;
+        // SAFETY: non-NULL and aligned (checked); the caller promises four writable size_t.
+        unsafe { out.write(shape) };
+        Ok(())
+    })
+}
+
+type Forward = fn(&[f32], [usize; 4], &PoolParams, &mut [f32]) -> Result<(), convgemm::ConvError>;
+
+/// The forward poolings share everything but the Rust function.
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+unsafe fn forward(
+    pool: Forward,
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    output: *mut f32,
+    output_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, p, x) = unsafe {
+            (shape("input_shape", input_shape)?, read("params", params)?, floats("input", input, input_len)?)
+        };
+        // SAFETY: as above; disjoint from the input (checked).
+        let out = unsafe { floats_mut("output", output, output_len, &[("input", x)])? };
+        let params = p.get()?;
+        threads::run(|| pool(x, x_shape, &params, out))?;
+        Ok(())
+    })
+}
+
+/// Max pooling: each output is the largest input of its window (padding
+/// never wins; NaN propagates). `output` has the shape
+/// `cg_pool2d_output_shape` gives.
+///
+/// # Safety
+/// Each pointer is NULL or addresses the number of floats its length says
+/// (shapes: four size_t); `output` is writable and no other thread uses it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_max_pool2d(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    output: *mut f32,
+    output_len: usize,
+) -> cg_status {
+    // SAFETY: passed on.
+    unsafe { forward(max_pool2d, input, input_len, input_shape, params, output, output_len) }
+}
+
+/// Average pooling (PyTorch's AvgPool2d; `params->dilation` must be [1, 1]).
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_avg_pool2d(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    output: *mut f32,
+    output_len: usize,
+) -> cg_status {
+    // SAFETY: passed on.
+    unsafe { forward(avg_pool2d, input, input_len, input_shape, params, output, output_len) }
+}
+
+/// The gradient of max pooling: each window's `grad_output` goes to the
+/// position of its maximum in `input` (the first one, in window order, on
+/// ties). Overwrites `grad_input` (the shape of `input`).
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_max_pool2d_backward(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    grad_output: *const f32,
+    grad_output_len: usize,
+    params: *const cg_pool2d_params,
+    grad_input: *mut f32,
+    grad_input_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, p, x, dy) = unsafe {
+            (
+                shape("input_shape", input_shape)?,
+                read("params", params)?,
+                floats("input", input, input_len)?,
+                floats("grad_output", grad_output, grad_output_len)?,
+            )
+        };
+        let inputs = [("input", x), ("grad_output", dy)];
+        // SAFETY: as above; disjoint from the inputs (checked).
+        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &inputs)? };
+        let params = p.get()?;
+        threads::run(|| max_pool2d_backward(x, x_shape, dy, &params, dx))?;
+        Ok(())
+    })
+}
+
+/// The gradient of average pooling: each window's `grad_output`, divided as
+/// the forward divided, spread over its window. Overwrites `grad_input`
+/// (shape `input_shape`).
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_avg_pool2d_backward(
+    grad_output: *const f32,
+    grad_output_len: usize,
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    grad_input: *mut f32,
+    grad_input_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, p, dy) = unsafe {
+            (
+                shape("input_shape", input_shape)?,
+                read("params", params)?,
+                floats("grad_output", grad_output, grad_output_len)?,
+            )
+        };
+        // SAFETY: as above; disjoint from the input (checked).
+        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[("grad_output", dy)])? };
+        let params = p.get()?;
+        threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
+        Ok(())
+    })
+}
+
+/// Global average pooling: `output` [n, c] (n·c floats, the same order in
+/// both layouts) holds the mean of each channel's h × w plane of `input`
+/// [n, c, h, w] in `layout`.
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_global_avg_pool2d(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    layout: LayoutArg,
+    output: *mut f32,
+    output_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, x) = unsafe { (shape("input_shape", input_shape)?, floats("input", input, input_len)?) };
+        // SAFETY: as above; disjoint from the input (checked).
+        let out = unsafe { floats_mut("output", output, output_len, &[("input", x)])? };
+        let layout = layout.get("layout")?;
+        threads::run(|| global_avg_pool2d_with_layout(x, x_shape, layout, out))?;
+        Ok(())
+    })
+}
+
+/// The gradient of global average pooling: every element of channel c of
+/// image b gets `grad_output[b·c_count + c] / (h·w)`. Overwrites `grad_input`
+/// [n, c, h, w] (shape `input_shape`, in `layout`).
+///
+/// # Safety
+/// As for `cg_max_pool2d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_global_avg_pool2d_backward(
+    grad_output: *const f32,
+    grad_output_len: usize,
+    input_shape: *const usize,
+    layout: LayoutArg,
+    grad_input: *mut f32,
+    grad_input_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, dy) =
+            unsafe { (shape("input_shape", input_shape)?, floats("grad_output", grad_output, grad_output_len)?) };
+        // SAFETY: as above; disjoint from the input (checked).
+        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[("grad_output", dy)])? };
+        let layout = layout.get("layout")?;
+        // The whole plane is one window of an average pooling: the same
+        // division, the same checks.
+        let mut params = PoolParams::new([x_shape[2].max(1), x_shape[3].max(1)]);
+        params.layout = layout;
+        threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
+        Ok(())
+    })
+}
