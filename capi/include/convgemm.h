@@ -74,23 +74,18 @@ typedef enum {
    */
   CG_ERROR_OVERFLOW = 8,
   /**
-   * The requested computation is not available (Winograd on a kernel that
-   * is not 3×3 with stride 1 and dilation 1).
-   */
-  CG_ERROR_NOT_APPLICABLE = 9,
-  /**
    * The thread pool could not be created.
    */
-  CG_ERROR_THREAD_POOL = 10,
+  CG_ERROR_THREAD_POOL = 9,
   /**
    * The plan pointer does not point to a live plan.
    */
-  CG_ERROR_BAD_PLAN = 11,
+  CG_ERROR_BAD_PLAN = 10,
   /**
    * A bug in convgemm (a Rust panic, caught at the boundary). Please
    * report it with the message.
    */
-  CG_ERROR_INTERNAL = 12,
+  CG_ERROR_INTERNAL = 11,
 } cg_status;
 
 /**

@@ -52,6 +52,9 @@ fn check_matrix(
 
 /// Whether no two elements of a rows × cols matrix share an offset.
 fn distinct(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
     let mut dims = [(rows, rs.unsigned_abs()), (cols, cs.unsigned_abs())];
     dims.sort_by_key(|&(_, s)| s);
     match dims {

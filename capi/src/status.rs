@@ -39,16 +39,13 @@ pub enum cg_status {
     /// Size arithmetic would overflow (a shape or length beyond what the
     /// address space can hold).
     CG_ERROR_OVERFLOW = 8,
-    /// The requested computation is not available (Winograd on a kernel that
-    /// is not 3×3 with stride 1 and dilation 1).
-    CG_ERROR_NOT_APPLICABLE = 9,
     /// The thread pool could not be created.
-    CG_ERROR_THREAD_POOL = 10,
+    CG_ERROR_THREAD_POOL = 9,
     /// The plan pointer does not point to a live plan.
-    CG_ERROR_BAD_PLAN = 11,
+    CG_ERROR_BAD_PLAN = 10,
     /// A bug in convgemm (a Rust panic, caught at the boundary). Please
     /// report it with the message.
-    CG_ERROR_INTERNAL = 12,
+    CG_ERROR_INTERNAL = 11,
 }
 
 /// A rejected call: its status and the sentence `cg_last_error` returns.
@@ -72,9 +69,8 @@ impl From<ConvError> for Failure {
             ConvError::NoOutput { .. } => cg_status::CG_ERROR_NO_OUTPUT,
             ConvError::BufferLength { .. } => cg_status::CG_ERROR_BUFFER_LENGTH,
             ConvError::Overflow { .. } => cg_status::CG_ERROR_OVERFLOW,
-            ConvError::AlgorithmNotApplicable { .. } | ConvError::IsaUnavailable { .. } => {
-                cg_status::CG_ERROR_NOT_APPLICABLE
-            }
+            // The C interface neither forces an algorithm nor picks an ISA:
+            // anything else convgemm may reject is a parameter.
             _ => cg_status::CG_ERROR_BAD_PARAMETER,
         };
         Failure { status, message: e.to_string() }
@@ -123,4 +119,34 @@ pub(crate) fn call(body: impl FnOnce() -> Result<(), Failure>) -> cg_status {
 pub extern "C" fn cg_last_error() -> *const c_char {
     // A thread being torn down has no slot any more: give the static "".
     LAST_ERROR.try_with(|slot| slot.borrow().as_ptr()).unwrap_or(c"".as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last() -> String {
+        // SAFETY: cg_last_error returns a NUL-terminated string that lives
+        // until this thread's next failing call.
+        unsafe { CStr::from_ptr(cg_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        assert_eq!(last(), "");
+        let status = call(|| panic!("the sky fell"));
+        assert_eq!(status, cg_status::CG_ERROR_INTERNAL);
+        assert!(last().contains("the sky fell"), "{}", last());
+        // A success leaves the last failure in place.
+        assert_eq!(call(|| Ok(())), cg_status::CG_OK);
+        assert!(last().contains("the sky fell"));
+    }
+
+    #[test]
+    fn a_message_with_a_nul_is_cut_there() {
+        let status = call(|| Err(Failure::new(cg_status::CG_ERROR_BAD_PARAMETER, "before\0after")));
+        assert_eq!(status, cg_status::CG_ERROR_BAD_PARAMETER);
+        assert_eq!(last(), "before");
+    }
 }
