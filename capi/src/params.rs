@@ -151,19 +151,25 @@ impl cg_conv2d_params {
 /// `params` is NULL or points to a writable `cg_conv2d_params`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_conv2d_params_default(params: *mut cg_conv2d_params) {
-    let defaults = cg_conv2d_params {
-        stride: [1, 1],
-        padding: [0; 4],
-        dilation: [1, 1],
-        groups: 1,
-        flip: 0,
-        layout: LayoutArg(0),
-        activation: ActivationArg(0),
-        precision: PrecisionArg(0),
-    };
     if let Ok(p) = buffers::out_ptr("params", params) {
         // SAFETY: non-NULL and aligned (checked); the caller promises it is writable.
-        unsafe { p.write(defaults) };
+        unsafe { p.write(cg_conv2d_params::default()) };
+    }
+}
+
+impl Default for cg_conv2d_params {
+    /// What `cg_conv2d_params_default` writes.
+    fn default() -> Self {
+        cg_conv2d_params {
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+            flip: 0,
+            layout: LayoutArg(0),
+            activation: ActivationArg(0),
+            precision: PrecisionArg(0),
+        }
     }
 }
 
@@ -207,17 +213,23 @@ impl cg_conv_transpose2d_params {
 /// `params` is NULL or points to a writable `cg_conv_transpose2d_params`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_conv_transpose2d_params_default(params: *mut cg_conv_transpose2d_params) {
-    let defaults = cg_conv_transpose2d_params {
-        stride: [1, 1],
-        padding: [0; 4],
-        output_padding: [0; 2],
-        dilation: [1, 1],
-        groups: 1,
-        layout: LayoutArg(0),
-    };
     if let Ok(p) = buffers::out_ptr("params", params) {
         // SAFETY: non-NULL and aligned (checked); the caller promises it is writable.
-        unsafe { p.write(defaults) };
+        unsafe { p.write(cg_conv_transpose2d_params::default()) };
+    }
+}
+
+impl Default for cg_conv_transpose2d_params {
+    /// What `cg_conv_transpose2d_params_default` writes.
+    fn default() -> Self {
+        cg_conv_transpose2d_params {
+            stride: [1, 1],
+            padding: [0; 4],
+            output_padding: [0; 2],
+            dilation: [1, 1],
+            groups: 1,
+            layout: LayoutArg(0),
+        }
     }
 }
 
@@ -265,17 +277,23 @@ impl cg_pool2d_params {
 /// `params` is NULL or points to a writable `cg_pool2d_params`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_pool2d_params_default(params: *mut cg_pool2d_params, kernel_h: usize, kernel_w: usize) {
-    let defaults = cg_pool2d_params {
-        kernel: [kernel_h, kernel_w],
-        stride: [kernel_h, kernel_w],
-        padding: [0; 4],
-        dilation: [1, 1],
-        ceil_mode: 0,
-        count_include_pad: 1,
-        layout: LayoutArg(0),
-    };
     if let Ok(p) = buffers::out_ptr("params", params) {
         // SAFETY: non-NULL and aligned (checked); the caller promises it is writable.
-        unsafe { p.write(defaults) };
+        unsafe { p.write(cg_pool2d_params::new([kernel_h, kernel_w])) };
+    }
+}
+
+impl cg_pool2d_params {
+    /// What `cg_pool2d_params_default` writes for a `kernel`-sized window.
+    pub fn new(kernel: [usize; 2]) -> Self {
+        cg_pool2d_params {
+            kernel,
+            stride: kernel,
+            padding: [0; 4],
+            dilation: [1, 1],
+            ceil_mode: 0,
+            count_include_pad: 1,
+            layout: LayoutArg(0),
+        }
     }
 }

@@ -41,21 +41,16 @@ fn layout_arg(layout: Layout) -> LayoutArg {
 }
 
 fn c_params(p: &ConvParams, relu: bool, relaxed: bool) -> cg_conv2d_params {
-    // SAFETY: a valid pointer to a local struct.
-    let mut c = unsafe {
-        let mut c = std::mem::zeroed::<cg_conv2d_params>();
-        cg_conv2d_params_default(&mut c);
-        c
-    };
-    c.stride = p.stride;
-    c.padding = p.padding;
-    c.dilation = p.dilation;
-    c.groups = p.groups;
-    c.flip = p.flip as i32;
-    c.layout = layout_arg(p.layout);
-    c.activation = ActivationArg(relu as i32);
-    c.precision = PrecisionArg(relaxed as i32);
-    c
+    cg_conv2d_params {
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+        groups: p.groups,
+        flip: p.flip as i32,
+        layout: layout_arg(p.layout),
+        activation: ActivationArg(relu as i32),
+        precision: PrecisionArg(relaxed as i32),
+    }
 }
 
 /// A random valid convolution: shapes, parameters, layout.
@@ -183,13 +178,14 @@ proptest! {
         };
         let tw_shape = [w_shape[0], w_shape[1], w_shape[2], w_shape[3]];
         let bias = values(w_shape[1] * params.groups, seed + 3);
-        // SAFETY: a valid pointer to a local struct.
-        let mut c_tp = unsafe { let mut c = std::mem::zeroed(); cg_conv_transpose2d_params_default(&mut c); c };
-        c_tp.stride = tp.stride;
-        c_tp.padding = tp.padding;
-        c_tp.dilation = tp.dilation;
-        c_tp.groups = tp.groups;
-        c_tp.layout = layout_arg(tp.layout);
+        let c_tp = cg_conv_transpose2d_params {
+            stride: tp.stride,
+            padding: tp.padding,
+            dilation: tp.dilation,
+            groups: tp.groups,
+            layout: layout_arg(tp.layout),
+            ..cg_conv_transpose2d_params::default()
+        };
         let mut t_shape = [0usize; 4];
         // SAFETY: as above.
         let status = unsafe {
@@ -226,8 +222,7 @@ proptest! {
         let Ok(y_shape) = convgemm::pool2d_output_shape(x_shape, &params) else { return Ok(()) };
         let x = values(x_shape.iter().product(), seed);
         let dy = values(y_shape.iter().product(), seed + 1);
-        // SAFETY: a valid pointer to a local struct.
-        let mut cp = unsafe { let mut p = std::mem::zeroed(); cg_pool2d_params_default(&mut p, k, k); p };
+        let mut cp = cg_pool2d_params::new([k, k]);
         cp.stride = params.stride;
         cp.padding = params.padding;
         cp.ceil_mode = ceil as i32;
@@ -306,12 +301,7 @@ fn failures_leave_outputs_untouched() {
     let x = values(50, 1);
     let w = values(54, 2);
     let mut y = vec![7.5f32; 27];
-    // SAFETY: a valid pointer to a local struct.
-    let mut p = unsafe {
-        let mut p = std::mem::zeroed();
-        cg_conv2d_params_default(&mut p);
-        p
-    };
+    let mut p = cg_conv2d_params::default();
     let good = p;
     let call = |p: &cg_conv2d_params, y: &mut [f32], len: usize| {
         // SAFETY: every pointer addresses what its length says (`len <= y.len()`).
@@ -398,4 +388,40 @@ fn one_plan_on_many_threads_gives_the_same_bits() {
     }
     // SAFETY: the plan is destroyed once, after every run.
     unsafe { cg_conv2d_plan_destroy(plan.0) };
+}
+
+/// The `_default` functions write what a C caller reads in the header, over
+/// whatever the struct held; NULL is ignored.
+#[test]
+fn defaults_overwrite_every_field() {
+    let garbage = |p: *mut u8, len: usize| {
+        // SAFETY: `p` addresses `len` bytes of a local struct of plain integers.
+        unsafe { std::ptr::write_bytes(p, 0xa5, len) }
+    };
+    let mut c = cg_conv2d_params::default();
+    garbage((&mut c as *mut cg_conv2d_params).cast(), std::mem::size_of_val(&c));
+    // SAFETY: a valid pointer to a local struct; then NULL, which is ignored.
+    unsafe {
+        cg_conv2d_params_default(&mut c);
+        cg_conv2d_params_default(std::ptr::null_mut());
+    }
+    assert_eq!(format!("{c:?}"), format!("{:?}", cg_conv2d_params::default()));
+    assert_eq!((c.stride, c.padding, c.dilation, c.groups, c.flip), ([1, 1], [0; 4], [1, 1], 1, 0));
+    assert_eq!((c.layout.0, c.activation.0, c.precision.0), (0, 0, 0));
+
+    let mut t = cg_conv_transpose2d_params::default();
+    garbage((&mut t as *mut cg_conv_transpose2d_params).cast(), std::mem::size_of_val(&t));
+    // SAFETY: a valid pointer to a local struct.
+    unsafe { cg_conv_transpose2d_params_default(&mut t) };
+    assert_eq!(
+        (t.stride, t.padding, t.output_padding, t.dilation, t.groups, t.layout.0),
+        ([1, 1], [0; 4], [0; 2], [1, 1], 1, 0)
+    );
+
+    let mut p = cg_pool2d_params::new([1, 1]);
+    garbage((&mut p as *mut cg_pool2d_params).cast(), std::mem::size_of_val(&p));
+    // SAFETY: a valid pointer to a local struct.
+    unsafe { cg_pool2d_params_default(&mut p, 3, 2) };
+    assert_eq!((p.kernel, p.stride, p.padding, p.dilation), ([3, 2], [3, 2], [0; 4], [1, 1]));
+    assert_eq!((p.ceil_mode, p.count_include_pad, p.layout.0), (0, 1, 0));
 }
