@@ -38,24 +38,53 @@ fn check_region<T>(name: &str, ptr: *const T, len: usize) -> Result<bool, Failur
     Ok(true)
 }
 
-/// The `len` floats at `ptr`, read-only.
+/// The bytes a buffer of this call covers, for the overlap checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Region<'n> {
+    name: &'n str,
+    start: usize,
+    end: usize,
+}
+
+impl<'n> Region<'n> {
+    /// The bytes of `slice` (empty for an empty slice).
+    pub(crate) fn of<T>(name: &'n str, slice: &[T]) -> Self {
+        let start = slice.as_ptr() as usize;
+        Region { name, start, end: start + std::mem::size_of_val(slice) }
+    }
+
+    fn overlaps(&self, other: &Region) -> bool {
+        self.start < self.end && other.start < other.end && self.start < other.end && other.start < self.end
+    }
+}
+
+/// The `len` elements at `ptr`, read-only.
 ///
 /// # Safety
 /// If `ptr` is not NULL and `len > 0`, `ptr` must address `len` readable
-/// floats that nothing writes during the call.
-pub(crate) unsafe fn floats<'a>(name: &str, ptr: *const f32, len: usize) -> Result<&'a [f32], Failure> {
+/// elements that nothing writes during the call.
+pub(crate) unsafe fn slice<'a, T>(name: &str, ptr: *const T, len: usize) -> Result<&'a [T], Failure> {
     if !check_region(name, ptr, len)? {
         return Ok(&[]);
     }
     // SAFETY: `ptr` is non-NULL and aligned, the byte size fits isize, and
-    // the caller promises `len` readable floats there, not written meanwhile.
+    // the caller promises `len` readable elements there, not written meanwhile.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// The `len` floats at `ptr`, read-only.
+///
+/// # Safety
+/// As [`slice`].
+pub(crate) unsafe fn floats<'a>(name: &str, ptr: *const f32, len: usize) -> Result<&'a [f32], Failure> {
+    // SAFETY: passed on.
+    unsafe { slice(name, ptr, len) }
 }
 
 /// An optional input: NULL is `None` (e.g. no bias), whatever `len` says.
 ///
 /// # Safety
-/// As [`floats`].
+/// As [`slice`].
 pub(crate) unsafe fn optional_floats<'a>(
     name: &str,
     ptr: *const f32,
@@ -68,34 +97,55 @@ pub(crate) unsafe fn optional_floats<'a>(
     unsafe { floats(name, ptr, len) }.map(Some)
 }
 
-/// The `len` floats at `ptr`, writable, after checking that they overlap
-/// none of `inputs` (an output that is also an input would be read while it
-/// is written).
+/// The `len` elements at `ptr`, writable, after checking that they overlap
+/// none of `others` (an output that is also an input would be read while it
+/// is written; two outputs would be written twice).
 ///
 /// # Safety
 /// If `ptr` is not NULL and `len > 0`, `ptr` must address `len` readable and
-/// writable floats that no other thread touches during the call.
+/// writable elements that no other thread touches during the call.
+pub(crate) unsafe fn slice_mut<'a, T>(
+    name: &str,
+    ptr: *mut T,
+    len: usize,
+    others: &[Region],
+) -> Result<&'a mut [T], Failure> {
+    if !check_region(name, ptr.cast_const(), len)? {
+        return Ok(&mut []);
+    }
+    let this = Region { name, start: ptr as usize, end: ptr as usize + len * size_of::<T>() };
+    if let Some(other) = others.iter().find(|o| this.overlaps(o)) {
+        return Err(Failure::new(cg_status::CG_ERROR_ALIASING, format!("{name} overlaps {}", other.name)));
+    }
+    // SAFETY: non-NULL, aligned, the byte size fits isize, disjoint from
+    // every slice this call reads or writes, and the caller promises `len`
+    // writable elements there that no one else touches.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// [`slice_mut`] of floats.
+///
+/// # Safety
+/// As [`slice_mut`].
 pub(crate) unsafe fn floats_mut<'a>(
     name: &str,
     ptr: *mut f32,
     len: usize,
-    inputs: &[(&str, &[f32])],
+    others: &[Region],
 ) -> Result<&'a mut [f32], Failure> {
-    if !check_region(name, ptr, len)? {
-        return Ok(&mut []);
-    }
-    let start = ptr as usize;
-    let end = start + len * size_of::<f32>();
-    for (other, input) in inputs {
-        let (a, b) = (input.as_ptr() as usize, input.as_ptr() as usize + std::mem::size_of_val(*input));
-        if !input.is_empty() && a < end && start < b {
-            return Err(Failure::new(cg_status::CG_ERROR_ALIASING, format!("{name} overlaps {other}")));
-        }
-    }
-    // SAFETY: non-NULL, aligned, the byte size fits isize, disjoint from
-    // every slice this call reads, and the caller promises `len` writable
-    // floats there that no one else touches.
-    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    // SAFETY: passed on.
+    unsafe { slice_mut(name, ptr, len, others) }
+}
+
+/// `N` sizes (a shape, a kernel size), copied out.
+///
+/// # Safety
+/// A non-NULL `ptr` must address `N` readable `size_t`.
+pub(crate) unsafe fn dims<const N: usize>(name: &str, ptr: *const usize) -> Result<[usize; N], Failure> {
+    check_region(name, ptr, N)?;
+    // SAFETY: non-NULL and aligned (checked), and the caller promises N
+    // readable size_t there; they are copied before anything is written.
+    Ok(unsafe { ptr.cast::<[usize; N]>().read() })
 }
 
 /// A shape of four dimensions, copied out.
@@ -103,10 +153,8 @@ pub(crate) unsafe fn floats_mut<'a>(
 /// # Safety
 /// A non-NULL `ptr` must address four readable `size_t`.
 pub(crate) unsafe fn shape(name: &str, ptr: *const usize) -> Result<[usize; 4], Failure> {
-    check_region(name, ptr, 4)?;
-    // SAFETY: non-NULL and aligned (checked), and the caller promises four
-    // readable size_t there; they are copied before anything is written.
-    Ok(unsafe { ptr.cast::<[usize; 4]>().read() })
+    // SAFETY: passed on.
+    unsafe { dims(name, ptr) }
 }
 
 /// A params struct, copied out (so a later write cannot change it).

@@ -8,7 +8,7 @@ use convgemm::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape, conv2d_with,
 };
 
-use crate::buffers::{floats, floats_mut, optional_floats, out_ptr, read, shape};
+use crate::buffers::{Region, floats, floats_mut, optional_floats, out_ptr, read, shape};
 use crate::params::{LayoutArg, cg_conv_transpose2d_params, cg_conv2d_params};
 use crate::status::{Failure, call, cg_status};
 use crate::threads;
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn cg_conv2d(
                 optional_floats("bias", bias, bias_len)?,
             )
         };
-        let inputs = [("input", x), ("weight", w), ("bias", b.unwrap_or(&[]))];
+        let inputs = [Region::of("input", x), Region::of("weight", w), Region::of("bias", b.unwrap_or(&[]))];
         // SAFETY: as above; disjoint from the inputs (checked).
         let out = unsafe { floats_mut("output", output, output_len, &inputs)? };
         let (params, options) = p.get()?;
@@ -174,7 +174,7 @@ pub unsafe extern "C" fn cg_conv2d_plan_run(
         let (plan, x_shape, x) =
             unsafe { (plan_ref(plan)?, shape("input_shape", input_shape)?, floats("input", input, input_len)?) };
         // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[("input", x)])? };
+        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
         threads::run(|| plan.run(x, x_shape, out))?;
         Ok(())
     })
@@ -230,7 +230,7 @@ pub unsafe extern "C" fn cg_conv2d_backward_input(
                 floats("weight", weight, weight_len)?,
             )
         };
-        let inputs = [("grad_output", dy), ("weight", w)];
+        let inputs = [Region::of("grad_output", dy), Region::of("weight", w)];
         // SAFETY: as above; disjoint from the inputs (checked).
         let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &inputs)? };
         let (params, options) = p.get_linear("a gradient")?;
@@ -270,7 +270,7 @@ pub unsafe extern "C" fn cg_conv2d_backward_weight(
                 floats("grad_output", grad_output, grad_output_len)?,
             )
         };
-        let inputs = [("input", x), ("grad_output", dy)];
+        let inputs = [Region::of("input", x), Region::of("grad_output", dy)];
         // SAFETY: as above; disjoint from the inputs (checked).
         let dw = unsafe { floats_mut("grad_weight", grad_weight, grad_weight_len, &inputs)? };
         let (params, options) = p.get_linear("a gradient")?;
@@ -300,7 +300,7 @@ pub unsafe extern "C" fn cg_conv2d_backward_bias(
             (shape("grad_output_shape", grad_output_shape)?, floats("grad_output", grad_output, grad_output_len)?)
         };
         // SAFETY: as above; disjoint from the input (checked).
-        let db = unsafe { floats_mut("grad_bias", grad_bias, grad_bias_len, &[("grad_output", dy)])? };
+        let db = unsafe { floats_mut("grad_bias", grad_bias, grad_bias_len, &[Region::of("grad_output", dy)])? };
         let layout = layout.get("layout")?;
         threads::run(|| conv2d_backward_bias_with_layout(dy, dy_shape, layout, db))?;
         Ok(())
@@ -367,7 +367,7 @@ pub unsafe extern "C" fn cg_conv_transpose2d(
                 optional_floats("bias", bias, bias_len)?,
             )
         };
-        let inputs = [("input", x), ("weight", w), ("bias", b.unwrap_or(&[]))];
+        let inputs = [Region::of("input", x), Region::of("weight", w), Region::of("bias", b.unwrap_or(&[]))];
         // SAFETY: as above; disjoint from the inputs (checked).
         let out = unsafe { floats_mut("output", output, output_len, &inputs)? };
         let params = p.get()?;

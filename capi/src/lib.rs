@@ -1,5 +1,6 @@
 //! The C interface of [convgemm](https://docs.rs/convgemm): convolution,
-//! plans, gradients, transposed convolution, pooling and `sgemm`, as
+//! plans, gradients, transposed convolution, pooling (with indices and
+//! unpooling), im2col / col2im and `sgemm`, as
 //! `extern "C"` functions behind the checked-in header
 //! `capi/include/convgemm.h`.
 //!
@@ -24,6 +25,7 @@
 mod buffers;
 mod conv;
 mod gemm;
+mod im2col;
 mod params;
 mod pool;
 mod status;
@@ -35,14 +37,15 @@ pub use conv::{
     cg_conv2d_plan_destroy, cg_conv2d_plan_run,
 };
 pub use gemm::cg_sgemm;
+pub use im2col::{cg_col2im, cg_im2col, cg_im2col_len};
 pub use params::{
     ActivationArg, LayoutArg, PrecisionArg, cg_activation, cg_conv_transpose2d_params,
     cg_conv_transpose2d_params_default, cg_conv2d_params, cg_conv2d_params_default, cg_layout, cg_pool2d_params,
     cg_pool2d_params_default, cg_precision,
 };
 pub use pool::{
-    cg_avg_pool2d, cg_avg_pool2d_backward, cg_global_avg_pool2d, cg_global_avg_pool2d_backward, cg_max_pool2d,
-    cg_max_pool2d_backward, cg_pool2d_output_shape,
+    CG_MAX_POOL_NO_INDEX, cg_avg_pool2d, cg_avg_pool2d_backward, cg_global_avg_pool2d, cg_global_avg_pool2d_backward,
+    cg_max_pool2d, cg_max_pool2d_backward, cg_max_pool2d_with_indices, cg_max_unpool2d, cg_pool2d_output_shape,
 };
 pub use status::{cg_last_error, cg_status};
 pub use threads::{CG_MAX_THREADS, cg_get_num_threads, cg_set_num_threads};

@@ -2,11 +2,11 @@
 //! backward, and the output-shape helper.
 
 use convgemm::{
-    PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d_with_layout, max_pool2d, max_pool2d_backward,
-    pool2d_output_shape,
+    MAX_POOL_NO_INDEX, PoolParams, avg_pool2d, avg_pool2d_backward, global_avg_pool2d_with_layout, max_pool2d,
+    max_pool2d_backward, max_pool2d_with_indices, max_unpool2d_with_layout, pool2d_output_shape,
 };
 
-use crate::buffers::{floats, floats_mut, out_ptr, read, shape};
+use crate::buffers::{Region, floats, floats_mut, out_ptr, read, shape, slice, slice_mut};
 use crate::params::{LayoutArg, cg_pool2d_params};
 use crate::status::{call, cg_status};
 use crate::threads;
@@ -54,7 +54,7 @@ unsafe fn forward(
             (shape("input_shape", input_shape)?, read("params", params)?, floats("input", input, input_len)?)
         };
         // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[("input", x)])? };
+        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
         let params = p.get()?;
         threads::run(|| pool(x, x_shape, &params, out))?;
         Ok(())
@@ -125,7 +125,7 @@ pub unsafe extern "C" fn cg_max_pool2d_backward(
                 floats("grad_output", grad_output, grad_output_len)?,
             )
         };
-        let inputs = [("input", x), ("grad_output", dy)];
+        let inputs = [Region::of("input", x), Region::of("grad_output", dy)];
         // SAFETY: as above; disjoint from the inputs (checked).
         let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &inputs)? };
         let params = p.get()?;
@@ -159,7 +159,7 @@ pub unsafe extern "C" fn cg_avg_pool2d_backward(
             )
         };
         // SAFETY: as above; disjoint from the input (checked).
-        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[("grad_output", dy)])? };
+        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[Region::of("grad_output", dy)])? };
         let params = p.get()?;
         threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
         Ok(())
@@ -185,7 +185,7 @@ pub unsafe extern "C" fn cg_global_avg_pool2d(
         // SAFETY: the caller's promise for each pointer and length.
         let (x_shape, x) = unsafe { (shape("input_shape", input_shape)?, floats("input", input, input_len)?) };
         // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[("input", x)])? };
+        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
         let layout = layout.get("layout")?;
         threads::run(|| global_avg_pool2d_with_layout(x, x_shape, layout, out))?;
         Ok(())
@@ -212,13 +212,95 @@ pub unsafe extern "C" fn cg_global_avg_pool2d_backward(
         let (x_shape, dy) =
             unsafe { (shape("input_shape", input_shape)?, floats("grad_output", grad_output, grad_output_len)?) };
         // SAFETY: as above; disjoint from the input (checked).
-        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[("grad_output", dy)])? };
+        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[Region::of("grad_output", dy)])? };
         let layout = layout.get("layout")?;
         // The whole plane is one window of an average pooling: the same
         // division, the same checks.
         let mut params = PoolParams::new([x_shape[2].max(1), x_shape[3].max(1)]);
         params.layout = layout;
         threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
+        Ok(())
+    })
+}
+
+/// What `cg_max_pool2d_with_indices` writes for a window that holds no input
+/// element (possible only with dilation); its output is then −∞.
+pub const CG_MAX_POOL_NO_INDEX: usize = usize::MAX;
+const _: () = assert!(CG_MAX_POOL_NO_INDEX == MAX_POOL_NO_INDEX);
+
+/// Max pooling that also says where each maximum came from (PyTorch's
+/// `return_indices=True`): `indices[i]` is the position y·w + x, within its
+/// own (image, channel) plane of the input, of output i's maximum (the
+/// element `cg_max_pool2d_backward` sends the gradient to).
+/// `output` and `indices` have the shape `cg_pool2d_output_shape` gives, in
+/// `params->layout`, and must not overlap each other or the input.
+///
+/// # Safety
+/// As for `cg_max_pool2d`; `indices` addresses `indices_len` writable size_t.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cg_max_pool2d_with_indices(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    params: *const cg_pool2d_params,
+    output: *mut f32,
+    output_len: usize,
+    indices: *mut usize,
+    indices_len: usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, p, x) = unsafe {
+            (shape("input_shape", input_shape)?, read("params", params)?, floats("input", input, input_len)?)
+        };
+        // SAFETY: as above; each output disjoint from the input and from the other (checked).
+        let (out, at) = unsafe {
+            let out = floats_mut("output", output, output_len, &[Region::of("input", x)])?;
+            let others = [Region::of("input", x), Region::of("output", out)];
+            (out, slice_mut("indices", indices, indices_len, &others)?)
+        };
+        let params = p.get()?;
+        threads::run(|| max_pool2d_with_indices(x, x_shape, &params, out, at))?;
+        Ok(())
+    })
+}
+
+/// The inverse of `cg_max_pool2d_with_indices` (PyTorch's `max_unpool2d`):
+/// `output` (shape `output_shape`, zeros first) gets each `input` value at
+/// the plane position `indices` gives it; `input`, `indices` and `output`
+/// in `layout`. An index outside its plane is CG_ERROR_BAD_PARAMETER.
+///
+/// # Safety
+/// As for `cg_max_pool2d`; `indices` addresses `indices_len` readable size_t.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cg_max_unpool2d(
+    input: *const f32,
+    input_len: usize,
+    input_shape: *const usize,
+    indices: *const usize,
+    indices_len: usize,
+    layout: LayoutArg,
+    output: *mut f32,
+    output_len: usize,
+    output_shape: *const usize,
+) -> cg_status {
+    call(|| {
+        // SAFETY: the caller's promise for each pointer and length.
+        let (x_shape, y_shape, x, at) = unsafe {
+            (
+                shape("input_shape", input_shape)?,
+                shape("output_shape", output_shape)?,
+                floats("input", input, input_len)?,
+                slice("indices", indices, indices_len)?,
+            )
+        };
+        let inputs = [Region::of("input", x), Region::of("indices", at)];
+        // SAFETY: as above; disjoint from the inputs (checked).
+        let out = unsafe { floats_mut("output", output, output_len, &inputs)? };
+        let layout = layout.get("layout")?;
+        threads::run(|| max_unpool2d_with_layout(x, x_shape, at, out, y_shape, layout))?;
         Ok(())
     })
 }

@@ -9,7 +9,7 @@ use std::ffi::CStr;
 
 use convgemm::reference::{
     Reference, conv_transpose2d_direct, conv2d_backward_bias_direct_with_layout, conv2d_backward_input_direct,
-    conv2d_backward_weight_direct, conv2d_direct, gemm_naive, pool2d_backward_direct, pool2d_direct,
+    conv2d_backward_weight_direct, conv2d_direct, gemm_naive, input_tap, pool2d_backward_direct, pool2d_direct,
 };
 use convgemm::testing::{bits, values};
 use convgemm::{ConvParams, ConvTransposeParams, Layout, PoolParams};
@@ -290,6 +290,109 @@ proptest! {
         let reference = gemm_naive(m, k, n, |i, l| a[at(i, l, rsa, csa)], |l, j| b[at(l, j, rsb, csb)]);
         let got: Vec<f32> = (0..m * n).map(|e| c[at(e / n, e % n, rsc, csc)]).collect();
         close(&reference, &got, "cg_sgemm");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// cg_im2col puts in each column the input tap the definition names
+    /// (zeros in the padding); cg_col2im is its adjoint: <im2col(x), c> =
+    /// <x, col2im(c)>, summed in f64.
+    #[test]
+    fn im2col_and_col2im_follow_the_definition(case in cases()) {
+        let Case { x_shape, w_shape, params, seed, .. } = case;
+        let [n, c, _, _] = x_shape;
+        let kernel = [w_shape[2], w_shape[3]];
+        let [_, _, oh, ow] = convgemm::conv2d_output_shape(x_shape, [1, c, kernel[0], kernel[1]],
+                                                           &ConvParams { groups: 1, ..params }).unwrap();
+        let p = c_params(&ConvParams { groups: 1, ..params }, false, false);
+        let x = values(x_shape.iter().product(), seed);
+        let mut len = 0usize;
+        // SAFETY: every pointer addresses what its length says.
+        ok(unsafe { cg_im2col_len(x_shape.as_ptr(), kernel.as_ptr(), &p, &mut len) });
+        prop_assert_eq!(len, n * c * kernel[0] * kernel[1] * oh * ow);
+        let mut cols = vec![f32::NAN; len];
+        // SAFETY: as above.
+        ok(unsafe { cg_im2col(x.as_ptr(), x.len(), x_shape.as_ptr(), kernel.as_ptr(), &p, cols.as_mut_ptr(), len) });
+        let params1 = ConvParams { groups: 1, ..params };
+        let mut i = 0;
+        for b in 0..n {
+            for ch in 0..c {
+                for u in 0..kernel[0] {
+                    for v in 0..kernel[1] {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let want = input_tap(&x, x_shape, &params1, b, ch, oy, ox, u, v);
+                                prop_assert_eq!(cols[i].to_bits(), want.to_bits(), "column entry {}", i);
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let y = values(len, seed + 1);
+        let mut back = vec![f32::NAN; x.len()];
+        // SAFETY: as above.
+        ok(unsafe { cg_col2im(y.as_ptr(), len, x_shape.as_ptr(), kernel.as_ptr(), &p, back.as_mut_ptr(), back.len()) });
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+        let mag = y.iter().map(|v| v.abs() as f64).sum::<f64>() * 2.0;
+        prop_assert!((dot(&cols, &y) - dot(&x, &back)).abs() <= 1e-5 * mag.max(1.0),
+                     "adjoint: {} vs {}", dot(&cols, &y), dot(&x, &back));
+    }
+
+    /// Max pooling with indices: cg_max_pool2d's bits, each index inside its
+    /// plane at an element equal to the maximum; cg_max_unpool2d puts each
+    /// value back there and zeros elsewhere.
+    #[test]
+    fn pooling_indices_and_unpooling(
+        (n, c, h, w) in (1usize..3, 1usize..5, 2usize..9, 2usize..9),
+        (k, s, nhwc) in (1usize..4, 1usize..3, any::<bool>()),
+        seed in 0u64..1000,
+    ) {
+        let layout = if nhwc { Layout::Nhwc } else { Layout::Nchw };
+        let x_shape = [n, c, h, w];
+        let cp = cg_pool2d_params { stride: [s, s], layout: layout_arg(layout), ..cg_pool2d_params::new([k, k]) };
+        let params = PoolParams { stride: [s, s], layout, ..PoolParams::new([k, k]) };
+        let Ok(y_shape) = convgemm::pool2d_output_shape(x_shape, &params) else { return Ok(()) };
+        let x = values(x_shape.iter().product(), seed);
+        let len: usize = y_shape.iter().product();
+        let (mut y, mut y_plain, mut at) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![7usize; len]);
+        // SAFETY: every pointer addresses what its length says.
+        unsafe {
+            ok(cg_max_pool2d_with_indices(x.as_ptr(), x.len(), x_shape.as_ptr(), &cp, y.as_mut_ptr(), len,
+                                          at.as_mut_ptr(), len));
+            ok(cg_max_pool2d(x.as_ptr(), x.len(), x_shape.as_ptr(), &cp, y_plain.as_mut_ptr(), len));
+        }
+        prop_assert_eq!(bits(&y), bits(&y_plain));
+        let at_of = |b: usize, ch: usize, pos: usize| convgemm::reference::offset(layout, x_shape, b, ch, pos / w, pos % w);
+        let out_of = |b: usize, ch: usize, p: usize| convgemm::reference::offset(layout, y_shape, b, ch, p / y_shape[3], p % y_shape[3]);
+        for b in 0..n {
+            for ch in 0..c {
+                for p in 0..y_shape[2] * y_shape[3] {
+                    let i = out_of(b, ch, p);
+                    prop_assert!(at[i] < h * w, "index {} outside its plane", at[i]);
+                    prop_assert_eq!(x[at_of(b, ch, at[i])].to_bits(), y[i].to_bits());
+                }
+            }
+        }
+        let mut un = vec![f32::NAN; x.len()];
+        // SAFETY: as above.
+        ok(unsafe {
+            cg_max_unpool2d(y.as_ptr(), len, y_shape.as_ptr(), at.as_ptr(), len, layout_arg(layout), un.as_mut_ptr(),
+                            un.len(), x_shape.as_ptr())
+        });
+        let mut want = vec![0f32; x.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                for p in 0..y_shape[2] * y_shape[3] {
+                    let i = out_of(b, ch, p);
+                    want[at_of(b, ch, at[i])] = y[i];
+                }
+            }
+        }
+        prop_assert_eq!(bits(&un), bits(&want));
     }
 }
 

@@ -194,6 +194,29 @@ int main(void) {
     expect("global pooling, output_len wrong", cg_global_avg_pool2d(x, 50, xs, CG_LAYOUT_NHWC, out, 3),
            CG_ERROR_BUFFER_LENGTH);
 
+    /* Max pooling's indices, unpooling, im2col. */
+    cg_pool2d_params_default(&pp, 2, 2);
+    size_t at[8];
+    arm();
+    expect("indices overlap the output",
+           cg_max_pool2d_with_indices(x, 50, xs, &pp, out, 8, (size_t *)(void *)(out + 2), 4), CG_ERROR_ALIASING);
+    size_t ys[4] = {1, 2, 2, 2}, bad_at[8] = {0, 1, 2, 99, 0, 0, 0, 0};
+    arm();
+    expect("unpool, an index outside its plane",
+           cg_max_unpool2d(x, 8, ys, bad_at, 8, CG_LAYOUT_NCHW, out, 50, xs), CG_ERROR_BAD_PARAMETER);
+    float maxes[8];
+    for (int i = 0; i < 8; i++) at[i] = CG_MAX_POOL_NO_INDEX;
+    expect("indices written", cg_max_pool2d_with_indices(x, 50, xs, &pp, maxes, 8, at, 8), CG_OK);
+    if (at[0] == CG_MAX_POOL_NO_INDEX || at[0] >= 25) {
+        printf("FAIL cg_max_pool2d_with_indices wrote index %zu\n", at[0]);
+        failures++;
+    }
+    size_t kernel[2] = {3, 3};
+    arm();
+    expect("im2col, cols_len wrong", cg_im2col(x, 50, xs, kernel, &p, out, 10), CG_ERROR_BUFFER_LENGTH);
+    arm();
+    expect("im2col_len, kernel NULL", cg_im2col_len(xs, NULL, &p, shape), CG_ERROR_NULL_POINTER);
+
     /* sgemm: 2x3 times 3x2. */
     float a[6] = {1, 2, 3, 4, 5, 6}, bm[6] = {1, 0, 0, 1, 1, 1};
     arm();
