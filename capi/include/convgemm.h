@@ -9,7 +9,7 @@
  * A Rust panic never crosses this boundary and nothing aborts the host.
  *
  * Link: -lconvgemm_capi (shared), or libconvgemm_capi.a plus
- * -lpthread -ldl -lm (static).
+ * -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc (static, Linux).
  */
 
 #ifndef CONVGEMM_H
@@ -85,7 +85,8 @@ typedef enum {
    */
   CG_ERROR_THREAD_POOL = 9,
   /**
-   * The plan pointer does not point to a live plan.
+   * The plan pointer does not point to a plan (a best-effort check of the
+   * plan's mark; a destroyed plan is freed memory and cannot be detected).
    */
   CG_ERROR_BAD_PLAN = 10,
   /**
@@ -97,7 +98,9 @@ typedef enum {
 
 /**
  * The memory order of activation tensors (input, output and their
- * gradients); shapes are the logical [n, c, h, w] in both.
+ * gradients); shapes are the logical [n, c, h, w] in both. (The enums of
+ * this header are int-sized, as C compilers make them by default: do not
+ * build callers with -fshort-enums.)
  */
 typedef enum {
   /**
@@ -139,9 +142,11 @@ typedef enum {
    */
   CG_PRECISION_EXACT = 0,
   /**
-   * 3×3 stride-1 layers may run by Winograd: each output within 1e-5 of
-   * the largest Σ|w·x| + |bias| among the outputs of its tile, results
-   * still bit-identical across thread counts, batch sizes and CPUs.
+   * Layers with 3×3 kernels, stride 1 and dilation 1 may run by Winograd
+   * (the automatic choice takes it from 64 channels per group each way and
+   * 7×7 outputs): each output within 1e-5 times the largest Σ|w·x| + |bias|
+   * among the outputs of its tile, results still bit-identical across
+   * thread counts, batch sizes and CPUs.
    */
   CG_PRECISION_RELAXED = 1,
 } cg_precision;
@@ -337,7 +342,8 @@ cg_status cg_conv2d_plan_run(const cg_conv2d_plan *plan,
                              size_t output_len);
 
 /**
- * Frees a plan. NULL: nothing happens. The plan must not be running.
+ * Frees a plan. NULL (or a pointer whose first 8 bytes are not a plan's
+ * mark): nothing happens. The plan must not be running.
  *
  * # Safety
  * `plan` is NULL or a live plan from `cg_conv2d_plan_create`, destroyed
@@ -436,10 +442,12 @@ cg_status cg_conv_transpose2d(const float *input,
 
 /**
  * C ← alpha·A·B + beta·C, with A m × k, B k × n and C m × n; element (i, j)
- * of A is `a[i·rsa + j·csa]` (strides in floats, any sign; every element
- * must lie in `a[0 .. a_len)`), likewise B and C. beta == 0 means C is not
- * read (NaN in it is overwritten). C must overlap neither A nor B and its
- * elements must be distinct. Bit-identical results on every thread count and
+ * of A is `a[i·rsa + j·csa]` (strides in floats, at least 0 — a negative
+ * one only on a dimension of size 1 — and every element inside
+ * `a[0 .. a_len)`), likewise B and C. beta == 0 means C is not read (NaN
+ * in it is overwritten). C must overlap neither A nor B, and its strides
+ * must keep its elements apart (the smaller stride times its dimension at
+ * most the larger). Bit-identical results on every thread count and
  * CPU path (AVX-512, AVX2, NEON, portable).
  *
  * # Safety
@@ -513,8 +521,8 @@ cg_status cg_col2im(const float *cols,
 
 /**
  * Fills `params` with the defaults: stride 1, no padding, dilation 1, one
- * group, cross-correlation, NCHW, no activation, exact precision. NULL:
- * nothing happens.
+ * group, cross-correlation, NCHW, no activation, exact precision. A NULL
+ * (or misaligned) pointer: nothing happens.
  *
  * # Safety
  * `params` is NULL or points to a writable `cg_conv2d_params`.
@@ -523,7 +531,8 @@ void cg_conv2d_params_default(cg_conv2d_params *params);
 
 /**
  * Fills `params` with the defaults: stride 1, no padding, no output
- * padding, dilation 1, one group, NCHW. NULL: nothing happens.
+ * padding, dilation 1, one group, NCHW. A NULL (or misaligned) pointer:
+ * nothing happens.
  *
  * # Safety
  * `params` is NULL or points to a writable `cg_conv_transpose2d_params`.
@@ -533,7 +542,7 @@ void cg_conv_transpose2d_params_default(cg_conv_transpose2d_params *params);
 /**
  * Fills `params` with PyTorch's defaults for a kernel_h × kernel_w window:
  * stride = kernel, no padding, dilation 1, ceil_mode 0, count_include_pad
- * 1, NCHW. NULL: nothing happens.
+ * 1, NCHW. A NULL (or misaligned) pointer: nothing happens.
  *
  * # Safety
  * `params` is NULL or points to a writable `cg_pool2d_params`.
@@ -665,8 +674,9 @@ cg_status cg_max_pool2d_with_indices(const float *input,
 /**
  * The inverse of `cg_max_pool2d_with_indices` (PyTorch's `max_unpool2d`):
  * `output` (shape `output_shape`, zeros first) gets each `input` value at
- * the plane position `indices` gives it; `input`, `indices` and `output`
- * in `layout`. An index outside its plane is CG_ERROR_BAD_PARAMETER.
+ * the plane position `indices` gives it (an index of CG_MAX_POOL_NO_INDEX
+ * puts nothing); `input`, `indices` and `output` in `layout`. Any other
+ * index outside its plane is CG_ERROR_BAD_PARAMETER.
  *
  * # Safety
  * As for `cg_max_pool2d`; `indices` addresses `indices_len` readable size_t.
@@ -699,7 +709,7 @@ const char *cg_last_error(void);
  * is done. Results are bit-identical whatever the thread count.
  *
  * With a pool of its own, each call hands its work to that pool's threads,
- * which costs about as much as waking a thread (12 µs measured on AMD Zen 5
+ * which costs about as much as waking a thread (10 µs measured on AMD Zen 5
  * for a small layer): worth it for large layers. The default adds nothing.
  * `n == 1` computes everything on the pool's one thread.
  *
@@ -711,7 +721,8 @@ cg_status cg_set_num_threads(size_t n);
 
 /**
  * The number of threads a call made now may use (that of the pool set by
- * `cg_set_num_threads`, else of rayon's global pool).
+ * `cg_set_num_threads`, else of rayon's global pool; 1 if that pool cannot
+ * start).
  */
 size_t cg_get_num_threads(void);
 

@@ -93,6 +93,14 @@ const PLAN_MAGIC: u64 = 0x636f_6e76_706c_616e;
 /// and size). Opaque; made by `cg_conv2d_plan_create`, freed by
 /// `cg_conv2d_plan_destroy`. One plan may run on many threads at once.
 pub struct cg_conv2d_plan {
+    // What a handle points to is a `Plan`; this type only names it for C.
+    _opaque: [u8; 0],
+}
+
+/// What a `cg_conv2d_plan *` points to.
+#[repr(C)]
+struct Plan {
+    /// First, so a pointer to anything of 8 bytes can be checked for it.
     magic: u64,
     plan: Conv2dPlan,
 }
@@ -100,7 +108,7 @@ pub struct cg_conv2d_plan {
 /// Plans are shared by C threads: `Conv2dPlan` must stay `Sync`.
 const _: fn() = || {
     fn sync<T: Sync + Send>() {}
-    sync::<cg_conv2d_plan>();
+    sync::<Plan>();
 };
 
 /// Checks `weight` [c_out, c_in / groups, kh, kw], `bias` (c_out floats or
@@ -133,25 +141,30 @@ pub unsafe extern "C" fn cg_conv2d_plan_create(
         let slot = out_ptr("plan", plan)?;
         let (params, options) = p.get()?;
         let built = threads::run(|| Conv2dPlan::new(w, w_shape, b, &params, &options))?;
-        let handle = Box::into_raw(Box::new(cg_conv2d_plan { magic: PLAN_MAGIC, plan: built }));
+        let handle = Box::into_raw(Box::new(Plan { magic: PLAN_MAGIC, plan: built })).cast::<cg_conv2d_plan>();
         // SAFETY: non-NULL and aligned (checked); the caller promises it is writable.
         unsafe { slot.write(handle) };
         Ok(())
     })
 }
 
-/// The plan behind a C handle, if it looks like a live one.
+/// The plan behind a C handle, if it looks like a live one: a best-effort
+/// check of its first 8 bytes (NULL, misaligned and some stray pointers are
+/// caught; a destroyed plan is freed memory, as in any C library).
 ///
 /// # Safety
-/// A non-NULL `plan` must come from `cg_conv2d_plan_create` and not be destroyed.
+/// A non-NULL `plan` must come from `cg_conv2d_plan_create` and not be
+/// destroyed (or at least address 8 readable bytes).
 unsafe fn plan_ref<'a>(plan: *const cg_conv2d_plan) -> Result<&'a Conv2dPlan, Failure> {
-    let plan = out_ptr("plan", plan.cast_mut())?;
-    // SAFETY: non-NULL and aligned (checked); the caller promises a live plan.
-    let plan = unsafe { &*plan };
-    if plan.magic != PLAN_MAGIC {
+    let plan = out_ptr("plan", plan.cast::<Plan>().cast_mut())?;
+    // SAFETY: non-NULL and aligned (checked); the caller promises at least
+    // the 8 bytes of `magic` (the struct's first field) are readable. No
+    // reference is made before the magic matches.
+    if unsafe { std::ptr::addr_of!((*plan).magic).read() } != PLAN_MAGIC {
         return Err(Failure::new(cg_status::CG_ERROR_BAD_PLAN, "plan does not point to a live cg_conv2d_plan"));
     }
-    Ok(&plan.plan)
+    // SAFETY: the magic matches: a live plan, which the caller promises.
+    Ok(unsafe { &(*plan).plan })
 }
 
 /// Runs the plan on `input` [n, c_in, h, w] (any n, h, w its kernel fits)
@@ -180,20 +193,25 @@ pub unsafe extern "C" fn cg_conv2d_plan_run(
     })
 }
 
-/// Frees a plan. NULL: nothing happens. The plan must not be running.
+/// Frees a plan. NULL (or a pointer whose first 8 bytes are not a plan's
+/// mark): nothing happens. The plan must not be running.
 ///
 /// # Safety
 /// `plan` is NULL or a live plan from `cg_conv2d_plan_create`, destroyed
 /// once, with no call on it running or to come.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_conv2d_plan_destroy(plan: *mut cg_conv2d_plan) {
-    if plan.is_null() {
+    // NULL, misaligned or not a plan (by its magic): nothing happens.
+    // SAFETY: the caller promises a live plan (its first 8 bytes readable).
+    if unsafe { plan_ref(plan) }.is_err() {
         return;
     }
-    // SAFETY: the caller promises a live plan made by `Box::into_raw` in
-    // `cg_conv2d_plan_create`, destroyed once and used by no one else.
-    let mut boxed = unsafe { Box::from_raw(plan) };
-    boxed.magic = 0;
+    // SAFETY: a live plan made by `Box::into_raw` in `cg_conv2d_plan_create`,
+    // destroyed once and used by no one else (the caller's promise).
+    let mut boxed = unsafe { Box::from_raw(plan.cast::<Plan>()) };
+    // SAFETY: a field of the live box; volatile so that the store is kept
+    // (a second destroy then most likely finds no mark).
+    unsafe { std::ptr::write_volatile(&mut boxed.magic, 0) };
     // Dropping frees the packed weights; a panic there must not unwind into C.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
 }

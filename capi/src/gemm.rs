@@ -5,19 +5,31 @@ use crate::buffers::floats;
 use crate::status::{Failure, call, cg_status};
 use crate::threads;
 
-/// The span of element offsets `i·rs + j·cs` (`i < rows`, `j < cols`) of a
-/// strided matrix, `None` when it has no elements.
-fn span(rows: usize, cols: usize, rs: isize, cs: isize) -> Option<(i128, i128)> {
+/// The largest element offset `i·rs + j·cs` (`i < rows`, `j < cols`) of a
+/// strided matrix, `None` when it has no elements. C callers give strides
+/// of at least 0 (a negative one only on a dimension of size 1, where it is
+/// never multiplied): element (0, 0) is the pointer, every other element
+/// lies after it.
+fn last_offset(name: &str, rows: usize, cols: usize, rs: isize, cs: isize) -> Result<Option<u128>, Failure> {
     if rows == 0 || cols == 0 {
-        return None;
+        return Ok(None);
     }
-    let ends = |n: usize, s: isize| {
-        let last = (n as i128 - 1) * s as i128;
-        (last.min(0), last.max(0))
-    };
-    let (r_lo, r_hi) = ends(rows, rs);
-    let (c_lo, c_hi) = ends(cols, cs);
-    Some((r_lo + c_lo, r_hi + c_hi))
+    let mut last = 0u128;
+    for (n, s, what) in [(rows, rs, "row"), (cols, cs, "column")] {
+        if n > 1 && s < 0 {
+            return Err(Failure::new(
+                cg_status::CG_ERROR_BAD_PARAMETER,
+                format!(
+                    "bad parameter {name}'s {what} stride = {s}: must be at least 0 from C (the pointer is element \
+                     (0, 0) and the buffer lies after it)"
+                ),
+            ));
+        }
+        // Below 2^64 · 2^63 each, so the sum of two fits u128.
+        let reach = (n as u128 - 1) * s.max(0) as u128;
+        last = last.checked_add(reach).ok_or_else(|| Failure::new(cg_status::CG_ERROR_OVERFLOW, "stride overflow"))?;
+    }
+    Ok(Some(last))
 }
 
 /// Checks that matrix `name` (rows × cols at strides rs, cs) lies inside the
@@ -31,26 +43,24 @@ fn check_matrix(
     rs: isize,
     cs: isize,
 ) -> Result<Option<(usize, usize)>, Failure> {
-    let Some((lo, hi)) = span(rows, cols, rs, cs) else { return Ok(None) };
-    if lo < 0 {
-        return Err(Failure::new(
-            cg_status::CG_ERROR_BAD_PARAMETER,
-            format!("{name}'s strides reach {lo} elements before the pointer: point {name} at its lowest element"),
-        ));
-    }
-    if hi >= len as i128 {
+    let Some(last) = last_offset(name, rows, cols, rs, cs)? else { return Ok(None) };
+    if last >= len as u128 {
         return Err(Failure::new(
             cg_status::CG_ERROR_BUFFER_LENGTH,
-            format!("{name}_len = {len}: its strides address element {hi}"),
+            format!("{name}_len = {len}: its strides address element {last}"),
         ));
     }
-    // SAFETY: only checks (NULL, alignment, size); the slice is not used.
+    // SAFETY: only checks (NULL, alignment, a byte size that fits isize and
+    // the address space); the slice is not used.
     unsafe { floats(name, ptr, len) }?;
-    let start = ptr as usize + lo as usize * 4;
-    Ok(Some((start, ptr as usize + hi as usize * 4 + 4)))
+    // `last < len` and `len` floats fit the address space (checked): no overflow.
+    Ok(Some((ptr as usize, ptr as usize + (last as usize + 1) * 4)))
 }
 
-/// Whether no two elements of a rows × cols matrix share an offset.
+/// Whether the strides keep the elements of a rows × cols matrix apart, by
+/// the usual sufficient rule (the smaller stride times its dimension at
+/// most the larger stride): some exotic interleavings with distinct
+/// elements are refused too.
 fn distinct(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
@@ -66,10 +76,12 @@ fn distinct(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
 }
 
 /// C ← alpha·A·B + beta·C, with A m × k, B k × n and C m × n; element (i, j)
-/// of A is `a[i·rsa + j·csa]` (strides in floats, any sign; every element
-/// must lie in `a[0 .. a_len)`), likewise B and C. beta == 0 means C is not
-/// read (NaN in it is overwritten). C must overlap neither A nor B and its
-/// elements must be distinct. Bit-identical results on every thread count and
+/// of A is `a[i·rsa + j·csa]` (strides in floats, at least 0 — a negative
+/// one only on a dimension of size 1 — and every element inside
+/// `a[0 .. a_len)`), likewise B and C. beta == 0 means C is not read (NaN
+/// in it is overwritten). C must overlap neither A nor B, and its strides
+/// must keep its elements apart (the smaller stride times its dimension at
+/// most the larger). Bit-identical results on every thread count and
 /// CPU path (AVX-512, AVX2, NEON, portable).
 ///
 /// # Safety
@@ -103,7 +115,10 @@ pub unsafe extern "C" fn cg_sgemm(
         if !distinct(m, n, rsc, csc) {
             return Err(Failure::new(
                 cg_status::CG_ERROR_ALIASING,
-                format!("c's strides ({rsc}, {csc}) give two elements of the {m}×{n} C one address"),
+                format!(
+                    "c's strides ({rsc}, {csc}) may give two elements of the {m}×{n} C one address: the smaller \
+                     stride times its dimension must not exceed the larger one"
+                ),
             ));
         }
         if let Some((c0, c1)) = rc {

@@ -13,7 +13,9 @@ use crate::buffers;
 use crate::status::{Failure, cg_status};
 
 /// The memory order of activation tensors (input, output and their
-/// gradients); shapes are the logical [n, c, h, w] in both.
+/// gradients); shapes are the logical [n, c, h, w] in both. (The enums of
+/// this header are int-sized, as C compilers make them by default: do not
+/// build callers with -fshort-enums.)
 #[repr(C)]
 pub enum cg_layout {
     /// Element (b, ch, y, x) at ((b·c + ch)·h + y)·w + x (PyTorch's default).
@@ -40,9 +42,11 @@ pub enum cg_precision {
     /// Every algorithm gives the same bits as the defining sum computed in
     /// convgemm's fixed order (the default).
     CG_PRECISION_EXACT = 0,
-    /// 3×3 stride-1 layers may run by Winograd: each output within 1e-5 of
-    /// the largest Σ|w·x| + |bias| among the outputs of its tile, results
-    /// still bit-identical across thread counts, batch sizes and CPUs.
+    /// Layers with 3×3 kernels, stride 1 and dilation 1 may run by Winograd
+    /// (the automatic choice takes it from 64 channels per group each way and
+    /// 7×7 outputs): each output within 1e-5 times the largest Σ|w·x| + |bias|
+    /// among the outputs of its tile, results still bit-identical across
+    /// thread counts, batch sizes and CPUs.
     CG_PRECISION_RELAXED = 1,
 }
 
@@ -144,8 +148,8 @@ impl cg_conv2d_params {
 }
 
 /// Fills `params` with the defaults: stride 1, no padding, dilation 1, one
-/// group, cross-correlation, NCHW, no activation, exact precision. NULL:
-/// nothing happens.
+/// group, cross-correlation, NCHW, no activation, exact precision. A NULL
+/// (or misaligned) pointer: nothing happens.
 ///
 /// # Safety
 /// `params` is NULL or points to a writable `cg_conv2d_params`.
@@ -207,7 +211,8 @@ impl cg_conv_transpose2d_params {
 }
 
 /// Fills `params` with the defaults: stride 1, no padding, no output
-/// padding, dilation 1, one group, NCHW. NULL: nothing happens.
+/// padding, dilation 1, one group, NCHW. A NULL (or misaligned) pointer:
+/// nothing happens.
 ///
 /// # Safety
 /// `params` is NULL or points to a writable `cg_conv_transpose2d_params`.
@@ -271,7 +276,7 @@ impl cg_pool2d_params {
 
 /// Fills `params` with PyTorch's defaults for a kernel_h × kernel_w window:
 /// stride = kernel, no padding, dilation 1, ceil_mode 0, count_include_pad
-/// 1, NCHW. NULL: nothing happens.
+/// 1, NCHW. A NULL (or misaligned) pointer: nothing happens.
 ///
 /// # Safety
 /// `params` is NULL or points to a writable `cg_pool2d_params`.

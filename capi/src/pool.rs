@@ -268,8 +268,9 @@ pub unsafe extern "C" fn cg_max_pool2d_with_indices(
 
 /// The inverse of `cg_max_pool2d_with_indices` (PyTorch's `max_unpool2d`):
 /// `output` (shape `output_shape`, zeros first) gets each `input` value at
-/// the plane position `indices` gives it; `input`, `indices` and `output`
-/// in `layout`. An index outside its plane is CG_ERROR_BAD_PARAMETER.
+/// the plane position `indices` gives it (an index of CG_MAX_POOL_NO_INDEX
+/// puts nothing); `input`, `indices` and `output` in `layout`. Any other
+/// index outside its plane is CG_ERROR_BAD_PARAMETER.
 ///
 /// # Safety
 /// As for `cg_max_pool2d`; `indices` addresses `indices_len` readable size_t.

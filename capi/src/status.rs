@@ -41,7 +41,8 @@ pub enum cg_status {
     CG_ERROR_OVERFLOW = 8,
     /// The thread pool could not be created.
     CG_ERROR_THREAD_POOL = 9,
-    /// The plan pointer does not point to a live plan.
+    /// The plan pointer does not point to a plan (a best-effort check of the
+    /// plan's mark; a destroyed plan is freed memory and cannot be detected).
     CG_ERROR_BAD_PLAN = 10,
     /// A bug in convgemm (a Rust panic, caught at the boundary). Please
     /// report it with the message.
@@ -86,7 +87,9 @@ fn record(failure: Failure) -> cg_status {
     // Messages are ours and never hold a NUL; if one ever did, cut it there.
     let bytes: Vec<u8> = failure.message.into_bytes().into_iter().take_while(|&b| b != 0).collect();
     let message = CString::new(bytes).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = message);
+    // A thread being torn down (a call from a thread-exit destructor) has no
+    // slot any more: the status still says what went wrong.
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = message);
     failure.status
 }
 

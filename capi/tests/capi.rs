@@ -290,6 +290,9 @@ proptest! {
         let reference = gemm_naive(m, k, n, |i, l| a[at(i, l, rsa, csa)], |l, j| b[at(l, j, rsb, csb)]);
         let got: Vec<f32> = (0..m * n).map(|e| c[at(e / n, e % n, rsc, csc)]).collect();
         close(&reference, &got, "cg_sgemm");
+        // The padding between C's rows or columns is not C: still NaN.
+        let written: std::collections::HashSet<usize> = (0..m * n).map(|e| at(e / n, e % n, rsc, csc)).collect();
+        prop_assert!((0..c_len).filter(|i| !written.contains(i)).all(|i| c[i].is_nan()), "wrote C's padding");
     }
 }
 
@@ -527,4 +530,76 @@ fn defaults_overwrite_every_field() {
     unsafe { cg_pool2d_params_default(&mut p, 3, 2) };
     assert_eq!((p.kernel, p.stride, p.padding, p.dilation), ([3, 2], [3, 2], [0; 4], [1, 1]));
     assert_eq!((p.ceil_mode, p.count_include_pad, p.layout.0), (0, 1, 0));
+}
+
+/// CG_PRECISION_RELAXED reaches convgemm: on a layer where `Auto` takes
+/// Winograd (64 channels each way, 3×3, 8×8 outputs) the result keeps the
+/// bound of the f64 reference (per plane, the tile bound's stand-in), has the
+/// bits of the Rust call under `Precision::Relaxed`, and is not the exact
+/// path's result; the input gradient likewise.
+#[test]
+fn relaxed_precision_runs_winograd_within_the_bound() {
+    let params = ConvParams { padding: [1; 4], ..ConvParams::default() };
+    let (x_shape, w_shape, y_shape) = ([1usize, 64, 8, 8], [64usize, 64, 3, 3], [1usize, 64, 8, 8]);
+    let x = values(64 * 64, 21);
+    let w = values(64 * 64 * 9, 22);
+    let relaxed = convgemm::ConvOptions { precision: convgemm::Precision::Relaxed, ..convgemm::ConvOptions::default() };
+    let run = |p: &cg_conv2d_params| {
+        let mut y = vec![f32::NAN; 64 * 64];
+        // SAFETY: every pointer addresses what its length says.
+        ok(unsafe {
+            cg_conv2d(
+                x.as_ptr(),
+                x.len(),
+                x_shape.as_ptr(),
+                w.as_ptr(),
+                w.len(),
+                w_shape.as_ptr(),
+                std::ptr::null(),
+                0,
+                p,
+                y.as_mut_ptr(),
+                y.len(),
+            )
+        });
+        y
+    };
+    let (y_relaxed, y_exact) = (run(&c_params(&params, false, true)), run(&c_params(&params, false, false)));
+    let mut y_rust = vec![f32::NAN; 64 * 64];
+    convgemm::conv2d_with(&relaxed, &x, x_shape, &w, w_shape, None, &params, &mut y_rust).unwrap();
+    assert_eq!(bits(&y_relaxed), bits(&y_rust), "the Rust call under Relaxed");
+    assert_ne!(bits(&y_relaxed), bits(&y_exact), "Relaxed ran the exact path");
+    let reference = conv2d_direct(&x, x_shape, &w, w_shape, None, &params).unwrap();
+    let plane_bound = |r: &Reference| {
+        let mut loose = r.clone();
+        for plane in loose.magnitude.chunks_mut(64) {
+            let top = plane.iter().cloned().fold(0.0, f64::max);
+            plane.fill(top);
+        }
+        loose
+    };
+    close(&plane_bound(&reference), &y_relaxed, "relaxed cg_conv2d");
+
+    let dy = values(64 * 64, 23);
+    let mut dx = vec![f32::NAN; 64 * 64];
+    // SAFETY: as above.
+    ok(unsafe {
+        cg_conv2d_backward_input(
+            dy.as_ptr(),
+            dy.len(),
+            y_shape.as_ptr(),
+            w.as_ptr(),
+            w.len(),
+            w_shape.as_ptr(),
+            &c_params(&params, false, true),
+            dx.as_mut_ptr(),
+            dx.len(),
+            x_shape.as_ptr(),
+        )
+    });
+    let mut dx_rust = vec![f32::NAN; 64 * 64];
+    convgemm::conv2d_backward_input_with(&relaxed, &dy, y_shape, &w, w_shape, &params, &mut dx_rust, x_shape).unwrap();
+    assert_eq!(bits(&dx), bits(&dx_rust), "the relaxed input gradient");
+    let dx_reference = conv2d_backward_input_direct(&dy, y_shape, &w, w_shape, &params, x_shape).unwrap();
+    close(&plane_bound(&dx_reference), &dx, "relaxed input gradient");
 }

@@ -13,7 +13,13 @@
 static int failures = 0;
 
 #define OUT_LEN 64
-static float out[OUT_LEN + 1], out_copy[OUT_LEN + 1];
+/* The output buffer, aligned for size_t too (its indices-overlap case). */
+static union {
+    float f[OUT_LEN + 1];
+    size_t z[OUT_LEN / 2 + 1];
+} out_buf;
+#define out (out_buf.f)
+static float out_copy[OUT_LEN + 1];
 
 /* Fills the output with a pattern the library never writes. */
 static void arm(void) {
@@ -62,7 +68,9 @@ int main(void) {
     arm();
     expect("output NULL", cg_conv2d(x, 50, xs, w, 72, ws, b, 4, &p, NULL, y_len), CG_ERROR_NULL_POINTER);
     arm();
-    float *odd = (float *)(void *)((char *)out + 1);
+    /* An address one byte into the buffer, made as an integer (a misaligned
+     * float pointer is never dereferenced here, only handed over). */
+    float *odd = (float *)(uintptr_t)((uintptr_t)out + 1);
     expect("output misaligned", cg_conv2d(x, 50, xs, w, 72, ws, b, 4, &p, odd, y_len), CG_ERROR_MISALIGNED);
     arm();
     expect("output overlaps input", cg_conv2d(out, 50, xs, w, 72, ws, b, 4, &p, out + 10, y_len),
@@ -140,7 +148,7 @@ int main(void) {
     expect("plan out-pointer NULL", cg_conv2d_plan_create(w, 72, ws, b, 4, &p, NULL), CG_ERROR_NULL_POINTER);
     arm();
     expect("run a NULL plan", cg_conv2d_plan_run(NULL, x, 50, xs, out, y_len), CG_ERROR_NULL_POINTER);
-    static size_t not_a_plan[64];
+    static size_t not_a_plan[64]; /* zeros: no plan's mark in its first 8 bytes */
     arm();
     expect("run something that is not a plan",
            cg_conv2d_plan_run((const cg_conv2d_plan *)(void *)not_a_plan, x, 50, xs, out, y_len), CG_ERROR_BAD_PLAN);
@@ -199,7 +207,7 @@ int main(void) {
     size_t at[8];
     arm();
     expect("indices overlap the output",
-           cg_max_pool2d_with_indices(x, 50, xs, &pp, out, 8, (size_t *)(void *)(out + 2), 4), CG_ERROR_ALIASING);
+           cg_max_pool2d_with_indices(x, 50, xs, &pp, out, 8, &out_buf.z[1], 4), CG_ERROR_ALIASING);
     size_t ys[4] = {1, 2, 2, 2}, bad_at[8] = {0, 1, 2, 99, 0, 0, 0, 0};
     arm();
     expect("unpool, an index outside its plane",
