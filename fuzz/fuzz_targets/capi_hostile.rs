@@ -13,11 +13,12 @@
 
 use std::ffi::c_int;
 
+use convgemm::reference::gemm_naive;
 use convgemm::{
     ConvOptions, Layout, PoolParams, conv2d_backward_input_with, conv2d_with, global_avg_pool2d_with_layout, max_pool2d,
 };
 use convgemm_capi::*;
-use convgemm_fuzz::{bits, hostile_isize, hostile_usize, trace, value};
+use convgemm_fuzz::{all_tame, assert_close, bits, hostile_isize, hostile_usize, trace, value};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -89,6 +90,23 @@ impl Buf {
     fn read(self, arena: &[f32]) -> Vec<f32> {
         arena[self.range()].to_vec()
     }
+}
+
+/// Where a params struct is passed from: `(pointer, clean)`. Mostly the
+/// struct itself; sometimes NULL, or a copy one byte off its alignment in
+/// `storage` (which the wrapper must refuse before reading it).
+fn place<T: Copy>(u: &mut Unstructured, value: &T, storage: &mut Vec<u64>) -> Result<(*const T, bool)> {
+    Ok(match u.int_in_range(0u8..=15)? {
+        0 => (std::ptr::null(), false),
+        1 => {
+            storage.resize(std::mem::size_of::<T>() / 8 + 2, 0);
+            let at = storage.as_mut_ptr().cast::<u8>().wrapping_add(1);
+            // SAFETY: `storage` holds size_of::<T>() + 8 bytes or more past `at`.
+            unsafe { std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), at, std::mem::size_of::<T>()) };
+            (at.cast::<T>(), false)
+        }
+        _ => (value as *const T, true),
+    })
 }
 
 fn overlaps(a: std::ops::Range<usize>, b: std::ops::Range<usize>) -> bool {
@@ -164,8 +182,15 @@ fn rust_params(p: &cg_conv2d_params) -> Option<(convgemm::ConvParams, ConvOption
 /// Checks one call's outcome against the oracles. `rust` runs the Rust
 /// function on copies of the inputs into a copy of the output, or is `None`
 /// when the pointers are not clean (the call must then fail).
+fn last_error() -> String {
+    // SAFETY: cg_last_error returns a NUL-terminated string that lives until
+    // this thread's next failing call.
+    unsafe { std::ffi::CStr::from_ptr(cg_last_error()) }.to_string_lossy().into_owned()
+}
+
 fn judge(what: &str, status: cg_status, before: &[f32], after: &[f32], output: Buf, rust: Option<(bool, Vec<f32>)>) {
     if status != cg_status::CG_OK {
+        assert!(!last_error().is_empty(), "{what}: failed ({status:?}) without a message");
         assert_eq!(bits(before), bits(after), "{what}: failed ({status:?}) and wrote");
         if let Some((true, _)) = rust {
             panic!("{what}: the Rust function accepts these arguments, the C call said {status:?}");
@@ -199,6 +224,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let w_shape = shape(u)?;
     let p = conv_params(u)?;
     let null_shape = u.int_in_range(0u8..=31)? == 0;
+    let mut storage = Vec::new();
+    let (p_ptr, p_clean) = place(u, &p, &mut storage)?;
     let shape_ptr = |s: &[usize; 4]| if null_shape { std::ptr::null() } else { s.as_ptr() };
     let count = |s: &[usize; 4]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
     let rust = rust_params(&p);
@@ -214,7 +241,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let b = if u.arbitrary()? { Buf { at: None, len: 0 } } else { Buf::exact(u, w_shape[0])? };
             let y = Buf::exact(u, y_shape.map_or(8, |s| count(&s)))?;
             trace(&(x, w, b, y));
-            let clean = !null_shape
+            let clean = p_clean
+                && !null_shape
                 && [x, w, y].iter().all(|b| b.clean() && (b.len == 0 || b.at.is_some()))
                 && (b.at.is_none() || b.clean())
                 && ![x, w, b].iter().take(if op == 0 { 3 } else { 1 }).any(|i| overlaps(i.range(), y.range()));
@@ -230,13 +258,25 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let status = if op == 0 {
                 // SAFETY: every non-NULL pointer is in the arena with a true length (or one rejected as too large).
                 unsafe {
-                    cg_conv2d(xp, x.len, shape_ptr(&x_shape), wp, w.len, shape_ptr(&w_shape), bp, b.len, &p, yp, y.len)
+                    cg_conv2d(
+                        xp,
+                        x.len,
+                        shape_ptr(&x_shape),
+                        wp,
+                        w.len,
+                        shape_ptr(&w_shape),
+                        bp,
+                        b.len,
+                        p_ptr,
+                        yp,
+                        y.len,
+                    )
                 }
             } else {
                 let mut plan = std::ptr::null_mut();
                 // SAFETY: as above; the plan is destroyed once, after its run.
                 unsafe {
-                    match cg_conv2d_plan_create(wp, w.len, shape_ptr(&w_shape), bp, b.len, &p, &mut plan) {
+                    match cg_conv2d_plan_create(wp, w.len, shape_ptr(&w_shape), bp, b.len, p_ptr, &mut plan) {
                         cg_status::CG_OK => {
                             let status = cg_conv2d_plan_run(plan, xp, x.len, shape_ptr(&x_shape), yp, y.len);
                             cg_conv2d_plan_destroy(plan);
@@ -257,7 +297,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let w = Buf::exact(u, count(&w_shape))?;
             let dx = Buf::exact(u, count(&x_shape))?;
             let dy_shape = y_shape.unwrap_or(x_shape);
-            let clean = !null_shape
+            let clean = p_clean
+                && !null_shape
                 && [dy, w, dx].iter().all(|b| b.clean() && (b.len == 0 || b.at.is_some()))
                 && ![dy, w].iter().any(|i| overlaps(i.range(), dx.range()));
             let expected = clean.then(|| {
@@ -281,7 +322,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                     wp,
                     w.len,
                     shape_ptr(&w_shape),
-                    &p,
+                    p_ptr,
                     dxp,
                     dx.len,
                     shape_ptr(&x_shape),
@@ -326,7 +367,10 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let global = u.arbitrary()?;
             let x = Buf::exact(u, count(&x_shape))?;
             let y = Buf::exact(u, if global { x_shape[0].saturating_mul(x_shape[1]) } else { out_len })?;
-            let clean = !null_shape
+            let mut pp_storage = Vec::new();
+            let (pp_ptr, pp_clean) = place(u, &pp, &mut pp_storage)?;
+            let clean = (global || pp_clean)
+                && !null_shape
                 && [x, y].iter().all(|b| b.clean() && (b.len == 0 || b.at.is_some()))
                 && !overlaps(x.range(), y.range());
             let expected = clean.then(|| {
@@ -344,35 +388,103 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 if global {
                     cg_global_avg_pool2d(xp, x.len, shape_ptr(&x_shape), p.layout, yp, y.len)
                 } else {
-                    cg_max_pool2d(xp, x.len, shape_ptr(&x_shape), &pp, yp, y.len)
+                    cg_max_pool2d(xp, x.len, shape_ptr(&x_shape), pp_ptr, yp, y.len)
                 }
             };
             judge("pool", status, &before, &arena, y, expected);
         }
-        // sgemm with hostile strides: only the oracles that need no restated
-        // bounds (a failure writes nothing; a success writes inside C only and
-        // matches convgemm::sgemm on a copy).
+        // sgemm with hostile sizes, strides and buffers, against the header's
+        // rules restated here: each matrix's elements inside its buffer from
+        // the pointer on (strides ≥ 0 where a dimension exceeds 1), C apart
+        // from A and B, C's strides keeping its elements apart.
         _ => {
-            let (m, k, n) = (u.int_in_range(0..=9)?, u.int_in_range(0..=9)?, u.int_in_range(0..=9)?);
+            let dim = |u: &mut Unstructured| -> Result<usize> {
+                if u.int_in_range(0u8..=15)? == 0 { hostile_usize(u) } else { u.int_in_range(0..=9) }
+            };
+            // k stays small: a clean call with a huge k (stride 0) would be
+            // a real, endless computation. A huge m or n is clean only when
+            // the other is 0 (C's elements must fit the arena apart).
+            let (m, k, n) = (dim(u)?, u.int_in_range(0..=9)?, dim(u)?);
             let (a, b, c) = (Buf::any(u)?, Buf::any(u)?, Buf::any(u)?);
             let s: [isize; 6] = std::array::from_fn(|_| hostile_isize(u).unwrap_or(1));
+            trace(&(m, k, n, a, b, c, s));
+            // The floats a matrix covers, Err(()) if the header forbids it.
+            let cover = |buf: Buf,
+                         rows: usize,
+                         cols: usize,
+                         rs: isize,
+                         cs: isize|
+             -> std::result::Result<std::ops::Range<usize>, ()> {
+                if rows == 0 || cols == 0 {
+                    return Ok(0..0);
+                }
+                if (rows > 1 && rs < 0) || (cols > 1 && cs < 0) {
+                    return Err(());
+                }
+                let last = (rows as u128 - 1) * rs.max(0) as u128 + (cols as u128 - 1) * cs.max(0) as u128;
+                if last >= buf.len as u128 || !buf.clean() || buf.at.is_none() {
+                    return Err(());
+                }
+                let start = buf.at.unwrap() / 4;
+                Ok(start..start + last as usize + 1)
+            };
+            let apart = |rows: usize, cols: usize, rs: isize, cs: isize| {
+                let mut d = [(rows, rs.unsigned_abs() as u128), (cols, cs.unsigned_abs() as u128)];
+                d.sort_by_key(|&(_, s)| s);
+                rows == 0
+                    || cols == 0
+                    || match d {
+                        [(n0, s0), (n1, s1)] if n0 > 1 && n1 > 1 => s0 > 0 && n0 as u128 * s0 <= s1,
+                        [(n0, s0), _] if n0 > 1 => s0 > 0,
+                        [_, (n1, s1)] if n1 > 1 => s1 > 0,
+                        _ => true,
+                    }
+            };
+            let ranges = (cover(a, m, k, s[0], s[1]), cover(b, k, n, s[2], s[3]), cover(c, m, n, s[4], s[5]));
+            let clean = match &ranges {
+                (Ok(ra), Ok(rb), Ok(rc)) => {
+                    apart(m, n, s[4], s[5]) && !overlaps(ra.clone(), rc.clone()) && !overlaps(rb.clone(), rc.clone())
+                }
+                _ => false,
+            };
             let (ap, bp, cp) = (a.ptr(&mut arena), b.ptr(&mut arena), c.ptr(&mut arena));
             // SAFETY: as above.
             let status = unsafe {
                 cg_sgemm(m, k, n, 1.5, ap, a.len, s[0], s[1], bp, b.len, s[2], s[3], 0.0, cp, c.len, s[4], s[5])
             };
-            if status != cg_status::CG_OK {
+            assert_eq!(status == cg_status::CG_OK, clean, "cg_sgemm said {status:?}: {}", last_error());
+            if !clean {
                 assert_eq!(bits(&before), bits(&arena), "sgemm failed ({status:?}) and wrote");
                 return Ok(());
             }
-            // It succeeded: every element it addressed is inside its buffer,
-            // so the same call on a copy of the arena is safe.
-            let mut copy = before.clone();
-            let base = copy.as_mut_ptr().cast::<u8>();
-            let at = |b: Buf| b.at.map_or(std::ptr::null_mut(), |o| base.wrapping_add(o).cast::<f32>());
-            // SAFETY: cg_sgemm accepted these pointers and strides for these buffers.
-            unsafe { convgemm::sgemm(m, k, n, 1.5, at(a), s[0], s[1], at(b), s[2], s[3], 0.0, at(c), s[4], s[5]) };
-            assert_eq!(bits(&copy), bits(&arena), "cg_sgemm vs sgemm on the same arena");
+            if m.checked_mul(n) == Some(0) {
+                assert_eq!(bits(&before), bits(&arena), "an empty C, written");
+                return Ok(());
+            }
+            // Only C's elements changed, each to 1.5 · (A B)(i, j).
+            let at = |base: usize, i: usize, j: usize, rs: isize, cs: isize| {
+                base + i * rs.max(0) as usize + j * cs.max(0) as usize
+            };
+            let (a0, b0, c0) = (a.at.unwrap_or(0) / 4, b.at.unwrap_or(0) / 4, c.at.unwrap_or(0) / 4);
+            let mut expected = before.clone();
+            let mut written = vec![];
+            for i in 0..m {
+                for j in 0..n {
+                    let idx = at(c0, i, j, s[4], s[5]);
+                    written.push(idx);
+                    expected[idx] = arena[idx];
+                }
+            }
+            assert_eq!(bits(&expected), bits(&arena), "cg_sgemm wrote outside C");
+            let a_vals: Vec<f32> = (0..m * k).map(|e| before[at(a0, e / k.max(1), e % k.max(1), s[0], s[1])]).collect();
+            let b_vals: Vec<f32> = (0..k * n).map(|e| before[at(b0, e / n.max(1), e % n.max(1), s[2], s[3])]).collect();
+            if all_tame(&a_vals) && all_tame(&b_vals) {
+                let mut reference = gemm_naive(m, k, n, |i, l| a_vals[i * k + l], |l, j| b_vals[l * n + j]);
+                reference.value.iter_mut().for_each(|v| *v *= 1.5);
+                reference.magnitude.iter_mut().for_each(|v| *v *= 1.5);
+                let got: Vec<f32> = written.iter().map(|&i| arena[i]).collect();
+                assert_close("cg_sgemm", &reference, &got, k);
+            }
         }
     }
     Ok(())

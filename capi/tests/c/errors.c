@@ -240,6 +240,11 @@ int main(void) {
     expect("sgemm, C overlaps A", cg_sgemm(2, 3, 2, 1.0f, out, 6, 3, 1, bm, 6, 2, 1, 0.0f, out + 2, 4, 2, 1),
            CG_ERROR_ALIASING);
     arm();
+    expect("sgemm, strides summing past 2^127 (a wrap once)",
+           cg_sgemm(16, SIZE_MAX, 16, 1.0f, a, 1, PTRDIFF_MAX, PTRDIFF_MAX, bm, 1, PTRDIFF_MAX, PTRDIFF_MAX, 0.0f, out,
+                    64, 4, 1),
+           CG_ERROR_BUFFER_LENGTH);
+    arm();
     expect("sgemm, A NULL", cg_sgemm(2, 3, 2, 1.0f, NULL, 6, 3, 1, bm, 6, 2, 1, 0.0f, out, 4, 2, 1),
            CG_ERROR_NULL_POINTER);
     arm();
