@@ -175,3 +175,31 @@ pub(crate) fn out_ptr<T>(name: &str, ptr: *mut T) -> Result<*mut T, Failure> {
     check_region(name, ptr.cast_const(), 1)?;
     Ok(ptr)
 }
+
+/// The arguments most entry points take: one input tensor with its shape
+/// and one output buffer, checked (the output apart from the input).
+pub(crate) struct InOut<'a> {
+    pub(crate) input: &'a [f32],
+    pub(crate) shape: [usize; 4],
+    pub(crate) output: &'a mut [f32],
+}
+
+/// Reads and checks `(name, pointer, length)` of the input, `(name,
+/// pointer)` of its shape and `(name, pointer, length)` of the output.
+///
+/// # Safety
+/// As [`floats`], [`shape`] and [`floats_mut`] for each.
+pub(crate) unsafe fn in_out<'a>(
+    (in_name, input, input_len): (&str, *const f32, usize),
+    (shape_name, shape_ptr): (&str, *const usize),
+    (out_name, output, output_len): (&str, *mut f32, usize),
+) -> Result<InOut<'a>, Failure> {
+    // SAFETY: the caller's promise for each, passed on; the output is
+    // checked apart from the input.
+    unsafe {
+        let shape = shape(shape_name, shape_ptr)?;
+        let input = floats(in_name, input, input_len)?;
+        let output = floats_mut(out_name, output, output_len, &[Region::of(in_name, input)])?;
+        Ok(InOut { input, shape, output })
+    }
+}

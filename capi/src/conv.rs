@@ -8,7 +8,7 @@ use convgemm::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape, conv2d_with,
 };
 
-use crate::buffers::{Region, floats, floats_mut, optional_floats, out_ptr, read, shape};
+use crate::buffers::{Region, floats, floats_mut, in_out, optional_floats, out_ptr, read, shape};
 use crate::params::{LayoutArg, cg_conv_transpose2d_params, cg_conv2d_params};
 use crate::status::{Failure, call, cg_status};
 use crate::threads;
@@ -184,11 +184,13 @@ pub unsafe extern "C" fn cg_conv2d_plan_run(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (plan, x_shape, x) =
-            unsafe { (plan_ref(plan)?, shape("input_shape", input_shape)?, floats("input", input, input_len)?) };
-        // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
-        threads::run(|| plan.run(x, x_shape, out))?;
+        let (plan, io) = unsafe {
+            (
+                plan_ref(plan)?,
+                in_out(("input", input, input_len), ("input_shape", input_shape), ("output", output, output_len))?,
+            )
+        };
+        threads::run(|| plan.run(io.input, io.shape, io.output))?;
         Ok(())
     })
 }
@@ -314,13 +316,15 @@ pub unsafe extern "C" fn cg_conv2d_backward_bias(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (dy_shape, dy) = unsafe {
-            (shape("grad_output_shape", grad_output_shape)?, floats("grad_output", grad_output, grad_output_len)?)
+        let io = unsafe {
+            in_out(
+                ("grad_output", grad_output, grad_output_len),
+                ("grad_output_shape", grad_output_shape),
+                ("grad_bias", grad_bias, grad_bias_len),
+            )?
         };
-        // SAFETY: as above; disjoint from the input (checked).
-        let db = unsafe { floats_mut("grad_bias", grad_bias, grad_bias_len, &[Region::of("grad_output", dy)])? };
         let layout = layout.get("layout")?;
-        threads::run(|| conv2d_backward_bias_with_layout(dy, dy_shape, layout, db))?;
+        threads::run(|| conv2d_backward_bias_with_layout(io.input, io.shape, layout, io.output))?;
         Ok(())
     })
 }

@@ -3,7 +3,7 @@
 
 use convgemm::{col2im, im2col, im2col_len};
 
-use crate::buffers::{Region, dims, floats, floats_mut, out_ptr, read, shape};
+use crate::buffers::{dims, in_out, out_ptr, read, shape};
 use crate::params::cg_conv2d_params;
 use crate::status::{call, cg_status};
 use crate::threads;
@@ -53,18 +53,15 @@ pub unsafe extern "C" fn cg_im2col(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, k, p, x) = unsafe {
+        let (io, k, p) = unsafe {
             (
-                shape("input_shape", input_shape)?,
+                in_out(("input", input, input_len), ("input_shape", input_shape), ("cols", cols, cols_len))?,
                 dims::<2>("kernel", kernel)?,
                 read("params", params)?,
-                floats("input", input, input_len)?,
             )
         };
-        // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("cols", cols, cols_len, &[Region::of("input", x)])? };
         let params = p.get()?.0;
-        threads::run(|| im2col(x, x_shape, k, &params, out))?;
+        threads::run(|| im2col(io.input, io.shape, k, &params, io.output))?;
         Ok(())
     })
 }
@@ -87,18 +84,15 @@ pub unsafe extern "C" fn cg_col2im(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, k, p, c) = unsafe {
+        let (io, k, p) = unsafe {
             (
-                shape("input_shape", input_shape)?,
+                in_out(("cols", cols, cols_len), ("input_shape", input_shape), ("output", output, output_len))?,
                 dims::<2>("kernel", kernel)?,
                 read("params", params)?,
-                floats("cols", cols, cols_len)?,
             )
         };
-        // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("cols", c)])? };
         let params = p.get()?.0;
-        threads::run(|| col2im(c, x_shape, k, &params, out))?;
+        threads::run(|| col2im(io.input, io.shape, k, &params, io.output))?;
         Ok(())
     })
 }

@@ -6,7 +6,7 @@ use convgemm::{
     max_pool2d_backward, max_pool2d_with_indices, max_unpool2d_with_layout, pool2d_output_shape,
 };
 
-use crate::buffers::{Region, floats, floats_mut, out_ptr, read, shape, slice, slice_mut};
+use crate::buffers::{Region, floats, floats_mut, in_out, out_ptr, read, shape, slice, slice_mut};
 use crate::params::{LayoutArg, cg_pool2d_params};
 use crate::status::{call, cg_status};
 use crate::threads;
@@ -50,13 +50,12 @@ unsafe fn forward(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, p, x) = unsafe {
-            (shape("input_shape", input_shape)?, read("params", params)?, floats("input", input, input_len)?)
+        let io = unsafe {
+            in_out(("input", input, input_len), ("input_shape", input_shape), ("output", output, output_len))?
         };
-        // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
-        let params = p.get()?;
-        threads::run(|| pool(x, x_shape, &params, out))?;
+        // SAFETY: as above.
+        let params = unsafe { read("params", params)? }.get()?;
+        threads::run(|| pool(io.input, io.shape, &params, io.output))?;
         Ok(())
     })
 }
@@ -151,17 +150,16 @@ pub unsafe extern "C" fn cg_avg_pool2d_backward(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, p, dy) = unsafe {
-            (
-                shape("input_shape", input_shape)?,
-                read("params", params)?,
-                floats("grad_output", grad_output, grad_output_len)?,
-            )
+        let io = unsafe {
+            in_out(
+                ("grad_output", grad_output, grad_output_len),
+                ("input_shape", input_shape),
+                ("grad_input", grad_input, grad_input_len),
+            )?
         };
-        // SAFETY: as above; disjoint from the input (checked).
-        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[Region::of("grad_output", dy)])? };
-        let params = p.get()?;
-        threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
+        // SAFETY: as above.
+        let params = unsafe { read("params", params)? }.get()?;
+        threads::run(|| avg_pool2d_backward(io.shape, io.input, &params, io.output))?;
         Ok(())
     })
 }
@@ -183,11 +181,11 @@ pub unsafe extern "C" fn cg_global_avg_pool2d(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, x) = unsafe { (shape("input_shape", input_shape)?, floats("input", input, input_len)?) };
-        // SAFETY: as above; disjoint from the input (checked).
-        let out = unsafe { floats_mut("output", output, output_len, &[Region::of("input", x)])? };
+        let io = unsafe {
+            in_out(("input", input, input_len), ("input_shape", input_shape), ("output", output, output_len))?
+        };
         let layout = layout.get("layout")?;
-        threads::run(|| global_avg_pool2d_with_layout(x, x_shape, layout, out))?;
+        threads::run(|| global_avg_pool2d_with_layout(io.input, io.shape, layout, io.output))?;
         Ok(())
     })
 }
@@ -209,16 +207,19 @@ pub unsafe extern "C" fn cg_global_avg_pool2d_backward(
 ) -> cg_status {
     call(|| {
         // SAFETY: the caller's promise for each pointer and length.
-        let (x_shape, dy) =
-            unsafe { (shape("input_shape", input_shape)?, floats("grad_output", grad_output, grad_output_len)?) };
-        // SAFETY: as above; disjoint from the input (checked).
-        let dx = unsafe { floats_mut("grad_input", grad_input, grad_input_len, &[Region::of("grad_output", dy)])? };
+        let io = unsafe {
+            in_out(
+                ("grad_output", grad_output, grad_output_len),
+                ("input_shape", input_shape),
+                ("grad_input", grad_input, grad_input_len),
+            )?
+        };
         let layout = layout.get("layout")?;
         // The whole plane is one window of an average pooling: the same
         // division, the same checks.
-        let mut params = PoolParams::new([x_shape[2].max(1), x_shape[3].max(1)]);
-        params.layout = layout;
-        threads::run(|| avg_pool2d_backward(x_shape, dy, &params, dx))?;
+        let [_, _, h, w] = io.shape;
+        let params = PoolParams { layout, ..PoolParams::new([h.max(1), w.max(1)]) };
+        threads::run(|| avg_pool2d_backward(io.shape, io.input, &params, io.output))?;
         Ok(())
     })
 }
