@@ -265,15 +265,18 @@ fn channels_last_input_gradient_with_a_stride_past_the_image() {
 /// Channels-last depthwise on wide rows (the unchecked path of windows
 /// inside the image, 8 pixels at a time) for channel counts below, at and
 /// between whole vectors, inputs at every alignment of a 64-byte line,
-/// strides 1 and 2, with bias: on every path and thread setting the NCHW
-/// bits, permuted, and within the bound of the reference.
+/// strides 1 and 2, 3×3 and 5×5 kernels and a dilated height (stride 1
+/// across takes the row-rolling block), with bias: on every path and thread
+/// setting the NCHW bits, permuted, and within the bound of the reference.
 #[test]
 fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
     // Widths 37 and 47: the inside columns end in groups of 8, then of 4 and 1.
+    let kernels = [(3, [1, 1], 1), (5, [1, 1], 2), (3, [2, 1], 2)];
     for (c, width) in [5, 8, 16, 24, 32, 40, 48].into_iter().flat_map(|c| [(c, 37), (c, 47)]) {
-        for stride in [1, 2] {
-            let params = ConvParams { stride: [stride; 2], padding: [1; 4], groups: c, ..ConvParams::default() };
-            let p = ConvProblem::seeded([2, c, 7, width], [c, 1, 3, 3], params, true, c as u64);
+        for (stride, (k, dilation, pad)) in [1, 2].into_iter().flat_map(|s| kernels.map(|kd| (s, kd))) {
+            let params =
+                ConvParams { stride: [stride; 2], padding: [pad; 4], dilation, groups: c, ..ConvParams::default() };
+            let p = ConvProblem::seeded([2, c, 7, width], [c, 1, k, k], params, true, c as u64);
             let q = p.in_layout(Layout::Nhwc);
             let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
             let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
@@ -298,7 +301,10 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
                             &mut out,
                         )
                         .unwrap();
-                        let what = format!("c {c} width {width} stride {stride} shift {shift} {}", isa.name());
+                        let what = format!(
+                            "c {c} width {width} stride {stride} {k}x{k} {dilation:?} shift {shift} {}",
+                            isa.name()
+                        );
                         assert_close(&what, &reference, &out);
                         if is_exact(isa) {
                             assert_eq!(bits(&out), bits(&want), "{what}");

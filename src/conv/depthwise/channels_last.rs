@@ -51,7 +51,11 @@ impl WithLanes for ChannelsLast<'_> {
                 let (u, v) = (t / g.kw, t % g.kw);
                 *offset = (u * g.dilation_h * g.w_in + v * g.dilation_w) * g.c_in;
             }
-            Job { g, input, taps, bias, act, tap_offsets }.rows::<L>(rows, out);
+            // Stride 1 and dilation 1 across, 3 or 5 taps wide: each input
+            // vector of a window row is loaded once for the kw outputs it
+            // feeds (`row_block`).
+            let rolling_kw = if g.stride_w == 1 && g.dilation_w == 1 && matches!(g.kw, 3 | 5) { g.kw } else { 0 };
+            Job { g, input, taps, bias, act, tap_offsets, rolling_kw }.rows::<L>(rows, out);
         }
     }
 }
@@ -65,6 +69,8 @@ struct Job<'a> {
     act: Activation,
     /// Tap `t`'s input offset from its window's top-left float (the first `kh·kw` used).
     tap_offsets: [usize; MAX_TAPS],
+    /// `kw` where `row_block` computes the inside pixels (3 or 5), else 0.
+    rolling_kw: usize,
 }
 
 impl Job<'_> {
@@ -137,17 +143,90 @@ impl Job<'_> {
         // Channels below `done` are written.
         let mut done = 0;
         if head != 0 {
-            self.whole_block::<L, P>(image_in, corner, step, 0, ox, out_row);
+            self.inside_block::<L, P>(image_in, corner, step, 0, ox, out_row);
             done = n;
         }
         let mut c0 = head;
         while c0 + n <= c {
-            self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row);
+            self.inside_block::<L, P>(image_in, corner, step, c0, ox, out_row);
             c0 += n;
             done = c0;
         }
         if done < c {
-            self.whole_block::<L, P>(image_in, corner, step, c - n, ox, out_row);
+            self.inside_block::<L, P>(image_in, corner, step, c - n, ox, out_row);
+        }
+    }
+
+    /// [`Job::row_block`] where it applies, else [`Job::whole_block`]: the
+    /// same operations in the same order, so the same bits.
+    #[inline(always)]
+    fn inside_block<L: Lanes, const P: usize>(
+        &self,
+        image_in: &[f32],
+        corner: usize,
+        step: usize,
+        c0: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        match self.rolling_kw {
+            3 => self.row_block::<L, P, 3>(image_in, corner, c0, ox, out_row),
+            5 => self.row_block::<L, P, 5>(image_in, corner, c0, ox, out_row),
+            _ => self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row),
+        }
+    }
+
+    /// [`Job::whole_block`] for stride 1 and dilation 1 across and `KW`
+    /// taps a row: per window row, the `P + KW − 1` input vectors are loaded
+    /// once each and multiplied into every output they feed (input column
+    /// `j` is tap `v` of pixel `j − v`), against the row's `KW` weight
+    /// vectors held in registers. Each output still sums its taps in order
+    /// (rows in order; within a row, `j` and so `v` increasing).
+    #[inline(always)]
+    fn row_block<L: Lanes, const P: usize, const KW: usize>(
+        &self,
+        image_in: &[f32],
+        corner: usize,
+        c0: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        let g = self.g;
+        let c = g.c_out;
+        debug_assert!(g.kw == KW && g.stride_w == 1 && g.dilation_w == 1 && c0 + L::N <= c);
+        debug_assert!(corner + (g.kh - 1) * g.dilation_h * g.w_in * c + (P + KW - 1) * c <= image_in.len());
+        debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= g.kh * KW * c);
+        let row_step = g.dilation_h * g.w_in * c;
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token). The caller put every tap of windows ox .. ox + P inside
+        // the image: window row u of pixel p reads input pixels
+        // `corner/c + u·dilation_h·w_in + p + v` (v < KW), whose channels
+        // c0 .. c0 + n <= c lie inside `image_in`; tap (u, v)'s weights lie
+        // inside `taps` ([kh·KW][c]); outputs ox + p < w_out of the row.
+        unsafe {
+            let x0 = image_in.as_ptr().add(corner + c0);
+            let mut acc = [L::splat(0.0); P];
+            for u in 0..g.kh {
+                let mut w = [L::splat(0.0); KW];
+                for (v, w) in w.iter_mut().enumerate() {
+                    *w = L::load(self.taps.as_ptr().add((u * KW + v) * c + c0));
+                }
+                let row = x0.add(u * row_step);
+                for j in 0..P + KW - 1 {
+                    let x = L::load(row.add(j * c));
+                    for (v, &w) in w.iter().enumerate() {
+                        if j >= v && j - v < P {
+                            acc[j - v] = L::fma(x, w, acc[j - v]);
+                        }
+                    }
+                }
+            }
+            let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
+            let dst = out_row.as_mut_ptr().add(ox * c + c0);
+            for (p, &acc) in acc.iter().enumerate() {
+                let sum = bias.map_or(acc, |b| L::add(acc, b));
+                L::store(dst.add(p * c), L::activate(self.act, sum));
+            }
         }
     }
 
