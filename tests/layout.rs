@@ -264,15 +264,16 @@ fn channels_last_input_gradient_with_a_stride_past_the_image() {
 
 /// Channels-last depthwise on wide rows (the unchecked path of windows
 /// inside the image, 8 pixels at a time) for channel counts below, at and
-/// between whole vectors, inputs at every alignment of a 64-byte line,
-/// strides 1 and 2, 3×3 and 5×5 kernels and a dilated height (stride 1
-/// across takes the row-rolling block), with bias: on every path and thread
+/// between whole vectors (up to 4½ AVX-512 vectors, where the border pixels
+/// take several channel blocks at once), inputs at every alignment of a
+/// 64-byte line, strides 1 and 2, 3×3 and 5×5 kernels and a dilated height
+/// (stride 1 across takes the row-rolling block), with bias: on every path and thread
 /// setting the NCHW bits, permuted, and within the bound of the reference.
 #[test]
 fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
     // Widths 37 and 47: the inside columns end in groups of 8, then of 4 and 1.
     let kernels = [(3, [1, 1], 1), (5, [1, 1], 2), (3, [2, 1], 2)];
-    for (c, width) in [5, 8, 16, 24, 32, 40, 48].into_iter().flat_map(|c| [(c, 37), (c, 47)]) {
+    for (c, width) in [5, 8, 16, 24, 32, 40, 48, 72].into_iter().flat_map(|c| [(c, 37), (c, 47)]) {
         for (stride, (k, dilation, pad)) in [1, 2].into_iter().flat_map(|s| kernels.map(|kd| (s, kd))) {
             let params =
                 ConvParams { stride: [stride; 2], padding: [pad; 4], dilation, groups: c, ..ConvParams::default() };

@@ -303,6 +303,19 @@ impl Job<'_> {
         }
         let offsets = &offsets[..taps * P];
         let mut c0 = 0;
+        // Where the pixels are few, several whole channel blocks at once:
+        // their independent sums hide the FMA latency one sum alone exposes.
+        if P == 1 {
+            while c0 + 4 * L::N <= c {
+                self.whole_blocks::<L, P, 4>(image_in, offsets, c0, ox, out_row);
+                c0 += 4 * L::N;
+            }
+        } else if P < 8 {
+            while c0 + 2 * L::N <= c {
+                self.whole_blocks::<L, P, 2>(image_in, offsets, c0, ox, out_row);
+                c0 += 2 * L::N;
+            }
+        }
         while c0 < c {
             self.block::<L, P>(image_in, offsets, c0, ox, out_row);
             c0 += L::N;
@@ -356,6 +369,53 @@ impl Job<'_> {
                     let mut part = [0.0f32; MAX_LANES];
                     L::store(part.as_mut_ptr(), y);
                     dst.copy_from_slice(&part[..lanes]);
+                }
+            }
+        }
+    }
+
+    /// [`Job::block`] for `B` whole channel blocks `c0 + b·n` (`c0 + B·n <=
+    /// c`) at once: the same operations on each lane.
+    #[inline(always)]
+    fn whole_blocks<L: Lanes, const P: usize, const B: usize>(
+        &self,
+        image_in: &[f32],
+        offsets: &[usize],
+        c0: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        let (c, n) = (self.g.c_out, L::N);
+        debug_assert!(c0 + B * n <= c && self.taps.len() >= offsets.len() / P * c);
+        debug_assert!(out_row.len() >= (ox + P) * c);
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token). An offset other than NONE is a pixel of the image, whose
+        // channels c0 .. c0 + B·n <= c lie inside `image_in`; tap t's
+        // weights for them lie inside `taps` ([kh·kw][c]); outputs
+        // ox + p < w_out of the row, channels below c.
+        unsafe {
+            let mut acc = [[L::splat(0.0); B]; P];
+            for (t, offsets) in offsets.chunks_exact(P).enumerate() {
+                let mut w = [L::splat(0.0); B];
+                for (b, w) in w.iter_mut().enumerate() {
+                    *w = L::load(self.taps.as_ptr().add(t * c + c0 + b * n));
+                }
+                for (acc, &offset) in acc.iter_mut().zip(offsets) {
+                    for (b, acc) in acc.iter_mut().enumerate() {
+                        let x = if offset == NONE {
+                            L::splat(0.0)
+                        } else {
+                            debug_assert!(offset + c0 + (b + 1) * n <= image_in.len());
+                            L::load(image_in.as_ptr().add(offset + c0 + b * n))
+                        };
+                        *acc = L::fma(x, w[b], *acc);
+                    }
+                }
+            }
+            for (p, acc) in acc.iter().enumerate() {
+                for (b, &acc) in acc.iter().enumerate() {
+                    let sum = self.bias.map_or(acc, |bias| L::add(acc, L::load(bias.as_ptr().add(c0 + b * n))));
+                    L::store(out_row.as_mut_ptr().add((ox + p) * c + c0 + b * n), L::activate(self.act, sum));
                 }
             }
         }
