@@ -4,7 +4,7 @@
 //! convgemm validates shapes and lengths before it writes.
 
 use convgemm::{
-    Conv2dPlan, conv_transpose2d_output_shape, conv_transpose2d_with, conv2d_backward_bias_with_layout,
+    Conv2dPlan, conv_transpose2d, conv_transpose2d_output_shape, conv2d_backward_bias_with_layout,
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_output_shape, conv2d_with,
 };
 
@@ -393,8 +393,7 @@ pub unsafe extern "C" fn cg_conv_transpose2d(
         // SAFETY: as above; disjoint from the inputs (checked).
         let out = unsafe { floats_mut("output", output, output_len, &inputs)? };
         let params = p.get()?;
-        let options = convgemm::ConvOptions::default();
-        threads::run(|| conv_transpose2d_with(&options, x, x_shape, w, w_shape, b, &params, out))?;
+        threads::run(|| conv_transpose2d(x, x_shape, w, w_shape, b, &params, out))?;
         Ok(())
     })
 }

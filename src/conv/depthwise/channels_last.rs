@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use super::MAX_LANES;
 use crate::activation::Activation;
 use crate::geometry::ConvGeometry;
 use crate::simd::{Lanes, WithLanes};
@@ -16,9 +17,6 @@ use crate::simd::{Lanes, WithLanes};
 /// Output pixels that share each weight vector loaded (more in flight per
 /// tap: 4 accumulators against one weight load).
 const PIXELS: usize = 4;
-
-/// The widest lanes of any path, for the stack buffers of partial vectors.
-const MAX_LANES: usize = 16;
 
 /// Output rows of a batch on the lanes: `rows` numbered over the batch
 /// (image `r / h_out`, row `r % h_out`), written into `out`, which holds
@@ -209,7 +207,7 @@ impl Job<'_> {
         // `corner/c + u·dilation_h·w_in + p + v` (v < KW), whose channels
         // c0 .. c0 + n <= c lie inside `image_in`; tap (u, v)'s weights lie
         // inside `taps` ([kh·KW][c]); outputs ox + p < w_out of the row.
-        unsafe {
+        let acc = unsafe {
             let x0 = image_in.as_ptr().add(corner + c0);
             let mut acc = [L::splat(0.0); P];
             for u in 0..g.kh {
@@ -227,13 +225,9 @@ impl Job<'_> {
                     }
                 }
             }
-            let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
-            let dst = out_row.as_mut_ptr().add(ox * c + c0);
-            for (p, &acc) in acc.iter().enumerate() {
-                let sum = bias.map_or(acc, |b| L::add(acc, b));
-                L::store(dst.add(p * c), L::activate(self.act, sum));
-            }
-        }
+            acc
+        };
+        self.store_sums::<L, P>(&acc, c0, ox, out_row);
     }
 
     /// Channels `c0 .. c0 + n` (`c0 + n <= c`) of the output pixels
@@ -261,7 +255,7 @@ impl Job<'_> {
         // channel of an input pixel of this image, whose channels c0 ..
         // c0 + n <= c lie inside `image_in`; tap t's weights for them lie
         // inside `taps` ([kh·kw][c]); outputs ox + p < w_out of the row.
-        unsafe {
+        let acc = unsafe {
             let x0 = image_in.as_ptr().add(corner + c0);
             let mut acc = [L::splat(0.0); P];
             for (t, &offset) in tap_offsets.iter().enumerate() {
@@ -271,13 +265,9 @@ impl Job<'_> {
                     *acc = L::fma(L::load(xt.add(p * step)), w, *acc);
                 }
             }
-            let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
-            let dst = out_row.as_mut_ptr().add(ox * c + c0);
-            for (p, &acc) in acc.iter().enumerate() {
-                let sum = bias.map_or(acc, |b| L::add(acc, b));
-                L::store(dst.add(p * c), L::activate(self.act, sum));
-            }
-        }
+            acc
+        };
+        self.store_sums::<L, P>(&acc, c0, ox, out_row);
     }
 
     /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel.
@@ -400,13 +390,13 @@ impl Job<'_> {
         // weights for them lie inside `taps` ([kh·kw][c]); outputs
         // ox + p < w_out of the row, channels below c.
         unsafe {
-            let mut acc = [[L::splat(0.0); B]; P];
+            let mut acc = [[L::splat(0.0); P]; B];
             for (t, offsets) in offsets.chunks_exact(P).enumerate() {
                 let mut w = [L::splat(0.0); B];
                 for (b, w) in w.iter_mut().enumerate() {
                     *w = L::load(self.taps.as_ptr().add(t * c + c0 + b * n));
                 }
-                for (acc, &offset) in acc.iter_mut().zip(offsets) {
+                for (p, &offset) in offsets.iter().enumerate() {
                     for (b, acc) in acc.iter_mut().enumerate() {
                         let x = if offset == NONE {
                             L::splat(0.0)
@@ -414,15 +404,31 @@ impl Job<'_> {
                             debug_assert!(offset + c0 + (b + 1) * n <= image_in.len());
                             L::load(image_in.as_ptr().add(offset + c0 + b * n))
                         };
-                        *acc = L::fma(x, w[b], *acc);
+                        acc[p] = L::fma(x, w[b], acc[p]);
                     }
                 }
             }
-            for (p, acc) in acc.iter().enumerate() {
-                for (b, &acc) in acc.iter().enumerate() {
-                    let sum = self.bias.map_or(acc, |bias| L::add(acc, L::load(bias.as_ptr().add(c0 + b * n))));
-                    L::store(out_row.as_mut_ptr().add((ox + p) * c + c0 + b * n), L::activate(self.act, sum));
-                }
+            for (b, acc) in acc.iter().enumerate() {
+                self.store_sums::<L, P>(acc, c0 + b * n, ox, out_row);
+            }
+        }
+    }
+
+    /// Channels `c0 .. c0 + n` (`c0 + n <= c`) of output pixels `ox .. ox +
+    /// P` from their sums: plus the bias, then the activation, stored.
+    #[inline(always)]
+    fn store_sums<L: Lanes, const P: usize>(&self, acc: &[L::V; P], c0: usize, ox: usize, out_row: &mut [f32]) {
+        let c = self.g.c_out;
+        debug_assert!(c0 + L::N <= c && out_row.len() >= (ox + P) * c);
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token); channels c0 .. c0 + n <= c of the bias and of output
+        // pixels ox + p < w_out of the row are in bounds.
+        unsafe {
+            let bias = self.bias.map(|b| L::load(b.as_ptr().add(c0)));
+            let dst = out_row.as_mut_ptr().add(ox * c + c0);
+            for (p, &acc) in acc.iter().enumerate() {
+                let sum = bias.map_or(acc, |b| L::add(acc, b));
+                L::store(dst.add(p * c), L::activate(self.act, sum));
             }
         }
     }

@@ -18,6 +18,10 @@ pub(crate) mod weight_grad;
 
 pub(crate) use blocked::Block;
 
+/// The widest lanes of any path, for the stack buffers of partial vectors
+/// in the channels-last kernels.
+const MAX_LANES: usize = 16;
+
 use crate::activation::Activation;
 use rayon::prelude::*;
 

@@ -12,6 +12,7 @@
 //! fused multiply-adds, the first chunk's sum kept and the later ones added
 //! in order. So the same bits.
 
+use super::MAX_LANES;
 use crate::gemm::KC;
 use crate::geometry::ConvGeometry;
 use crate::simd::{Lanes, WithLanes};
@@ -116,9 +117,6 @@ fn fma_into<L: Lanes>(acc: &mut [f32], dy: &[f32], x: &[f32]) {
         acc[whole..].copy_from_slice(&parts[2][..rest]);
     }
 }
-
-/// The widest lanes of any path, for the stack vectors of the rest.
-const MAX_LANES: usize = 16;
 
 /// Adds the chunk's sums into the total (or makes them the total), and
 /// clears the chunk.
