@@ -236,18 +236,24 @@ fn run_tiles<T: Tile>(
     if threads > 1 && !images.is_multiple_of(threads) && tiles >= threads * LANES {
         blocks = blocks.next_multiple_of(threads);
     }
-    let nt = tiles.div_ceil(blocks).next_multiple_of(LANES);
+    // Blocks take whole groups of LANES tiles, so that only the plane's
+    // last block has a partial group: the GEMMs' N is then a multiple of 16
+    // but for that one (a block of 49 tiles ran its kernel on 64 columns).
+    let groups = tiles.div_ceil(LANES);
+    let blocks = blocks.min(groups).max(1);
+    let nt = groups.div_ceil(blocks) * LANES;
     let jobs = images * blocks;
     let out = OutPtr(output.as_mut_ptr());
     let job = |index: usize, inner: bool, scratch: &mut Vec<f32>| {
         let (image_group, block) = (index / blocks, index % blocks);
         let (image, group) = (image_group / geo.groups, image_group % geo.groups);
         let channels = geo.group_input(input, image, group);
-        // `tiles / blocks` and the remainder, not `block · tiles / blocks`
+        // `groups / blocks` and the remainder, not `block · groups / blocks`
         // (that product could overflow on a plane of 2^36 tiles).
-        let (even, extra) = (tiles / blocks, tiles % blocks);
-        let t0 = block * even + block.min(extra);
-        let t1 = t0 + even + usize::from(block < extra);
+        let (even, extra) = (groups / blocks, groups % blocks);
+        let g0 = block * even + block.min(extra);
+        let g1 = g0 + even + usize::from(block < extra);
+        let (t0, t1) = (g0 * LANES, (g1 * LANES).min(tiles));
         assert!(t1 - t0 <= nt, "a block holds at most its capacity");
         let block = Block {
             geo,

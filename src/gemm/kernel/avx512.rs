@@ -359,6 +359,16 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
                 }
             });
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
+            if A_STEP == 0 && k % 2 == 0 {
+                // The next A panel (the next tile down, packed right after
+                // this one), one line per two k steps: a plan's prepacked A
+                // that lives in L3 or memory (Winograd's U, 9 MiB for 256
+                // channels) otherwise stalls each tile on its first pass
+                // (Zen 5, 256 -> 256 channels on 56×56, F(4×4): the GEMMs
+                // 7.1 -> 5.4 ms; dense layers unchanged). `wrapping_add`:
+                // past the last panel the hint addresses nothing.
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
                 let ai = _mm512_set1_ps(*ak.add(i * a_step));
