@@ -79,18 +79,32 @@ pub(crate) trait Lanes: Copy + Send + Sync {
         }
     }
     /// The transpose of an 8 × 8 block, row `j` of it stored at `dst(j)`:
-    /// `dst(j)[i] = src[i·src_stride + j]` for `i, j < 8` (in registers where
-    /// the lanes have a transpose, by default float by float).
+    /// `dst(j)[i] = src[i·src_stride + j]` for `i, j < 8` (as
+    /// [`Lanes::transpose_rows_8x8`] does it).
     ///
     /// # Safety
     /// Those floats readable and writable, not overlapping; CPU support.
     #[inline(always)]
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        let rows = std::array::from_fn(|i| src.wrapping_add(i * src_stride));
+        // SAFETY: the caller's guarantees, row by row.
+        unsafe { Self::transpose_rows_8x8(&rows, dst) }
+    }
+    /// The transpose of 8 rows of 8 floats, each at its own address, row
+    /// `j` of it stored at `dst(j)`: `dst(j)[i] = rows[i][j]` for
+    /// `i, j < 8` (in registers where the lanes have a transpose, by
+    /// default float by float).
+    ///
+    /// # Safety
+    /// `rows[i] .. rows[i] + 8` readable and `dst(j) .. dst(j) + 8`
+    /// writable for `i, j < 8`, not overlapping; CPU support.
+    #[inline(always)]
+    unsafe fn transpose_rows_8x8(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
         for j in 0..8 {
-            let row = dst(j);
-            for i in 0..8 {
+            let out = dst(j);
+            for (i, row) in rows.iter().enumerate() {
                 // SAFETY: the caller's guarantees.
-                unsafe { *row.add(i) = *src.add(i * src_stride + j) };
+                unsafe { *out.add(i) = *row.add(j) };
             }
         }
     }
@@ -303,6 +317,21 @@ impl<M: MulAdd> Lanes for Scalar<M> {
         // SAFETY: the caller guarantees p[0] and p[1] readable.
         unsafe { (*p, *p.add(1)) }
     }
+}
+
+/// Hints the cache to fetch the line holding `p` toward L1 for a coming
+/// write (`prefetchw` on x86-64, nothing elsewhere): a hint only, it reads
+/// nothing and cannot fault, whatever the address.
+#[inline(always)]
+pub(crate) fn prefetch_for_write(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        // SAFETY: a prefetch does not access memory architecturally.
+        unsafe { _mm_prefetch::<_MM_HINT_ET0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]

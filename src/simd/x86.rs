@@ -116,8 +116,8 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees AVX2 and the 8 rows of 8 floats at
-        // both ends.
-        unsafe { transpose_8x8_at(src, src_stride, dst) }
+        // both ends (N is 8).
+        unsafe { Self::transpose_8x8(src, src_stride, dst) }
     }
     #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (__m256, __m256) {
@@ -133,9 +133,9 @@ impl Lanes for Avx2 {
         }
     }
     #[inline(always)]
-    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+    unsafe fn transpose_rows_8x8(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees AVX2 and the 8 rows of 8 floats at both ends.
-        unsafe { transpose_8x8_at(src, src_stride, dst) }
+        unsafe { transpose_rows_8x8_avx(rows, dst) }
     }
     #[inline(always)]
     unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
@@ -220,9 +220,9 @@ impl Lanes for Avx512 {
         unsafe { activate_avx512(act, v) }
     }
     #[inline(always)]
-    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+    unsafe fn transpose_rows_8x8(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees AVX-512 (so AVX2) and the 8 rows of 8 floats at both ends.
-        unsafe { transpose_8x8_at(src, src_stride, dst) }
+        unsafe { transpose_rows_8x8_avx(rows, dst) }
     }
     #[inline(always)]
     unsafe fn transpose_8x8_tiles(t: &Transpose) -> (usize, usize) {
@@ -231,16 +231,16 @@ impl Lanes for Avx512 {
     }
 }
 
-/// The 8 × 8 block at `src` (rows `src_stride` floats apart) transposed,
-/// row `j` stored at `dst(j)`, in AVX registers.
+/// The 8 rows of 8 floats at `rows` transposed, row `j` stored at
+/// `dst(j)`, in AVX registers.
 ///
 /// # Safety
-/// AVX2; the 8 rows of 8 floats at `src` readable, at each `dst(j)` writable.
+/// AVX2; the 8 floats at each `rows[i]` readable, at each `dst(j)` writable.
 #[inline(always)]
-unsafe fn transpose_8x8_at(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+unsafe fn transpose_rows_8x8_avx(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
     // SAFETY: the caller's guarantees.
     unsafe {
-        let rows = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+        let rows = rows.map(|row| _mm256_loadu_ps(row));
         for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
             _mm256_storeu_ps(dst(j), v);
         }
