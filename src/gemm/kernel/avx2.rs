@@ -57,7 +57,7 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
             let bk = b.add(k * NR);
             let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
             let ak = a.add(k * MR);
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 // The next A panel, as in the AVX-512 kernel (two k steps
                 // are 48 bytes: every line of it gets a hint).
                 _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());

@@ -359,7 +359,7 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
                 }
             });
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
-            if A_STEP == 0 && k % 2 == 0 {
+            if A_STEP == 0 && k.is_multiple_of(2) {
                 // The next A panel (the next tile down, packed right after
                 // this one), one line per two k steps: a plan's prepacked A
                 // that lives in L3 or memory (Winograd's U, 9 MiB for 256
