@@ -355,3 +355,52 @@ pub(crate) mod probe {
         ENTRIES.with(Cell::get)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transposes of every path against their definitions.
+    struct Transposes;
+
+    impl WithLanes for Transposes {
+        type Output = ();
+        #[inline(always)]
+        fn run<L: Lanes>(self, _: L) {
+            let n = L::N;
+            let stride = n + 3;
+            let src: Vec<f32> = (0..n * stride).map(|i| i as f32).collect();
+            let mut square = vec![f32::NAN; n * n];
+            let dst = square.as_mut_ptr();
+            // SAFETY: N rows of N floats at `stride` apart inside `src`; N
+            // rows of N floats inside `square`; the test runs on a path the
+            // CPU has.
+            unsafe { L::transpose_square(src.as_ptr(), stride, |j| dst.wrapping_add(j * n)) };
+            for (j, row) in square.chunks(n).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    assert_eq!(v, src[i * stride + j], "square N = {n}: row {j} column {i}");
+                }
+            }
+            // Rows at scattered addresses, in another order than memory's.
+            let pool: Vec<f32> = (0..8 * 11).map(|i| i as f32 * 0.5).collect();
+            let rows: [*const f32; 8] = std::array::from_fn(|i| pool[(7 - i) * 11 + i % 3..].as_ptr());
+            let mut out = [[f32::NAN; 8]; 8];
+            let dst = out.as_mut_ptr();
+            // SAFETY: 8 floats from each row start inside `pool`, 8 rows of
+            // 8 inside `out`; a path the CPU has.
+            unsafe { L::transpose_rows_8x8(&rows, |j| dst.wrapping_add(j).cast::<f32>()) };
+            for (j, row) in out.iter().enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    assert_eq!(v, pool[(7 - i) * 11 + i % 3 + j], "rows: row {j} column {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposes_match_their_definitions() {
+        for isa in Isa::available() {
+            dispatch(isa, Transposes).expect("an available ISA");
+        }
+    }
+}

@@ -220,6 +220,20 @@ impl Lanes for Avx512 {
         unsafe { activate_avx512(act, v) }
     }
     #[inline(always)]
+    unsafe fn transpose_square(src: *const f32, src_stride: usize, dst: impl Fn(usize) -> *mut f32) {
+        // SAFETY: the caller guarantees AVX-512F and the 16 rows of 16
+        // floats at both ends (N is 16).
+        unsafe {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (i, row) in rows.iter_mut().enumerate() {
+                *row = _mm512_loadu_ps(src.add(i * src_stride));
+            }
+            for (j, v) in transpose_16x16(rows).into_iter().enumerate() {
+                _mm512_storeu_ps(dst(j), v);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn transpose_rows_8x8(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
         // SAFETY: the caller guarantees AVX-512 (so AVX2) and the 8 rows of 8 floats at both ends.
         unsafe { transpose_rows_8x8_avx(rows, dst) }
@@ -240,8 +254,11 @@ impl Lanes for Avx512 {
 unsafe fn transpose_rows_8x8_avx(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
     // SAFETY: the caller's guarantees.
     unsafe {
-        let rows = rows.map(|row| _mm256_loadu_ps(row));
-        for (j, v) in transpose_8x8(rows).into_iter().enumerate() {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (r, &row) in r.iter_mut().zip(rows) {
+            *r = _mm256_loadu_ps(row);
+        }
+        for (j, v) in transpose_8x8(r).into_iter().enumerate() {
             _mm256_storeu_ps(dst(j), v);
         }
     }
@@ -287,6 +304,47 @@ pub(crate) fn activate_avx512(act: Activation, v: __m512) -> __m512 {
         Activation::None => v,
         Activation::Relu => _mm512_max_ps(_mm512_setzero_ps(), v),
         Activation::Clamp { min, max } => _mm512_min_ps(_mm512_set1_ps(max), _mm512_max_ps(_mm512_set1_ps(min), v)),
+    }
+}
+
+/// The transpose of 16 rows of 16 floats: column `c` of `r` as row `c`.
+/// Two unpacks leave, in each 128-bit lane `j` of `u[4i + k]`, column
+/// `4j + k` of rows `4i .. 4i + 4`; two lane shuffles gather lane `j` of
+/// `u[k]`, `u[4 + k]`, `u[8 + k]` and `u[12 + k]` into row `4j + k`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+unsafe fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    // SAFETY: AVX-512F is the caller's guarantee.
+    unsafe {
+        // (Loops, not closures: a closure is compiled without the
+        // function's target features, and its intrinsics become calls.)
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in (0..16).step_by(2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        // u[4q + k]: k = 0, 1 from t[4q], t[4q + 2]; k = 2, 3 from t[4q + 1], t[4q + 3].
+        let mut u = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            for h in 0..2 {
+                let (a, b) = (_mm512_castps_pd(t[4 * q + h]), _mm512_castps_pd(t[4 * q + 2 + h]));
+                u[4 * q + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[4 * q + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            }
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for k in 0..4 {
+            let (a, b, c, d) = (u[k], u[4 + k], u[8 + k], u[12 + k]);
+            let (p0, p1) = (_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xee>(a, b));
+            let (q0, q1) = (_mm512_shuffle_f32x4::<0x44>(c, d), _mm512_shuffle_f32x4::<0xee>(c, d));
+            out[k] = _mm512_shuffle_f32x4::<0x88>(p0, q0);
+            out[4 + k] = _mm512_shuffle_f32x4::<0xdd>(p0, q0);
+            out[8 + k] = _mm512_shuffle_f32x4::<0x88>(p1, q1);
+            out[12 + k] = _mm512_shuffle_f32x4::<0xdd>(p1, q1);
+        }
+        out
     }
 }
 
