@@ -208,6 +208,9 @@ impl Conv2dPlan {
             && pointwise::applies(geo)
             && geo.out_pixels() <= gemm::NARROW_N
             && geo.layout == Layout::Nchw;
+        // A wide 1×1 convolution left to `Auto` (NCHW), where the GEMM on
+        // the image in place beats the direct path (see `pointwise_wins`).
+        let narrow = narrow || (self.options.algorithm == Algorithm::Auto && select::pointwise_wins(geo));
         let winograd = self.winograd.as_ref().filter(|_| {
             self.options.algorithm == Algorithm::Winograd
                 || winograd_pays(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out)
