@@ -399,3 +399,22 @@ fn plan_names_its_algorithm_and_kernel() {
         assert!(matches!(dense.algorithm([1, 63, 14, 14]), Err(ConvError::ShapeMismatch { .. })));
     });
 }
+
+/// Classifier heads (1024 → 1000 on 1×1 and 2×1 planes, 4 MB of weights):
+/// the matrix-vector path splits the weights' panels among the threads
+/// (three here, so the parts differ in size); every path and thread count
+/// gives the portable path's bits, within the reference's bound.
+#[test]
+fn classifier_heads_split_among_threads() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    for (i, hw) in [[1, 1], [2, 1]].into_iter().enumerate() {
+        let p = ConvProblem::seeded(
+            [1, 1024, hw[0], hw[1]],
+            [1000, 1024, 1, 1],
+            ConvParams::default(),
+            true,
+            70 + i as u64,
+        );
+        pool.install(|| p.check());
+    }
+}

@@ -224,9 +224,16 @@ pub(crate) fn execute(
             }),
             // A plane of a few pixels: matrix-vector products from the
             // prepacked weights.
-            Algorithm::Pointwise if n <= gemm::NARROW_N && geo.layout == Layout::Nchw => {
-                gemm::gemm_narrow(options.isa, (m, n, k), a_t(), channels, bias, options.activation, planes(out))
-            }
+            Algorithm::Pointwise if n <= gemm::NARROW_N && geo.layout == Layout::Nchw => gemm::gemm_narrow(
+                options.isa,
+                (m, n, k),
+                a_t(),
+                channels,
+                bias,
+                options.activation,
+                planes(out),
+                if jobs >= threads { 1 } else { threads },
+            ),
             Algorithm::Pointwise => pointwise::with_source(geo, channels, |b| {
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
             }),
