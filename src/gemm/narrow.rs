@@ -70,9 +70,9 @@ pub(crate) fn gemm_narrow(
         jobs.push(Narrow { m, n, k, a_t, b, bias, act, out: mine, panels: p0..p1 });
     }
     if parts > 1 {
-        jobs.into_par_iter().map(|job| simd::dispatch(isa, job)).collect()
+        jobs.into_par_iter().try_for_each(|job| simd::dispatch(isa, job))
     } else {
-        jobs.into_iter().map(|job| simd::dispatch(isa, job)).collect()
+        jobs.into_iter().try_for_each(|job| simd::dispatch(isa, job))
     }
 }
 
