@@ -36,6 +36,10 @@ impl PanelSource for ImageSource<'_> {
             with_panel_width!(panel, pack_image(self, k0, kc, j0, w, dst))
         }
     }
+
+    fn setup_per_block(&self) -> bool {
+        true
+    }
 }
 
 /// [`pack_rows`] inside the lanes' target features, so its whole-`P`

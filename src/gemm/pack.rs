@@ -32,6 +32,14 @@ pub(crate) trait PanelSource: Sync {
     fn rows(&self) -> Option<(*const f32, isize)> {
         None
     }
+
+    /// Whether packing a block of B costs a setup per block (the implicit
+    /// im2col's band of padded input rows) that wider blocks share out: then
+    /// the narrow loop orders fill their quarter of L2 with as many columns
+    /// as a short K leaves room for ([`super::Blocking::nc_narrow_for`]).
+    fn setup_per_block(&self) -> bool {
+        false
+    }
 }
 
 /// An operand packed once for every K chunk and reused across calls (the
