@@ -106,8 +106,7 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
         Isa::Neon => 4,
         _ => return None,
     };
-    let budget = n * (4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096);
-    let fits = blocked::scratch_len(geo, n).is_some_and(|len| len <= budget);
+    let fits = blocked::scratch_len(geo, n).is_some_and(|len| scratch_budget(geo, n).is_some_and(|b| len <= b));
     (geo.c_in_per_group() == 1 && geo.c_out_per_group() == 1 && geo.kh * geo.kw <= KC && fits).then_some(n)
 }
 
@@ -289,8 +288,17 @@ pub(crate) fn applies(geo: &ConvGeometry) -> bool {
         // channel take the GEMM paths.
         return geo.groups == geo.c_in && geo.c_out == geo.c_in && geo.kh * geo.kw <= KC && geo.is_compact();
     }
-    let budget = 4 * (geo.h_in * geo.w_in + geo.out_pixels()) + 4096;
-    geo.c_in_per_group() == 1 && Phases::of(geo).and_then(|p| p.scratch_len(16)).is_some_and(|len| len <= budget)
+    let fits = |len: usize| scratch_budget(geo, 1).is_some_and(|b| len <= b);
+    geo.c_in_per_group() == 1 && Phases::of(geo).and_then(|p| p.scratch_len(16)).is_some_and(fits)
+}
+
+/// The scratch the depthwise kernels may take for `n` channels at once:
+/// four times the input and output planes, plus 4,096 floats, per channel
+/// (`None` past `usize`: hostile shapes of a plan's `kernel_name`, which
+/// needs no buffers, reach it).
+fn scratch_budget(geo: &ConvGeometry, n: usize) -> Option<usize> {
+    let planes = geo.h_in.checked_mul(geo.w_in)?.checked_add(geo.out_pixels())?;
+    planes.checked_mul(4)?.checked_add(4096)?.checked_mul(n)
 }
 
 /// Writes the phase planes of `plane` into `dst` (`sh·sw·hq·wq` floats),
@@ -558,5 +566,24 @@ unsafe fn dwconv_plane<L: Lanes>(job: Depthwise<'_>) {
         }
         // SAFETY: CPU support is the caller's guarantee.
         unsafe { finish_rows::<L>(geo, p.wq, stream_out, bias.map(|b| b[o]), act, out_plane) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::ConvParams;
+
+    /// A plane of 2^58 pixels (a valid geometry: `kernel_name` needs no
+    /// buffers) has no scratch budget for 16 channels, rather than one that
+    /// wrapped around `usize`; an ordinary plane has one.
+    #[test]
+    fn scratch_budget_of_a_huge_plane_is_none() {
+        let params = ConvParams { stride: [2, 2], padding: [1; 4], groups: 1, ..ConvParams::default() };
+        let huge = ConvGeometry::new([1, 1, 1 << 30, 1 << 28], [1, 1, 3, 3], &params).unwrap();
+        assert_eq!(scratch_budget(&huge, 16), None);
+        assert!(channel_block(Isa::Avx512, &huge).is_none());
+        let small = ConvGeometry::new([1, 1, 14, 14], [1, 1, 3, 3], &params).unwrap();
+        assert_eq!(scratch_budget(&small, 16), Some(16 * (4 * (196 + 49) + 4096)));
     }
 }
