@@ -210,14 +210,14 @@ impl Conv2dPlan {
             && geo.layout == Layout::Nchw;
         // A wide 1×1 convolution left to `Auto` (NCHW), where the GEMM on
         // the image in place beats the direct path (see `pointwise_wins`).
-        let narrow = narrow || (self.options.algorithm == Algorithm::Auto && select::pointwise_wins(geo));
+        let gemm_form = narrow || (self.options.algorithm == Algorithm::Auto && select::pointwise_wins(geo));
         let winograd = self.winograd.as_ref().filter(|_| {
             self.options.algorithm == Algorithm::Winograd
                 || winograd_pays(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out)
         });
         let winograd = winograd.map(|w| (w, TileSize::choose(geo.h_out, geo.w_out)));
         match &self.weights_nr {
-            Some(nr_form) if direct::applies(self.options.isa, geo) && !narrow => {
+            Some(nr_form) if direct::applies(self.options.isa, geo) && !gemm_form => {
                 Weights { packed: &[], packed_nr: Some(nr_form), direct: None, winograd }
             }
             _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref(), winograd },

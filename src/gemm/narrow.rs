@@ -59,6 +59,10 @@ pub(crate) fn gemm_narrow(
     let panels = m.div_ceil(panel);
     let a_bytes = m.saturating_mul(k).saturating_mul(4);
     let parts = if threads > 1 && a_bytes >= SPLIT_MIN_BYTES { threads.min(panels) } else { 1 };
+    if parts == 1 {
+        // (No list of parts: a squeeze-and-excite layer's call allocates nothing.)
+        return simd::dispatch(isa, Narrow { m, n, k, a_t, b, bias, act, out, panels: 0..panels });
+    }
     // Part p: panels panels·p/parts .. panels·(p+1)/parts and their rows of `out`.
     let mut jobs = Vec::with_capacity(parts);
     let mut rest = out;
@@ -69,11 +73,7 @@ pub(crate) fn gemm_narrow(
         rest = later;
         jobs.push(Narrow { m, n, k, a_t, b, bias, act, out: mine, panels: p0..p1 });
     }
-    if parts > 1 {
-        jobs.into_par_iter().try_for_each(|job| simd::dispatch(isa, job))
-    } else {
-        jobs.into_iter().try_for_each(|job| simd::dispatch(isa, job))
-    }
+    jobs.into_par_iter().try_for_each(|job| simd::dispatch(isa, job))
 }
 
 /// The name of [`gemm_narrow`]'s kernel on `isa` (on the portable paths,

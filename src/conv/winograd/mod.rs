@@ -399,12 +399,12 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
                 ((t % b.tiles_w) * m) as isize - g.pad_left as isize,
             );
         }
-        // Lanes whose window rows lie inside the image, 8 floats wide and
-        // contiguous (channels-first), are read where they lie; the others
-        // (borders, padding, past `count`, channels-last) test each pixel.
+        // Channels-first lanes whose window rows lie inside the image, 8
+        // floats wide, are read where they lie; the others (borders,
+        // padding, past `count`) test each pixel.
         let mut in_place = [false; LANES];
         for (l, &(y, x)) in corner.iter().enumerate().take(lanes) {
-            in_place[l] = at.x == 1 && y >= 0 && x >= 0 && y + a as isize <= h && x + 8 <= w;
+            in_place[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + 8 <= w;
         }
         for c in range.clone() {
             // (Empty for an empty image: then no pixel is read.)
