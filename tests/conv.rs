@@ -418,3 +418,17 @@ fn classifier_heads_split_among_threads() {
         pool.install(|| p.check());
     }
 }
+
+/// Weights beyond L2 (3 MiB, and 1.7 MiB: past Zen's 1 MiB) on small planes: the direct path
+/// takes blocks as large as half of L2 holds, so every row of the plane
+/// lies in one block; its bits are still every other path's, on 1 and 3
+/// threads (`check` runs both).
+#[test]
+fn wide_weights_on_small_planes() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let one_by_one = ConvProblem::seeded([1, 384, 5, 4], [2048, 384, 1, 1], ConvParams::default(), true, 80);
+    let padded = ConvProblem::seeded([1, 96, 4, 5], [512, 96, 3, 3], params(1, 1, 1, 1), true, 81);
+    for p in [one_by_one, padded] {
+        pool.install(|| p.check());
+    }
+}
