@@ -432,3 +432,20 @@ fn wide_weights_on_small_planes() {
         pool.install(|| p.check());
     }
 }
+
+/// First layers large enough that the in-place band path (`Implicit` on 1
+/// to 4 input channels) cuts the image into several blocks of output rows,
+/// shared among 3 threads: a 3×3 stride-2 layer and a 7×7 stride-2 one
+/// with asymmetric padding on a batch of two; every path's bits, within the
+/// reference's bound.
+#[test]
+fn first_layers_in_blocks_of_rows() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let three = ConvProblem::seeded([1, 3, 300, 301], [16, 3, 3, 3], params(2, 1, 1, 1), true, 90);
+    let mut p = params(2, 0, 1, 1);
+    p.padding = [3, 2, 1, 3];
+    let seven = ConvProblem::seeded([2, 3, 131, 140], [8, 3, 7, 7], p, false, 91);
+    for p in [three, seven] {
+        pool.install(|| p.check());
+    }
+}

@@ -24,7 +24,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::implicit::{Band, band_fits, band_taps, build_band, build_pixel_major_band, put_band, take_band};
+use super::implicit::{Band, BuildBand, band_fits, band_taps, build_pixel_major_band, put_band, take_band};
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
@@ -353,23 +353,6 @@ unsafe fn direct_block<K: MicroKernel>(
         debug_assert_eq!(out.rs, 1);
         let first = out.ptr.wrapping_add(cols.start + p0 * out.cs as usize);
         kern.lanes().enter(RowCopy { block: &block[..npx * m], m, first, cs: out.cs as usize, bias, act });
-    }
-}
-
-/// [`build_band`] inside the lanes' features (a closure or a plain
-/// function would run without them).
-struct BuildBand<'a> {
-    g: &'a ConvGeometry,
-    channels: &'a [f32],
-    layout: &'a Band,
-    band: &'a mut Vec<f32>,
-}
-
-impl WithLanes for BuildBand<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<L: Lanes>(self, _: L) {
-        build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
     }
 }
 

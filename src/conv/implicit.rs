@@ -9,7 +9,7 @@ use std::cell::Cell;
 use crate::gemm::{KC, PackRows, PanelSource, enter_pack, with_panel_width};
 use crate::geometry::ConvGeometry;
 use crate::layout::Layout;
-use crate::simd::Lanes;
+use crate::simd::{Lanes, WithLanes};
 
 /// The `K × N` im2col matrix of one (image, group), never materialised:
 /// row `(c·kh + u)·kw + v`, column `oy·w_out + ox` is
@@ -344,6 +344,23 @@ impl Band {
     /// Floats in the band (saturating).
     fn len(&self) -> usize {
         self.channels.len().saturating_mul(self.channel_len)
+    }
+}
+
+/// [`build_band`] inside the lanes' features (a closure or a plain
+/// function would run without them).
+pub(super) struct BuildBand<'a> {
+    pub(super) g: &'a ConvGeometry,
+    pub(super) channels: &'a [f32],
+    pub(super) layout: &'a Band,
+    pub(super) band: &'a mut Vec<f32>,
+}
+
+impl WithLanes for BuildBand<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
     }
 }
 

@@ -5,6 +5,7 @@
 //! convolution (`transpose`).
 
 pub(crate) mod backward;
+pub(crate) mod banded;
 pub(crate) mod depthwise;
 pub(crate) mod direct;
 pub(crate) mod explicit;

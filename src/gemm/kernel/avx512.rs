@@ -89,17 +89,51 @@ impl MicroKernel for Avx512_8x32 {
 
     unsafe fn run_b_rows(self, kc: usize, a: *const f32, b: *const f32, rsb: isize, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: as in `run`; `in_place` keeps every read in the `cols` columns.
-        unsafe {
-            match out.rows {
-                1 => in_place::<1, 8>(kc, a, b, rsb, out, spec),
-                2 => in_place::<2, 8>(kc, a, b, rsb, out, spec),
-                3 => in_place::<3, 4>(kc, a, b, rsb, out, spec),
-                4 => in_place::<4, 4>(kc, a, b, rsb, out, spec),
-                5 => in_place::<5, 2>(kc, a, b, rsb, out, spec),
-                6 => in_place::<6, 2>(kc, a, b, rsb, out, spec),
-                7 => in_place::<7, 2>(kc, a, b, rsb, out, spec),
-                _ => in_place::<8, 2>(kc, a, b, rsb, out, spec),
-            }
+        unsafe { in_place_rows::<false>(kc, a, b, (rsb, std::ptr::null()), out, spec) }
+    }
+
+    const READS_B_TAPS: bool = true;
+
+    unsafe fn run_b_taps(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        taps: *const usize,
+        out: &TileOut,
+        spec: &StoreSpec,
+    ) {
+        // SAFETY: as in `run`; `in_place` keeps every read in the `cols`
+        // columns of the rows the taps name.
+        unsafe { in_place_rows::<true>(kc, a, b, (0, taps), out, spec) }
+    }
+}
+
+/// `run_b_rows` (rows `rsb` apart) or, with `B_TAPS`, `run_b_taps` (row `k`
+/// at `taps[k]`): the in-place tile compiled for its row count.
+///
+/// # Safety
+/// AVX-512F; as [`MicroKernel::run_b_rows`] or [`MicroKernel::run_b_taps`].
+#[inline(always)]
+unsafe fn in_place_rows<const B_TAPS: bool>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    rows: (isize, *const usize),
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        match out.rows {
+            1 => in_place::<1, 8, B_TAPS>(kc, a, b, rows, out, spec),
+            2 => in_place::<2, 8, B_TAPS>(kc, a, b, rows, out, spec),
+            3 => in_place::<3, 4, B_TAPS>(kc, a, b, rows, out, spec),
+            4 => in_place::<4, 4, B_TAPS>(kc, a, b, rows, out, spec),
+            5 => in_place::<5, 2, B_TAPS>(kc, a, b, rows, out, spec),
+            6 => in_place::<6, 2, B_TAPS>(kc, a, b, rows, out, spec),
+            7 => in_place::<7, 2, B_TAPS>(kc, a, b, rows, out, spec),
+            _ => in_place::<8, 2, B_TAPS>(kc, a, b, rows, out, spec),
         }
     }
 }
@@ -115,27 +149,36 @@ const B_ROWS_NR: usize = 128;
 /// # Safety
 /// AVX-512F; as [`MicroKernel::run_b_rows`].
 #[inline(always)]
-unsafe fn in_place<const R: usize, const H: usize>(
+unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
-    rsb: isize,
+    (rsb, taps): (isize, *const usize),
     out: &TileOut,
     spec: &StoreSpec,
 ) {
     for j in (0..out.cols).step_by(16 * H) {
         let cols = (out.cols - j).min(16 * H);
         let masks = std::array::from_fn(|h| lane_mask(cols, h));
-        let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks };
+        let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks, taps };
         let out = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
         // the masks cover exactly those columns (all lanes of a full slice).
         unsafe {
             let a = ACols { ptr: a, taps: std::ptr::null(), step: 0 };
             if cols == 16 * H {
-                kernel_8x32::<R, H, false, 0>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, false, 0, B_TAPS>(kc, a, b, &out, spec)
+            } else if H > 1 && cols <= 16 {
+                // A last slice of one vector or less: one vector's FMAs, not
+                // H (a 112-pixel row in slices of 32: 3 + a half-empty 4th).
+                let b = BRows { ptr: b.ptr, stride: rsb, masks: [b.masks[0]], taps };
+                if cols == 16 {
+                    kernel_8x32::<R, 1, false, 0, B_TAPS>(kc, a, b, &out, spec)
+                } else {
+                    kernel_8x32::<R, 1, true, 0, B_TAPS>(kc, a, b, &out, spec)
+                }
             } else {
-                kernel_8x32::<R, H, true, 0>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, true, 0, B_TAPS>(kc, a, b, &out, spec)
             }
         }
     }
@@ -150,6 +193,8 @@ struct BRows<const H: usize> {
     ptr: *const f32,
     stride: isize,
     masks: [__mmask16; H],
+    /// With `B_TAPS`, row `k` at `ptr + taps[k]` instead (`stride` unused).
+    taps: *const usize,
 }
 
 /// Where the kernel reads A: with a pixel step `A_STEP > 0`, column `k` of
@@ -180,18 +225,18 @@ const RUNTIME_STEP: usize = usize::MAX;
 unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
     macro_rules! rows {
         ($h:literal) => {{
-            let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h] };
+            let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h], taps: std::ptr::null() };
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
-                    1 => kernel_8x32::<1, $h, false, A_STEP>(kc, a, b, out, spec),
-                    2 => kernel_8x32::<2, $h, false, A_STEP>(kc, a, b, out, spec),
-                    3 => kernel_8x32::<3, $h, false, A_STEP>(kc, a, b, out, spec),
-                    4 => kernel_8x32::<4, $h, false, A_STEP>(kc, a, b, out, spec),
-                    5 => kernel_8x32::<5, $h, false, A_STEP>(kc, a, b, out, spec),
-                    6 => kernel_8x32::<6, $h, false, A_STEP>(kc, a, b, out, spec),
-                    7 => kernel_8x32::<7, $h, false, A_STEP>(kc, a, b, out, spec),
-                    _ => kernel_8x32::<8, $h, false, A_STEP>(kc, a, b, out, spec),
+                    1 => kernel_8x32::<1, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, false, A_STEP, false>(kc, a, b, out, spec),
                 }
             }
         }};
@@ -205,7 +250,7 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
 /// missing rows. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize>(
+unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize, const B_TAPS: bool>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -221,7 +266,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
         }
     }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED, A_STEP>(kc, a, b) };
+    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
@@ -339,18 +384,18 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 /// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize>(
+unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize, const B_TAPS: bool>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
 ) -> [[__m512; H]; R] {
     let mut acc = [[_mm512_setzero_ps(); H]; R];
-    let (b_ptr, b_stride, b_masks) = (b.ptr, b.stride, b.masks);
+    let (b_ptr, b_stride, b_masks, b_taps) = (b.ptr, b.stride, b.masks, b.taps);
     let step = |acc: &mut [[__m512; H]; R], k: usize| {
         // SAFETY: k < kc; the caller guarantees kc·MR floats at `a` and B's
         // kc rows (whole panel rows, or the masked lanes of rows in place).
         unsafe {
-            let bk = b_ptr.offset(k as isize * b_stride);
+            let bk = if B_TAPS { b_ptr.wrapping_add(*b_taps.add(k)) } else { b_ptr.offset(k as isize * b_stride) };
             let bh: [__m512; H] = std::array::from_fn(|h| {
                 if MASKED {
                     _mm512_maskz_loadu_ps(b_masks[h], bk.wrapping_add(16 * h))

@@ -185,6 +185,50 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         // SAFETY: the panel holds kc·NR floats, zeros past `cols`; the rest is the caller's.
         unsafe { self.run(kc, a, panel.as_ptr(), out, spec) }
     }
+
+    /// Whether [`MicroKernel::run_b_taps`] reads B where it lies (else it
+    /// copies, as the default does, and a caller does better to pack).
+    const READS_B_TAPS: bool = false;
+
+    /// [`MicroKernel::run`] with B read in place, each of its `kc` rows a
+    /// run of consecutive floats: element `(k, j)` at `b + taps[k] + j`, for
+    /// `k < kc` and `j < out.cols` only (`out.cols <= B_ROWS_NR`). A
+    /// convolution reads its zero-padded band this way (rows: kernel taps,
+    /// columns: output pixels of one output row). Same arithmetic, so the
+    /// same bits as `run` on the packed panels.
+    ///
+    /// The default copies the tile, `NR` columns at a time, into a panel on
+    /// the stack and calls `run`.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`] for `a`, `out` and `spec`; `kc <= KC`; `kc`
+    /// offsets at `taps`; those `kc × out.cols` elements of B readable.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_b_taps(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        taps: *const usize,
+        out: &TileOut,
+        spec: &StoreSpec,
+    ) {
+        for j in (0..out.cols).step_by(Self::NR) {
+            let cols = Self::NR.min(out.cols - j);
+            let mut panel = StackPanel::new();
+            let panel = panel.get(kc, Self::NR);
+            for (kk, row) in panel.chunks_exact_mut(Self::NR).take(kc).enumerate() {
+                // SAFETY: the caller guarantees kc offsets at `taps` and
+                // out.cols readable floats from each of B's rows.
+                let src = unsafe { std::slice::from_raw_parts(b.add(*taps.add(kk) + j), cols) };
+                row[..cols].copy_from_slice(src);
+            }
+            let slice = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
+            // SAFETY: the panel holds kc·NR floats, zeros past `cols`;
+            // columns j .. j + cols of the caller's tile.
+            unsafe { self.run(kc, a, panel.as_ptr(), &slice, spec) }
+        }
+    }
 }
 
 /// [`MicroKernel::run_a_taps`] by gathering the tile's A into a panel on the

@@ -64,6 +64,9 @@ enum Mode {
     /// `run_a_taps` with this pixel step: A's column k at `tap(k)` of
     /// a larger buffer, its rows `step` floats apart.
     ATaps(usize),
+    /// `run_b_taps`: B's row k at `tap(k)` of a larger buffer, tiles
+    /// `B_ROWS_NR` wide.
+    BTaps,
 }
 
 /// Column k of A in `Mode::ATaps(step)`: irregular offsets, room for
@@ -77,7 +80,7 @@ fn tap(k: usize, mr: usize, step: usize) -> usize {
 /// (returned whole, so writes outside the tile show up), taking the
 /// operands as `mode` says.
 fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
-    let (mr, nr) = (K::MR, if mode == Mode::BRows { K::B_ROWS_NR } else { K::NR });
+    let (mr, nr) = (K::MR, if matches!(mode, Mode::BRows | Mode::BTaps) { K::B_ROWS_NR } else { K::NR });
     let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
     let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
     let bias = values(D, 3);
@@ -85,6 +88,12 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
     let mut c = values(len, 4);
     let step = if let Mode::ATaps(step) = mode { step } else { 1 };
     let taps: Vec<usize> = (0..case.kc).map(|k| tap(k, mr, step)).collect();
+    // B's rows at irregular offsets, D floats of room each.
+    let b_taps: Vec<usize> = (0..case.kc).map(|k| tap(k, D, 1)).collect();
+    let mut b_far = values(tap(case.kc, D, 1), 6);
+    for (k, &at) in b_taps.iter().enumerate() {
+        b_far[at..at + D].copy_from_slice(&b_full[k * D..(k + 1) * D]);
+    }
     for i0 in (0..case.rows).step_by(mr) {
         for j0 in (0..case.cols).step_by(nr) {
             let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
@@ -128,6 +137,10 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
                     }
                     Mode::ATaps(step) => {
                         kern.run_a_taps(case.kc, a_far.as_ptr(), step, taps.as_ptr(), b.as_ptr(), &out, &spec)
+                    }
+                    Mode::BTaps => {
+                        let b_at = b_far.as_ptr().wrapping_add(j0);
+                        kern.run_b_taps(case.kc, a.as_ptr(), b_at, b_taps.as_ptr(), &out, &spec)
                     }
                 }
             };
@@ -222,7 +235,7 @@ impl WithKernel for InPlaceBattery {
 #[test]
 fn every_kernel_reading_in_place_matches_its_packed_bits() {
     // Steps 1, 2 and 4 are read in place by the AVX-512 kernel, 3 is gathered.
-    for mode in [Mode::BRows, Mode::ATaps(1), Mode::ATaps(2), Mode::ATaps(3), Mode::ATaps(4)] {
+    for mode in [Mode::BRows, Mode::BTaps, Mode::ATaps(1), Mode::ATaps(2), Mode::ATaps(3), Mode::ATaps(4)] {
         for isa in Isa::ALL {
             match dispatch(isa, InPlaceBattery(mode)) {
                 Ok(n) => assert!(n > 0),
