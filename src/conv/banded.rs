@@ -46,6 +46,19 @@ pub(crate) fn applies(isa: Isa, g: &ConvGeometry, a_t: &PrepackedSource) -> bool
     gemm::dispatch(isa, Applies(g, a_t)).unwrap_or(false)
 }
 
+/// Whether the kernel of `isa` reads B's rows in place
+/// ([`MicroKernel::READS_B_TAPS`]): only then does this path run.
+pub(crate) fn reads_in_place(isa: Isa) -> bool {
+    struct Reads;
+    impl WithKernel for Reads {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            K::READS_B_TAPS
+        }
+    }
+    gemm::dispatch(isa, Reads).unwrap_or(false)
+}
+
 fn kernel_applies<K: MicroKernel>(g: &ConvGeometry, a_t: &PrepackedSource) -> bool {
     let k = g.patch_len();
     K::READS_B_TAPS

@@ -36,23 +36,25 @@ pub(crate) fn prefers_direct(
         && match algorithm {
             Algorithm::Direct => true,
             Algorithm::Auto if layout == Layout::Nhwc => true,
-            Algorithm::Auto => k >= DIRECT_MIN_K && !banded_wins(c_in_per_group, k),
+            Algorithm::Auto => k >= DIRECT_MIN_K && !banded_wins(isa, c_in_per_group, k),
             _ => false,
         }
 }
 
 /// Whether the implicit im2col reads the band in place (`banded.rs`)
 /// rather than packing it, for `c_in_per_group` input channels and `k`
-/// products per output: first layers (at most 4 input channels, one K
-/// chunk), whose short K leaves packing as costly as the product.
+/// products per output on `isa`: first layers (at most 4 input channels,
+/// one K chunk), whose short K leaves packing as costly as the product, on
+/// a kernel that reads B's rows in place (AVX-512's; AVX2's 6×16 did, on
+/// Zen 5, at 0.6× the packed path's speed, and was left out).
 /// Measured on Zen 5, 1 thread (packed implicit or direct, against
 /// in place): 3→32 3×3 stride 2 on 224² 145 against 119 µs, 3→64 3×3 on
 /// 224² 1.03 against 0.85 ms, 3→64 7×7 stride 2 (direct) 0.99 against
 /// 0.97 ms; with more channels the band's rows of a tile outgrow L1 and
 /// it lost: 24→96 3×3 on 56² 0.53 (direct) against 0.76 ms, 8→256 3×3 on
 /// 56² 0.47 (packed) against 0.54 ms.
-pub(crate) fn banded_wins(c_in_per_group: usize, k: usize) -> bool {
-    c_in_per_group <= 4 && k <= gemm::KC
+pub(crate) fn banded_wins(isa: Isa, c_in_per_group: usize, k: usize) -> bool {
+    c_in_per_group <= 4 && k <= gemm::KC && banded::reads_in_place(isa)
 }
 
 /// The algorithm a call runs: the one asked for where it applies to
@@ -253,7 +255,9 @@ pub(crate) fn execute(
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
             }),
             // A first layer: the band's rows read in place.
-            Algorithm::Implicit if banded_wins(geo.c_in_per_group(), k) && banded::applies(options.isa, geo, a_t()) => {
+            Algorithm::Implicit
+                if banded_wins(options.isa, geo.c_in_per_group(), k) && banded::applies(options.isa, geo, a_t()) =>
+            {
                 banded::run(options.isa, geo, channels, a_t(), bias, options.activation, out, par)
             }
             _ => group_gemm(options.isa, par, (m, n, k), a_t(), &ImageSource::new(geo, channels), bias, options, out),
