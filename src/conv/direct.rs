@@ -24,7 +24,9 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::implicit::{Band, BuildBand, band_fits, band_taps, build_pixel_major_band, put_band, take_band};
+use super::implicit::{
+    Band, BuildBand, BuildPixelMajor, band_fits, band_taps, build_pixel_major_band, put_band, take_band,
+};
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
@@ -39,6 +41,10 @@ use crate::simd::{Lanes, Transpose, WithLanes};
 /// Output pixels times output channels per block: 128 KiB of scratch, in
 /// L2 with the block's band and the weights of a K chunk.
 const BLOCK_FLOATS: usize = 32 << 10;
+
+/// Output pixels up to which an NCHW 1×1 convolution reads a transposed
+/// (pixel-major) copy of its input: 7×7 and 8×8 planes.
+const TRANSPOSED_MAX_PIXELS: usize = 64;
 
 /// The floats of a block for weights of `weight_bytes`: [`BLOCK_FLOATS`],
 /// or, for weights beyond L2 (which every block streams from L3 again),
@@ -248,23 +254,36 @@ unsafe fn direct_block<K: MicroKernel>(
     // apart) where the kernel takes any step.
     let any_step = K::reads_a_any_step();
     let channels_last_in_place = any_step && g.layout == Layout::Nhwc;
-    let step = if channels_last_in_place || K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
+    // An NCHW 1×1 kernel on a plane of at most 64 pixels reads a
+    // pixel-major copy: its taps are the channels, consecutive there (see
+    // `build_pixel_major_band_nchw`). On larger planes its 8-pixel tiles
+    // read whole lines of each plane in place, and the copy lost (Zen 5,
+    // 1 thread: 1024 -> 512 on 14² 868 -> 931 µs, 256 -> 64 on 56² 2×).
+    let transposed =
+        any_step && g.layout == Layout::Nchw && g.kh == 1 && g.kw == 1 && g.out_pixels() <= TRANSPOSED_MAX_PIXELS;
+    let pixel_major = channels_last_in_place || transposed;
+    let step = if pixel_major || K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
     let phases = g.stride_w / step;
     for chunk in 0..chunks {
         let (k0, kc) = (chunk * KC, KC.min(k - chunk * KC));
         // The band: the input itself where it can be (no copy), else built.
-        let in_place = if g.layout == Layout::Nchw || channels_last_in_place {
+        let in_place = if (g.layout == Layout::Nchw && !transposed) || channels_last_in_place {
             Band::in_input(g, k0, kc, p0, npx, phases)
         } else {
             None
         };
         let (layout, band_at) = match in_place {
             Some((layout, start)) => (layout, channels[start..].as_ptr()),
-            None if channels_last_in_place => {
+            None if pixel_major => {
                 // Channels-last with padding: a pixel-major copy of the rows
-                // (no transpose), read as the input would be.
+                // (no transpose), read as the input would be; NCHW 1×1: the
+                // same band, transposed from the planes.
                 let layout = Band::pixel_major(g, k0, kc, p0, npx);
-                build_pixel_major_band(g, channels, &layout, &mut band);
+                if transposed {
+                    kern.lanes().enter(BuildPixelMajor { g, channels, layout: &layout, band: &mut band });
+                } else {
+                    build_pixel_major_band(g, channels, &layout, &mut band);
+                }
                 (layout, band.as_ptr())
             }
             None => {
