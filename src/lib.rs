@@ -91,6 +91,7 @@ mod isa;
 mod layout;
 #[cfg(feature = "ndarray")]
 pub mod nd;
+mod par;
 mod pool;
 #[cfg(test)]
 mod portable_tests;

@@ -14,8 +14,6 @@
 //! copies only the band. One chunk, from +0, in increasing k, then the
 //! store: the GEMM's arithmetic (`gemm::KC`), so the same bits.
 
-use rayon::prelude::*;
-
 use super::implicit::{Band, BuildBand, band_fits, band_taps, put_band, take_band};
 use crate::activation::Activation;
 use crate::error::ConvError;
@@ -25,6 +23,7 @@ use crate::gemm::{
 };
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
+use crate::par;
 use crate::simd::Lanes;
 
 /// Floats of band per block of output rows: 64 KiB, in L2 beside the
@@ -133,11 +132,7 @@ impl WithKernel for Group<'_> {
             // guarantees); no other block writes those.
             unsafe { banded_block(kern, &self, rows) };
         };
-        if threads > 1 {
-            (0..blocks).into_par_iter().for_each(block);
-        } else {
-            (0..blocks).for_each(block);
-        }
+        par::for_each(threads, blocks, block);
     }
 }
 

@@ -22,8 +22,6 @@
 
 use std::cell::Cell;
 
-use rayon::prelude::*;
-
 use super::implicit::{
     Band, BuildBand, BuildPixelMajor, band_fits, band_taps, build_pixel_major_band, put_band, take_band,
 };
@@ -36,6 +34,7 @@ use crate::gemm::{
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::layout::Layout;
+use crate::par;
 use crate::simd::{Lanes, Transpose, WithLanes};
 
 /// Output pixels times output channels per block: 128 KiB of scratch, in
@@ -203,11 +202,7 @@ impl WithKernel for Group<'_> {
             unsafe { direct_block(&job, rows, cols, &mut block) };
             BLOCK.with(|cell| cell.set(block));
         };
-        if threads > 1 {
-            (0..blocks * parts).into_par_iter().for_each(run);
-        } else {
-            (0..blocks * parts).for_each(run);
-        }
+        par::for_each(threads, blocks * parts, run);
     }
 }
 

@@ -3,8 +3,6 @@
 //! input), and [`execute`], the loop over (image, group) that runs the
 //! chosen one. Each algorithm lives in a module of its own.
 
-use rayon::prelude::*;
-
 use super::implicit::ImageSource;
 use super::options::{Algorithm, ConvOptions, Threads};
 use super::scratch::with_scratch;
@@ -15,6 +13,7 @@ use crate::gemm::{self, CMatrix, Epilogue, PARALLEL_MIN_FLOPS, PanelSource, Para
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::layout::Layout;
+use crate::par;
 
 /// Whether a plan keeps its weights for the direct path (NR panels): the
 /// path takes them on `isa` (see `direct::takes_weights`) and `algorithm`
@@ -190,12 +189,11 @@ pub(crate) fn execute(
         };
         let per_image = geo.c_out * n;
         if threads > 1 {
-            output.par_chunks_mut(per_image).enumerate().for_each(|(image, planes)| {
-                planes
-                    .par_chunks_mut(lanes * n)
-                    .enumerate()
-                    .for_each(|(index, out)| with_scratch(|scratch| block(image, index, out, scratch)))
-            });
+            for (image, planes) in output.chunks_mut(per_image).enumerate() {
+                par::for_each_chunk_mut(threads, planes, lanes * n, |index, out| {
+                    with_scratch(|scratch| block(image, index, out, scratch))
+                });
+            }
         } else {
             with_scratch(|scratch| {
                 for (image, planes) in output.chunks_mut(per_image).enumerate() {
@@ -265,7 +263,7 @@ pub(crate) fn execute(
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
     };
     if threads > 1 && jobs >= threads {
-        (0..jobs).into_par_iter().for_each(|index| with_scratch(|cols| job(index, Parallelism::Serial, cols)));
+        par::for_each(threads, jobs, |index| with_scratch(|cols| job(index, Parallelism::Serial, cols)));
     } else {
         // The GEMM forks only past its own threshold (PARALLEL_MIN_FLOPS).
         let par =

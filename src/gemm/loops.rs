@@ -12,13 +12,12 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::KC;
 use super::blocking::{Blocking, cache_sizes};
 use super::kernel::{MicroKernel, Store, StoreSpec, TileOut};
 use super::pack::{PackBuf, PanelSource};
 use crate::activation::Activation;
+use crate::par;
 
 /// The C operand: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +139,8 @@ pub(crate) unsafe fn gemm<K: MicroKernel, A: PanelSource, B: PanelSource>(
         // No task list: a serial call allocates nothing.
         run((0..m, 0..n));
     } else {
-        split(m, n, k, K::MR, K::NR, threads).into_par_iter().for_each(run);
+        let parts = split(m, n, k, K::MR, K::NR, threads);
+        par::for_each(threads, parts.len(), |i| run(parts[i].clone()));
     }
 }
 

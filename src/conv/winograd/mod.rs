@@ -23,8 +23,6 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use transform::{Block36, Block64, LANES};
 pub(crate) use transform::{F2, F4, F6, Tile};
 
@@ -33,6 +31,7 @@ use crate::activation::Activation;
 use crate::gemm::{self, CMatrix, Epilogue, Panels, Parallelism, PrepackedSource, StridedSource};
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
+use crate::par;
 use crate::simd::{self, Lanes, WithLanes};
 
 /// Whether Winograd F(m×m, 3×3) computes this convolution: 3×3 kernels,
@@ -294,7 +293,7 @@ fn run_tiles<T: Tile>(
             debug_assert!(done.is_ok());
         };
         if inner {
-            m.par_chunks_mut(block.m_plane).enumerate().for_each(product);
+            par::for_each_chunk_mut(rayon::current_num_threads(), m, block.m_plane, |xi, m_xi| product((xi, m_xi)));
         } else {
             m.chunks_mut(block.m_plane).enumerate().for_each(product);
         }
@@ -310,7 +309,7 @@ fn run_tiles<T: Tile>(
         });
     };
     if threads > 1 && (jobs.is_multiple_of(threads) || jobs >= 4 * threads) {
-        (0..jobs).into_par_iter().for_each(|index| with_scratch(|s| job(index, false, s)));
+        par::for_each(threads, jobs, |index| with_scratch(|s| job(index, false, s)));
     } else {
         with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
     }
@@ -321,7 +320,7 @@ fn run_tiles<T: Tile>(
 fn for_ranges(count: usize, parts: usize, f: impl Fn(Range<usize>) + Sync) {
     let n = parts.min(count).max(1);
     if n > 1 {
-        (0..n).into_par_iter().for_each(|p| f(p * count / n..(p + 1) * count / n));
+        par::for_each(n, n, |p| f(p * count / n..(p + 1) * count / n));
     } else {
         f(0..count);
     }
