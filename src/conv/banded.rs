@@ -14,12 +14,11 @@
 //! copies only the band. One chunk, from +0, in increasing k, then the
 //! store: the GEMM's arithmetic (`gemm::KC`), so the same bits.
 
+use super::GroupConv;
 use super::implicit::{Band, BuildBand, band_fits, band_taps, put_band, take_band};
-use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
-    self, CMatrix, KC, MicroKernel, PanelSource, Parallelism, PrepackedSource, Store, StoreSpec, TileOut, WithKernel,
-    cache_sizes,
+    self, KC, MicroKernel, PanelSource, PrepackedSource, Store, StoreSpec, TileOut, WithKernel, cache_sizes,
 };
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
@@ -76,49 +75,30 @@ fn block_rows(g: &ConvGeometry) -> usize {
     (BAND_FLOATS / per_row.max(1)).max(1)
 }
 
-/// The convolution of one (image, group) on `isa`: `out` (`m × h_out·w_out`,
-/// channel `co`, pixel `p` at `co·out.rs + p·out.cs`) = the weights `a_t`
-/// (the plan's `k × m`, packed in `MR` panels) times the group's `channels`
-/// read as their im2col matrix, plus `bias`, then `act`. Blocks of output
-/// rows run in parallel when `par` allows and the work repays a fork; each
-/// is computed the same way on any thread.
+/// The convolution of one (image, group) on `isa`: `job.out` = the weights
+/// `job.weights` (the plan's `k × m`, packed in `MR` panels) times the
+/// group's channels read as their im2col matrix, plus the bias, then the
+/// activation. Blocks of output rows run in parallel when `job.par` allows
+/// and the work repays a fork; each is computed the same way on any thread.
 ///
 /// # Panics
-/// If [`applies`] is false for `g` on `isa` (the caller checks).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
-    isa: Isa,
-    g: &ConvGeometry,
-    channels: &[f32],
-    a_t: &PrepackedSource,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: CMatrix,
-    par: Parallelism,
-) -> Result<(), ConvError> {
-    gemm::dispatch(isa, Group { g, channels, a_t, bias, act, out, par })
+/// If [`applies`] is false for `job.g` on `isa` (the caller checks).
+pub(crate) fn run(isa: Isa, job: GroupConv<'_>) -> Result<(), ConvError> {
+    gemm::dispatch(isa, Banded(job))
 }
 
-/// The arguments of [`run`], as code generic over the kernel.
-#[derive(Clone, Copy)]
-struct Group<'a> {
-    g: &'a ConvGeometry,
-    channels: &'a [f32],
-    a_t: &'a PrepackedSource,
-    bias: Option<&'a [f32]>,
-    act: Activation,
-    out: CMatrix,
-    par: Parallelism,
-}
+/// [`run`]'s job, as code generic over the kernel.
+struct Banded<'a>(GroupConv<'a>);
 
-impl WithKernel for Group<'_> {
+impl WithKernel for Banded<'_> {
     type Output = ();
 
     fn run<K: MicroKernel>(self, kern: K) {
-        let g = self.g;
-        assert!(kernel_applies::<K>(g, self.a_t), "banded path on a geometry it does not take");
+        let job = self.0;
+        let g = job.g;
+        assert!(kernel_applies::<K>(g, job.weights), "banded path on a geometry it does not take");
         let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
-        let threads = self.par.threads(2.0 * m as f64 * n as f64 * k as f64);
+        let threads = job.par.threads(2.0 * m as f64 * n as f64 * k as f64);
         let per_block = block_rows(g).min(g.h_out);
         let mut blocks = g.h_out.div_ceil(per_block);
         if threads > 1 {
@@ -130,7 +110,7 @@ impl WithKernel for Group<'_> {
             // SAFETY: block b writes the pixels of output rows `rows` of
             // every channel of `out` (m × n, as `run`'s caller
             // guarantees); no other block writes those.
-            unsafe { banded_block(kern, &self, rows) };
+            unsafe { banded_block(kern, &job, rows) };
         };
         par::for_each(threads, blocks, block);
     }
@@ -140,8 +120,8 @@ impl WithKernel for Group<'_> {
 ///
 /// # Safety
 /// No one else accesses those rows of `job.out` meanwhile.
-unsafe fn banded_block<K: MicroKernel>(kern: K, job: &Group<'_>, rows: std::ops::Range<usize>) {
-    let &Group { g, channels, a_t, bias, act, out, par: _ } = job;
+unsafe fn banded_block<K: MicroKernel>(kern: K, job: &GroupConv<'_>, rows: std::ops::Range<usize>) {
+    let &GroupConv { g, channels, weights: a_t, bias, act, out, par: _ } = job;
     let (m, k, w_out) = (g.c_out_per_group(), g.patch_len(), g.w_out);
     let (p0, npx) = (rows.start * w_out, rows.len() * w_out);
     let mut band = take_band();
@@ -151,7 +131,7 @@ unsafe fn banded_block<K: MicroKernel>(kern: K, job: &Group<'_>, rows: std::ops:
         Some((layout, start)) => (layout, channels[start..].as_ptr()),
         None => {
             let layout = Band::with_phases(g, 0, k, p0, npx, g.stride_w);
-            kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band });
+            kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band, pixel_major: false });
             (layout, band.as_ptr())
         }
     };

@@ -22,14 +22,12 @@
 
 use std::cell::Cell;
 
-use super::implicit::{
-    Band, BuildBand, BuildPixelMajor, band_fits, band_taps, build_pixel_major_band, put_band, take_band,
-};
+use super::GroupConv;
+use super::implicit::{Band, BuildBand, band_fits, band_taps, build_pixel_major_band, put_band, take_band};
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
-    self, CMatrix, KC, MicroKernel, PanelSource, Parallelism, PrepackedSource, Store, StoreSpec, TileOut, WithKernel,
-    cache_sizes,
+    self, CMatrix, KC, MicroKernel, PanelSource, PrepackedSource, Store, StoreSpec, TileOut, WithKernel, cache_sizes,
 };
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
@@ -100,40 +98,21 @@ pub(crate) fn applies(isa: Isa, g: &ConvGeometry) -> bool {
     gemm::dispatch(isa, Applies(g)).unwrap_or(false)
 }
 
-/// The convolution of one (image, group) with the kernel of `isa`: `out`
-/// (`m × h_out·w_out`: channel `co`, pixel `p` at `co·out.rs + p·out.cs`,
-/// NCHW or channels-last) = the group's `channels` (`ConvGeometry::group_input`)
-/// convolved with the weights `w_b` (`K × m`, packed in `NR` panels for
-/// every K chunk), plus `bias`, then `act`. Blocks of output rows run in
-/// parallel when `par` allows and the work repays a fork; each block is
-/// computed the same way on any thread, so the bits do not depend on it.
+/// The convolution of one (image, group) with the kernel of `isa`: `job.out`
+/// = the group's channels convolved with the weights `job.weights` (`K × m`,
+/// packed in `NR` panels for every K chunk), plus the bias, then the
+/// activation. Blocks of output rows run in parallel when `job.par` allows
+/// and the work repays a fork; each block is computed the same way on any
+/// thread, so the bits do not depend on it.
 ///
 /// # Panics
-/// If [`applies`] is false for `g` on `isa` (the caller checks).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
-    isa: Isa,
-    g: &ConvGeometry,
-    channels: &[f32],
-    w_b: &PrepackedSource,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: CMatrix,
-    par: Parallelism,
-) -> Result<(), ConvError> {
-    gemm::dispatch(isa, Group { g, channels, w_b, bias, act, out, par })
+/// If [`applies`] is false for `job.g` on `isa` (the caller checks).
+pub(crate) fn run(isa: Isa, job: GroupConv<'_>) -> Result<(), ConvError> {
+    gemm::dispatch(isa, Direct(job))
 }
 
-/// The arguments of [`run`], as code generic over the kernel.
-struct Group<'a> {
-    g: &'a ConvGeometry,
-    channels: &'a [f32],
-    w_b: &'a PrepackedSource,
-    bias: Option<&'a [f32]>,
-    act: Activation,
-    out: CMatrix,
-    par: Parallelism,
-}
+/// [`run`]'s job, as code generic over the kernel.
+struct Direct<'a>(GroupConv<'a>);
 
 /// Whether the direct path takes weights of `c_in_per_group` input channels,
 /// `m` output channels per group and `k` products per output on kernel `K`:
@@ -162,11 +141,11 @@ thread_local! {
     static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-impl WithKernel for Group<'_> {
+impl WithKernel for Direct<'_> {
     type Output = ();
 
     fn run<K: MicroKernel>(self, kern: K) {
-        let Group { g, channels, w_b, bias, act, out, par } = self;
+        let GroupConv { g, channels, weights: w_b, bias, act, out, par } = self.0;
         assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
         let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
         let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
@@ -275,7 +254,7 @@ unsafe fn direct_block<K: MicroKernel>(
                 // same band, transposed from the planes.
                 let layout = Band::pixel_major(g, k0, kc, p0, npx);
                 if transposed {
-                    kern.lanes().enter(BuildPixelMajor { g, channels, layout: &layout, band: &mut band });
+                    kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band, pixel_major: true });
                 } else {
                     build_pixel_major_band(g, channels, &layout, &mut band);
                 }
@@ -284,7 +263,7 @@ unsafe fn direct_block<K: MicroKernel>(
             None => {
                 let layout = Band::with_phases(g, k0, kc, p0, npx, phases);
                 // Inside the lanes' features: channels-last's transposing copy vectorises there.
-                kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band });
+                kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band, pixel_major: false });
                 (layout, band.as_ptr())
             }
         };

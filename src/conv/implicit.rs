@@ -347,20 +347,26 @@ impl Band {
     }
 }
 
-/// [`build_band`] inside the lanes' features (a closure or a plain
-/// function would run without them).
+/// [`build_band`], or with `pixel_major` [`build_pixel_major_band_nchw`],
+/// inside the lanes' features (a closure or a plain function would run
+/// without them).
 pub(super) struct BuildBand<'a> {
     pub(super) g: &'a ConvGeometry,
     pub(super) channels: &'a [f32],
     pub(super) layout: &'a Band,
     pub(super) band: &'a mut Vec<f32>,
+    pub(super) pixel_major: bool,
 }
 
 impl WithLanes for BuildBand<'_> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
+        if self.pixel_major {
+            build_pixel_major_band_nchw::<L>(self.g, self.channels, self.layout, self.band)
+        } else {
+            build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
+        }
     }
 }
 
@@ -404,7 +410,7 @@ pub(super) fn build_pixel_major_band(g: &ConvGeometry, x: &[f32], layout: &Band,
 /// per pixel for 16 channels running, where in NCHW every channel is a
 /// line of its own (Zen 5, 1 thread: 512 -> 2048 on 7×7 472 -> 425 µs).
 #[inline(always)]
-pub(super) fn build_pixel_major_band_nchw<L: Lanes>(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut Vec<f32>) {
+fn build_pixel_major_band_nchw<L: Lanes>(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut Vec<f32>) {
     debug_assert!(g.layout == Layout::Nchw && layout.channel_len == 1);
     let (pitch, row_len) = (layout.pixel, layout.row_len);
     band.resize(layout.rows * row_len, 0.0);
@@ -469,22 +475,6 @@ fn transpose_run<L: Lanes>(
         for j in 0..n {
             dst[j * pitch + c - c0] = x[c * plane + p0 + j];
         }
-    }
-}
-
-/// [`build_pixel_major_band_nchw`] inside the lanes' features.
-pub(super) struct BuildPixelMajor<'a> {
-    pub(super) g: &'a ConvGeometry,
-    pub(super) channels: &'a [f32],
-    pub(super) layout: &'a Band,
-    pub(super) band: &'a mut Vec<f32>,
-}
-
-impl WithLanes for BuildPixelMajor<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<L: Lanes>(self, _: L) {
-        build_pixel_major_band_nchw::<L>(self.g, self.channels, self.layout, self.band)
     }
 }
 

@@ -18,3 +18,24 @@ pub(crate) mod scratch;
 pub(crate) mod select;
 pub(crate) mod transpose;
 pub(crate) mod winograd;
+
+use crate::activation::Activation;
+use crate::gemm::{CMatrix, Parallelism, PrepackedSource};
+use crate::geometry::ConvGeometry;
+
+/// One (image, group) of a convolution as the paths that run the kernel on
+/// the image where it lies take it (`direct`, `banded`): the geometry, the
+/// group's input channels (`ConvGeometry::group_input`), the plan's weights
+/// packed as the path reads them, the group's bias, the activation, its
+/// `m × h_out·w_out` output (channel `co`, pixel `p` at `co·out.rs + p·out.cs`,
+/// NCHW or channels-last) and whether it may fork.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupConv<'a> {
+    pub(crate) g: &'a ConvGeometry,
+    pub(crate) channels: &'a [f32],
+    pub(crate) weights: &'a PrepackedSource,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) act: Activation,
+    pub(crate) out: CMatrix,
+    pub(crate) par: Parallelism,
+}

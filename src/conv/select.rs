@@ -3,6 +3,7 @@
 //! input), and [`execute`], the loop over (image, group) that runs the
 //! chosen one. Each algorithm lives in a module of its own.
 
+use super::GroupConv;
 use super::implicit::ImageSource;
 use super::options::{Algorithm, ConvOptions, Threads};
 use super::scratch::with_scratch;
@@ -232,7 +233,8 @@ pub(crate) fn execute(
             }
             Algorithm::Direct => {
                 let w = &weights.packed_nr.expect("NR weights chosen above")[group];
-                direct::run(options.isa, geo, channels, w, bias, options.activation, out, par)
+                let job = GroupConv { g: geo, channels, weights: w, bias, act: options.activation, out, par };
+                direct::run(options.isa, job)
             }
             Algorithm::Im2col => explicit::with_columns(geo, channels, cols, |b| {
                 group_gemm(options.isa, par, (m, n, k), a_t(), b, bias, options, out)
@@ -256,14 +258,21 @@ pub(crate) fn execute(
             Algorithm::Implicit
                 if banded_wins(options.isa, geo.c_in_per_group(), k) && banded::applies(options.isa, geo, a_t()) =>
             {
-                banded::run(options.isa, geo, channels, a_t(), bias, options.activation, out, par)
+                let job = GroupConv { g: geo, channels, weights: a_t(), bias, act: options.activation, out, par };
+                banded::run(options.isa, job)
             }
             _ => group_gemm(options.isa, par, (m, n, k), a_t(), &ImageSource::new(geo, channels), bias, options, out),
         };
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
     };
     if threads > 1 && jobs >= threads {
-        par::for_each(threads, jobs, |index| with_scratch(|cols| job(index, Parallelism::Serial, cols)));
+        // Items of several jobs: a depthwise channel of 14×14 is ~60 ns of
+        // work, less than dealing it out to two cores costs.
+        let per_item = jobs.div_ceil(8 * threads);
+        par::for_each(threads, jobs.div_ceil(per_item), |item| {
+            let indices = item * per_item..((item + 1) * per_item).min(jobs);
+            with_scratch(|cols| indices.for_each(|index| job(index, Parallelism::Serial, cols)))
+        });
     } else {
         // The GEMM forks only past its own threshold (PARALLEL_MIN_FLOPS).
         let par =
