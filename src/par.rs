@@ -14,10 +14,10 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Runs `f(i)` once for every `i < items` (at most 2³² − 1): on the
-/// calling thread and on `threads − 1` jobs spawned onto the current rayon
-/// pool (fewer if there are fewer items), each taking the next item until
-/// none is left. Which
+/// Runs `f(i)` once for every `i < items`: on the calling thread and on
+/// `threads − 1` jobs spawned onto the current rayon pool (fewer if there
+/// are fewer items), each taking the next item until none is left (more
+/// than 2³² − 1 items run in order on the calling thread). Which
 /// thread runs an item is not fixed, so `f` must compute each item the same
 /// way on any thread. With `threads <= 1` the items run in order here.
 ///
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 /// If `f` panics (the panic reaches the caller once every job has ended).
 pub(crate) fn for_each(threads: usize, items: usize, f: impl Fn(usize) + Sync) {
     let helpers = threads.min(items).saturating_sub(1);
-    if helpers == 0 {
+    if helpers == 0 || items > LOW as usize {
+        // (Past 2³² − 1 items the counter's halves could not hold them.)
         (0..items).for_each(f);
         return;
     }
@@ -107,7 +108,8 @@ struct Items(AtomicU64);
 
 impl Items {
     fn new(items: usize) -> Items {
-        Items(AtomicU64::new((u64::try_from(items).expect("item count") << 32) & !LOW))
+        debug_assert!(items <= LOW as usize, "the back half holds the count");
+        Items(AtomicU64::new((items as u64) << 32))
     }
 
     /// The next item from the back (or the front), none when all are taken.

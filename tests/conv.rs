@@ -452,15 +452,21 @@ fn first_layers_in_blocks_of_rows() {
 
 /// 1×1 layers on planes of at most 64 output pixels, whose direct path
 /// reads a pixel-major copy of the NCHW input: K past one chunk with a
-/// channel count off the 8 × 8 transposes (300), and padding on every side
-/// (the copy's rows then go one by one, zeros around them).
+/// channel count off the 8 × 8 transposes (300), padding on every side
+/// (the copy's rows then go one by one, zeros around them), and blocks
+/// wholly in the padding.
 #[test]
 fn one_by_one_on_small_planes_reads_a_transposed_copy() {
     let chunks = ConvProblem::seeded([2, 300, 7, 7], [40, 300, 1, 1], ConvParams::default(), true, 95);
     let mut p = params(1, 0, 1, 1);
     p.padding = [1, 0, 2, 1];
     let padded = ConvProblem::seeded([1, 20, 6, 5], [24, 20, 1, 1], p, false, 96);
-    for p in [chunks, padded] {
+    // Blocks of one output row (4096 channels) under a top padding of two:
+    // the first blocks' copies are all padding (found in review).
+    let mut p = params(1, 0, 1, 1);
+    p.padding = [2, 0, 2, 0];
+    let tall_padding = ConvProblem::seeded([1, 8, 1, 8], [4096, 8, 1, 1], p, true, 97);
+    for p in [chunks, padded, tall_padding] {
         p.check();
     }
 }

@@ -421,6 +421,10 @@ fn build_pixel_major_band_nchw<L: Lanes>(g: &ConvGeometry, x: &[f32], layout: &B
     let r_hi = (g.pad_top + g.h_in).saturating_sub(layout.py0).clamp(r_lo, layout.rows);
     band[..r_lo * row_len].fill(0.0);
     band[r_hi * row_len..].fill(0.0);
+    if r_lo == r_hi {
+        // Every row of the block lies in the padding (a top padding taller than the block).
+        return;
+    }
     let iy0 = layout.py0 + r_lo - g.pad_top;
     if g.pad_left == 0 && g.pad_right == 0 {
         let pixels = (r_hi - r_lo) * g.w_in;

@@ -275,7 +275,7 @@ fn run_tiles<T: Tile>(
         // three steps: channels, positions ξ, output channels.
         let parts = if inner { 4 * threads } else { 1 };
         let v_out = OutPtr(v.as_mut_ptr());
-        for_ranges(cg, parts, |range| {
+        for_ranges(cg, parts, threads, |range| {
             let work = InputTransform::<T> { block: &block, channels, range, v: v_out, tile: PhantomData };
             let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
@@ -302,7 +302,7 @@ fn run_tiles<T: Tile>(
         // SAFETY: the plane of this (image, group)'s first output channel;
         // the block writes only its own tiles' pixels of its og planes.
         let out_planes = unsafe { out.add(image * geo.c_out * geo.out_pixels() + group * og * geo.output_strides().c) };
-        for_ranges(og, parts, |range| {
+        for_ranges(og, parts, threads, |range| {
             let work = OutputTransform::<T> { block: &block, m, range, bias, act, out: out_planes, tile: PhantomData };
             let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
@@ -315,12 +315,13 @@ fn run_tiles<T: Tile>(
     }
 }
 
-/// `f` on `0..count` cut into at most `parts` equal ranges: on the current
-/// rayon pool when there are several, else on the calling thread.
-fn for_ranges(count: usize, parts: usize, f: impl Fn(Range<usize>) + Sync) {
+/// `f` on `0..count` cut into at most `parts` equal ranges: on `threads`
+/// threads (the caller's and the current rayon pool's) when there are
+/// several ranges, else on the calling thread.
+fn for_ranges(count: usize, parts: usize, threads: usize, f: impl Fn(Range<usize>) + Sync) {
     let n = parts.min(count).max(1);
     if n > 1 {
-        par::for_each(n, n, |p| f(p * count / n..(p + 1) * count / n));
+        par::for_each(threads, n, |p| f(p * count / n..(p + 1) * count / n));
     } else {
         f(0..count);
     }
