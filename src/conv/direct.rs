@@ -23,7 +23,7 @@
 use std::cell::Cell;
 
 use super::GroupConv;
-use super::implicit::{Band, BuildBand, band_fits, band_taps, build_pixel_major_band, put_band, take_band};
+use super::implicit::{Band, BuildBand, band_fits, band_taps, put_band, take_band};
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::gemm::{
@@ -253,11 +253,7 @@ unsafe fn direct_block<K: MicroKernel>(
                 // (no transpose), read as the input would be; NCHW 1×1: the
                 // same band, transposed from the planes.
                 let layout = Band::pixel_major(g, k0, kc, p0, npx);
-                if transposed {
-                    kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band, pixel_major: true });
-                } else {
-                    build_pixel_major_band(g, channels, &layout, &mut band);
-                }
+                kern.lanes().enter(BuildBand { g, channels, layout: &layout, band: &mut band, pixel_major: true });
                 (layout, band.as_ptr())
             }
             None => {

@@ -347,9 +347,10 @@ impl Band {
     }
 }
 
-/// [`build_band`], or with `pixel_major` [`build_pixel_major_band_nchw`],
-/// inside the lanes' features (a closure or a plain function would run
-/// without them).
+/// [`build_band`], or with `pixel_major` the pixel-major band of
+/// [`Band::pixel_major`] (row copies from a channels-last input, a
+/// transpose from NCHW), inside the lanes' features (a closure or a plain
+/// function would run without them).
 pub(super) struct BuildBand<'a> {
     pub(super) g: &'a ConvGeometry,
     pub(super) channels: &'a [f32],
@@ -362,7 +363,9 @@ impl WithLanes for BuildBand<'_> {
     type Output = ();
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        if self.pixel_major {
+        if self.pixel_major && self.g.layout == Layout::Nhwc {
+            build_pixel_major_band(self.g, self.channels, self.layout, self.band)
+        } else if self.pixel_major {
             build_pixel_major_band_nchw::<L>(self.g, self.channels, self.layout, self.band)
         } else {
             build_band::<L>(self.g, self.channels, self.layout, 0, self.band)
@@ -374,7 +377,7 @@ impl WithLanes for BuildBand<'_> {
 /// channels-last input `x` in `band`: each padded row zeros, the input
 /// row's pixels (their band channels, one copy per pixel, or one for the
 /// whole row where the band holds every channel of the image), zeros.
-pub(super) fn build_pixel_major_band(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut Vec<f32>) {
+fn build_pixel_major_band(g: &ConvGeometry, x: &[f32], layout: &Band, band: &mut Vec<f32>) {
     debug_assert!(g.layout == Layout::Nhwc && layout.channel_len == 1);
     let (pitch, row_len) = (layout.pixel, layout.row_len);
     band.resize(layout.rows * row_len, 0.0);
