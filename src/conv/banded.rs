@@ -143,7 +143,8 @@ unsafe fn banded_block<K: MicroKernel>(kern: K, job: &GroupConv<'_>, rows: std::
     // of L1 while every panel of channels reads them.
     let l1_cols = cache_sizes().l1 / 2 / (4 * k);
     let tile_cols = (l1_cols / 16 * 16).clamp(16, K::B_ROWS_NR);
-    let spec = StoreSpec { alpha: 1.0, beta: 0.0, store: Store::Overwrite, bias: std::ptr::null(), act };
+    let spec =
+        StoreSpec { alpha: 1.0, beta: 0.0, store: Store::Overwrite, bias: std::ptr::null(), bias_cols: false, act };
     for oy in rows {
         // Output row oy's windows start at band row oy·stride_h − py0.
         let row_at = (oy * g.stride_h - layout.py0) * layout.row_len;

@@ -17,8 +17,9 @@
 //! up there, in order), then transposed into the NCHW output with the bias
 //! and the activation: the same operations on each element as the GEMM
 //! paths, so the same bits. A channels-last output is pixel-major already:
-//! the block's rows are copied into it with the bias and the activation,
-//! no transpose.
+//! the tiles are stored into it, the last K chunk's store adding the bias
+//! (one per column: `StoreSpec::bias_cols`) and applying the activation,
+//! with no block and no second pass.
 
 use std::cell::Cell;
 
@@ -219,8 +220,18 @@ unsafe fn direct_block<K: MicroKernel>(
     let mut band = take_band();
     let mut taps = [0usize; KC];
     let (p0, npx) = (rows.start * g.w_out, rows.len() * g.w_out);
-    block.resize(npx * m, 0.0);
-    let tile_c = block.as_mut_ptr();
+    // Where the tiles go: channels-last, into the output itself (pixel p0
+    // + p's channel cols.start + j at `tile_c + p·rsc + j`), with the bias
+    // and the activation in the last chunk's store; NCHW, into the
+    // pixel-major block, transposed at the end.
+    let channels_last = g.layout == Layout::Nhwc;
+    let (tile_c, rsc) = if channels_last {
+        debug_assert_eq!(out.rs, 1);
+        (out.ptr.wrapping_add(cols.start + p0 * out.cs as usize), out.cs as usize)
+    } else {
+        block.resize(npx * m, 0.0);
+        (block.as_mut_ptr(), m)
+    };
     // A tile's pixels lie `step` columns apart in the band: the kernel reads
     // them along an unsplit row where it can take the stride as its step,
     // else from the row split into `stride_w` phases, one float apart. A
@@ -265,12 +276,14 @@ unsafe fn direct_block<K: MicroKernel>(
         };
         let taps = &mut taps[..kc];
         band_taps(g, k0, &layout, taps);
+        let last = chunk + 1 == chunks;
         let spec = StoreSpec {
             alpha: 1.0,
             beta: if chunk == 0 { 0.0 } else { 1.0 },
             store: if chunk == 0 { Store::Overwrite } else { Store::Update },
             bias: std::ptr::null(),
-            act: Activation::None,
+            bias_cols: true,
+            act: if channels_last && last { act } else { Activation::None },
         };
         let panels = w_b.packed(nr, k0, kc, 0).expect("weights packed in NR panels");
         // The block's tiles run along lines of pixels: an output row, or,
@@ -297,12 +310,17 @@ unsafe fn direct_block<K: MicroKernel>(
                 for t in 0..tiles {
                     let (x, x_end) = (t * line / tiles, (t + 1) * line / tiles);
                     let out_tile = TileOut {
-                        // Pixel px0 + x, channel cols.start + jr: column jr of the pixel-major block.
-                        c: tile_c.wrapping_add((px0 + x) * m + jr),
-                        rsc: m as isize,
+                        // Pixel px0 + x, channel cols.start + jr.
+                        c: tile_c.wrapping_add((px0 + x) * rsc + jr),
+                        rsc: rsc as isize,
                         csc: 1,
                         rows: x_end - x,
                         cols: nr.min(m - jr),
+                    };
+                    let spec = match bias {
+                        // The channels' bias, on the last chunk of a channels-last output.
+                        Some(b) if channels_last && last => StoreSpec { bias: b[cols.start + jr..].as_ptr(), ..spec },
+                        _ => spec,
                     };
                     // SAFETY: the tile's pixel i reads band float
                     // at0 + (x + i)·a_step + taps[k], inside the band built for
@@ -313,7 +331,10 @@ unsafe fn direct_block<K: MicroKernel>(
                     // is, and the band's floats are the input's at the
                     // same offsets from band_at); panel jr / NR of the
                     // chunk's packed weights holds kc × NR floats; the tile
-                    // lies inside the npx × m block.
+                    // lies inside the npx × m block, or, channels-last,
+                    // inside this item's pixels and channels of the output
+                    // (as `run`'s caller guarantees), with `cols` bias
+                    // values from its first channel when there is a bias.
                     unsafe {
                         kern.run_a_taps(
                             kc,
@@ -330,60 +351,13 @@ unsafe fn direct_block<K: MicroKernel>(
         }
     }
     put_band(band);
-    let bias = bias.map(|b| &b[cols.clone()]);
-    if g.layout == Layout::Nchw {
+    if !channels_last {
         // NCHW: the block, channel-major, with the bias and the activation.
         // Channel cols.start + co's pixels p0 .. p0 + npx for co < m: this item's alone.
+        let bias = bias.map(|b| &b[cols.clone()]);
         let n = out.rs as usize;
         let out = out.ptr.wrapping_add(cols.start * n + p0);
         kern.lanes().enter(Transpose { block: &block[..npx * m], m, out, n, bias, act });
-    } else {
-        // Channels-last: pixel p0 + p's channels cols.start .. + m, contiguous.
-        debug_assert_eq!(out.rs, 1);
-        let first = out.ptr.wrapping_add(cols.start + p0 * out.cs as usize);
-        kern.lanes().enter(RowCopy { block: &block[..npx * m], m, first, cs: out.cs as usize, bias, act });
-    }
-}
-
-/// The channels-last epilogue: row `p` of the pixel-major `block` (`m`
-/// channels) plus the bias, through the activation, to `first + p·cs`.
-struct RowCopy<'a> {
-    block: &'a [f32],
-    m: usize,
-    /// The first channel of the block's first pixel in the output.
-    first: *mut f32,
-    cs: usize,
-    bias: Option<&'a [f32]>,
-    act: Activation,
-}
-
-impl WithLanes for RowCopy<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<L: Lanes>(self, _: L) {
-        let RowCopy { block, m, first, cs, bias, act } = self;
-        // Whole vectors of channels, then the rest float by float: the same
-        // operations (`x + b`, then the activation, which the lanes apply bit
-        // for bit as `Activation::apply` does).
-        let vectors = m / L::N * L::N;
-        for (p, row) in block.chunks_exact(m).enumerate() {
-            // SAFETY: the m channels of the block's pixel p in the output:
-            // inside the group's output (as `run`'s caller guarantees), this
-            // item's alone.
-            let dst = unsafe { std::slice::from_raw_parts_mut(first.add(p * cs), m) };
-            for c0 in (0..vectors).step_by(L::N) {
-                // SAFETY: inside the lanes' features (the caller's); channels
-                // c0 .. c0 + N <= m of `row`, `dst` and the bias.
-                unsafe {
-                    let x = L::load(row.as_ptr().add(c0));
-                    let x = bias.map_or(x, |b| L::add(x, L::load(b.as_ptr().add(c0))));
-                    L::store(dst.as_mut_ptr().add(c0), L::activate(act, x));
-                }
-            }
-            for co in vectors..m {
-                dst[co] = act.apply(bias.map_or(row[co], |b| row[co] + b[co]));
-            }
-        }
     }
 }
 

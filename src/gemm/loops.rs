@@ -448,6 +448,7 @@ unsafe fn macro_kernel<K: MicroKernel>(
         beta: if first { epi.beta } else { 1.0 },
         store: if first && epi.beta == 0.0 { Store::Overwrite } else { Store::Update },
         bias: std::ptr::null(),
+        bias_cols: false,
         act: if last { epi.act } else { Activation::None },
     };
     for jr in (0..nc).step_by(nr) {

@@ -78,10 +78,14 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
             // SAFETY: row i < rows of the tile; columns 0..16 are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
-            let bias = (!spec.bias.is_null()).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(i) }));
+            let row_bias =
+                (!spec.bias.is_null() && !spec.bias_cols).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(i) }));
             for (h, &acc_h) in row.iter().enumerate() {
                 // SAFETY: c + 8h .. c + 8h + 8 lies inside the tile row.
                 let ch = unsafe { c.add(8 * h) };
+                // SAFETY: with `bias_cols`, `cols` = 16 bias values are readable.
+                let bias = row_bias
+                    .or_else(|| (!spec.bias.is_null()).then(|| unsafe { _mm256_loadu_ps(spec.bias.add(8 * h)) }));
                 let mut v = _mm256_mul_ps(alpha, acc_h);
                 if spec.store == Store::Update {
                     // SAFETY: as above.

@@ -162,6 +162,7 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
         let masks = std::array::from_fn(|h| lane_mask(cols, h));
         let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks, taps };
         let out = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
+        let spec = &spec.at_col(j);
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
         // the masks cover exactly those columns (all lanes of a full slice).
         unsafe {
@@ -275,12 +276,18 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
             // SAFETY: row i < rows of the tile; its columns are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
-            let bias = (!spec.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *spec.bias.add(i) }));
+            let row_bias =
+                (!spec.bias.is_null() && !spec.bias_cols).then(|| _mm512_set1_ps(unsafe { *spec.bias.add(i) }));
             for (h, &acc_h) in row.iter().enumerate() {
                 let mask = lane_mask(out.cols, h);
                 if mask == 0 {
                     break;
                 }
+                let bias = row_bias.or_else(|| {
+                    // SAFETY: with `bias_cols`, `cols` bias values are
+                    // readable; the mask reads only those.
+                    (!spec.bias.is_null()).then(|| unsafe { _mm512_maskz_loadu_ps(mask, spec.bias.add(16 * h)) })
+                });
                 // Columns 16h .. of the row the mask keeps, inside the tile; the
                 // masked-off lanes are neither read nor written (no fault).
                 let ch = c.wrapping_add(16 * h);
@@ -351,8 +358,10 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
     let (alpha, beta) = (_mm256_set1_ps(spec.alpha), _mm256_set1_ps(spec.beta));
     // SAFETY: `rows` bias values are readable when bias is not null; the mask
     // reads only those.
-    let bias = (!spec.bias.is_null()).then(|| unsafe { _mm256_maskload_ps(spec.bias, mask) });
+    let row_bias = (!spec.bias.is_null() && !spec.bias_cols).then(|| unsafe { _mm256_maskload_ps(spec.bias, mask) });
     for j in 0..out.cols {
+        // SAFETY: with `bias_cols`, `cols` bias values are readable, j < cols.
+        let bias = row_bias.or_else(|| (!spec.bias.is_null()).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(j) })));
         // SAFETY: element (i, j) of the tile at i·16H + j; the mask loads
         // only rows i < rows, j < cols <= 16H: inside the spilled R·16H floats.
         let v = unsafe {

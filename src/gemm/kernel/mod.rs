@@ -27,8 +27,8 @@ pub(crate) mod neon;
 /// - `Overwrite`: `c = v` (C is not read: NaN or garbage in it is ignored),
 /// - `Update`: `c = mul_add(beta, c, v)` (one rounding: `beta·c + v`).
 ///
-/// Then, only on the last K chunk: `c = c + bias[row]` if there is a bias,
-/// then `c = activation(c)`.
+/// Then, only on the last K chunk: `c = c + bias[row]` (or `bias[col]`,
+/// see [`StoreSpec::bias_cols`]) if there is a bias, then `c = activation(c)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Store {
     Overwrite,
@@ -69,11 +69,24 @@ pub(crate) struct StoreSpec {
     pub alpha: f32,
     pub beta: f32,
     pub store: Store,
-    /// Bias of the tile's first row (`rows` values follow), or null for none.
-    /// Only set on the last K chunk.
+    /// Bias of the tile's first row (`rows` values follow), or, with
+    /// `bias_cols`, of its first column (`cols` values follow); null for
+    /// none. Only set on the last K chunk.
     pub bias: *const f32,
+    /// Whether the bias runs along the tile's columns (a channels-last
+    /// output: pixels as rows, channels as columns) rather than its rows.
+    pub bias_cols: bool,
     /// Only other than `None` on the last K chunk.
     pub act: Activation,
+}
+
+impl StoreSpec {
+    /// The spec of the tile's columns from `j` on: a bias along the
+    /// columns starts `j` values later (a null bias stays null).
+    pub(crate) fn at_col(&self, j: usize) -> StoreSpec {
+        let along_cols = self.bias_cols && !self.bias.is_null();
+        StoreSpec { bias: if along_cols { self.bias.wrapping_add(j) } else { self.bias }, ..*self }
+    }
 }
 
 /// A register-tile microkernel: `C[MR×NR] (op)= alpha · A_panel · B_panel`.
@@ -93,7 +106,7 @@ pub(crate) struct StoreSpec {
 ///
 /// # Memory
 /// The kernel reads `kc·MR` floats at `a`, `kc·NR` floats at `b`, `rows`
-/// floats at `bias` (when not null) and reads/writes exactly the
+/// (with `bias_cols`, `cols`) floats at `bias` (when not null) and reads/writes exactly the
 /// `rows × cols` elements of C described by `out` — nothing else.
 pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// Tile rows.
@@ -226,7 +239,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
             let slice = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
             // SAFETY: the panel holds kc·NR floats, zeros past `cols`;
             // columns j .. j + cols of the caller's tile.
-            unsafe { self.run(kc, a, panel.as_ptr(), &slice, spec) }
+            unsafe { self.run(kc, a, panel.as_ptr(), &slice, &spec.at_col(j)) }
         }
     }
 }
@@ -290,9 +303,10 @@ pub(crate) fn unrolled_k_loop(kc: usize, mut step: impl FnMut(usize)) {
 #[inline(always)]
 pub(crate) unsafe fn store_tile_scalar(acc: &[f32], row_len: usize, out: &TileOut, spec: &StoreSpec) {
     for i in 0..out.rows {
-        // SAFETY: the caller guarantees `rows` bias values when bias is not null.
-        let bias = (!spec.bias.is_null()).then(|| unsafe { *spec.bias.add(i) });
         for j in 0..out.cols {
+            // SAFETY: the caller guarantees `rows` (with `bias_cols`, `cols`)
+            // bias values when bias is not null.
+            let bias = (!spec.bias.is_null()).then(|| unsafe { *spec.bias.add(if spec.bias_cols { j } else { i }) });
             // SAFETY: (i, j) lies inside the rows × cols tile the caller owns.
             let cp = unsafe { out.c.offset(i as isize * out.rsc + j as isize * out.csc) };
             let v = spec.alpha * acc[i * row_len + j];

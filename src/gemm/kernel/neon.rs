@@ -76,10 +76,13 @@ unsafe fn kernel_8x12(kc: usize, a: *const f32, b: *const f32, out: &TileOut, sp
             // SAFETY: row i < rows of the tile; columns 0..12 are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
-            let bias = (!spec.bias.is_null()).then(|| vdupq_n_f32(unsafe { *spec.bias.add(i) }));
+            let row_bias = (!spec.bias.is_null() && !spec.bias_cols).then(|| vdupq_n_f32(unsafe { *spec.bias.add(i) }));
             for (h, &acc_h) in row.iter().enumerate() {
                 // SAFETY: c + 4h .. c + 4h + 4 lies inside the tile row.
                 let ch = unsafe { c.add(4 * h) };
+                // SAFETY: with `bias_cols`, `cols` = NR bias values are readable.
+                let bias =
+                    row_bias.or_else(|| (!spec.bias.is_null()).then(|| unsafe { vld1q_f32(spec.bias.add(4 * h)) }));
                 let mut v = vmulq_f32(alpha, acc_h);
                 if spec.store == Store::Update {
                     // SAFETY: as above.

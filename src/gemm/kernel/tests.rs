@@ -40,8 +40,18 @@ struct Case {
     col_stride: usize,
     spec_store: Store,
     beta: f32,
-    bias: bool,
+    bias: Bias,
     act: Activation,
+}
+
+/// Which bias a case adds, if any.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Bias {
+    None,
+    /// One value per row of C.
+    Rows,
+    /// One value per column (`StoreSpec::bias_cols`).
+    Cols,
 }
 
 /// `(rsc, csc)` of C, and its length with a guard border.
@@ -122,7 +132,12 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
                 alpha: 1.5,
                 beta: case.beta,
                 store: case.spec_store,
-                bias: if case.bias { bias[i0..].as_ptr() } else { std::ptr::null() },
+                bias: match case.bias {
+                    Bias::None => std::ptr::null(),
+                    Bias::Rows => bias[i0..].as_ptr(),
+                    Bias::Cols => bias[j0..].as_ptr(),
+                },
+                bias_cols: case.bias == Bias::Cols,
                 act: case.act,
             };
             // SAFETY: panels hold kc·MR and kc·NR floats; kc rows of D
@@ -162,10 +177,13 @@ fn cases(mr: usize, nr: usize) -> Vec<Case> {
         {
             for (store, beta) in [(Store::Overwrite, 0.0), (Store::Update, 0.75), (Store::Update, 1.0)] {
                 for (col_stride, bias, act) in [
-                    (1, false, Activation::None),
-                    (2, true, Activation::Relu),
-                    (0, true, Activation::Relu),
-                    (1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
+                    (1, Bias::None, Activation::None),
+                    (2, Bias::Rows, Activation::Relu),
+                    (0, Bias::Rows, Activation::Relu),
+                    (1, Bias::Rows, Activation::Clamp { min: -0.5, max: 0.25 }),
+                    (1, Bias::Cols, Activation::Relu),
+                    (2, Bias::Cols, Activation::None),
+                    (0, Bias::Cols, Activation::Clamp { min: -0.5, max: 0.25 }),
                 ] {
                     out.push(Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act });
                 }
@@ -208,10 +226,12 @@ impl WithKernel for InPlaceBattery {
             for rows in few(&[1, 2, 3, 4, K::MR - 1, K::MR]) {
                 for cols in few(&[1, 15, 16, 17, 31, 33, 48, 64, 100, 127, 128]).into_iter().filter(|&c| c <= D) {
                     for (store, beta, col_stride, bias, act) in [
-                        (Store::Overwrite, 0.0, 1, false, Activation::None),
-                        (Store::Update, 0.75, 2, true, Activation::Relu),
-                        (Store::Update, 0.5, 0, true, Activation::None),
-                        (Store::Update, 1.0, 1, true, Activation::Clamp { min: -0.5, max: 0.25 }),
+                        (Store::Overwrite, 0.0, 1, Bias::None, Activation::None),
+                        (Store::Update, 0.75, 2, Bias::Rows, Activation::Relu),
+                        (Store::Update, 0.5, 0, Bias::Rows, Activation::None),
+                        (Store::Update, 1.0, 1, Bias::Rows, Activation::Clamp { min: -0.5, max: 0.25 }),
+                        (Store::Overwrite, 0.0, 1, Bias::Cols, Activation::Relu),
+                        (Store::Update, 1.0, 0, Bias::Cols, Activation::None),
                     ] {
                         let case = Case { kc, rows, cols, col_stride, spec_store: store, beta, bias, act };
                         let (got, want) = (bits(&compute(kern, &case, self.0)), bits(&run(kern, &case)));
@@ -261,25 +281,40 @@ fn every_available_kernel_matches_portable_bits() {
 
 #[test]
 fn portable_kernel_matches_f64_product() {
-    let case = Case {
-        kc: 33,
-        rows: 4,
-        cols: 8,
-        col_stride: 1,
-        spec_store: Store::Overwrite,
-        beta: 0.0,
-        bias: false,
-        act: Activation::None,
-    };
-    let c = run(PORTABLE, &case);
-    let (a, b) = (values(33 * D, 1), values(33 * D, 2));
-    let rsc = D + 3;
-    assert_eq!(c[..rsc + 1], values(rsc * (D + 2), 4)[..rsc + 1], "guard row overwritten");
-    for i in 0..4 {
-        for j in 0..8 {
-            let want: f64 = (0..33).map(|k| a[k * D + i] as f64 * b[k * D + j] as f64).sum::<f64>() * 1.5;
-            let got = c[rsc + 1 + i * rsc + j] as f64;
-            assert!((want - got).abs() < 1e-5, "({i},{j}): {got} vs {want}");
+    let bias = values(D, 3);
+    for (bias_of, store) in
+        [(Bias::None, Store::Overwrite), (Bias::Rows, Store::Overwrite), (Bias::Cols, Store::Update)]
+    {
+        let case = Case {
+            kc: 33,
+            rows: 4,
+            cols: 8,
+            col_stride: 1,
+            spec_store: store,
+            beta: 0.75,
+            bias: bias_of,
+            act: Activation::None,
+        };
+        let c = run(PORTABLE, &case);
+        let (a, b) = (values(33 * D, 1), values(33 * D, 2));
+        let rsc = D + 3;
+        let c0 = values(rsc * (D + 2), 4);
+        assert_eq!(c[..rsc + 1], c0[..rsc + 1], "guard row overwritten");
+        for i in 0..4 {
+            for j in 0..8 {
+                let at = rsc + 1 + i * rsc + j;
+                let mut want = (0..33).map(|k| a[k * D + i] as f64 * b[k * D + j] as f64).sum::<f64>() * 1.5;
+                if store == Store::Update {
+                    want += 0.75 * c0[at] as f64;
+                }
+                want += match bias_of {
+                    Bias::None => 0.0,
+                    Bias::Rows => bias[i] as f64,
+                    Bias::Cols => bias[j] as f64,
+                };
+                let got = c[at] as f64;
+                assert!((want - got).abs() < 1e-5, "{bias_of:?} ({i},{j}): {got} vs {want}");
+            }
         }
     }
 }
