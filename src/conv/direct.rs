@@ -215,7 +215,7 @@ unsafe fn direct_block<K: MicroKernel>(
     let k = g.patch_len();
     // The block's channels: its row length.
     let m = cols.len();
-    let (mr, nr) = (K::MR, K::NR);
+    let nr = K::NR;
     let chunks = k.div_ceil(KC);
     let mut band = take_band();
     let mut taps = [0usize; KC];
@@ -295,16 +295,18 @@ unsafe fn direct_block<K: MicroKernel>(
         let a_step = step * layout.pixel;
         let row_at = |oy: usize| (oy * g.stride_h - layout.py0) * layout.row_len;
         let (line, lines) = if flat { (npx, 1) } else { (g.w_out, rows.len()) };
-        // A line's tiles as even as whole pixels allow (49 go 7 × 7, not 6 × 8
-        // and 1): a tile of 1 to 3 rows has too few FMA chains to fill the
-        // pipes (1 thread: res5 1 × 1 468 -> 449 µs, LeNet conv2 3.8 -> 3.35 µs).
-        let tiles = line.div_ceil(mr);
         // Panel by panel of the weights, each kept in L1 while every tile
         // of the block reads it: a K chunk of many channels' weights (256 ×
         // 2048 of ResNet's res5 1×1, 2 MiB) outgrows L2, and tile by tile
         // it came from L3 once per tile (Zen 5, 1 thread: res5 1×1 512 ->
         // 2048 on 7×7 570 -> 518 µs, 256 -> 1024 on 14×14 535 -> 500 µs).
         for jr in (0..m).step_by(nr) {
+            // A line's tiles as even as whole pixels allow (49 go 7 × 7, not
+            // 6 × 8 and 1): a tile of 1 to 3 rows has too few FMA chains to
+            // fill the pipes (1 thread: res5 1 × 1 468 -> 449 µs, LeNet conv2
+            // 3.8 -> 3.35 µs). A narrow panel (the last of m, or all of m ≤
+            // 16) may take taller tiles.
+            let tiles = line.div_ceil(K::a_taps_rows(nr.min(m - jr)));
             for l in 0..lines {
                 let (px0, at0) = (l * line, row_at(rows.start + l));
                 for t in 0..tiles {

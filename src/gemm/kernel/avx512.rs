@@ -59,6 +59,13 @@ impl MicroKernel for Avx512_8x32 {
         true
     }
 
+    /// 16 rows for a tile of one vector of columns: 16 accumulators, as
+    /// the full 8 × 32 tile has (8 would leave the two FMA pipes' 8 chains
+    /// no slack).
+    fn a_taps_rows(cols: usize) -> usize {
+        if cols <= 16 { 2 * MR } else { MR }
+    }
+
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX-512F was detected; the pointer
         // guarantees are the caller's, passed on unchanged.
@@ -242,7 +249,28 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
             }
         }};
     }
-    if out.cols <= 16 { rows!(1) } else { rows!(2) }
+    if out.cols <= 16 && out.rows > MR && A_STEP > 0 {
+        // A tall tile of one vector of columns (`a_taps_rows`), unit column stride.
+        debug_assert!(out.csc == 1 && out.rows <= 2 * MR);
+        let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; 1], taps: std::ptr::null() };
+        // SAFETY: the caller's guarantees; R is the tile's row count.
+        unsafe {
+            match out.rows {
+                9 => kernel_8x32::<9, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                10 => kernel_8x32::<10, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                11 => kernel_8x32::<11, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                12 => kernel_8x32::<12, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                13 => kernel_8x32::<13, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                14 => kernel_8x32::<14, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                15 => kernel_8x32::<15, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                _ => kernel_8x32::<16, 1, false, A_STEP, false>(kc, a, b, out, spec),
+            }
+        }
+    } else if out.cols <= 16 {
+        rows!(1)
+    } else {
+        rows!(2)
+    }
 }
 
 /// The tile's product for its `R` rows with `H` of B's two 16-column halves:
@@ -304,7 +332,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
                 unsafe { _mm512_mask_storeu_ps(ch, mask, v) };
             }
         }
-    } else if out.rsc == 1 {
+    } else if out.rsc == 1 && R <= 8 {
         // SAFETY: the caller's guarantees for `out` and `spec`, passed on.
         unsafe { store_columns::<H>(&spill(&acc), out, spec) }
     } else {
@@ -323,7 +351,7 @@ struct Spilled([f32; MR * NR]);
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn spill<const R: usize, const H: usize>(acc: &[[__m512; H]; R]) -> Spilled {
-    const { assert!(R * 16 * H <= MR * NR && R <= 8) };
+    const { assert!(R * 16 * H <= MR * NR) };
     let mut tile = Spilled([0.0; MR * NR]);
     for (i, row) in acc.iter().enumerate() {
         for (h, &acc_h) in row.iter().enumerate() {
@@ -423,9 +451,13 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
                 // past the last panel the hint addresses nothing.
                 _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
             }
+            let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
+            // Rows 8 and on from a second base, at the same offsets as rows
+            // 0 to 7 from the first: a tall tile's 16 row addresses then need
+            // the registers of 8 (with each row's own offset, they spilled).
+            let ak8 = if R > 8 { ak.add(8 * a_step) } else { ak };
             for (i, row) in acc.iter_mut().enumerate() {
-                let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
-                let ai = _mm512_set1_ps(*ak.add(i * a_step));
+                let ai = _mm512_set1_ps(if i < 8 { *ak.add(i * a_step) } else { *ak8.add((i - 8) * a_step) });
                 for h in 0..H {
                     row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
                 }

@@ -150,6 +150,15 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         false
     }
 
+    /// The most rows a [`MicroKernel::run_a_taps`] tile of `cols` columns
+    /// may have (`MR`, or more where a narrow tile leaves registers for
+    /// more rows); a tile of more than `MR` rows must have unit column
+    /// stride (`out.csc == 1`).
+    fn a_taps_rows(cols: usize) -> usize {
+        let _ = cols;
+        Self::MR
+    }
+
     /// [`MicroKernel::run`] with A read in place, each of its `kc` columns
     /// a run of floats `step` apart: element `(i, k)` at
     /// `a + taps[k] + i·step`, for `i < out.rows` and `k < kc` only. A
@@ -160,8 +169,9 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// The default gathers the tile into a panel on the stack and calls `run`.
     ///
     /// # Safety
-    /// As [`MicroKernel::run`] for `b`, `out` and `spec`; `kc <= KC`; `kc`
-    /// offsets at `taps`; those `out.rows × kc` elements of A readable.
+    /// As [`MicroKernel::run`] for `b`, `out` and `spec`, but with
+    /// `out.rows <= a_taps_rows(out.cols)`; `kc <= KC`; `kc` offsets at
+    /// `taps`; those `out.rows × kc` elements of A readable.
     #[allow(clippy::too_many_arguments)]
     unsafe fn run_a_taps(
         self,

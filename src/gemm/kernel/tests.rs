@@ -90,7 +90,11 @@ fn tap(k: usize, mr: usize, step: usize) -> usize {
 /// (returned whole, so writes outside the tile show up), taking the
 /// operands as `mode` says.
 fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
-    let (mr, nr) = (K::MR, if matches!(mode, Mode::BRows | Mode::BTaps) { K::B_ROWS_NR } else { K::NR });
+    let nr = if matches!(mode, Mode::BRows | Mode::BTaps) { K::B_ROWS_NR } else { K::NR };
+    // Reading A in place, a tile of few columns with unit column stride
+    // may be taller than MR.
+    let tall = matches!(mode, Mode::ATaps(_)) && case.col_stride == 1;
+    let mr = if tall { K::a_taps_rows(case.cols.min(nr)) } else { K::MR };
     let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
     let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
     let bias = values(D, 3);
@@ -223,7 +227,8 @@ impl WithKernel for InPlaceBattery {
     fn run<K: MicroKernel>(self, kern: K) -> usize {
         let mut n = 0;
         for kc in few(&[0, 1, 3, 7, 33]) {
-            for rows in few(&[1, 2, 3, 4, K::MR - 1, K::MR]) {
+            let tall = K::a_taps_rows(1);
+            for rows in few(&[1, 2, 3, 4, K::MR - 1, K::MR, tall - 3, tall]) {
                 for cols in few(&[1, 15, 16, 17, 31, 33, 48, 64, 100, 127, 128]).into_iter().filter(|&c| c <= D) {
                     for (store, beta, col_stride, bias, act) in [
                         (Store::Overwrite, 0.0, 1, Bias::None, Activation::None),
