@@ -215,7 +215,8 @@ fn channels_last_pooling_in_parallel() {
 
 /// What a channels-last plan says it runs: the depthwise kernel of its
 /// layout, the direct path for a 1×1 layer on a tiny plane (no
-/// matrix-vector kernel, which reads NCHW), Winograd under Relaxed.
+/// matrix-vector kernel, which reads NCHW) but the matrix-vector kernel
+/// on a 1×1 plane (where both layouts are `[n][c]`), Winograd under Relaxed.
 #[test]
 fn channels_last_plans_name_their_kernels() {
     let isa = Isa::detect();
@@ -226,7 +227,10 @@ fn channels_last_plans_name_their_kernels() {
     assert!(plan.kernel_name([1, 32, 10, 10]).unwrap().starts_with("dwconv_channels_last_"));
     let se = nhwc(ConvParams::default());
     let plan = Conv2dPlan::new(&values(64 * 32, 2), [64, 32, 1, 1], None, &se, &opts).unwrap();
-    assert!(!plan.kernel_name([1, 32, 1, 1]).unwrap().starts_with("gemv"));
+    assert!(!plan.kernel_name([1, 32, 2, 2]).unwrap().starts_with("gemv"));
+    if isa != Isa::Portable {
+        assert!(plan.kernel_name([1, 32, 1, 1]).unwrap().starts_with("gemv"), "{isa:?}");
+    }
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..opts };
     let plan = Conv2dPlan::new(&values(64 * 64 * 9, 3), [64, 64, 3, 3], None, &dw_dense(), &relaxed).unwrap();
     assert_eq!(plan.algorithm([1, 64, 28, 28]).unwrap(), Algorithm::Winograd);
@@ -358,6 +362,31 @@ fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
                 if is_exact(isa) {
                     assert_eq!(bits(&got), bits(&want), "{what}");
                 }
+            }
+        });
+    }
+}
+
+/// A 1×1 layer on 1×1 planes (squeeze-and-excite) runs in channels-last as
+/// in NCHW, the tensors being the same `[n][c]`: the same bits on every
+/// path and thread setting, within the reference's bound, with a bias, a
+/// batch of 3, and groups.
+#[test]
+fn channels_last_one_pixel_planes_run_as_nchw() {
+    for (i, (x_shape, w_shape, groups)) in
+        [([3, 40, 1, 1], [24, 40, 1, 1], 1), ([2, 12, 1, 1], [36, 4, 1, 1], 3)].into_iter().enumerate()
+    {
+        let params = ConvParams { groups, ..ConvParams::default() };
+        let p = ConvProblem::seeded(x_shape, w_shape, params, true, 90 + i as u64);
+        let q = p.in_layout(Layout::Nhwc);
+        let reference = q.reference().unwrap();
+        for_each_isa(|isa| {
+            for threads in [Threads::Single, Threads::Pool] {
+                let opts = ConvOptions { isa, threads, ..ConvOptions::default() };
+                let (want, got) = (p.run(&opts).unwrap(), q.run(&opts).unwrap());
+                let what = format!("case {i} {}", isa.name());
+                assert_close(&what, &reference, &got);
+                assert_eq!(bits(&got), bits(&want), "{what}");
             }
         });
     }
