@@ -321,6 +321,59 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
     }
 }
 
+/// Channels-last depthwise on the row-rolling code where windows reach the
+/// padding (its checked variant): planes 1 to 17 pixels wide (single
+/// pixels, groups of 4 and 8, a last group overlapping the one before),
+/// asymmetric padding, strides 1 and (2, 1), 3×3 and 5×5, channel counts
+/// at and between whole vectors, aligned and not: on every path and thread
+/// setting the NCHW bits, permuted, and within the bound of the reference.
+#[test]
+fn channels_last_depthwise_row_rolling_through_the_padding() {
+    let pads = [[1, 2, 0, 1], [2, 2, 2, 2], [0, 1, 2, 0]];
+    for (c, width) in [16, 24, 72, 100].into_iter().flat_map(|c| [1, 2, 3, 5, 7, 9, 12, 14, 17].map(|w| (c, w))) {
+        for (k, padding, stride) in
+            [(3, pads[0], [1, 1]), (5, pads[1], [1, 1]), (3, pads[2], [2, 1]), (5, pads[0], [2, 1])]
+        {
+            let params = ConvParams { stride, padding, groups: c, ..ConvParams::default() };
+            let Ok(shape) = conv2d_output_shape([2, c, 5, width], [c, 1, k, k], &params) else { continue };
+            let p = ConvProblem::seeded([2, c, 5, width], [c, 1, k, k], params, true, (c * width) as u64);
+            let q = p.in_layout(Layout::Nhwc);
+            let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+            let reference = q.reference().unwrap();
+            for shift in [0, 5] {
+                let mut shifted = vec![f32::NAN; shift];
+                shifted.extend_from_slice(&q.input);
+                for_each_isa(|isa| {
+                    for threads in [Threads::Single, Threads::Pool] {
+                        let opts =
+                            ConvOptions { isa, threads, algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
+                        let mut out = vec![f32::NAN; want.len()];
+                        conv2d_with(
+                            &opts,
+                            &shifted[shift..],
+                            q.input_shape,
+                            &q.weight,
+                            q.weight_shape,
+                            q.bias.as_deref(),
+                            &q.params,
+                            &mut out,
+                        )
+                        .unwrap();
+                        let what = format!(
+                            "c {c} width {width} {k}x{k} pad {padding:?} stride {stride:?} shift {shift} {}",
+                            isa.name()
+                        );
+                        assert_close(&what, &reference, &out);
+                        if is_exact(isa) {
+                            assert_eq!(bits(&out), bits(&want), "{what}");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// The direct path reading a channels-last input in place (no padding: the
 /// kernel steps `stride · c_in` floats from pixel to pixel) or from a
 /// pixel-major copy of its rows (padding): 1 × 1 to 7 × 7 kernels, strides

@@ -86,6 +86,23 @@ impl Job<'_> {
             // rest (the padded border) the general one.
             // (Fewer channels than a vector: all on the general path, whose
             // partial vectors the unchecked one does not have.)
+            if self.rolling_kw != 0 && g.c_out >= L::N {
+                // Row-rolling windows. In a row whose windows lie inside the
+                // image's height, with at least 8 inside columns: the pixels
+                // left and right of them one at a time on the checked
+                // variant of the code, the inside ones in groups (see
+                // `groups`). Other rows: groups across the row, all checked.
+                let (lo, hi) = if (top..bottom).contains(&oy) { (columns.start, columns.end) } else { (0, 0) };
+                if hi - lo >= INSIDE_PIXELS {
+                    for ox in (0..lo).chain(hi..g.w_out) {
+                        self.pixels_padded::<L, 1>(image, oy, ox, out_row);
+                    }
+                    self.groups::<L, false>(image, oy, lo..hi, out_row);
+                } else {
+                    self.groups::<L, true>(image, oy, 0..g.w_out, out_row);
+                }
+                continue;
+            }
             let inside = if (top..bottom).contains(&oy) && g.c_out >= L::N { columns.clone() } else { 0..0 };
             let mut ox = 0;
             while ox < g.w_out {
@@ -114,6 +131,51 @@ impl Job<'_> {
         }
     }
 
+    /// The output pixels `run` of row `oy` of `image` on the row-rolling
+    /// code (inside the image, or `PADDED`: checked): groups of 8, then the
+    /// rest as one group of 4 or 8 moved back to end at the run's end,
+    /// overlapping the one before (the same values again, by the same
+    /// operations); a run shorter than 8, groups of 4 so, or single pixels.
+    #[inline(always)]
+    fn groups<L: Lanes, const PADDED: bool>(&self, image: usize, oy: usize, run: Range<usize>, out_row: &mut [f32]) {
+        let len = run.len();
+        if len < PIXELS {
+            for ox in run {
+                self.group::<L, 1, PADDED>(image, oy, ox, out_row);
+            }
+            return;
+        }
+        let size = if len >= INSIDE_PIXELS { INSIDE_PIXELS } else { PIXELS };
+        for ox in run.clone().step_by(size).take(len / size) {
+            if size == INSIDE_PIXELS {
+                self.group::<L, INSIDE_PIXELS, PADDED>(image, oy, ox, out_row);
+            } else {
+                self.group::<L, PIXELS, PADDED>(image, oy, ox, out_row);
+            }
+        }
+        match len % size {
+            0 => {}
+            rest if rest <= PIXELS => self.group::<L, PIXELS, PADDED>(image, oy, run.end - PIXELS, out_row),
+            _ => self.group::<L, INSIDE_PIXELS, PADDED>(image, oy, run.end - INSIDE_PIXELS, out_row),
+        }
+    }
+
+    /// [`Job::pixels_padded`] or [`Job::pixels_inside`].
+    #[inline(always)]
+    fn group<L: Lanes, const P: usize, const PADDED: bool>(
+        &self,
+        image: usize,
+        oy: usize,
+        ox: usize,
+        out_row: &mut [f32],
+    ) {
+        if PADDED {
+            self.pixels_padded::<L, P>(image, oy, ox, out_row)
+        } else {
+            self.pixels_inside::<L, P>(image, oy, ox, out_row)
+        }
+    }
+
     /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel,
     /// where every tap of their windows lies inside the image: no offsets
     /// to check, full vectors loaded straight from the input. The same
@@ -131,63 +193,114 @@ impl Job<'_> {
         debug_assert!(corner + (P - 1) * step + tap_offsets[taps - 1] + c <= image_len);
         debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= taps * c);
         debug_assert!(c >= n, "fewer channels than a vector take the general path");
-        // Whole vectors only: where a pixel's channels fill whole vectors,
-        // blocks start where the first pixel's loads are aligned (one block
-        // at channel 0 first when that is not), and a last block ends at
-        // channel c. Blocks that overlap compute the same values twice, by
-        // the same operations: the bits do not change. Except for the
-        // row-rolling block over fewer than 4 vectors: its few loads
-        // crossing cache lines cost less than the extra block (Zen 5,
-        // misaligned input, 3×3 stride 1: 32 channels 107 -> 94 µs
-        // unaligned, but 144 channels 93 -> 110 µs; stride 2 with 96
-        // channels 105 -> 140 µs).
+        self.channel_blocks::<L, P, false>(image_in, oy, ox, corner, step, out_row);
+    }
+
+    /// Every channel of output pixels `ox .. ox + P` of row `oy`, in
+    /// whole vectors: where a pixel's channels fill whole vectors, blocks
+    /// start where the first pixel's loads are aligned (one block at
+    /// channel 0 first when that is not), and a last block ends at channel
+    /// c. Blocks that overlap compute the same values twice, by the same
+    /// operations: the bits do not change. Except for the row-rolling
+    /// block over fewer than 4 vectors: its few loads crossing cache lines
+    /// cost less than the extra block (Zen 5, misaligned input, 3×3 stride
+    /// 1: 32 channels 107 -> 94 µs unaligned, but 144 channels 93 -> 110 µs;
+    /// stride 2 with 96 channels 105 -> 140 µs). Row-rolling blocks go two
+    /// at a time. `PADDED`: windows that may reach the padding (row-rolling
+    /// only; `corner` and `step` unused), else windows inside the image
+    /// from `corner`, `step` apart.
+    #[inline(always)]
+    fn channel_blocks<L: Lanes, const P: usize, const PADDED: bool>(
+        &self,
+        image_in: &[f32],
+        oy: usize,
+        ox: usize,
+        corner: usize,
+        step: usize,
+        out_row: &mut [f32],
+    ) {
+        let (c, n) = (self.g.c_out, L::N);
+        debug_assert!(c >= n, "fewer channels than a vector take the general path");
+        // (With c a multiple of n, every pixel's channel 0 is as aligned as
+        // the image's first float: `corner` may be 0 for the padded blocks.)
         let misaligned = (image_in.as_ptr() as usize / 4 + corner) % n;
         let aligned = c % n == 0 && (self.rolling_kw == 0 || c >= 4 * n);
         let head = if aligned { (n - misaligned) % n } else { 0 };
         // Channels below `done` are written.
         let mut done = 0;
         if head != 0 {
-            self.inside_block::<L, P>(image_in, corner, step, 0, ox, out_row);
+            self.block_at::<L, P, 1, PADDED>(image_in, oy, ox, corner, step, 0, out_row);
             done = n;
         }
         let mut c0 = head;
+        // One pixel: four blocks at once, for sums enough to fill the pipes.
+        while c0 + 4 * n <= c && self.rolling_kw != 0 && P == 1 {
+            self.block_at::<L, P, 4, PADDED>(image_in, oy, ox, corner, step, c0, out_row);
+            c0 += 4 * n;
+            done = c0;
+        }
+        while c0 + 2 * n <= c && self.rolling_kw != 0 && P <= INSIDE_PIXELS {
+            self.block_at::<L, P, 2, PADDED>(image_in, oy, ox, corner, step, c0, out_row);
+            c0 += 2 * n;
+            done = c0;
+        }
         while c0 + n <= c {
-            self.inside_block::<L, P>(image_in, corner, step, c0, ox, out_row);
+            self.block_at::<L, P, 1, PADDED>(image_in, oy, ox, corner, step, c0, out_row);
             c0 += n;
             done = c0;
         }
         if done < c {
-            self.inside_block::<L, P>(image_in, corner, step, c - n, ox, out_row);
+            self.block_at::<L, P, 1, PADDED>(image_in, oy, ox, corner, step, c - n, out_row);
         }
     }
 
-    /// [`Job::row_block`] where it applies, else [`Job::whole_block`]: the
-    /// same operations in the same order, so the same bits.
+    /// `B` channel blocks from `c0` of [`Job::channel_blocks`] (two only
+    /// on the row-rolling code). (A method, not a closure: a closure would
+    /// compile without the lanes' target features.)
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn inside_block<L: Lanes, const P: usize>(
+    fn block_at<L: Lanes, const P: usize, const B: usize, const PADDED: bool>(
         &self,
         image_in: &[f32],
+        oy: usize,
+        ox: usize,
         corner: usize,
         step: usize,
         c0: usize,
-        ox: usize,
         out_row: &mut [f32],
     ) {
-        match self.rolling_kw {
-            3 => self.row_block::<L, P, 3>(image_in, corner, c0, ox, out_row),
-            5 => self.row_block::<L, P, 5>(image_in, corner, c0, ox, out_row),
+        match (PADDED, self.rolling_kw) {
+            (true, 3) => self.row_block_padded::<L, P, 3, B>(image_in, oy, ox, c0, out_row),
+            (true, _) => self.row_block_padded::<L, P, 5, B>(image_in, oy, ox, c0, out_row),
+            (false, 3) => self.row_block::<L, P, 3, B>(image_in, corner, c0, ox, out_row),
+            (false, 5) => self.row_block::<L, P, 5, B>(image_in, corner, c0, ox, out_row),
             _ => self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row),
         }
     }
 
-    /// [`Job::whole_block`] for stride 1 and dilation 1 across and `KW`
-    /// taps a row: per window row, the `P + KW − 1` input vectors are loaded
-    /// once each and multiplied into every output they feed (input column
-    /// `j` is tap `v` of pixel `j − v`), against the row's `KW` weight
-    /// vectors held in registers. Each output still sums its taps in order
-    /// (rows in order; within a row, `j` and so `v` increasing).
+    /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel
+    /// (at least one vector of them), on the row-rolling code whatever the
+    /// padding ([`Job::row_block_padded`]).
     #[inline(always)]
-    fn row_block<L: Lanes, const P: usize, const KW: usize>(
+    fn pixels_padded<L: Lanes, const P: usize>(&self, image: usize, oy: usize, ox: usize, out_row: &mut [f32]) {
+        let g = self.g;
+        debug_assert!(out_row.len() >= (ox + P) * g.c_out);
+        let image_len = g.h_in * g.w_in * g.c_out;
+        let image_in = &self.input[image * image_len..][..image_len];
+        self.channel_blocks::<L, P, true>(image_in, oy, ox, 0, 0, out_row);
+    }
+
+    /// [`Job::whole_block`] for stride 1 and dilation 1 across and `KW`
+    /// taps a row, on `B` channel blocks `c0 + b·n` at once: per window
+    /// row, the `P + KW − 1` input vectors of each block are loaded once
+    /// each and multiplied into every output they feed (input column `j` is
+    /// tap `v` of pixel `j − v`), against the row's `KW` weight vectors held
+    /// in registers. Each output still sums its taps in order (rows in
+    /// order; within a row, `j` and so `v` increasing). Two blocks keep 16
+    /// sums in flight where one block's 8 wait on each other: a column's
+    /// FMAs feed the sums the previous column updated.
+    #[inline(always)]
+    fn row_block<L: Lanes, const P: usize, const KW: usize, const B: usize>(
         &self,
         image_in: &[f32],
         corner: usize,
@@ -197,37 +310,103 @@ impl Job<'_> {
     ) {
         let g = self.g;
         let c = g.c_out;
-        debug_assert!(g.kw == KW && g.stride_w == 1 && g.dilation_w == 1 && c0 + L::N <= c);
         debug_assert!(corner + (g.kh - 1) * g.dilation_h * g.w_in * c + (P + KW - 1) * c <= image_in.len());
-        debug_assert!(out_row.len() >= (ox + P) * c && self.taps.len() >= g.kh * KW * c);
         let row_step = g.dilation_h * g.w_in * c;
+        // The caller put every tap of windows ox .. ox + P inside the
+        // image: window row u of pixel p reads input pixels `corner/c +
+        // u·dilation_h·w_in + p + v` (v < KW), whose channels c0 .. c0 +
+        // B·n <= c lie inside `image_in`.
+        let x0 = image_in.as_ptr().wrapping_add(corner + c0);
+        let acc = self.roll::<L, P, KW, B>(c0, |u| Some(x0.wrapping_add(u * row_step)), |_| true);
+        for (b, acc) in acc.iter().enumerate() {
+            self.store_sums::<L, P>(acc, c0 + b * n_of::<L>(), ox, out_row);
+        }
+    }
+
+    /// [`Job::row_block`] for windows that may reach the padding (the
+    /// border of the plane): a window row above or below the image, or an
+    /// input column left or right of it, multiplies a zero vector, as the
+    /// general path's taps in the padding do: the same operations in the
+    /// same order, so the same bits, at the speed of the inside pixels
+    /// (Zen 5, 1 thread, 72 channels 3×3 on 56²: the border's 7 % of the
+    /// pixels took 30 % of the time on the general path).
+    #[inline(always)]
+    fn row_block_padded<L: Lanes, const P: usize, const KW: usize, const B: usize>(
+        &self,
+        image_in: &[f32],
+        oy: usize,
+        ox: usize,
+        c0: usize,
+        out_row: &mut [f32],
+    ) {
+        let g = self.g;
+        let c = g.c_out;
+        // Window row u's input row, and input column j's, signed (negative
+        // or past the image in the padding).
+        let y0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+        let x0 = ox as isize - g.pad_left as isize;
+        let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
+        let row_at = |u: usize| {
+            let iy = y0 + (u * g.dilation_h) as isize;
+            // Input pixel (iy, x0)'s channel c0, formed only for rows of the
+            // image (x0 may lie left of it: `wrapping_offset`, read only at
+            // columns j with x0 + j inside the row).
+            (0..h_in)
+                .contains(&iy)
+                .then(|| image_in.as_ptr().wrapping_offset((iy * w_in + x0) * c as isize + c0 as isize))
+        };
+        let acc = self.roll::<L, P, KW, B>(c0, row_at, |j| (0..w_in).contains(&(x0 + j as isize)));
+        for (b, acc) in acc.iter().enumerate() {
+            self.store_sums::<L, P>(acc, c0 + b * n_of::<L>(), ox, out_row);
+        }
+    }
+
+    /// The sums of [`Job::row_block`] and [`Job::row_block_padded`]:
+    /// window row `u`'s input pixels from `row_at(u)` (its first pixel's
+    /// channel c0; `None`: a row in the padding), input column `j` of the
+    /// row read where `column_in(j)`, else a zero vector.
+    #[inline(always)]
+    fn roll<L: Lanes, const P: usize, const KW: usize, const B: usize>(
+        &self,
+        c0: usize,
+        row_at: impl Fn(usize) -> Option<*const f32>,
+        column_in: impl Fn(usize) -> bool,
+    ) -> [[L::V; P]; B] {
+        let g = self.g;
+        let (c, n) = (g.c_out, L::N);
+        debug_assert!(g.kw == KW && g.stride_w == 1 && g.dilation_w == 1 && c0 + B * n <= c);
+        debug_assert!(self.taps.len() >= g.kh * KW * c);
         // SAFETY: `L`'s features are enabled (the caller runs under its
-        // token). The caller put every tap of windows ox .. ox + P inside
-        // the image: window row u of pixel p reads input pixels
-        // `corner/c + u·dilation_h·w_in + p + v` (v < KW), whose channels
-        // c0 .. c0 + n <= c lie inside `image_in`; tap (u, v)'s weights lie
-        // inside `taps` ([kh·KW][c]); outputs ox + p < w_out of the row.
-        let acc = unsafe {
-            let x0 = image_in.as_ptr().add(corner + c0);
-            let mut acc = [L::splat(0.0); P];
+        // token); tap (u, v)'s weights for channels c0 .. c0 + B·n <= c lie
+        // inside `taps` ([kh·KW][c]); input column j of a row is read only
+        // where `row_at` and `column_in` promise a pixel of the image, whose
+        // channels c0 + b·n .. + n <= c lie inside it.
+        unsafe {
+            let mut acc = [[L::splat(0.0); P]; B];
             for u in 0..g.kh {
-                let mut w = [L::splat(0.0); KW];
-                for (v, w) in w.iter_mut().enumerate() {
-                    *w = L::load(self.taps.as_ptr().add((u * KW + v) * c + c0));
+                let mut w = [[L::splat(0.0); KW]; B];
+                for (b, w) in w.iter_mut().enumerate() {
+                    for (v, w) in w.iter_mut().enumerate() {
+                        *w = L::load(self.taps.as_ptr().add((u * KW + v) * c + c0 + b * n));
+                    }
                 }
-                let row = x0.add(u * row_step);
+                let row = row_at(u);
                 for j in 0..P + KW - 1 {
-                    let x = L::load(row.add(j * c));
-                    for (v, &w) in w.iter().enumerate() {
-                        if j >= v && j - v < P {
-                            acc[j - v] = L::fma(x, w, acc[j - v]);
+                    for b in 0..B {
+                        let x = match row {
+                            Some(row) if column_in(j) => L::load(row.add(j * c + b * n)),
+                            _ => L::splat(0.0),
+                        };
+                        for (v, &w) in w[b].iter().enumerate() {
+                            if j >= v && j - v < P {
+                                acc[b][j - v] = L::fma(x, w, acc[b][j - v]);
+                            }
                         }
                     }
                 }
             }
             acc
-        };
-        self.store_sums::<L, P>(&acc, c0, ox, out_row);
+        }
     }
 
     /// Channels `c0 .. c0 + n` (`c0 + n <= c`) of the output pixels
@@ -474,4 +653,10 @@ unsafe fn load_part<L: Lanes>(src: &[f32], lanes: usize) -> L::V {
         // SAFETY: the buffer holds MAX_LANES >= L::N floats.
         unsafe { L::load(part.as_ptr()) }
     }
+}
+
+/// `L::N`, as a function (for the callers of [`Job::roll`]).
+#[inline(always)]
+fn n_of<L: Lanes>() -> usize {
+    L::N
 }
