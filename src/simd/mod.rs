@@ -25,8 +25,6 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// Floats per register.
     const N: usize;
     /// Vector registers (accumulators, inputs and a broadcast must fit).
-    // (Read by the x86-64 rolling depthwise rows only.)
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const REGS: usize;
     /// A register of `N` floats.
     type V: Copy;
