@@ -97,16 +97,19 @@ impl WithKernel for Banded<'_> {
         let job = self.0;
         let g = job.g;
         assert!(kernel_applies::<K>(g, job.weights), "banded path on a geometry it does not take");
-        let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
+        let out_rows = job.rows.clone();
+        assert!(out_rows.end <= g.h_out, "output rows past the plane");
+        let h = out_rows.len();
+        let (m, k, n) = (g.c_out_per_group(), g.patch_len(), h * g.w_out);
         let threads = job.par.threads(2.0 * m as f64 * n as f64 * k as f64);
-        let per_block = block_rows(g).min(g.h_out);
-        let mut blocks = g.h_out.div_ceil(per_block);
+        let per_block = block_rows(g).min(h.max(1));
+        let mut blocks = h.div_ceil(per_block);
         if threads > 1 {
             // At least 4 blocks a thread, as many on each (rows permitting).
-            blocks = blocks.max(4 * threads).next_multiple_of(threads).min(g.h_out);
+            blocks = blocks.max(4 * threads).next_multiple_of(threads).min(h);
         }
         let block = |b: usize| {
-            let rows = b * g.h_out / blocks..(b + 1) * g.h_out / blocks;
+            let rows = out_rows.start + b * h / blocks..out_rows.start + (b + 1) * h / blocks;
             // SAFETY: block b writes the pixels of output rows `rows` of
             // every channel of `out` (m × n, as `run`'s caller
             // guarantees); no other block writes those.
@@ -121,7 +124,7 @@ impl WithKernel for Banded<'_> {
 /// # Safety
 /// No one else accesses those rows of `job.out` meanwhile.
 unsafe fn banded_block<K: MicroKernel>(kern: K, job: &GroupConv<'_>, rows: std::ops::Range<usize>) {
-    let &GroupConv { g, channels, weights: a_t, bias, act, out, par: _ } = job;
+    let GroupConv { g, channels, weights: a_t, bias, act, out, .. } = *job;
     let (m, k, w_out) = (g.c_out_per_group(), g.patch_len(), g.w_out);
     let (p0, npx) = (rows.start * w_out, rows.len() * w_out);
     let mut band = take_band();

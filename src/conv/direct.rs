@@ -54,24 +54,27 @@ fn block_floats(weight_bytes: usize) -> usize {
     if weight_bytes > l2 { (l2 / 2 / 4).max(BLOCK_FLOATS) } else { BLOCK_FLOATS }
 }
 
-/// How many blocks of output rows the direct path makes for `m` output
-/// channels and `threads` threads: blocks of at most [`block_floats`], at
-/// least 4 per thread when there are threads to share them, as many as a
-/// multiple of the threads (so each thread gets the same number), and no
-/// more than there are rows. Block `b` of `blocks` holds the rows of
-/// [`block_range`], whose sizes differ by at most one.
-fn row_blocks(g: &ConvGeometry, m: usize, threads: usize) -> usize {
-    let h = g.h_out.max(1);
+/// How many blocks of output rows the direct path makes of the output
+/// rows `rows` for `m` output channels and `threads` threads: blocks of at
+/// most [`block_floats`], at least 4 per thread when there are threads to
+/// share them, as many as a multiple of the threads (so each thread gets
+/// the same number), and no more than there are rows. Block `b` of
+/// `blocks` holds the rows of [`block_range`], whose sizes differ by at
+/// most one.
+fn row_blocks(g: &ConvGeometry, rows: &std::ops::Range<usize>, m: usize, threads: usize) -> usize {
+    let h = rows.len().max(1);
     let floats = block_floats(4 * g.patch_len() * m);
     let fits = (floats / (g.w_out * m).max(1)).clamp(1, h);
     let blocks = h.div_ceil(fits);
     if threads > 1 { blocks.max(4 * threads).next_multiple_of(threads).min(h) } else { blocks }
 }
 
-/// The output rows of block `b` of `blocks`: 55 rows in 10 blocks go 5, 6,
-/// 5, 6, … (two threads get 27 and 28 rows), not 6, 6, …, 6, 1.
-fn block_range(g: &ConvGeometry, b: usize, blocks: usize) -> std::ops::Range<usize> {
-    b * g.h_out / blocks..(b + 1) * g.h_out / blocks
+/// The output rows of block `b` of `blocks` of `rows`: 55 rows in 10
+/// blocks go 5, 6, 5, 6, … (two threads get 27 and 28 rows), not 6, 6, …,
+/// 6, 1.
+fn block_range(rows: &std::ops::Range<usize>, b: usize, blocks: usize) -> std::ops::Range<usize> {
+    let h = rows.len();
+    rows.start + b * h / blocks..rows.start + (b + 1) * h / blocks
 }
 
 /// Whether the direct path takes weights of `c_in_per_group` input channels,
@@ -134,7 +137,7 @@ fn kernel_applies<K: MicroKernel>(g: &ConvGeometry) -> bool {
         && g.is_compact()
         && g.out_pixels() > 0
         && band_fits(g, 0, KC.min(k), 0, g.w_out)
-        && band_fits(g, 0, KC.min(k), 0, g.h_out.div_ceil(row_blocks(g, m, 1)) * g.w_out)
+        && band_fits(g, 0, KC.min(k), 0, g.h_out.div_ceil(row_blocks(g, &(0..g.h_out), m, 1)) * g.w_out)
 }
 
 thread_local! {
@@ -146,9 +149,10 @@ impl WithKernel for Direct<'_> {
     type Output = ();
 
     fn run<K: MicroKernel>(self, kern: K) {
-        let GroupConv { g, channels, weights: w_b, bias, act, out, par } = self.0;
+        let GroupConv { g, channels, weights: w_b, bias, act, out, rows: out_rows, par } = self.0;
+        assert!(out_rows.end <= g.h_out, "output rows past the plane");
         assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
-        let (m, k, n) = (g.c_out_per_group(), g.patch_len(), g.out_pixels());
+        let (m, k, n) = (g.c_out_per_group(), g.patch_len(), out_rows.len() * g.w_out);
         let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
         // Threads share the work by row blocks, each block reading all the
         // weights, or, for a small image (too few row blocks to share out
@@ -158,9 +162,9 @@ impl WithKernel for Direct<'_> {
         // blocking, and building its own bands). AlexNet conv3 on 2 threads
         // (3.5 MiB of weights, 13 rows: 8 blocks against 3): 763 -> 674 µs;
         // ResNet res3_s2 (590 KiB, in L2) stays by rows (533 against 553 µs).
-        let mut blocks = row_blocks(g, m, threads);
+        let mut blocks = row_blocks(g, &out_rows, m, threads);
         let panels = m.div_ceil(K::NR);
-        let (one_thread_blocks, weight_bytes) = (row_blocks(g, m, 1), 4 * k * m);
+        let (one_thread_blocks, weight_bytes) = (row_blocks(g, &out_rows, m, 1), 4 * k * m);
         let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
         let second_band = 4 * g.c_in_per_group() * g.h_in * g.w_in;
         let by_channels = blocks < 4 * threads || (weight_bytes > cache_sizes().l2 && rereads > second_band);
@@ -173,7 +177,7 @@ impl WithKernel for Direct<'_> {
         let job = Job { kern, g, channels, w_b, bias, act, out };
         let run = |item: usize| {
             let (part, b) = (item / blocks, item % blocks);
-            let rows = block_range(g, b, blocks);
+            let rows = block_range(&out_rows, b, blocks);
             let cols = (panels * part / parts * K::NR).min(m)..(panels * (part + 1) / parts * K::NR).min(m);
             let mut block = BLOCK.with(Cell::take);
             // SAFETY: the item writes pixels rows.start·w_out .. rows.end·w_out

@@ -28,8 +28,8 @@ use crate::geometry::ConvGeometry;
 /// group's input channels (`ConvGeometry::group_input`), the plan's weights
 /// packed as the path reads them, the group's bias, the activation, its
 /// `m × h_out·w_out` output (channel `co`, pixel `p` at `co·out.rs + p·out.cs`,
-/// NCHW or channels-last) and whether it may fork.
-#[derive(Clone, Copy)]
+/// NCHW or channels-last), the output rows to compute and whether it may fork.
+#[derive(Clone)]
 pub(crate) struct GroupConv<'a> {
     pub(crate) g: &'a ConvGeometry,
     pub(crate) channels: &'a [f32],
@@ -37,5 +37,7 @@ pub(crate) struct GroupConv<'a> {
     pub(crate) bias: Option<&'a [f32]>,
     pub(crate) act: Activation,
     pub(crate) out: CMatrix,
+    /// The output rows computed (`0..h_out`: all); the others are not written.
+    pub(crate) rows: std::ops::Range<usize>,
     pub(crate) par: Parallelism,
 }
