@@ -23,7 +23,7 @@ pub(crate) use blocked::Block;
 const MAX_LANES: usize = 16;
 
 use crate::activation::Activation;
-use rayon::prelude::*;
+use crate::par;
 
 use crate::error::ConvError;
 use crate::gemm::KC;
@@ -57,9 +57,18 @@ pub(crate) fn run_channels_last(
         simd::dispatch(isa, channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out })
     };
     if threads > 1 {
-        // At least 4 items per thread, whole rows each.
+        // At least 4 items per thread, whole rows each, on the crate's fork
+        // (the caller works too; rayon's `par_chunks_mut` cost more than
+        // 2 threads saved on small layers: Zen 5, 480 channels 5×5 on 14²,
+        // 1 -> 2 threads 1.4× faster before, 1.8× after). The ISA is
+        // checked first, so no item can fail.
+        isa.tile()?;
         let per_item = rows.div_ceil(4 * threads);
-        output.par_chunks_mut(per_item * row_len).enumerate().try_for_each(|(i, out)| item(i * per_item, out))
+        par::for_each_chunk_mut(threads, output, per_item * row_len, |i, out| {
+            let done = item(i * per_item, out);
+            debug_assert!(done.is_ok(), "the ISA was checked above");
+        });
+        Ok(())
     } else {
         item(0, output)
     }
