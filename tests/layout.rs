@@ -377,12 +377,13 @@ fn channels_last_depthwise_row_rolling_through_the_padding() {
 /// The direct path reading a channels-last input in place (no padding: the
 /// kernel steps `stride · c_in` floats from pixel to pixel) or from a
 /// pixel-major copy of its rows (padding): 1 × 1 to 7 × 7 kernels, strides
-/// 1 to 3, dilation, groups (on two threads split by rows), two K chunks,
+/// 1 to 4 (windows that skip input too), dilation, groups (on two threads
+/// split by rows), two K chunks,
 /// on every path and thread setting
 /// the NCHW bits, permuted, and within the reference's bound.
 #[test]
 fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
-    let cases: [([usize; 4], [usize; 4], ConvParams); 12] = [
+    let cases: [([usize; 4], [usize; 4], ConvParams); 15] = [
         ([1, 16, 9, 30], [16, 16, 1, 1], ConvParams::default()),
         ([2, 40, 9, 21], [24, 40, 3, 3], ConvParams { stride: [2, 2], ..ConvParams::default() }),
         ([1, 32, 11, 19], [48, 32, 3, 3], ConvParams { stride: [1, 3], ..ConvParams::default() }),
@@ -398,6 +399,11 @@ fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
         // its rows): ShuffleNet-like, and a plane one row high.
         ([2, 24, 20, 30], [112, 6, 1, 1], ConvParams { groups: 4, ..ConvParams::default() }),
         ([1, 64, 1, 300], [64, 16, 1, 3], ConvParams { padding: [0, 1, 0, 1], groups: 4, ..ConvParams::default() }),
+        // Windows that skip input (kernel extent below the stride), read in
+        // place: ResNet's 1×1 stride-2 projections, a 3×3 with stride 4.
+        ([1, 40, 9, 13], [24, 40, 1, 1], ConvParams { stride: [2, 2], ..ConvParams::default() }),
+        ([2, 40, 10, 11], [32, 20, 1, 1], ConvParams { stride: [3, 2], groups: 2, ..ConvParams::default() }),
+        ([1, 16, 17, 18], [16, 16, 3, 3], ConvParams { stride: [4, 4], ..ConvParams::default() }),
     ];
     for (i, (x_shape, w_shape, params)) in cases.into_iter().enumerate() {
         let p = ConvProblem::seeded(x_shape, w_shape, params, true, 60 + i as u64);
