@@ -453,8 +453,8 @@ fn first_layers_in_blocks_of_rows() {
 /// 1×1 layers on planes of at most 64 output pixels, whose direct path
 /// reads a pixel-major copy of the NCHW input: K past one chunk with a
 /// channel count off the 8 × 8 transposes (300), padding on every side
-/// (the copy's rows then go one by one, zeros around them), and blocks
-/// wholly in the padding.
+/// (the copy's rows then go one by one, zeros around them), blocks
+/// wholly in the padding, and strides past 1.
 #[test]
 fn one_by_one_on_small_planes_reads_a_transposed_copy() {
     let chunks = ConvProblem::seeded([2, 300, 7, 7], [40, 300, 1, 1], ConvParams::default(), true, 95);
@@ -466,7 +466,15 @@ fn one_by_one_on_small_planes_reads_a_transposed_copy() {
     let mut p = params(1, 0, 1, 1);
     p.padding = [2, 0, 2, 0];
     let tall_padding = ConvProblem::seeded([1, 8, 1, 8], [4096, 8, 1, 1], p, true, 97);
-    for p in [chunks, padded, tall_padding] {
+    // Strides past 1 (ResNet's projections): a copy of only the pixels the
+    // windows read (channels-last without padding: read in place), with
+    // two K chunks, with padding, with groups.
+    let strided = ConvProblem::seeded([2, 300, 13, 14], [40, 300, 1, 1], params(2, 0, 1, 1), true, 98);
+    let mut p = params(1, 0, 1, 1);
+    (p.stride, p.padding) = ([2, 3], [1, 0, 2, 1]);
+    let strided_padded = ConvProblem::seeded([1, 20, 9, 8], [24, 20, 1, 1], p, false, 99);
+    let strided_groups = ConvProblem::seeded([1, 64, 10, 10], [48, 16, 1, 1], params(2, 0, 1, 4), true, 100);
+    for p in [chunks, padded, tall_padding, strided, strided_padded, strided_groups] {
         p.check();
     }
 }
