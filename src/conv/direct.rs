@@ -193,7 +193,7 @@ fn subsample(
 /// on a kernel that takes any step. Windows may then skip input (a 1×1
 /// kernel with stride 2: ResNet's projections), which a band would copy for
 /// nothing (Zen 5, 1 thread, 512 -> 1024 stride 2 on 28², packed implicit
-/// against direct: 988 -> 880 µs). (NCHW read in place at step 2 lost to
+/// against direct: 988 -> 778 µs). (NCHW read in place at step 2 lost to
 /// the packed implicit path: 852 -> 1015 µs on the same layer.)
 fn reads_in_place<K: MicroKernel>(g: &ConvGeometry) -> bool {
     K::reads_a_any_step() && g.layout == Layout::Nhwc && [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4]
