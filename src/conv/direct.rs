@@ -159,8 +159,7 @@ fn is_subsampled(g: &ConvGeometry) -> bool {
 /// `band` = the input pixels that the 1×1 windows of output rows `rows`
 /// read, pixel-major: output pixel `p` of the block at `p·kc`, its
 /// channels `chunk` (relative to the group's) one after another, zeros for
-/// a window in the padding. Channel by channel, so that each input line
-/// read serves the pixels of the row it holds.
+/// a window in the padding.
 fn subsample(
     g: &ConvGeometry,
     channels: &[f32],
@@ -174,14 +173,19 @@ fn subsample(
     band.resize(rows.len() * g.w_out * kc, 0.0);
     // Input column of output column ox, if inside the image.
     let ix = |ox: usize| (ox * g.stride_w).checked_sub(g.pad_left).filter(|&x| x < g.w_in);
-    for (i, c) in chunk.enumerate() {
+    // 16 channels at a time: a pixel's 16 floats fill one line of the
+    // copy, and the 16 input lines they come from serve the next pixels
+    // of the row too.
+    for c0 in (0..kc).step_by(16) {
+        let cs = c0..(c0 + 16).min(kc);
         for (r, oy) in rows.clone().enumerate() {
             let Some(iy) = (oy * g.stride_h).checked_sub(g.pad_top).filter(|&y| y < g.h_in) else { continue };
-            let src = &channels[c * at.c + iy * at.y..];
-            let dst = &mut band[r * g.w_out * kc + i..];
             for ox in 0..g.w_out {
-                if let Some(x) = ix(ox) {
-                    dst[ox * kc] = src[x * at.x];
+                let Some(x) = ix(ox) else { continue };
+                let src = (chunk.start + c0) * at.c + iy * at.y + x * at.x;
+                let dst = &mut band[(r * g.w_out + ox) * kc..][cs.clone()];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = channels[src + i * at.c];
                 }
             }
         }
