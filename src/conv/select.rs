@@ -268,12 +268,17 @@ pub(crate) fn execute(
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
     };
     let all_rows = 0..geo.h_out;
-    if threads > 1 && geo.layout == Layout::Nhwc && geo.groups > 1 && algorithm == Algorithm::Direct {
-        // Channels-last groups share their pixels' cache lines: threads on
-        // different groups of the same pixels wrote the same lines back and
-        // forth (Zen 5, 2 threads: ShuffleNet's 24 -> 112 1×1 in 4 groups
+    let shared_lines = geo.layout == Layout::Nhwc && geo.groups > 1 && m % 16 != 0;
+    if threads > 1 && shared_lines && algorithm == Algorithm::Direct {
+        // Channels-last groups whose channels do not fill whole cache lines
+        // share their pixels' lines: threads on different groups of the
+        // same pixels wrote the same lines back and forth (Zen 5, 2
+        // threads: ShuffleNet's 24 -> 112 1×1 in 4 groups, 28 channels each,
         // on 56² 47 µs on one thread, 90–175 µs on two). They share out the
-        // rows instead, each running every group of its rows.
+        // rows instead, each running every group of its rows. (Groups of
+        // whole lines stay split by group: each thread then streams only
+        // its groups' weights; AlexNet conv5's 2 groups of 128 channels on
+        // two threads split by rows 313 -> 399 µs.)
         let parts = (4 * threads).min(geo.h_out).max(1);
         par::for_each(threads, geo.batch * parts, |item| {
             let (image, part) = (item / parts, item % parts);
