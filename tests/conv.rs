@@ -455,6 +455,14 @@ fn first_layers_in_blocks_of_rows() {
 /// channel count off the 8 × 8 transposes (300), padding on every side
 /// (the copy's rows then go one by one, zeros around them), blocks
 /// wholly in the padding, and strides past 1.
+/// The direct path on a plane of one block of rows whose panels do not
+/// share out evenly over two threads (3 panels of 80 channels): the
+/// threads' shares of (panel, row) units meet inside a panel.
+#[test]
+fn small_planes_split_by_panels_and_rows() {
+    ConvProblem::seeded([1, 64, 7, 7], [80, 64, 3, 3], params(1, 1, 1, 1), true, 101).check();
+}
+
 #[test]
 fn one_by_one_on_small_planes_reads_a_transposed_copy() {
     let chunks = ConvProblem::seeded([2, 300, 7, 7], [40, 300, 1, 1], ConvParams::default(), true, 95);
