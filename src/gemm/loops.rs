@@ -72,8 +72,13 @@ impl Parallelism {
     /// when forking is allowed and the problem repays it
     /// ([`PARALLEL_MIN_FLOPS`]), else 1.
     pub(crate) fn threads(self, flops: f64) -> usize {
+        self.threads_past(flops, PARALLEL_MIN_FLOPS)
+    }
+
+    /// [`Parallelism::threads`] with a threshold of the caller's own.
+    pub(crate) fn threads_past(self, flops: f64, min_flops: f64) -> usize {
         match self {
-            Parallelism::Rayon if flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
+            Parallelism::Rayon if flops >= min_flops => rayon::current_num_threads(),
             _ => 1,
         }
     }
