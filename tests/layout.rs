@@ -284,39 +284,8 @@ fn channels_last_depthwise_on_wide_rows_at_every_alignment() {
             let p = ConvProblem::seeded([2, c, 7, width], [c, 1, k, k], params, true, c as u64);
             let q = p.in_layout(Layout::Nhwc);
             let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
-            let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
-            let reference = q.reference().unwrap();
-            for shift in 0..16 {
-                // The same input `shift` floats into a larger buffer.
-                let mut shifted = vec![f32::NAN; shift];
-                shifted.extend_from_slice(&q.input);
-                for_each_isa(|isa| {
-                    for threads in [Threads::Single, Threads::Pool] {
-                        let opts =
-                            ConvOptions { isa, threads, algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
-                        let mut out = vec![f32::NAN; want.len()];
-                        conv2d_with(
-                            &opts,
-                            &shifted[shift..],
-                            q.input_shape,
-                            &q.weight,
-                            q.weight_shape,
-                            q.bias.as_deref(),
-                            &q.params,
-                            &mut out,
-                        )
-                        .unwrap();
-                        let what = format!(
-                            "c {c} width {width} stride {stride} {k}x{k} {dilation:?} shift {shift} {}",
-                            isa.name()
-                        );
-                        assert_close(&what, &reference, &out);
-                        if is_exact(isa) {
-                            assert_eq!(bits(&out), bits(&want), "{what}");
-                        }
-                    }
-                });
-            }
+            let what = format!("c {c} width {width} stride {stride} {k}x{k} {dilation:?}");
+            depthwise_channels_last_at_shifts(&p, &q, shape, 0..16, &what);
         }
     }
 }
@@ -338,38 +307,8 @@ fn channels_last_depthwise_row_rolling_through_the_padding() {
             let Ok(shape) = conv2d_output_shape([2, c, 5, width], [c, 1, k, k], &params) else { continue };
             let p = ConvProblem::seeded([2, c, 5, width], [c, 1, k, k], params, true, (c * width) as u64);
             let q = p.in_layout(Layout::Nhwc);
-            let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
-            let reference = q.reference().unwrap();
-            for shift in [0, 5] {
-                let mut shifted = vec![f32::NAN; shift];
-                shifted.extend_from_slice(&q.input);
-                for_each_isa(|isa| {
-                    for threads in [Threads::Single, Threads::Pool] {
-                        let opts =
-                            ConvOptions { isa, threads, algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
-                        let mut out = vec![f32::NAN; want.len()];
-                        conv2d_with(
-                            &opts,
-                            &shifted[shift..],
-                            q.input_shape,
-                            &q.weight,
-                            q.weight_shape,
-                            q.bias.as_deref(),
-                            &q.params,
-                            &mut out,
-                        )
-                        .unwrap();
-                        let what = format!(
-                            "c {c} width {width} {k}x{k} pad {padding:?} stride {stride:?} shift {shift} {}",
-                            isa.name()
-                        );
-                        assert_close(&what, &reference, &out);
-                        if is_exact(isa) {
-                            assert_eq!(bits(&out), bits(&want), "{what}");
-                        }
-                    }
-                });
-            }
+            let what = format!("c {c} width {width} {k}x{k} pad {padding:?} stride {stride:?}");
+            depthwise_channels_last_at_shifts(&p, &q, shape, [0, 5], &what);
         }
     }
 }
@@ -451,6 +390,47 @@ fn channels_last_one_pixel_planes_run_as_nchw() {
                 let what = format!("case {i} {}", isa.name());
                 assert_close(&what, &reference, &got);
                 assert_eq!(bits(&got), bits(&want), "{what}");
+            }
+        });
+    }
+}
+
+/// The depthwise path on `q` (`p` in channels-last) with its input `shift`
+/// floats into a larger buffer for each of `shifts`: on every path and
+/// thread setting the NCHW bits of `p`, permuted, and within the bound of
+/// the reference.
+fn depthwise_channels_last_at_shifts(
+    p: &ConvProblem,
+    q: &ConvProblem,
+    shape: [usize; 4],
+    shifts: impl IntoIterator<Item = usize>,
+    what: &str,
+) {
+    let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+    let reference = q.reference().unwrap();
+    for shift in shifts {
+        let mut shifted = vec![f32::NAN; shift];
+        shifted.extend_from_slice(&q.input);
+        for_each_isa(|isa| {
+            for threads in [Threads::Single, Threads::Pool] {
+                let opts = ConvOptions { isa, threads, algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
+                let mut out = vec![f32::NAN; want.len()];
+                conv2d_with(
+                    &opts,
+                    &shifted[shift..],
+                    q.input_shape,
+                    &q.weight,
+                    q.weight_shape,
+                    q.bias.as_deref(),
+                    &q.params,
+                    &mut out,
+                )
+                .unwrap();
+                let what = format!("{what} shift {shift} {}", isa.name());
+                assert_close(&what, &reference, &out);
+                if is_exact(isa) {
+                    assert_eq!(bits(&out), bits(&want), "{what}");
+                }
             }
         });
     }

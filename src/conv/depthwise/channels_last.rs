@@ -274,18 +274,16 @@ impl Job<'_> {
         c0: usize,
         out_row: &mut [f32],
     ) {
-        match (PADDED, self.rolling_kw) {
-            (true, 3) => self.row_block_padded::<L, P, 3, B>(image_in, oy, ox, c0, out_row),
-            (true, _) => self.row_block_padded::<L, P, 5, B>(image_in, oy, ox, c0, out_row),
-            (false, 3) => self.row_block::<L, P, 3, B>(image_in, corner, c0, ox, out_row),
-            (false, 5) => self.row_block::<L, P, 5, B>(image_in, corner, c0, ox, out_row),
+        match self.rolling_kw {
+            3 => self.row_block::<L, P, 3, B, PADDED>(image_in, oy, ox, corner, c0, out_row),
+            5 => self.row_block::<L, P, 5, B, PADDED>(image_in, oy, ox, corner, c0, out_row),
             _ => self.whole_block::<L, P>(image_in, corner, step, c0, ox, out_row),
         }
     }
 
     /// Output pixels `ox .. ox + P` of row `oy` of `image`, every channel
     /// (at least one vector of them), on the row-rolling code whatever the
-    /// padding ([`Job::row_block_padded`]).
+    /// padding ([`Job::row_block`] with `PADDED`).
     #[inline(always)]
     fn pixels_padded<L: Lanes, const P: usize>(&self, image: usize, oy: usize, ox: usize, out_row: &mut [f32]) {
         let g = self.g;
@@ -304,69 +302,60 @@ impl Job<'_> {
     /// order; within a row, `j` and so `v` increasing). Two blocks keep 16
     /// sums in flight where one block's 8 wait on each other: a column's
     /// FMAs feed the sums the previous column updated.
+    ///
+    /// With `PADDED`, for windows that may reach the padding (the border of
+    /// the plane): a window row above or below the image, or an input
+    /// column left or right of it, multiplies a zero vector, as the general
+    /// path's taps in the padding do: the same operations in the same
+    /// order, so the same bits, at the speed of the inside pixels (Zen 5, 1
+    /// thread, 72 channels 3×3 on 56²: the border's 7 % of the pixels took
+    /// 30 % of the time on the general path). Without, every window lies
+    /// inside the image and pixel `ox`'s starts at `corner`.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn row_block<L: Lanes, const P: usize, const KW: usize, const B: usize>(
-        &self,
-        image_in: &[f32],
-        corner: usize,
-        c0: usize,
-        ox: usize,
-        out_row: &mut [f32],
-    ) {
-        let g = self.g;
-        let c = g.c_out;
-        debug_assert!(corner + (g.kh - 1) * g.dilation_h * g.w_in * c + (P + KW - 1) * c <= image_in.len());
-        let row_step = g.dilation_h * g.w_in * c;
-        // The caller put every tap of windows ox .. ox + P inside the
-        // image: window row u of pixel p reads input pixels `corner/c +
-        // u·dilation_h·w_in + p + v` (v < KW), whose channels c0 .. c0 +
-        // B·n <= c lie inside `image_in`.
-        let x0 = image_in.as_ptr().wrapping_add(corner + c0);
-        let acc = self.roll::<L, P, KW, B>(c0, |u| Some(x0.wrapping_add(u * row_step)), |_| true);
-        for (b, acc) in acc.iter().enumerate() {
-            self.store_sums::<L, P>(acc, c0 + b * n_of::<L>(), ox, out_row);
-        }
-    }
-
-    /// [`Job::row_block`] for windows that may reach the padding (the
-    /// border of the plane): a window row above or below the image, or an
-    /// input column left or right of it, multiplies a zero vector, as the
-    /// general path's taps in the padding do: the same operations in the
-    /// same order, so the same bits, at the speed of the inside pixels
-    /// (Zen 5, 1 thread, 72 channels 3×3 on 56²: the border's 7 % of the
-    /// pixels took 30 % of the time on the general path).
-    #[inline(always)]
-    fn row_block_padded<L: Lanes, const P: usize, const KW: usize, const B: usize>(
+    fn row_block<L: Lanes, const P: usize, const KW: usize, const B: usize, const PADDED: bool>(
         &self,
         image_in: &[f32],
         oy: usize,
         ox: usize,
+        corner: usize,
         c0: usize,
         out_row: &mut [f32],
     ) {
         let g = self.g;
         let c = g.c_out;
-        // Window row u's input row, and input column j's, signed (negative
-        // or past the image in the padding).
-        let y0 = (oy * g.stride_h) as isize - g.pad_top as isize;
-        let x0 = ox as isize - g.pad_left as isize;
-        let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
-        let row_at = |u: usize| {
-            let iy = y0 + (u * g.dilation_h) as isize;
-            // Input pixel (iy, x0)'s channel c0, formed only for rows of the
-            // image (x0 may lie left of it: `wrapping_offset`, read only at
-            // columns j with x0 + j inside the row).
-            (0..h_in)
-                .contains(&iy)
-                .then(|| image_in.as_ptr().wrapping_offset((iy * w_in + x0) * c as isize + c0 as isize))
+        let acc = if PADDED {
+            // Window row u's input row, and input column j's, signed
+            // (negative or past the image in the padding).
+            let y0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+            let x0 = ox as isize - g.pad_left as isize;
+            let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
+            let row_at = |u: usize| {
+                let iy = y0 + (u * g.dilation_h) as isize;
+                // Input pixel (iy, x0)'s channel c0, formed only for rows of
+                // the image (x0 may lie left of it: `wrapping_offset`, read
+                // only at columns j with x0 + j inside the row).
+                (0..h_in)
+                    .contains(&iy)
+                    .then(|| image_in.as_ptr().wrapping_offset((iy * w_in + x0) * c as isize + c0 as isize))
+            };
+            self.roll::<L, P, KW, B>(c0, row_at, |j| (0..w_in).contains(&(x0 + j as isize)))
+        } else {
+            debug_assert!(corner + (g.kh - 1) * g.dilation_h * g.w_in * c + (P + KW - 1) * c <= image_in.len());
+            let row_step = g.dilation_h * g.w_in * c;
+            // The caller put every tap of windows ox .. ox + P inside the
+            // image: window row u of pixel p reads input pixels `corner/c +
+            // u·dilation_h·w_in + p + v` (v < KW), whose channels c0 .. c0 +
+            // B·n <= c lie inside `image_in`.
+            let x0 = image_in.as_ptr().wrapping_add(corner + c0);
+            self.roll::<L, P, KW, B>(c0, |u| Some(x0.wrapping_add(u * row_step)), |_| true)
         };
-        let acc = self.roll::<L, P, KW, B>(c0, row_at, |j| (0..w_in).contains(&(x0 + j as isize)));
         for (b, acc) in acc.iter().enumerate() {
-            self.store_sums::<L, P>(acc, c0 + b * n_of::<L>(), ox, out_row);
+            self.store_sums::<L, P>(acc, c0 + b * L::N, ox, out_row);
         }
     }
 
-    /// The sums of [`Job::row_block`] and [`Job::row_block_padded`]:
+    /// The sums of [`Job::row_block`]:
     /// window row `u`'s input pixels from `row_at(u)` (its first pixel's
     /// channel c0; `None`: a row in the padding), input column `j` of the
     /// row read where `column_in(j)`, else a zero vector.
@@ -658,10 +647,4 @@ unsafe fn load_part<L: Lanes>(src: &[f32], lanes: usize) -> L::V {
         // SAFETY: the buffer holds MAX_LANES >= L::N floats.
         unsafe { L::load(part.as_ptr()) }
     }
-}
-
-/// `L::N`, as a function (for the callers of [`Job::roll`]).
-#[inline(always)]
-fn n_of<L: Lanes>() -> usize {
-    L::N
 }
