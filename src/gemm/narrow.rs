@@ -8,12 +8,11 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::pack::PrepackedSource;
 use crate::activation::Activation;
 use crate::error::ConvError;
 use crate::isa::Isa;
+use crate::par;
 use crate::simd::{self, Lanes, WithLanes};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Fused, Scalar};
@@ -31,6 +30,12 @@ const PANELS: usize = 4;
 /// classifier 1024 -> 1000, 4 MB, and MobileNetV3's 960 -> 1280), and a
 /// fork of a few µs is repaid from about 10 µs of streaming.
 const SPLIT_MIN_BYTES: usize = 256 << 10;
+
+/// Whether [`gemm_narrow`] splits an `m × k` A among threads (when given
+/// more than one): from [`SPLIT_MIN_BYTES`] of weights.
+pub(crate) fn narrow_split_pays(m: usize, k: usize) -> bool {
+    m.saturating_mul(k).saturating_mul(4) >= SPLIT_MIN_BYTES
+}
 
 /// `out (m × n, row-major) = A·b + bias`, then `act`, where `a_t` is the
 /// `k × m` transpose of A prepacked by [`super::prepack`] and `b` the
@@ -57,23 +62,23 @@ pub(crate) fn gemm_narrow(
     );
     assert!(a_t.covers(k, m) && panel <= 32 && chunk > 0, "A prepacked for k × m");
     let panels = m.div_ceil(panel);
-    let a_bytes = m.saturating_mul(k).saturating_mul(4);
-    let parts = if threads > 1 && a_bytes >= SPLIT_MIN_BYTES { threads.min(panels) } else { 1 };
+    let parts = if threads > 1 && narrow_split_pays(m, k) { threads.min(panels) } else { 1 };
     if parts == 1 {
         // (No list of parts: a squeeze-and-excite layer's call allocates nothing.)
         return simd::dispatch(isa, Narrow { m, n, k, a_t, b, bias, act, out, panels: 0..panels });
     }
-    // Part p: panels panels·p/parts .. panels·(p+1)/parts and their rows of `out`.
-    let mut jobs = Vec::with_capacity(parts);
-    let mut rest = out;
-    for p in 0..parts {
-        let (p0, p1) = (panels * p / parts, panels * (p + 1) / parts);
-        let rows = (p0 * panel).min(m)..(p1 * panel).min(m);
-        let (mine, later) = std::mem::take(&mut rest).split_at_mut(rows.len() * n);
-        rest = later;
-        jobs.push(Narrow { m, n, k, a_t, b, bias, act, out: mine, panels: p0..p1 });
-    }
-    jobs.into_par_iter().try_for_each(|job| simd::dispatch(isa, job))
+    // Part i: panels i·per_part .. (i+1)·per_part and their rows of `out`,
+    // on the crate's fork (the caller takes parts too; rayon's parallel
+    // iterator cost more than it saved on MobileNetV3's 960 -> 240 on two
+    // threads). The ISA is checked first, so no part can fail.
+    isa.tile()?;
+    let per_part = panels.div_ceil(parts);
+    par::for_each_chunk_mut(threads, out, per_part * panel * n, |i, out| {
+        let panels = i * per_part..((i + 1) * per_part).min(panels);
+        let done = simd::dispatch(isa, Narrow { m, n, k, a_t, b, bias, act, out, panels });
+        debug_assert!(done.is_ok(), "the ISA was checked above");
+    });
+    Ok(())
 }
 
 /// The name of [`gemm_narrow`]'s kernel on `isa` (on the portable paths,
