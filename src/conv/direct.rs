@@ -198,6 +198,16 @@ fn subsample(
     }
 }
 
+/// Whether every block reads its band in place from the input: a
+/// channels-last input without padding ([`reads_in_place`]), or an NCHW
+/// one without padding at a stride the kernel steps (not a 1×1 kernel on a
+/// plane that takes a pixel-major copy).
+fn band_in_place<K: MicroKernel>(g: &ConvGeometry) -> bool {
+    let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
+    let copied = g.kh == 1 && g.kw == 1 && (g.out_pixels() <= TRANSPOSED_MAX_PIXELS || is_subsampled(g));
+    reads_in_place::<K>(g) || (g.layout == Layout::Nchw && unpadded && K::reads_a_taps(g.stride_w) && !copied)
+}
+
 /// Whether every block reads its band in place from the input (no copy,
 /// so no bound on a band's size): a channels-last input without padding
 /// on a kernel that takes any step. Windows may then skip input (a 1×1
@@ -235,8 +245,14 @@ impl WithKernel for Direct<'_> {
         let panels = m.div_ceil(K::NR);
         let (one_thread_blocks, weight_bytes) = (row_blocks(g, &out_rows, m, 1), 4 * k * m);
         let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
-        let second_band = 4 * g.c_in_per_group() * g.h_in * g.w_in;
-        let by_channels = blocks < 4 * threads || (weight_bytes > cache_sizes().l2 && rereads > second_band);
+        // A band read in place costs a part nothing to "build": splitting by
+        // channels then only saves the weights' rereads.
+        let free_band = band_in_place::<K>(g);
+        let second_band = if free_band { 0 } else { 4 * g.c_in_per_group() * g.h_in * g.w_in };
+        let by_channels = blocks < 4 * threads
+            || ((weight_bytes > cache_sizes().l2 || free_band)
+                && rereads > second_band
+                && panels.is_multiple_of(threads));
         let parts = if threads > 1 && by_channels {
             blocks = one_thread_blocks;
             panels.min(threads)
