@@ -204,8 +204,19 @@ fn subsample(
 /// plane that takes a pixel-major copy).
 fn band_in_place<K: MicroKernel>(g: &ConvGeometry) -> bool {
     let unpadded = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4];
-    let copied = g.kh == 1 && g.kw == 1 && (g.out_pixels() <= TRANSPOSED_MAX_PIXELS || is_subsampled(g));
+    let copied = reads_transposed::<K>(g) || is_subsampled(g);
     reads_in_place::<K>(g) || (g.layout == Layout::Nchw && unpadded && K::reads_a_taps(g.stride_w) && !copied)
+}
+
+/// Whether an NCHW 1×1 layer's blocks read a pixel-major (transposed)
+/// copy of their input: on planes of at most [`TRANSPOSED_MAX_PIXELS`]
+/// output pixels, on a kernel that takes any step (see `direct_block`).
+fn reads_transposed<K: MicroKernel>(g: &ConvGeometry) -> bool {
+    K::reads_a_any_step()
+        && g.layout == Layout::Nchw
+        && g.kh == 1
+        && g.kw == 1
+        && g.out_pixels() <= TRANSPOSED_MAX_PIXELS
 }
 
 /// Whether every block reads its band in place from the input (no copy,
@@ -373,8 +384,7 @@ unsafe fn direct_block<K: MicroKernel>(
     // `build_pixel_major_band_nchw`). On larger planes its 8-pixel tiles
     // read whole lines of each plane in place, and the copy lost (Zen 5,
     // 1 thread: 1024 -> 512 on 14² 868 -> 931 µs, 256 -> 64 on 56² 2×).
-    let transposed =
-        any_step && g.layout == Layout::Nchw && g.kh == 1 && g.kw == 1 && g.out_pixels() <= TRANSPOSED_MAX_PIXELS;
+    let transposed = reads_transposed::<K>(g);
     let pixel_major = channels_last_in_place || transposed;
     let step = if pixel_major || K::reads_a_taps(g.stride_w) { g.stride_w } else { 1 };
     let phases = g.stride_w / step;
