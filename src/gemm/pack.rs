@@ -43,8 +43,7 @@ pub(crate) trait PanelSource: Sync {
 }
 
 /// An operand packed once for every K chunk and reused across calls (the
-/// weights of a convolution plan). Chunk `c` (rows `c·KC ..`) holds
-/// `ceil(W / P)` panels of `kc × P`, exactly as [`PanelSource::pack`] lays them.
+/// weights of a convolution plan), laid out as [`PackedPanels`] describes.
 pub(crate) struct PrepackedSource {
     data: PackBuf,
     panel: usize,
@@ -87,23 +86,76 @@ impl PrepackedSource {
         self.k == k && self.padded_w >= w && self.data.as_slice().len() >= k * self.padded_w
     }
 
-    /// Element `(k, j)`, `k < K`, `j < W`.
-    fn get(&self, k: usize, j: usize) -> f32 {
-        let k0 = k / self.chunk * self.chunk;
-        let kc = self.chunk.min(self.k - k0);
-        let (p, jj) = (j / self.panel, j % self.panel);
-        self.data.as_slice()[k0 * self.padded_w + p * kc * self.panel + (k - k0) * self.panel + jj]
+    /// The packed floats as a borrowed source.
+    fn view(&self) -> PackedPanels<'_> {
+        PackedPanels {
+            data: self.data.as_slice(),
+            panel: self.panel,
+            padded_w: self.padded_w,
+            k: self.k,
+            chunk: self.chunk,
+        }
     }
 }
 
 impl PanelSource for PrepackedSource {
+    fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        self.view().pack(lanes, panel, k0, kc, j0, w, dst)
+    }
+
+    fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
+        let start = self.view().packed_start(panel, k0, kc, j0)?;
+        Some(&self.data.as_slice()[start..(k0 + kc) * self.padded_w])
+    }
+}
+
+/// A `k × W` matrix already in a kernel's panels, in memory the caller
+/// owns (a plan's weights, or operands written packed in the first place,
+/// like Winograd's transformed inputs): K cut into chunks of `chunk` rows;
+/// chunk `c` (rows `k0 = c·chunk ..`, `kc` of them) at `k0·padded_w`, as
+/// `padded_w / panel` panels of `kc × panel` one after another, row-major.
+/// [`PackedPanels::offset`] gives the place of each element.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedPanels<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) panel: usize,
+    pub(crate) padded_w: usize,
+    pub(crate) k: usize,
+    pub(crate) chunk: usize,
+}
+
+impl PackedPanels<'_> {
+    /// Where element `(k, j)` lies (`k < K`, `j < padded_w`), for a matrix
+    /// of `k_total` rows in this layout.
+    #[inline(always)]
+    pub(crate) fn offset(panel: usize, padded_w: usize, k_total: usize, chunk: usize, k: usize, j: usize) -> usize {
+        let k0 = k / chunk * chunk;
+        let kc = chunk.min(k_total - k0);
+        k0 * padded_w + (j / panel) * kc * panel + (k - k0) * panel + j % panel
+    }
+
+    /// Element `(k, j)`, `k < K`, `j < W`.
+    fn get(&self, k: usize, j: usize) -> f32 {
+        self.data[Self::offset(self.panel, self.padded_w, self.k, self.chunk, k, j)]
+    }
+
+    /// Where the panels `pack(panel, k0, kc, j0, ..)` would write start, if
+    /// they lie here already: the same panel width, `j0` a panel's first
+    /// column, `(k0, kc)` a whole chunk.
+    fn packed_start(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<usize> {
+        let whole_chunk = k0.is_multiple_of(self.chunk) && kc == self.chunk.min(self.k - k0);
+        (panel == self.panel && j0.is_multiple_of(panel) && whole_chunk).then_some(k0 * self.padded_w + j0 * kc)
+    }
+}
+
+impl PanelSource for PackedPanels<'_> {
     fn pack<L: Lanes>(&self, _: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
         if let Some(src) = self.packed(panel, k0, kc, j0) {
             let len = w.div_ceil(panel) * panel * kc;
             dst[..len].copy_from_slice(&src[..len]);
             return;
         }
-        // Another panel width (or chunking): element by element, once per plan.
+        // Another panel width (or chunking): element by element.
         for (p, panel_dst) in dst.chunks_exact_mut(kc * panel).take(w.div_ceil(panel)).enumerate() {
             for (kk, row) in panel_dst.chunks_exact_mut(panel).enumerate() {
                 for (jj, x) in row.iter_mut().enumerate() {
@@ -115,11 +167,8 @@ impl PanelSource for PrepackedSource {
     }
 
     fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
-        let whole_chunk = k0.is_multiple_of(self.chunk) && kc == self.chunk.min(self.k - k0);
-        (panel == self.panel && j0.is_multiple_of(panel) && whole_chunk).then(|| {
-            let start = k0 * self.padded_w + j0 * kc;
-            &self.data.as_slice()[start..(k0 + kc) * self.padded_w]
-        })
+        let start = self.packed_start(panel, k0, kc, j0)?;
+        Some(&self.data[start..(k0 + kc) * self.padded_w])
     }
 }
 
