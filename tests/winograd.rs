@@ -138,7 +138,7 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
     let b = values(72, 8);
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
     let plan = Conv2dPlan::new(&w, weight_shape, Some(&b), &params, &relaxed).unwrap();
-    let sizes = [(2, [7, 9], "winograd_f2x2"), (2, [23, 17], "winograd_f4x4"), (1, [9, 70], "winograd_f4x4")];
+    let sizes = [(2, [7, 9], "winograd_f2x2"), (2, [23, 17], "winograd_f4x4"), (1, [9, 70], "winograd_f6x6")];
     for (i, (n, hw, kernel)) in sizes.into_iter().chain([(1, [97, 96], "winograd_f6x6")]).enumerate() {
         let input_shape = [n, 64, hw[0], hw[1]];
         let p = ConvProblem::seeded(input_shape, weight_shape, params, true, 40 + i as u64);

@@ -229,7 +229,7 @@ impl Conv2dPlan {
             self.options.algorithm == Algorithm::Winograd
                 || winograd_pays(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out)
         });
-        let winograd = winograd.map(|w| (w, TileSize::choose(geo.h_out, geo.w_out)));
+        let winograd = winograd.map(|w| (w, TileSize::choose(geo)));
         match &self.weights_nr {
             Some(nr_form) if direct::applies(self.options.isa, geo) && !gemm_form => {
                 Weights { packed: &[], packed_nr: Some(nr_form), direct: None, winograd }

@@ -258,7 +258,7 @@ fn backward_input_winograd(
     let weights = WinogradWeights::new(rotated, shape, geo.groups, options.isa);
     let flops = 2.0 * (geo.batch * geo.c_in * geo.h_in * geo.w_in) as f64 * (m * taps) as f64;
     let threads = thread_count(options, flops);
-    let tile = TileSize::choose(geo.h_in, geo.w_in);
+    let tile = TileSize::choose(&full);
     let act = crate::activation::Activation::None;
     winograd::run(options.isa, &full, &weights, tile, grad_output, None, act, threads, grad_input);
 }

@@ -59,19 +59,39 @@ impl TileSize {
         self as usize
     }
 
-    /// The tile size for an output plane of `h_out × w_out`, measured on
-    /// Zen 4 (1 thread, `benches/winograd_table.rs` with `tiles`): F(2×2)
+    /// The tile size for `geo`'s output plane on `isa`'s kernel. F(2×2)
     /// below 8 outputs a side, where larger tiles are mostly outside the
-    /// plane (7×7: F(2×2) 0.25–0.55 ms, F(4×4) 0.57–1.5 ms); F(6×6) from 96
-    /// a side, where its 20 % of the multiplications beat the costlier
-    /// transforms (112² and 224² planes: 3–11 % faster than F(4×4)); F(4×4)
-    /// between (on 13² to 56² planes F(6×6) wasted its partial tiles).
-    pub(crate) fn choose(h_out: usize, w_out: usize) -> TileSize {
-        match h_out.min(w_out) {
-            0..8 => TileSize::F2,
-            8..96 => TileSize::F4,
-            _ => TileSize::F6,
+    /// plane (Zen 4, 7×7: F(2×2) 0.25–0.55 ms, F(4×4) 0.57–1.5 ms).
+    /// Above, F(6×6) or F(4×4) by the multiplications the GEMMs run: `α²`
+    /// times the columns of their blocks, each rounded up to whole kernel
+    /// tiles (a block of 49 tiles runs 64 columns). F(6×6) needs 10 %
+    /// fewer and, if its blocks are one vector of tiles, a quarter fewer:
+    /// then its 64 matrices `U[ξ]`, streamed from L3 for 16 columns each,
+    /// bound it. Zen 5, 1 thread, F(6×6) against F(4×4) (model): 128
+    /// channels on 18² and 20² +12 % and +19 % (−11 %, one vector); 24²
+    /// −25 % (−41 %); 27² and 28², 96 to 512 channels, −6 % to −10 %
+    /// (−11 %); 40² +4 % (+2 %); 56², 64 channels −7 % but 256 channels
+    /// +6 % (−4 %); 112² −15 % (−18 %).
+    ///
+    /// The model counts tiles of 32 columns (AVX-512's) on every ISA: the
+    /// choice depends on the shape alone, so every ISA computes the same
+    /// tiles and gives the same bits.
+    pub(crate) fn choose(geo: &ConvGeometry) -> TileSize {
+        if geo.h_out.min(geo.w_out) < 8 {
+            return TileSize::F2;
         }
+        let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
+        let nr = 2 * LANES;
+        // (multiplications per channel pair, the most columns a block has)
+        let model = |alpha: usize, m: usize| {
+            let tiles = geo.h_out.div_ceil(m) * geo.w_out.div_ceil(m);
+            let blocks = Blocks::new(alpha, cg, og, tiles, 1, 1);
+            let columns: usize = (0..blocks.blocks).map(|b| kernel_columns(blocks.tiles(b).len(), nr)).sum();
+            (alpha * alpha * columns, blocks.capacity.min(tiles))
+        };
+        let (f4, _) = model(F4::ALPHA, F4::M);
+        let (f6, widest) = model(F6::ALPHA, F6::M);
+        if f6 * 10 <= f4 * 9 && (widest > LANES || f6 * 4 <= f4 * 3) { TileSize::F6 } else { TileSize::F4 }
     }
 
     /// The kernel name [`crate::Conv2dPlan::kernel_name`] reports.
@@ -228,19 +248,9 @@ fn run_tiles<T: Tile>(
     let packed = weights.packed(T::SIZE);
     let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
     let tiles = tiles_h * tiles_w;
-    // Blocks of equal size (a partial last block left a thread idle), their
-    // count a multiple of the threads where the plane has tiles enough.
-    let mut blocks = tiles.div_ceil(block_tiles(T::ALPHA, cg, og, tiles));
     let images = geo.batch * geo.groups;
-    if threads > 1 && !images.is_multiple_of(threads) && tiles >= threads * LANES {
-        blocks = blocks.next_multiple_of(threads);
-    }
-    // Blocks take whole groups of LANES tiles, so that only the plane's
-    // last block has a partial group: the GEMMs' N is then a multiple of 16
-    // but for that one (a block of 49 tiles ran its kernel on 64 columns).
-    let groups = tiles.div_ceil(LANES);
-    let blocks = blocks.min(groups).max(1);
-    let nt = groups.div_ceil(blocks) * LANES;
+    let split = Blocks::new(T::ALPHA, cg, og, tiles, threads, images);
+    let (blocks, nt) = (split.blocks, split.capacity);
     let v_rows = VRows::for_kernel(isa, cg, nt);
     let jobs = images * blocks;
     let out = OutPtr(output.as_mut_ptr());
@@ -248,12 +258,7 @@ fn run_tiles<T: Tile>(
         let (image_group, block) = (index / blocks, index % blocks);
         let (image, group) = (image_group / geo.groups, image_group % geo.groups);
         let channels = geo.group_input(input, image, group);
-        // `groups / blocks` and the remainder, not `block · groups / blocks`
-        // (that product could overflow on a plane of 2^36 tiles).
-        let (even, extra) = (groups / blocks, groups % blocks);
-        let g0 = block * even + block.min(extra);
-        let g1 = g0 + even + usize::from(block < extra);
-        let (t0, t1) = (g0 * LANES, (g1 * LANES).min(tiles));
+        let Range { start: t0, end: t1 } = split.tiles(block);
         assert!(t1 - t0 <= nt, "a block holds at most its capacity");
         let block = Block {
             geo,
@@ -325,6 +330,51 @@ fn run_tiles<T: Tile>(
     } else {
         with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
     }
+}
+
+/// How the tiles of one (image, group) are cut into blocks.
+struct Blocks {
+    tiles: usize,
+    /// How many blocks.
+    blocks: usize,
+    /// The most tiles a block holds, a multiple of [`LANES`].
+    capacity: usize,
+}
+
+impl Blocks {
+    /// Blocks of equal size (a partial last block left a thread idle), as
+    /// many as [`block_tiles`] asks, their count a multiple of the threads
+    /// where the `images` (images × groups) do not share out and the plane
+    /// has tiles enough. Blocks take whole groups of [`LANES`] tiles, so
+    /// that only the plane's last block has a partial group: the GEMMs' N
+    /// is then a multiple of 16 but for that one.
+    fn new(alpha: usize, cg: usize, og: usize, tiles: usize, threads: usize, images: usize) -> Blocks {
+        let mut blocks = tiles.div_ceil(block_tiles(alpha, cg, og, tiles));
+        if threads > 1 && !images.is_multiple_of(threads) && tiles >= threads * LANES {
+            blocks = blocks.next_multiple_of(threads);
+        }
+        let groups = tiles.div_ceil(LANES);
+        let blocks = blocks.min(groups).max(1);
+        Blocks { tiles, blocks, capacity: groups.div_ceil(blocks) * LANES }
+    }
+
+    /// The tiles of block `block` (row-major over the plane's tiles).
+    fn tiles(&self, block: usize) -> Range<usize> {
+        let groups = self.tiles.div_ceil(LANES);
+        // `groups / blocks` and the remainder, not `block · groups / blocks`
+        // (that product could overflow on a plane of 2^36 tiles).
+        let (even, extra) = (groups / self.blocks, groups % self.blocks);
+        let g0 = block * even + block.min(extra);
+        let g1 = g0 + even + usize::from(block < extra);
+        g0 * LANES..(g1 * LANES).min(self.tiles)
+    }
+}
+
+/// The columns a GEMM of `n` columns runs on a kernel `nr` wide: whole
+/// tiles, but a last tile of at most one vector ([`LANES`]) runs as one.
+fn kernel_columns(n: usize, nr: usize) -> usize {
+    let whole = n / nr * nr;
+    whole + if n - whole <= LANES && n > whole { LANES } else { (n - whole).next_multiple_of(nr) }
 }
 
 /// `f` on `0..count` cut into at most `parts` equal ranges: on `threads`
@@ -437,8 +487,13 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
     let mut d: Block64 = [[0.0; LANES]; 64];
     let mut vt: Block64 = [[0.0; LANES]; 64];
     // Window rows of 8 floats for the lanes that cannot read theirs in
-    // place (borders, channels-last): `a` rows of 8, built pixel by pixel.
+    // place (borders): `a` rows of 8, zeros where the window leaves the
+    // image.
     let mut edge = [[0.0f32; 64]; LANES];
+    // For those lanes, each window row's pixels in the image:
+    // `(start of the image row, first and last window column + 1)`, or
+    // `None` for a row wholly in the padding.
+    let mut clip = [[None::<(usize, usize, usize)>; 8]; LANES];
     for q in (0..b.count).step_by(LANES) {
         let lanes = LANES.min(b.count - q);
         // Each lane's window corner (padding applied).
@@ -456,6 +511,17 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
         let mut in_place = [false; LANES];
         for (l, &(y, x)) in corner.iter().enumerate().take(lanes) {
             in_place[l] = y >= 0 && x >= 0 && y + a as isize <= h && x + 8 <= w;
+            if !in_place[l] && at.x == 1 {
+                // The columns every row of the window shares; the padding's
+                // zeros are written once here, each channel copies the rest.
+                let lo = (-x).clamp(0, a as isize) as usize;
+                let hi = (w - x).clamp(0, a as isize) as usize;
+                edge[l] = [0.0; 64];
+                for (r, rows) in clip[l].iter_mut().enumerate().take(a) {
+                    let yy = y + r as isize;
+                    *rows = (yy >= 0 && yy < h && lo < hi).then(|| (yy as usize * at.y, lo, hi));
+                }
+            }
         }
         for c in range.clone() {
             // (Empty for an empty image: then no pixel is read.)
@@ -482,9 +548,11 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
                         rows[l] = (x[at.at(0, y0 as usize, x0 as usize)..].as_ptr(), at.y);
                     } else {
                         let e = &mut edge[l];
-                        for r in 0..a {
-                            for col in 0..a {
-                                e[r * 8 + col] = pixel(y0 + r as isize, x0 + col as isize);
+                        for (r, &rows) in clip[l].iter().enumerate().take(a) {
+                            if let Some((start, lo, hi)) = rows {
+                                // Window column `col` is image column x0 + col.
+                                let from = start + (x0 + lo as isize) as usize;
+                                e[r * 8 + lo..r * 8 + hi].copy_from_slice(&x[from..from + hi - lo]);
                             }
                         }
                         rows[l] = (e.as_ptr(), 8);
