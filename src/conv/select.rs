@@ -110,9 +110,14 @@ pub(crate) struct Weights<'a> {
 /// Winograd won on every layer of the suite (1.08–2.25× the exact path);
 /// below, it lost on DenseNet's 128→32 (0.55–0.92×) and SqueezeNet's 16→64
 /// (0.73×) and tied on 32→128 and 48→192; on 6×6 planes (Inception v1's
-/// 160→320) it lost (0.91×), on 7×7 ones it won (1.04–1.27×).
+/// 160→320) it lost (0.91×). On planes under 8 a side (F(2×2)) it needs
+/// 256 channels each way: on Zen 5 (eleventh sitting, after the exact
+/// paths' gains) Inception v2's 7×7 layers of 160–224 channels ran
+/// 0.83–0.88× the exact path on 1 and 2 threads, ResNet-50's 512→512 on
+/// 7×7 1.10× (1 thread) and 0.99× (2).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
-    winograd_channels_pay(cg, og) && h_out.min(w_out) >= 7
+    let side = h_out.min(w_out);
+    winograd_channels_pay(cg, og) && (side >= 8 || (side >= 7 && cg.min(og) >= 256))
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters
