@@ -128,8 +128,9 @@ proptest! {
 }
 
 /// Layers with many channels and planes of several sizes (F(2×2) below
-/// 8×8 outputs, F(4×4) to 96, F(6×6) above), through a plan reused across
-/// sizes.
+/// 8×8 outputs, F(4×4) or F(6×6) above), through a plan reused across
+/// sizes (forced for the 7×9 plane, which `Auto` leaves to the exact paths
+/// at 64 channels).
 #[test]
 fn wide_layers_and_a_plan_reused_across_sizes() {
     let params = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
@@ -137,12 +138,17 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
     let w = values(72 * 64 * 9, 7);
     let b = values(72, 8);
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
-    let plan = Conv2dPlan::new(&w, weight_shape, Some(&b), &params, &relaxed).unwrap();
+    let auto = Conv2dPlan::new(&w, weight_shape, Some(&b), &params, &relaxed).unwrap();
+    let forced = ConvOptions { algorithm: Algorithm::Winograd, ..relaxed };
+    let forced = Conv2dPlan::new(&w, weight_shape, Some(&b), &params, &forced).unwrap();
     let sizes = [(2, [7, 9], "winograd_f2x2"), (2, [23, 17], "winograd_f4x4"), (1, [9, 70], "winograd_f6x6")];
     for (i, (n, hw, kernel)) in sizes.into_iter().chain([(1, [97, 96], "winograd_f6x6")]).enumerate() {
         let input_shape = [n, 64, hw[0], hw[1]];
         let p = ConvProblem::seeded(input_shape, weight_shape, params, true, 40 + i as u64);
         let p = ConvProblem { weight: w.clone(), bias: Some(b.clone()), ..p };
+        let by_auto = hw[0].min(hw[1]) >= 8;
+        assert_eq!(auto.algorithm(input_shape).unwrap() == Algorithm::Winograd, by_auto, "{hw:?}");
+        let plan = if by_auto { &auto } else { &forced };
         assert_eq!(plan.algorithm(input_shape).unwrap(), Algorithm::Winograd);
         assert_eq!(plan.kernel_name(input_shape).unwrap(), kernel);
         let mut out = vec![f32::NAN; p.output_len().unwrap()];
@@ -154,8 +160,9 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
 }
 
 /// `Exact` (the default) never picks Winograd; `Relaxed` does on a layer
-/// with enough channels, and not on a 5×5 kernel, a strided or a narrow
-/// one, or a plane under 7×7, where it gives exactly the `Exact` bits.
+/// with enough channels (or fewer one way on a large plane), and not on a
+/// 5×5 kernel, a strided or a narrow one, or a plane under 8×8 with fewer
+/// than 256 channels, where it gives exactly the `Exact` bits.
 #[test]
 fn auto_picks_winograd_only_under_relaxed() {
     let pad = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
@@ -168,6 +175,8 @@ fn auto_picks_winograd_only_under_relaxed() {
     assert_ne!(plan(wide, &pad, &ConvOptions::default()).algorithm([1, 64, 20, 20]).unwrap(), Algorithm::Winograd);
     assert_eq!(plan(wide, &pad, &relaxed).algorithm([1, 64, 20, 20]).unwrap(), Algorithm::Winograd);
     assert!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 20, 20]).unwrap().starts_with("winograd_f"));
+    let dense = [32, 128, 3, 3];
+    assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 48, 48]).unwrap(), Algorithm::Winograd);
     let strided = ConvParams { stride: [2, 2], ..pad };
     let narrow = [32, 64, 3, 3];
     for (shape, params, input) in [
@@ -175,6 +184,8 @@ fn auto_picks_winograd_only_under_relaxed() {
         (wide, strided, [1, 64, 20, 20]),
         (narrow, pad, [1, 64, 20, 20]),
         (wide, pad, [1, 64, 6, 6]),
+        (wide, pad, [1, 64, 7, 7]),
+        (dense, pad, [1, 128, 20, 20]),
     ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
         assert_ne!(relaxed_plan.algorithm(input).unwrap(), Algorithm::Winograd, "{shape:?} {params:?}");

@@ -115,15 +115,24 @@ pub(crate) struct Weights<'a> {
 /// paths' gains) Inception v2's 7×7 layers of 160–224 channels ran
 /// 0.83–0.88× the exact path on 1 and 2 threads, ResNet-50's 512→512 on
 /// 7×7 1.10× (1 thread) and 0.99× (2).
+///
+/// Fewer channels one way pay on large planes only, where the transforms
+/// (per channel, `cg + og`) stay small against the GEMMs (`cg · og`): on
+/// 48 outputs a side and more where `1/cg + 1/og ≤ 0.04`. Zen 5, Winograd
+/// against exact: DenseNet's 128→32 on 56² 1.46× (1 thread) and 1.19× (2
+/// threads), 32→128 on 56² 1.15× (1 thread); on 27² and 28² planes the
+/// same channels won on 1 thread (1.13–1.35×) but lost on 2 (0.77–0.95×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
-    winograd_channels_pay(cg, og) && (side >= 8 || (side >= 7 && cg.min(og) >= 256))
+    let wide = cg.min(og) >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && cg.min(og) >= 256));
+    winograd_channels_pay(cg, og) && (wide || side >= 48)
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters
-/// for `Auto` only where some input could take them.
+/// for `Auto` only where some input could take them (`1/cg + 1/og ≤
+/// 0.04`, which 64 channels each way meet).
 pub(crate) fn winograd_channels_pay(cg: usize, og: usize) -> bool {
-    cg.min(og) >= WINOGRAD_MIN_CHANNELS
+    25 * (cg + og) <= cg.saturating_mul(og)
 }
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.
