@@ -457,6 +457,12 @@ unsafe fn macro_kernel<K: MicroKernel>(
         act: if last { epi.act } else { Activation::None },
     };
     for jr in (0..nc).step_by(nr) {
+        // Packed, a narrow tile may take rows from several A panels.
+        let cols = nr.min(nc - jr);
+        let mr = match b {
+            BBlock::Packed(_) => K::a_taps_rows(cols),
+            BBlock::Rows { .. } => mr,
+        };
         for ir in (0..mc).step_by(mr) {
             let (i, j) = (ic + ir, jc + jr);
             let out = TileOut {
@@ -465,7 +471,7 @@ unsafe fn macro_kernel<K: MicroKernel>(
                 rsc: c.rs,
                 csc: c.cs,
                 rows: mr.min(mc - ir),
-                cols: nr.min(nc - jr),
+                cols,
             };
             let spec = StoreSpec {
                 // SAFETY: the bias holds m floats and i < m.

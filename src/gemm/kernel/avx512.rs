@@ -61,7 +61,10 @@ impl MicroKernel for Avx512_8x32 {
 
     /// 16 rows for a tile of one vector of columns: 16 accumulators, as
     /// the full 8 × 32 tile has (8 would leave the two FMA pipes' 8 chains
-    /// no slack).
+    /// no slack). Packed too: Zen 5, 1 thread, Winograd under `Relaxed`,
+    /// whose GEMMs have 16 columns on 12² to 14² planes (F(4×4)) and 7²
+    /// (F(2×2)): 256→256 on 14² 0.531 → 0.477 ms, 384→384 on 12² 1.06 →
+    /// 0.99 ms, 512→512 on 7² 0.83 → 0.75 ms.
     fn a_taps_rows(cols: usize) -> usize {
         if cols <= 16 { 2 * MR } else { MR }
     }
@@ -249,9 +252,9 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
             }
         }};
     }
-    if out.cols <= 16 && out.rows > MR && A_STEP > 0 {
-        // A tall tile of one vector of columns (`a_taps_rows`), unit column stride.
-        debug_assert!(out.csc == 1 && out.rows <= 2 * MR);
+    if out.cols <= 16 && out.rows > MR {
+        // A tall tile of one vector of columns (`a_taps_rows`).
+        debug_assert!(out.rows <= 2 * MR);
         let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; 1], taps: std::ptr::null() };
         // SAFETY: the caller's guarantees; R is the tile's row count.
         unsafe {
@@ -441,21 +444,33 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
                 }
             });
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
-            if A_STEP == 0 && k.is_multiple_of(2) {
-                // The next A panel (the next tile down, packed right after
-                // this one), one line per two k steps: a plan's prepacked A
-                // that lives in L3 or memory (Winograd's U, 9 MiB for 256
-                // channels) otherwise stalls each tile on its first pass
-                // (Zen 5, 256 -> 256 channels on 56×56, F(4×4): the GEMMs
-                // 7.1 -> 5.4 ms; dense layers unchanged). `wrapping_add`:
-                // past the last panel the hint addresses nothing.
-                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
-            }
+            // A tall tile's rows 8 and on: packed, the next A panel (packed
+            // right after this one); in place, 8 steps on.
             let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
+            let next_panel = kc * MR;
+            if A_STEP == 0 && k.is_multiple_of(2) {
+                // The next tile's A panels (the next tile down, packed right
+                // after this one's), one line each per two k steps: a plan's
+                // prepacked A that lives in L3 or memory (Winograd's U, 9 MiB
+                // for 256 channels) otherwise stalls each tile on its first
+                // pass (Zen 5, 256 -> 256 channels on 56×56, F(4×4): the
+                // GEMMs 7.1 -> 5.4 ms; dense layers unchanged).
+                // `wrapping_add`: past the last panel the hint addresses
+                // nothing.
+                let tile = if R > 8 { 2 * next_panel } else { next_panel };
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(tile).cast());
+                if R > 8 {
+                    _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(tile + next_panel).cast());
+                }
+            }
             // Rows 8 and on from a second base, at the same offsets as rows
             // 0 to 7 from the first: a tall tile's 16 row addresses then need
             // the registers of 8 (with each row's own offset, they spilled).
-            let ak8 = if R > 8 { ak.add(8 * a_step) } else { ak };
+            let ak8 = match (R > 8, A_STEP) {
+                (false, _) => ak,
+                (true, 0) => ak.add(next_panel),
+                (true, _) => ak.add(8 * a_step),
+            };
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(if i < 8 { *ak.add(i * a_step) } else { *ak8.add((i - 8) * a_step) });
                 for h in 0..H {

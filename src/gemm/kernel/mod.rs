@@ -105,7 +105,8 @@ impl StoreSpec {
 /// bit for bit with the portable kernel (the unfused fallback excepted).
 ///
 /// # Memory
-/// The kernel reads `kc·MR` floats at `a`, `kc·NR` floats at `b`, `rows`
+/// The kernel reads `kc·MR` floats at `a` (`kc·MR` per panel of a tile
+/// taller than `MR`), `kc·NR` floats at `b`, `rows`
 /// (with `bias_cols`, `cols`) floats at `bias` (when not null) and reads/writes exactly the
 /// `rows × cols` elements of C described by `out` — nothing else.
 pub(crate) trait MicroKernel: Copy + Send + Sync {
@@ -123,7 +124,7 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
 
     /// # Safety
     /// `a`, `b`, `out` and `spec.bias` must be valid as the trait docs say,
-    /// and `rows <= MR`, `cols <= NR`.
+    /// and `rows <= a_taps_rows(cols)`, `cols <= NR`.
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec);
 
     /// Whether [`MicroKernel::run_b_rows`] reads B where it lies. Only then
@@ -150,10 +151,12 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
         false
     }
 
-    /// The most rows a [`MicroKernel::run_a_taps`] tile of `cols` columns
-    /// may have (`MR`, or more where a narrow tile leaves registers for
-    /// more rows); a tile of more than `MR` rows must have unit column
-    /// stride (`out.csc == 1`).
+    /// The most rows a [`MicroKernel::run`] or [`MicroKernel::run_a_taps`]
+    /// tile of `cols` columns may have (`MR`, or more where a narrow tile
+    /// leaves registers for more rows). `run` reads the rows past `MR`
+    /// from the next A panels, packed right after the first (`kc × MR`
+    /// each); a `run_a_taps` tile of more than `MR` rows must have unit
+    /// column stride (`out.csc == 1`).
     fn a_taps_rows(cols: usize) -> usize {
         let _ = cols;
         Self::MR

@@ -91,9 +91,9 @@ fn tap(k: usize, mr: usize, step: usize) -> usize {
 /// operands as `mode` says.
 fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
     let nr = if matches!(mode, Mode::BRows | Mode::BTaps) { K::B_ROWS_NR } else { K::NR };
-    // Reading A in place, a tile of few columns with unit column stride
-    // may be taller than MR.
-    let tall = matches!(mode, Mode::ATaps(_)) && case.col_stride == 1;
+    // A tile of few columns may be taller than MR: packed, from several A
+    // panels; reading A in place, with unit column stride.
+    let tall = mode == Mode::Packed || (matches!(mode, Mode::ATaps(_)) && case.col_stride == 1);
     let mr = if tall { K::a_taps_rows(case.cols.min(nr)) } else { K::MR };
     let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
     let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
@@ -116,7 +116,8 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
             let mut b = vec![0.0f32; case.kc * nr];
             for k in 0..case.kc {
                 for i in 0..rows {
-                    a[k * mr + i] = a_full[k * D + i0 + i];
+                    // Panels of MR rows, each kc × MR (one for MR rows).
+                    a[(i / K::MR) * case.kc * K::MR + k * K::MR + i % K::MR] = a_full[k * D + i0 + i];
                     a_far[taps[k] + i * step] = a_full[k * D + i0 + i];
                 }
                 for j in 0..cols {
@@ -178,6 +179,10 @@ fn cases(mr: usize, nr: usize) -> Vec<Case> {
         let half = nr / 2;
         for &(rows, cols) in
             &[(mr, nr), (1, 1), (mr - 1, nr), (mr, nr - 1), (2, 3), (mr, half), (mr - 1, half + 1), (mr, half - 1)]
+                .into_iter()
+                // Taller than one tile: a narrow kernel tile may span panels.
+                .chain([(2 * mr, half - 1), (2 * mr - 3, 1), (2 * mr, nr)])
+                .collect::<Vec<_>>()
         {
             for (store, beta) in [(Store::Overwrite, 0.0), (Store::Update, 0.75), (Store::Update, 1.0)] {
                 for (col_stride, bias, act) in [
