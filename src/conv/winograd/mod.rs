@@ -634,6 +634,7 @@ fn output_block<T: Tile, L: Lanes>(
     let at = g.output_strides();
     let mut sums: Block64 = [[0.0; LANES]; 64];
     let mut y: Block36 = [[0.0; LANES]; 36];
+    let mut tiles = [[0.0f32; 48]; LANES];
     // An output whose window lies wholly in the padding sums zeros: +0
     // exactly, as on the exact paths (its tile's arithmetic would leave the
     // rounding of its neighbours' inputs there). With at most 2 rows and
@@ -689,15 +690,42 @@ fn output_block<T: Tile, L: Lanes>(
                         }
                     }
                 }
+                // Each lane's tile, row r at `tiles[lane][r·8 ..]`: 8 × 8
+                // transposes of each output row's positions (lane by lane
+                // from `y`, a float at a time, cost more than the rest of
+                // the output transform on F(6×6)).
+                let tiles_ptr = tiles.as_mut_ptr();
+                for r in 0..m {
+                    for half in 0..LANES / 8 {
+                        let src: [*const f32; 8] = std::array::from_fn(|c| {
+                            if c < m { y[r * 6 + c][half * 8..].as_ptr() } else { ZERO_ROW.as_ptr() }
+                        });
+                        // SAFETY: 8 floats of position (r, c)'s lanes from
+                        // half·8 (or ZERO_ROW), into row r of lanes half·8 + j
+                        // of `tiles` (r·8 + 8 <= 48 floats a lane).
+                        unsafe {
+                            L::transpose_rows_8x8(&src, |j| {
+                                tiles_ptr.wrapping_add(half * 8 + j).cast::<f32>().wrapping_add(r * 8)
+                            })
+                        };
+                    }
+                }
                 for (l, &(oy0, ox0, rows, cols)) in corner.iter().enumerate().take(lanes) {
                     for r in 0..rows {
                         // SAFETY: (o, oy0 + r, ox0 + c) for c < cols is
                         // inside the group's output planes, and only this
                         // tile writes it.
                         let row = unsafe { out.0.add(at.at(o, oy0 + r, ox0)) };
-                        for c in 0..cols {
-                            // SAFETY: as above.
-                            unsafe { *row.add(c * at.x) = y[r * 6 + c][l] };
+                        let from = &tiles[l][r * 8..][..8];
+                        if at.x == 1 && cols == m {
+                            // SAFETY: as above, the m floats of the row
+                            // contiguous; `from` holds 8.
+                            unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), row, m) };
+                        } else {
+                            for (c, &value) in from.iter().enumerate().take(cols) {
+                                // SAFETY: as above.
+                                unsafe { *row.add(c * at.x) = value };
+                            }
                         }
                     }
                 }
