@@ -64,7 +64,7 @@ pub enum Precision {
     /// [`Algorithm::Auto`] may also pick algorithms that do fewer
     /// multiplications: [`Algorithm::Winograd`] on 3×3 stride-1 undilated
     /// layers with at least 64 channels per group in and out and at least
-    /// 8×8 outputs (7×7 with 256 channels each way), or on 48×48 outputs
+    /// 8×8 outputs (7×7 with 128 channels each way), or on 24×24 outputs
     /// and more with `1/c_in + 1/c_out ≤ 0.04` per group (128→32), and in [`conv2d_backward_input_with`](crate::conv2d_backward_input_with)
     /// (and `conv_transpose2d_with`) of such layers padded by at most 2 a
     /// side. Results are still bit-identical

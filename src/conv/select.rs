@@ -105,27 +105,24 @@ pub(crate) struct Weights<'a> {
 /// a 3×3 stride-1 layer with `cg` input and `og` output channels per group
 /// and an output plane of `h_out × w_out`: the GEMMs over channels must be
 /// long and wide enough to run near the peak ([`winograd_channels_pay`]),
-/// and the plane at least 7×7. Measured on Zen 4, 1 thread
+/// and the plane large enough. Measured on Zen 4, 1 thread
 /// (`benches/winograd_table.rs`): with 64 channels and more each way
 /// Winograd won on every layer of the suite (1.08–2.25× the exact path);
-/// below, it lost on DenseNet's 128→32 (0.55–0.92×) and SqueezeNet's 16→64
-/// (0.73×) and tied on 32→128 and 48→192; on 6×6 planes (Inception v1's
-/// 160→320) it lost (0.91×). On planes under 8 a side (F(2×2)) it needs
-/// 256 channels each way: on Zen 5 (eleventh sitting, after the exact
-/// paths' gains) Inception v2's 7×7 layers of 160–224 channels ran
-/// 0.83–0.88× the exact path on 1 and 2 threads, ResNet-50's 512→512 on
-/// 7×7 1.10× (1 thread) and 0.99× (2).
+/// on 6×6 planes (Inception v1's 160→320) it lost (0.91×).
 ///
-/// Fewer channels one way pay on large planes only, where the transforms
-/// (per channel, `cg + og`) stay small against the GEMMs (`cg · og`): on
-/// 48 outputs a side and more where `1/cg + 1/og ≤ 0.04`. Zen 5, Winograd
-/// against exact: DenseNet's 128→32 on 56² 1.46× (1 thread) and 1.19× (2
-/// threads), 32→128 on 56² 1.15× (1 thread); on 27² and 28² planes the
-/// same channels won on 1 thread (1.13–1.35×) but lost on 2 (0.77–0.95×).
+/// Remeasured on Zen 5 (eleventh sitting, after the output transform's
+/// stores went by vectors), Winograd against exact, 1 and 2 threads:
+/// - 7×7 planes (F(2×2)) need 128 channels each way: 160→224 and 192→320
+///   1.15× on 1 thread, 0.94–1.06× on 2; 64→64 0.82× and 0.72×.
+/// - Fewer than 64 channels one way pay where `1/cg + 1/og ≤ 0.04` on
+///   planes of 24 outputs a side and more: 128→32 on 28² and 32→128 on
+///   27² 1.37–1.46× on 1 thread, 1.03–1.09× on 2; on 13² and 14² the same
+///   channels won on 1 thread (1.19–1.37×) but lost on 2 (0.77–0.89×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
-    let wide = cg.min(og) >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && cg.min(og) >= 256));
-    winograd_channels_pay(cg, og) && (wide || side >= 48)
+    let least = cg.min(og);
+    let wide = least >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && least >= 128));
+    winograd_channels_pay(cg, og) && (wide || side >= 24)
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters
