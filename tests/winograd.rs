@@ -177,6 +177,9 @@ fn auto_picks_winograd_only_under_relaxed() {
     assert!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 20, 20]).unwrap().starts_with("winograd_f"));
     let dense = [32, 128, 3, 3];
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 24, 24]).unwrap(), Algorithm::Winograd);
+    // Fewer channels on a small plane: only with a small `U` (128→32, not 192→48).
+    assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 14, 14]).unwrap(), Algorithm::Winograd);
+    let wider = [48, 192, 3, 3];
     let strided = ConvParams { stride: [2, 2], ..pad };
     let narrow = [32, 64, 3, 3];
     for (shape, params, input) in [
@@ -185,7 +188,7 @@ fn auto_picks_winograd_only_under_relaxed() {
         (narrow, pad, [1, 64, 20, 20]),
         (wide, pad, [1, 64, 6, 6]),
         (wide, pad, [1, 64, 7, 7]),
-        (dense, pad, [1, 128, 20, 20]),
+        (wider, pad, [1, 192, 20, 20]),
     ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
         assert_ne!(relaxed_plan.algorithm(input).unwrap(), Algorithm::Winograd, "{shape:?} {params:?}");

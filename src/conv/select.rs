@@ -116,13 +116,17 @@ pub(crate) struct Weights<'a> {
 ///   1.15× on 1 thread, 0.94–1.06× on 2; 64→64 0.82× and 0.72×.
 /// - Fewer than 64 channels one way pay where `1/cg + 1/og ≤ 0.04` on
 ///   planes of 24 outputs a side and more: 128→32 on 28² and 32→128 on
-///   27² 1.37–1.46× on 1 thread, 1.03–1.09× on 2; on 13² and 14² the same
-///   channels won on 1 thread (1.19–1.37×) but lost on 2 (0.77–0.89×).
+///   27² 1.37–1.46× on 1 thread, 1.03–1.09× on 2. On smaller planes (from
+///   8 a side) only where F(4×4)'s `U` is at most 1 MiB, which two threads
+///   split by output channels (see `winograd::run_tiles`): 128→32 on 14²
+///   and 32→128 on 13² 1.19–1.37× on 1 thread, 1.04× and 1.34× on 2;
+///   48→192 on 13² (1.3 MiB) won on 1 thread but lost on 2 (0.88×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
     let least = cg.min(og);
     let wide = least >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && least >= 128));
-    winograd_channels_pay(cg, og) && (wide || side >= 24)
+    let small_u = 36 * 4 * cg.saturating_mul(og) <= 1 << 20;
+    winograd_channels_pay(cg, og) && (wide || side >= 24 || (side >= 8 && small_u))
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters

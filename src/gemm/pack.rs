@@ -172,6 +172,25 @@ impl PanelSource for PackedPanels<'_> {
     }
 }
 
+/// The columns `first ..` of another source (for Aᵀ: rows `first ..` of
+/// A), so that a product can compute some rows of C from a prepacked A.
+/// Packed panels pass through where `first` is a multiple of the panel
+/// width.
+pub(crate) struct ColumnsFrom<'a, S> {
+    pub(crate) src: &'a S,
+    pub(crate) first: usize,
+}
+
+impl<S: PanelSource> PanelSource for ColumnsFrom<'_, S> {
+    fn pack<L: Lanes>(&self, lanes: L, panel: usize, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+        self.src.pack(lanes, panel, k0, kc, self.first + j0, w, dst)
+    }
+
+    fn packed(&self, panel: usize, k0: usize, kc: usize, j0: usize) -> Option<&[f32]> {
+        self.src.packed(panel, k0, kc, self.first + j0)
+    }
+}
+
 /// Calls `$f::<P>($args)` with `P` the const equal to `$panel`, one of the
 /// panel widths kernels use (every MR and NR), so packing loops are
 /// monomorphized and their copies have a fixed length.

@@ -28,7 +28,9 @@ pub(crate) use transform::{F2, F4, F6, Tile};
 
 use super::scratch::with_scratch;
 use crate::activation::Activation;
-use crate::gemm::{self, CMatrix, Epilogue, KC, PackedPanels, Panels, Parallelism, PrepackedSource, StridedSource};
+use crate::gemm::{
+    self, CMatrix, ColumnsFrom, Epilogue, KC, PackedPanels, Panels, Parallelism, PrepackedSource, StridedSource,
+};
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::par;
@@ -254,7 +256,9 @@ fn run_tiles<T: Tile>(
     let v_rows = VRows::for_kernel(isa, cg, nt);
     let jobs = images * blocks;
     let out = OutPtr(output.as_mut_ptr());
-    let job = |index: usize, inner: bool, scratch: &mut Vec<f32>| {
+    // Job `index` for the output channels `outs` of its group; `inner`:
+    // the job splits its own steps among the threads.
+    let job = |index: usize, outs: Range<usize>, inner: bool, scratch: &mut Vec<f32>| {
         let (image_group, block) = (index / blocks, index % blocks);
         let (image, group) = (image_group / geo.groups, image_group % geo.groups);
         let channels = geo.group_input(input, image, group);
@@ -289,22 +293,26 @@ fn run_tiles<T: Tile>(
         });
         let packed = &packed[group * a2..][..a2];
         let v = &*v;
+        let rows = outs.len();
         let product = |(xi, m_xi): (usize, &mut [f32])| {
             let v_xi = &v[xi * block.v_plane..][..cg * v_rows.width];
-            let c = CMatrix { ptr: m_xi.as_mut_ptr(), rs: nt as isize, cs: 1 };
+            // Rows `outs` of U[ξ] (columns of the packed transpose) into
+            // the same rows of M[ξ].
+            let a_t = ColumnsFrom { src: &packed[xi], first: outs.start };
+            let c = CMatrix { ptr: m_xi[outs.start * nt..].as_mut_ptr(), rs: nt as isize, cs: 1 };
             let epi = Epilogue { alpha: 1.0, beta: 0.0, bias: std::ptr::null(), act: Activation::None };
             let done = match v_rows.panel {
                 Some(panel) => {
                     let b = PackedPanels { data: v_xi, panel, padded_w: v_rows.width, k: cg, chunk: KC };
-                    // SAFETY: C is og × count with row stride nt, inside
-                    // this plane of `m`; A and B cover their extents.
-                    unsafe { gemm::gemm(isa, og, block.count, cg, &packed[xi], &b, c, &epi, Parallelism::Serial) }
+                    // SAFETY: C is rows `outs` of og × count with row stride
+                    // nt, inside this plane of `m`; A and B cover their extents.
+                    unsafe { gemm::gemm(isa, rows, block.count, cg, &a_t, &b, c, &epi, Parallelism::Serial) }
                 }
                 None => {
                     // SAFETY: V[ξ] is cg × count with row stride `width`, in `v_xi`.
                     let b = unsafe { StridedSource::new(v_xi.as_ptr(), v_rows.width as isize, 1) };
                     // SAFETY: as above.
-                    unsafe { gemm::gemm(isa, og, block.count, cg, &packed[xi], &b, c, &epi, Parallelism::Serial) }
+                    unsafe { gemm::gemm(isa, rows, block.count, cg, &a_t, &b, c, &epi, Parallelism::Serial) }
                 }
             };
             debug_assert!(done.is_ok());
@@ -319,16 +327,33 @@ fn run_tiles<T: Tile>(
         // SAFETY: the plane of this (image, group)'s first output channel;
         // the block writes only its own tiles' pixels of its og planes.
         let out_planes = unsafe { out.add(image * geo.c_out * geo.out_pixels() + group * og * geo.output_strides().c) };
-        for_ranges(og, parts, threads, |range| {
+        for_ranges(rows, parts, threads, |range| {
+            let range = outs.start + range.start..outs.start + range.end;
             let work = OutputTransform::<T> { block: &block, m, range, bias, act, out: out_planes, tile: PhantomData };
             let done = simd::dispatch(isa, work);
             debug_assert!(done.is_ok());
         });
     };
+    let u_bytes = (T::ALPHA * T::ALPHA * 4).saturating_mul(cg).saturating_mul(og);
     if threads > 1 && (jobs.is_multiple_of(threads) || jobs >= 4 * threads) {
-        par::for_each(threads, jobs, |index| with_scratch(|s| job(index, false, s)));
+        par::for_each(threads, jobs, |index| with_scratch(|s| job(index, 0..og, false, s)));
+    } else if threads > 1 && u_bytes <= gemm::cache_sizes().l2 {
+        // Too few jobs to share out, and a `U` that fits L2: each job's
+        // output channels are split among the threads at whole A panels,
+        // each thread transforming the whole input for itself (one fork
+        // per job; the split steps fork three times, which on small layers
+        // cost more than the repeated transform).
+        let mr = isa.tile().map_or(1, |(mr, _)| mr);
+        let panels = og.div_ceil(mr);
+        let parts = threads.min(panels);
+        for index in 0..jobs {
+            par::for_each(threads, parts, |p| {
+                let outs = (panels * p / parts * mr).min(og)..(panels * (p + 1) / parts * mr).min(og);
+                with_scratch(|s| job(index, outs, false, s))
+            });
+        }
     } else {
-        with_scratch(|s| (0..jobs).for_each(|index| job(index, threads > 1, s)));
+        with_scratch(|s| (0..jobs).for_each(|index| job(index, 0..og, threads > 1, s)));
     }
 }
 
@@ -782,12 +807,14 @@ mod tests {
         let all = [
             ([2, 6, 13, 11], [8, 3, 3, 3], [1, 0, 2, 1], 2),
             ([1, 20, 17, 19], [24, 20, 3, 3], [1, 1, 1, 1], 1),
+            // One block of tiles: two threads split the output channels.
+            ([1, 20, 6, 5], [24, 20, 3, 3], [1, 1, 1, 1], 1),
             // Past one K chunk (KC = 256): V's panels are cut into chunks.
             ([1, 300, 9, 7], [5, 300, 3, 3], [1, 0, 1, 2], 1),
             ([1, 3, 5, 4], [2, 3, 3, 3], [0, 2, 0, 3], 1),
             ([1, 2, 3, 3], [1, 2, 3, 3], [0, 0, 0, 0], 1),
         ];
-        let cases = if cfg!(miri) { &all[3..] } else { &all[..] };
+        let cases = if cfg!(miri) { &all[4..] } else { &all[..] };
         let threads: &[usize] = if cfg!(miri) { &[1] } else { &[1, 2] };
         for &(input_shape, weight_shape, padding, groups) in cases {
             let params = ConvParams { padding, groups, ..ConvParams::default() };
