@@ -11,7 +11,7 @@ mod common;
 use common::{ConvProblem, REL, bits, cases, for_each_isa, is_exact, values};
 use convgemm::reference::{Reference, conv2d_backward_input_direct};
 use convgemm::{
-    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, Isa, Precision, Threads,
+    Activation, Algorithm, Conv2dPlan, ConvError, ConvOptions, ConvParams, Isa, Layout, Precision, Threads,
     conv_transpose2d_with, conv2d_backward_input_with,
 };
 use proptest::prelude::*;
@@ -332,6 +332,35 @@ fn outputs_in_the_padding_are_exact() {
                 } else if in_padding {
                     assert_eq!(v.to_bits(), bias[o].to_bits(), "({o}, {oy}, {ox}) is its bias");
                 }
+            }
+        }
+    }
+}
+
+/// Empty tensors (no batch, or no channels) may come with planes whose
+/// pixel count overflows: a plan answers for them (algorithm, kernel, a
+/// run) with a value or an error, never an overflow, in every layout.
+/// (Found by the `api_hostile` fuzz target: a 1×1 kernel on no channels.)
+#[test]
+fn empty_tensors_of_huge_planes() {
+    let huge = 1usize << 40;
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for (weight_shape, input_shape, padding, stride) in [
+            ([64, 64, 3, 3], [0, 64, huge, huge], 1, 1),
+            // No channels in: h·w overflows, the 1×1 output does not.
+            ([8, 0, 1, 1], [1, 0, huge, huge], 0, huge),
+            ([8, 0, 3, 3], [1, 0, huge, huge], 1, huge),
+            ([0, 0, 3, 3], [1, 0, huge, huge], 1, 1),
+            ([0, 64, 3, 3], [1, 64, 0, huge], 1, 1),
+        ] {
+            let params = ConvParams { padding: [padding; 4], stride: [stride; 2], layout, ..ConvParams::default() };
+            let w = values(weight_shape.iter().product(), 3);
+            for precision in [Precision::Exact, Precision::Relaxed] {
+                let options = ConvOptions { precision, ..ConvOptions::default() };
+                let Ok(plan) = Conv2dPlan::new(&w, weight_shape, None, &params, &options) else { continue };
+                let _ = plan.algorithm(input_shape);
+                let _ = plan.kernel_name(input_shape);
+                let _ = plan.run(&[], input_shape, &mut []);
             }
         }
     }

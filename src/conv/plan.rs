@@ -207,7 +207,10 @@ impl Conv2dPlan {
     /// gets the matrix-vector path (Zen 5, 1 thread: 672 -> 28 1.9 -> 0.7 µs).
     fn geometry(&self, input_shape: [usize; 4]) -> Result<ConvGeometry, ConvError> {
         let mut geo = ConvGeometry::new(input_shape, self.weight_shape, &self.params)?;
-        if geo.kh * geo.kw == 1 && geo.h_in * geo.w_in == 1 && geo.out_pixels() == 1 {
+        // (Each side compared, not products: a shape with an empty batch
+        // or channel count may have sides whose product overflows.)
+        let ones = |a: usize, b: usize| a == 1 && b == 1;
+        if ones(geo.kh, geo.kw) && ones(geo.h_in, geo.w_in) && ones(geo.h_out, geo.w_out) {
             geo.layout = Layout::Nchw;
         }
         Ok(geo)

@@ -125,7 +125,7 @@ pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) ->
     let side = h_out.min(w_out);
     let least = cg.min(og);
     let wide = least >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && least >= 128));
-    let small_u = 36 * 4 * cg.saturating_mul(og) <= 1 << 20;
+    let small_u = cg.saturating_mul(og).saturating_mul(36 * 4) <= 1 << 20;
     winograd_channels_pay(cg, og) && (wide || side >= 24 || (side >= 8 && small_u))
 }
 
@@ -133,7 +133,8 @@ pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) ->
 /// for `Auto` only where some input could take them (`1/cg + 1/og ≤
 /// 0.04`, which 64 channels each way meet).
 pub(crate) fn winograd_channels_pay(cg: usize, og: usize) -> bool {
-    25 * (cg + og) <= cg.saturating_mul(og)
+    // (Saturating: an empty layer's other channel count may be any size.)
+    cg.saturating_add(og).saturating_mul(25) <= cg.saturating_mul(og)
 }
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.

@@ -85,8 +85,14 @@ impl TileSize {
         let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
         let nr = 2 * LANES;
         // (multiplications per channel pair, the most columns a block has)
+        // (A plane of more tiles than any image has, possible only with an
+        // empty batch or channel count, keeps F(4×4): nothing runs.)
+        let tiles_of = |m: usize| geo.h_out.div_ceil(m).checked_mul(geo.w_out.div_ceil(m)).filter(|&t| t <= 1 << 40);
+        let (Some(_), Some(_)) = (tiles_of(F4::M), tiles_of(F6::M)) else {
+            return TileSize::F4;
+        };
         let model = |alpha: usize, m: usize| {
-            let tiles = geo.h_out.div_ceil(m) * geo.w_out.div_ceil(m);
+            let tiles = tiles_of(m).unwrap_or(0);
             let blocks = Blocks::new(alpha, cg, og, tiles, 1, 1);
             let columns: usize = (0..blocks.blocks).map(|b| kernel_columns(blocks.tiles(b).len(), nr)).sum();
             (alpha * alpha * columns, blocks.capacity.min(tiles))
@@ -223,9 +229,9 @@ fn block_budget() -> usize {
 /// multiples of [`LANES`] as the budget holds, at least
 /// [`MIN_BLOCK_TILES`] and at most 256, no more than the plane has.
 fn block_tiles(alpha: usize, cg: usize, og: usize, tiles: usize) -> usize {
-    let per_tile = alpha * alpha * (cg + og) * 4;
+    let per_tile = cg.saturating_add(og).saturating_mul(alpha * alpha * 4);
     let fit = (block_budget() / per_tile.max(1)) / LANES * LANES;
-    fit.clamp(MIN_BLOCK_TILES, 256).min(tiles.div_ceil(LANES) * LANES)
+    fit.clamp(MIN_BLOCK_TILES, 256).min(tiles.div_ceil(LANES).saturating_mul(LANES))
 }
 
 /// The fewest tiles a block takes, whatever the budget: the GEMMs' N, two
@@ -249,7 +255,7 @@ fn run_tiles<T: Tile>(
     let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
     let packed = weights.packed(T::SIZE);
     let (tiles_h, tiles_w) = (geo.h_out.div_ceil(T::M), geo.w_out.div_ceil(T::M));
-    let tiles = tiles_h * tiles_w;
+    let tiles = tiles_h.saturating_mul(tiles_w);
     let images = geo.batch * geo.groups;
     let split = Blocks::new(T::ALPHA, cg, og, tiles, threads, images);
     let (blocks, nt) = (split.blocks, split.capacity);
@@ -387,7 +393,7 @@ impl Blocks {
         }
         let groups = tiles.div_ceil(LANES);
         let blocks = blocks.min(groups).max(1);
-        Blocks { tiles, blocks, capacity: groups.div_ceil(blocks) * LANES }
+        Blocks { tiles, blocks, capacity: groups.div_ceil(blocks).saturating_mul(LANES) }
     }
 
     /// The tiles of block `block` (row-major over the plane's tiles).
