@@ -61,6 +61,11 @@ fn check_png(path: &Path, width: u32, height: u32, colours: usize) {
     let drawn = pixels.iter().filter(|p| **p != pixels[0]).count();
     assert!(drawn * 20 >= pixels.len(), "{} is mostly background", path.display());
     let _ = std::fs::remove_file(path);
+    // The example's directory goes once its last picture is checked
+    // (`remove_dir` leaves a directory that still holds files).
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 // The sizes follow from each example's layout (10 px padding, 16 px label
