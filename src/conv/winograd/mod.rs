@@ -61,7 +61,7 @@ impl TileSize {
         self as usize
     }
 
-    /// The tile size for `geo`'s output plane on `isa`'s kernel. F(2×2)
+    /// The tile size for `geo`'s output plane. F(2×2)
     /// below 8 outputs a side, where larger tiles are mostly outside the
     /// plane (Zen 4, 7×7: F(2×2) 0.25–0.55 ms, F(4×4) 0.57–1.5 ms).
     /// Above, F(6×6) or F(4×4) by the multiplications the GEMMs run: `α²`
@@ -84,21 +84,20 @@ impl TileSize {
         }
         let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
         let nr = 2 * LANES;
-        // (multiplications per channel pair, the most columns a block has)
         // (A plane of more tiles than any image has, possible only with an
         // empty batch or channel count, keeps F(4×4): nothing runs.)
         let tiles_of = |m: usize| geo.h_out.div_ceil(m).checked_mul(geo.w_out.div_ceil(m)).filter(|&t| t <= 1 << 40);
-        let (Some(_), Some(_)) = (tiles_of(F4::M), tiles_of(F6::M)) else {
+        let (Some(tiles4), Some(tiles6)) = (tiles_of(F4::M), tiles_of(F6::M)) else {
             return TileSize::F4;
         };
-        let model = |alpha: usize, m: usize| {
-            let tiles = tiles_of(m).unwrap_or(0);
+        // (multiplications per channel pair, the most tiles a block has)
+        let model = |alpha: usize, tiles: usize| {
             let blocks = Blocks::new(alpha, cg, og, tiles, 1, 1);
             let columns: usize = (0..blocks.blocks).map(|b| kernel_columns(blocks.tiles(b).len(), nr)).sum();
             (alpha * alpha * columns, blocks.capacity.min(tiles))
         };
-        let (f4, _) = model(F4::ALPHA, F4::M);
-        let (f6, widest) = model(F6::ALPHA, F6::M);
+        let (f4, _) = model(F4::ALPHA, tiles4);
+        let (f6, widest) = model(F6::ALPHA, tiles6);
         if f6 * 10 <= f4 * 9 && (widest > LANES || f6 * 4 <= f4 * 3) { TileSize::F6 } else { TileSize::F4 }
     }
 
@@ -340,10 +339,9 @@ fn run_tiles<T: Tile>(
             debug_assert!(done.is_ok());
         });
     };
-    let u_bytes = (T::ALPHA * T::ALPHA * 4).saturating_mul(cg).saturating_mul(og);
     if threads > 1 && (jobs.is_multiple_of(threads) || jobs >= 4 * threads) {
         par::for_each(threads, jobs, |index| with_scratch(|s| job(index, 0..og, false, s)));
-    } else if threads > 1 && u_bytes <= gemm::cache_sizes().l2 {
+    } else if threads > 1 && u_fits_l2(T::ALPHA, cg, og) {
         // Too few jobs to share out, and a `U` that fits L2: each job's
         // output channels are split among the threads at whole A panels,
         // each thread transforming the whole input for itself (one fork
@@ -386,8 +384,7 @@ impl Blocks {
         // job splits its steps (see `run_tiles`). Zen 5, 2 threads, 25
         // tiles as 16 + 9: 32→128 on 27² and 128→32 on 28² (`U` 1 MiB)
         // 0.140 → 0.109 and 0.155 → 0.098 ms; 96→128 (3 MiB) 0.168 → 0.189.
-        let u_bytes = (alpha * alpha * 4).saturating_mul(cg).saturating_mul(og);
-        let split_small = tiles > threads.saturating_sub(1) * LANES && u_bytes <= gemm::cache_sizes().l2;
+        let split_small = tiles > threads.saturating_sub(1) * LANES && u_fits_l2(alpha, cg, og);
         if threads > 1 && !images.is_multiple_of(threads) && (tiles >= threads * LANES || split_small) {
             blocks = blocks.next_multiple_of(threads);
         }
@@ -406,6 +403,13 @@ impl Blocks {
         let g1 = g0 + even + usize::from(block < extra);
         g0 * LANES..(g1 * LANES).min(self.tiles)
     }
+}
+
+/// Whether one group's transformed filters `U` (`alpha²` matrices of
+/// `cg × og`) fit L2: then each thread can stream all of them for its own
+/// share of a small plane (blocks of tiles, or output channels).
+fn u_fits_l2(alpha: usize, cg: usize, og: usize) -> bool {
+    (alpha * alpha * 4).saturating_mul(cg).saturating_mul(og) <= gemm::cache_sizes().l2
 }
 
 /// The columns a GEMM of `n` columns runs on a kernel `nr` wide: whole
