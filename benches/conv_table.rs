@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use convgemm::{Conv2dPlan, ConvOptions, Isa, conv2d, im2col, im2col_len};
-use support::{Layer, fma_peak_gflops, interleaved_medians, layers, pool, read_ort, values};
+use support::{Layer, fma_peak_gflops, interleaved_medians, layers, pool, print_cross_core, read_ort, values};
 
 /// The explicit im2col + GEMM that a user of a GEMM crate writes: im2col the
 /// whole batch into a reused buffer, one GEMM per (image, group), then bias.
@@ -137,6 +137,9 @@ fn main() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
     println!();
+    if threads_max > 1 {
+        print_cross_core("before the runs");
+    }
     println!(
         "| layer | threads | µs (plan) | {} | % peak | ONNX Runtime | plan / best Rust peer | plan / ORT |",
         NAMES.join(" | ")
@@ -170,6 +173,9 @@ fn main() {
             gflops.push(ort_g.unwrap_or(f64::NAN));
             rows.push(Row { name: l.name.clone(), threads, gflops });
         }
+    }
+    if threads_max > 1 {
+        print_cross_core("after them");
     }
     summary(&rows);
     let svg = chart(&rows, &peaks);

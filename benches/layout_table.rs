@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use convgemm::{Conv2dPlan, ConvOptions, ConvParams, Isa, Layout};
 use support::{
-    Layer, geomean, interleaved_medians, layers, network_layers, networks_of, only_arg, ort_args, pool, rounds_arg,
-    threads_and_peaks, values,
+    Layer, geomean, interleaved_medians, layers, network_layers, networks_of, only_arg, ort_args, pool,
+    print_cross_core, rounds_arg, threads_and_peaks, values,
 };
 
 /// Median seconds per run of `l` in NCHW and in NHWC, interleaved.
@@ -63,8 +63,18 @@ fn main() {
     let layers: Vec<Layer> =
         suite.into_iter().filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str()))).collect();
     // [thread][layer] = [nchw, nhwc] seconds.
-    let times: Vec<Vec<[f64; 2]>> =
-        (1..=threads_max).map(|t| layers.iter().map(|l| time_layouts(l, t, rounds, min_sample)).collect()).collect();
+    let times: Vec<Vec<[f64; 2]>> = (1..=threads_max)
+        .map(|t| {
+            if t > 1 {
+                print_cross_core("before the 2-thread runs");
+            }
+            let per_layer = layers.iter().map(|l| time_layouts(l, t, rounds, min_sample)).collect();
+            if t > 1 {
+                print_cross_core("after them");
+            }
+            per_layer
+        })
+        .collect();
     println!();
     println!(
         "| layer | threads | NCHW µs | NHWC µs | NHWC GFLOP/s | % peak | NHWC / NCHW time | ORT µs | ORT / NHWC |"

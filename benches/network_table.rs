@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
 use support::{
-    Layer, geomean, interleaved_medians, network_layers, networks_of, only_arg, ort_args, pool, rounds_arg,
-    threads_and_peaks, values,
+    Layer, geomean, interleaved_medians, network_layers, networks_of, only_arg, ort_args, pool, print_cross_core,
+    rounds_arg, threads_and_peaks, values,
 };
 
 /// The plan's median seconds per run of `l` on `threads` threads.
@@ -64,8 +64,14 @@ fn main() {
     // Per thread count: every layer's median seconds, ours and ORT's.
     let mut ours = vec![Vec::new(); threads_max];
     for (t, times) in ours.iter_mut().enumerate() {
+        if t > 0 {
+            print_cross_core("before the 2-thread runs");
+        }
         for l in &layers {
             times.push(time_layer(l, &options, t + 1, rounds, min_sample));
+        }
+        if t > 0 {
+            print_cross_core("after them");
         }
     }
     let nets = networks_of(&layers);

@@ -27,7 +27,8 @@ mod support;
 use convgemm::testing::WinogradTiles;
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
 use support::{
-    Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, only_arg, ort_args, pool, rounds_arg, values,
+    Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, only_arg, ort_args, pool, print_cross_core,
+    rounds_arg, values,
 };
 
 fn main() {
@@ -48,6 +49,10 @@ fn main() {
     for threads in 1..=threads_max {
         let peak = fma_peak_gflops(threads);
         println!("\n## {threads} thread(s), FMA peak {peak:.1} GFLOP/s (GFLOP/s below count the direct sum's FLOPs)\n");
+        if threads > 1 {
+            print_cross_core("before the 2-thread runs");
+            println!();
+        }
         print!("| layer | MFLOP | exact ms | relaxed ms | kernel | relaxed/exact |");
         if tiles {
             print!(" F2 ms | F4 ms | F6 ms |");
@@ -119,6 +124,10 @@ fn main() {
             }
             let gflops = l.flops() / t_relaxed / 1e9;
             println!(" {gflops:.1} | {:.0} % |", 100.0 * gflops / peak);
+        }
+        if threads > 1 {
+            println!();
+            print_cross_core("after them");
         }
         println!("\ngeomean relaxed/exact: {:.2}×", geomean(&ratios_exact));
         if !ratios_ort.is_empty() {

@@ -236,6 +236,49 @@ pub fn fma_peak_gflops_one_thread() -> f64 {
     f64::NAN
 }
 
+/// The median time, in nanoseconds, for a cache line to go from one thread
+/// to another and back (two threads taking turns on one atomic, 20 000
+/// round trips a sample, 7 samples). Two-thread timings of small layers
+/// depend on it: on a VM whose two vCPUs the host places on nearby cores it
+/// read 70–140 ns, on far ones 360–410 ns, and then every step that hands
+/// data to the other thread costs more. The tables print it before and
+/// after their two-thread runs.
+pub fn cross_core_round_trip_ns() -> f64 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const TRIPS: u32 = 20_000;
+    let turn = AtomicU32::new(0);
+    let mut samples: Vec<f64> = std::thread::scope(|s| {
+        // The other thread answers each odd value with the next even one.
+        s.spawn(|| {
+            for i in 0..7 * TRIPS {
+                while turn.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                turn.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        (0..7)
+            .map(|sample| {
+                let t = Instant::now();
+                for i in sample * TRIPS..(sample + 1) * TRIPS {
+                    turn.store(2 * i + 1, Ordering::Release);
+                    while turn.load(Ordering::Acquire) != 2 * i + 2 {
+                        std::hint::spin_loop();
+                    }
+                }
+                t.elapsed().as_secs_f64() * 1e9 / f64::from(TRIPS)
+            })
+            .collect()
+    });
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// [`cross_core_round_trip_ns`] as a table line.
+pub fn print_cross_core(when: &str) {
+    println!("cross-core round trip {when}: {:.0} ns", cross_core_round_trip_ns());
+}
+
 /// The FMA peak with `threads` threads each running the probe at once.
 pub fn fma_peak_gflops(threads: usize) -> f64 {
     if threads <= 1 {
