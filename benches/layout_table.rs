@@ -8,7 +8,11 @@
 //! cargo bench --bench layout_table -- ort1=/tmp/ort1.json ort2=/tmp/ort2.json
 //! cargo bench --bench layout_table -- networks ort1=.. ort2=..   # the network suite, per network
 //! cargo bench --bench layout_table -- quick only=mobilenet      # fewer rounds, some layers
+//! cargo bench --bench layout_table -- winograd relaxed ort1=/tmp/ort_w1.json ort2=/tmp/ort_w2.json
 //! ```
+//!
+//! `relaxed` times both layouts under `Precision::Relaxed` (Winograd where
+//! `Auto` takes it); `winograd` runs `benches/winograd_layers.json`.
 //!
 //! Prints, per layer, NCHW and NHWC µs, NHWC / NCHW (above 1: NHWC slower)
 //! and ORT / NHWC (above 1: NHWC faster than ORT), then the geomeans and
@@ -19,18 +23,18 @@ mod support;
 
 use std::time::Duration;
 
-use convgemm::{Conv2dPlan, ConvOptions, ConvParams, Isa, Layout};
+use convgemm::{Conv2dPlan, ConvOptions, ConvParams, Isa, Layout, Precision};
 use support::{
-    Layer, geomean, interleaved_medians, layers, network_layers, networks_of, only_arg, ort_args, pool,
+    Layer, geomean, interleaved_medians, layers, layers_in, network_layers, networks_of, only_arg, ort_args, pool,
     print_cross_core, rounds_arg, threads_and_peaks, values,
 };
 
 /// Median seconds per run of `l` in NCHW and in NHWC, interleaved.
-fn time_layouts(l: &Layer, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 2] {
+fn time_layouts(l: &Layer, precision: Precision, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 2] {
     let x = values(l.input_shape().iter().product(), 1);
     let w = values(l.weight_shape().iter().product(), 2);
     let b = values(l.c_out, 3);
-    let options = ConvOptions::default();
+    let options = ConvOptions { precision, ..ConvOptions::default() };
     let plan = |layout| {
         let params = ConvParams { layout, ..l.params() };
         Conv2dPlan::new(&w, l.weight_shape(), Some(&b), &params, &options).expect("valid")
@@ -54,12 +58,19 @@ fn main() {
     let (rounds, min_sample) = rounds_arg(&args);
     let (threads_max, peaks) = threads_and_peaks();
     let isa = Isa::detect();
-    println!("# conv2d NCHW vs NHWC, path {} ({})", isa.name(), isa.kernel_name());
+    let precision = if args.iter().any(|a| a == "relaxed") { Precision::Relaxed } else { Precision::Exact };
+    println!("# conv2d NCHW vs NHWC, path {} ({}), {precision:?}", isa.name(), isa.kernel_name());
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
     let only = only_arg(&args);
-    let suite = if networks { network_layers() } else { layers() };
+    let suite = if networks {
+        network_layers()
+    } else if args.iter().any(|a| a == "winograd") {
+        layers_in(include_str!("winograd_layers.json"))
+    } else {
+        layers()
+    };
     let layers: Vec<Layer> =
         suite.into_iter().filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str()))).collect();
     // [thread][layer] = [nchw, nhwc] seconds.
@@ -68,7 +79,7 @@ fn main() {
             if t > 1 {
                 print_cross_core("before the 2-thread runs");
             }
-            let per_layer = layers.iter().map(|l| time_layouts(l, t, rounds, min_sample)).collect();
+            let per_layer = layers.iter().map(|l| time_layouts(l, precision, t, rounds, min_sample)).collect();
             if t > 1 {
                 print_cross_core("after them");
             }

@@ -15,10 +15,22 @@ fn nhwc(p: ConvParams) -> ConvParams {
 
 /// Winograd (forced, under Relaxed) gives in channels-last the NCHW bits,
 /// permuted, on every path and thread setting; and stays within its bound.
+/// Two groups; from 8 channels per group the channels-last transforms take
+/// eight at a time (11 and 10: one eight and a rest; 16 and 12), and a
+/// padding of 3 sends the output through its pixel-by-pixel path.
 #[test]
 fn winograd_channels_last_equals_nchw() {
     let pad = ConvParams { padding: [1, 0, 2, 1], groups: 2, ..ConvParams::default() };
-    for (input_shape, c_out) in [([2, 8, 11, 13], 6), ([1, 4, 30, 9], 4), ([1, 2, 100, 97], 2)] {
+    let wide = ConvParams { padding: [3, 1, 0, 2], ..pad };
+    for (input_shape, c_out, pad) in [
+        ([2, 8, 11, 13], 6, pad),
+        ([1, 4, 30, 9], 4, pad),
+        ([1, 2, 100, 97], 2, pad),
+        ([2, 22, 15, 17], 20, pad),
+        ([1, 32, 29, 30], 24, pad),
+        ([1, 16, 7, 7], 32, pad),
+        ([1, 22, 13, 12], 20, wide),
+    ] {
         let p = ConvProblem::seeded(input_shape, [c_out, input_shape[1] / 2, 3, 3], pad, true, 7);
         let q = p.in_layout(Layout::Nhwc);
         let shape = p.output_shape().unwrap();

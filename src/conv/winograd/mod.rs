@@ -528,6 +528,8 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
     let at = g.input_strides();
     let mut d: Block64 = [[0.0; LANES]; 64];
     let mut vt: Block64 = [[0.0; LANES]; 64];
+    // Channels-last: eight channels' windows at once.
+    let mut d8: [Block64; 8] = [[[0.0; LANES]; 64]; 8];
     // Window rows of 8 floats for the lanes that cannot read theirs in
     // place (borders): `a` rows of 8, zeros where the window leaves the
     // image.
@@ -565,7 +567,57 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
                 }
             }
         }
-        for c in range.clone() {
+        let mut first = range.start;
+        if at.x != 1 && at.c == 1 && range.len() >= 8 {
+            // Channels-last: a window pixel's channels lie together, so
+            // eight channels of eight lanes go through one register
+            // transpose per window position (pixel by pixel, the gather
+            // was a fifth of 128→128 on 28²). Each lane's window pixels:
+            // their offset in the image, or `usize::MAX` in the padding
+            // and past `count`.
+            let mut offsets = [[usize::MAX; 64]; LANES];
+            for (l, &(y0, x0)) in corner.iter().enumerate().take(lanes) {
+                for r in 0..a {
+                    for col in 0..a {
+                        let (y, xx) = (y0 + r as isize, x0 + col as isize);
+                        if y >= 0 && y < h && xx >= 0 && xx < w {
+                            offsets[l][r * 8 + col] = at.at(0, y as usize, xx as usize);
+                        }
+                    }
+                }
+            }
+            let d8_ptr = d8.as_mut_ptr();
+            while first + 8 <= range.end {
+                // (A window pixel exists only in a non-empty image, whose
+                // channels the slice holds.)
+                let base = channels.get(first..).unwrap_or(&[]).as_ptr();
+                for r in 0..a {
+                    for col in 0..a {
+                        let pos = r * 8 + col;
+                        for half in 0..LANES / 8 {
+                            let src: [*const f32; 8] = std::array::from_fn(|i| match offsets[half * 8 + i][pos] {
+                                usize::MAX => ZERO_ROW.as_ptr(),
+                                o => base.wrapping_add(o),
+                            });
+                            // SAFETY: a pixel's channels first..first + 8
+                            // (< range.end ≤ cg) lie inside `channels`, or
+                            // ZERO_ROW; channel j's block of `d8` holds
+                            // LANES floats a position, pos < 64.
+                            unsafe {
+                                L::transpose_rows_8x8(&src, |j| {
+                                    d8_ptr.wrapping_add(j).cast::<f32>().wrapping_add(pos * LANES + half * 8)
+                                })
+                            };
+                        }
+                    }
+                }
+                for (j, d) in d8.iter().enumerate() {
+                    transform_and_store::<T>(b, v, first + j, q, d, &mut vt);
+                }
+                first += 8;
+            }
+        }
+        for c in first..range.end {
             // (Empty for an empty image: then no pixel is read.)
             let x = channels.get(c * at.c..).unwrap_or(&[]);
             let pixel = |y: isize, xx: isize| {
@@ -623,19 +675,7 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
                     }
                 }
             }
-            transform::input::<T>(&d, &mut vt);
-            let at_c = b.v_rows.at(c, q);
-            for i in 0..a {
-                for j in 0..a {
-                    // SAFETY: channel c's LANES tiles from q (q + LANES
-                    // ≤ stride ≤ width) in plane i·alpha + j of V: inside
-                    // the `alpha²·v_plane` floats of V, and only this call
-                    // writes channel c's elements.
-                    unsafe {
-                        v.add((i * a + j) * b.v_plane + at_c).0.cast::<[f32; LANES]>().write_unaligned(vt[i * 8 + j])
-                    };
-                }
-            }
+            transform_and_store::<T>(b, v, c, q, &d, &mut vt);
         }
     }
 }
@@ -677,6 +717,10 @@ fn output_block<T: Tile, L: Lanes>(
     let mut sums: Block64 = [[0.0; LANES]; 64];
     let mut y: Block36 = [[0.0; LANES]; 36];
     let mut tiles = [[0.0f32; 48]; LANES];
+    // Channels-last: eight channels' outputs at once, and where the
+    // positions past a tile's edge go.
+    let mut y8: [Block36; 8] = [[[0.0; LANES]; 36]; 8];
+    let mut sink = [[0.0f32; 8]; 8];
     // An output whose window lies wholly in the padding sums zeros: +0
     // exactly, as on the exact paths (its tile's arithmetic would leave the
     // rounding of its neighbours' inputs there). With at most 2 rows and
@@ -694,7 +738,57 @@ fn output_block<T: Tile, L: Lanes>(
             let (oy0, ox0) = ((t / b.tiles_w) * m, (t % b.tiles_w) * m);
             *c = (oy0, ox0, m.min(g.h_out - oy0), m.min(g.w_out - ox0));
         }
-        for o in range.clone() {
+        let mut first = range.start;
+        if all_seen && at.x != 1 && at.c == 1 {
+            // Channels-last: eight channels at a time, whose values at one
+            // output pixel lie together; one register transpose per
+            // position and eight lanes stores eight channels of eight
+            // tiles' pixels (one float at a time, the stores were a fifth
+            // of 128→128 on 28²).
+            let y8_ptr = y8.as_ptr();
+            while first + 8 <= range.end {
+                for (k, y) in y8.iter_mut().enumerate() {
+                    let o = first + k;
+                    for i in 0..a {
+                        for j in 0..a {
+                            sums[i * 8 + j] =
+                                mm[(i * a + j) * b.m_plane + o * b.stride + q..][..LANES].try_into().expect("16");
+                        }
+                    }
+                    transform::output::<T>(&sums, y);
+                    finish::<L>(y, m, bias.map(|bias| bias[o]), act);
+                }
+                for r in 0..m {
+                    for c in 0..m {
+                        for half in 0..LANES / 8 {
+                            let src: [*const f32; 8] = std::array::from_fn(|k| {
+                                y8_ptr.wrapping_add(k).cast::<f32>().wrapping_add((r * 6 + c) * LANES + half * 8)
+                            });
+                            let sink_ptr = sink.as_mut_ptr();
+                            let dst = |j: usize| {
+                                let l = half * 8 + j;
+                                let (oy0, ox0, rows, cols) = corner[l];
+                                if l < lanes && r < rows && c < cols {
+                                    // In the group's output: channels
+                                    // first..first + 8 of pixel (oy0 + r, ox0 + c).
+                                    out.0.wrapping_add(at.at(first, oy0 + r, ox0 + c))
+                                } else {
+                                    sink_ptr.wrapping_add(j).cast::<f32>()
+                                }
+                            };
+                            // SAFETY: 8 floats of position (r, c) of each
+                            // channel's lanes half·8..; each destination is
+                            // 8 channels of one output pixel of this tile
+                            // (only this tile writes them; first + 8 ≤ og),
+                            // or a row of `sink`.
+                            unsafe { L::transpose_rows_8x8(&src, dst) };
+                        }
+                    }
+                }
+                first += 8;
+            }
+        }
+        for o in first..range.end {
             // `stride` is a multiple of LANES: whole vectors (lanes past
             // `count` hold what the GEMM left there, and are not stored).
             for i in 0..a {
@@ -714,24 +808,7 @@ fn output_block<T: Tile, L: Lanes>(
                 }
             }
             if all_seen {
-                let bias = bias.map(|bias| bias[o]);
-                for r in 0..m {
-                    for c in 0..m {
-                        let lane = y[r * 6 + c].as_mut_ptr();
-                        for k in (0..LANES).step_by(L::N) {
-                            // SAFETY: L::N floats at k < LANES (a multiple
-                            // of L::N) of this position's LANES; the path
-                            // runs on a CPU with L's instructions.
-                            unsafe {
-                                let mut v = L::load(lane.add(k));
-                                if let Some(bias) = bias {
-                                    v = L::add(v, L::splat(bias));
-                                }
-                                L::store(lane.add(k), L::activate(act, v));
-                            }
-                        }
-                    }
-                }
+                finish::<L>(&mut y, m, bias.map(|bias| bias[o]), act);
                 // Each lane's tile, row r at `tiles[lane][r·8 ..]`: 8 × 8
                 // transposes of each output row's positions (lane by lane
                 // from `y`, a float at a time, cost more than the rest of
@@ -785,6 +862,46 @@ fn output_block<T: Tile, L: Lanes>(
                         // planes, and only this tile writes it.
                         unsafe { *out.0.add(at.at(o, oy, ox)) = act.apply(value) };
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Channel `c`'s windows of the lanes from tile `q`, in `d`, transformed
+/// into `V` (a function, not a closure: closures lose the lanes' target
+/// features where they are not inlined).
+#[inline(always)]
+fn transform_and_store<T: Tile>(b: &Block, v: OutPtr, c: usize, q: usize, d: &Block64, vt: &mut Block64) {
+    let a = T::ALPHA;
+    transform::input::<T>(d, vt);
+    let at_c = b.v_rows.at(c, q);
+    for i in 0..a {
+        for j in 0..a {
+            // SAFETY: channel c's LANES tiles from q (q + LANES ≤ stride ≤
+            // width) in plane i·alpha + j of V: inside the `alpha²·v_plane`
+            // floats of V, and only this call writes channel c's elements.
+            unsafe { v.add((i * a + j) * b.v_plane + at_c).0.cast::<[f32; LANES]>().write_unaligned(vt[i * 8 + j]) };
+        }
+    }
+}
+
+/// Bias and activation on the `m × m` positions of [`LANES`] tiles' outputs.
+#[inline(always)]
+fn finish<L: Lanes>(y: &mut Block36, m: usize, bias: Option<f32>, act: Activation) {
+    for r in 0..m {
+        for c in 0..m {
+            let lane = y[r * 6 + c].as_mut_ptr();
+            for k in (0..LANES).step_by(L::N) {
+                // SAFETY: L::N floats at k < LANES (a multiple of L::N) of
+                // this position's LANES; the path runs on a CPU with L's
+                // instructions.
+                unsafe {
+                    let mut v = L::load(lane.add(k));
+                    if let Some(bias) = bias {
+                        v = L::add(v, L::splat(bias));
+                    }
+                    L::store(lane.add(k), L::activate(act, v));
                 }
             }
         }
