@@ -447,3 +447,31 @@ fn depthwise_channels_last_at_shifts(
         });
     }
 }
+
+/// Channels-last depthwise 3×3 and 5×5 at stride 1 over more channels than
+/// one slice of the row-rolling code takes (its weights in a quarter of
+/// L1: at most 448 channels of 3×3 and 160 of 5×5 for an L1 of up to 64
+/// KiB), aligned or not, padded or not: the NCHW bits, permuted, on every
+/// exact path, and within the bound of the reference.
+#[test]
+fn depthwise_channels_last_in_slices() {
+    for (c, k, hw, padding) in [(520, 3, 9, [1, 1, 1, 1]), (200, 5, 12, [2, 2, 2, 2]), (347, 5, 10, [0, 2, 1, 0])] {
+        let params = ConvParams { padding, groups: c, ..ConvParams::default() };
+        let p = ConvProblem::seeded([1, c, hw, hw + 5], [c, 1, k, k], params, true, 11);
+        let q = p.in_layout(Layout::Nhwc);
+        let shape = p.output_shape().unwrap();
+        let reference = q.reference().unwrap();
+        for_each_isa(|isa| {
+            if !is_exact(isa) {
+                return;
+            }
+            for threads in [Threads::Pool, Threads::Single] {
+                let opts = ConvOptions { isa, threads, ..ConvOptions::default() };
+                let want = relayout(&p.run(&opts).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+                let got = q.run(&opts).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{} {threads:?} {c} channels {k}×{k}", isa.name());
+                assert_close(&format!("{c} channels {k}×{k}"), &reference, &got);
+            }
+        });
+    }
+}

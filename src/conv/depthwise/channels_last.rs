@@ -53,12 +53,13 @@ impl WithLanes for ChannelsLast<'_> {
             // vector of a window row is loaded once for the kw outputs it
             // feeds (`row_block`).
             let rolling_kw = if g.stride_w == 1 && g.dilation_w == 1 && matches!(g.kw, 3 | 5) { g.kw } else { 0 };
-            Job { g, input, taps, bias, act, tap_offsets, rolling_kw }.rows::<L>(rows, out);
+            Job { g, input, taps, bias, act, tap_offsets, rolling_kw, chans: 0..g.c_out }.rows::<L>(rows, out);
         }
     }
 }
 
 /// What every row shares.
+#[derive(Clone)]
 struct Job<'a> {
     g: &'a ConvGeometry,
     input: &'a [f32],
@@ -69,6 +70,9 @@ struct Job<'a> {
     tap_offsets: [usize; MAX_TAPS],
     /// `kw` where `row_block` computes the inside pixels (3 or 5), else 0.
     rolling_kw: usize,
+    /// The channels the job computes (at least one vector of them where
+    /// there are that many).
+    chans: Range<usize>,
 }
 
 impl Job<'_> {
@@ -80,29 +84,42 @@ impl Job<'_> {
         let row_len = g.w_out * g.c_out;
         let mut offsets = [NONE; MAX_TAPS * PIXELS];
         let (columns, top, bottom) = inside_windows(g);
+        if self.rolling_kw != 0 && g.c_out >= L::N {
+            // Row-rolling windows, in slices of channels whose weights stay
+            // in L1 (see `slice_width`).
+            // In a row whose windows lie inside the image's height, with at
+            // least 8 inside columns: the pixels left and right of them one
+            // at a time on the checked variant of the code, the inside ones
+            // in groups (see `groups`). Other rows: groups across the row,
+            // all checked.
+            let width = slice_width(g, L::N);
+            let mut c0 = 0;
+            while c0 < g.c_out {
+                // A last slice of less than a vector joins the one before.
+                let end = if g.c_out - c0 < width + L::N { g.c_out } else { c0 + width };
+                let job = Job { chans: c0..end, ..self.clone() };
+                for (r, out_row) in rows.clone().zip(out.chunks_exact_mut(row_len)) {
+                    let (image, oy) = (r / g.h_out, r % g.h_out);
+                    let (lo, hi) = if (top..bottom).contains(&oy) { (columns.start, columns.end) } else { (0, 0) };
+                    if hi - lo >= INSIDE_PIXELS {
+                        for ox in (0..lo).chain(hi..g.w_out) {
+                            job.pixels_padded::<L, 1>(image, oy, ox, out_row);
+                        }
+                        job.groups::<L, false>(image, oy, lo..hi, out_row);
+                    } else {
+                        job.groups::<L, true>(image, oy, 0..g.w_out, out_row);
+                    }
+                }
+                c0 = end;
+            }
+            return;
+        }
         for (r, out_row) in rows.zip(out.chunks_exact_mut(row_len)) {
             let (image, oy) = (r / g.h_out, r % g.h_out);
             // Windows wholly inside the image take the unchecked path; the
             // rest (the padded border) the general one.
             // (Fewer channels than a vector: all on the general path, whose
             // partial vectors the unchecked one does not have.)
-            if self.rolling_kw != 0 && g.c_out >= L::N {
-                // Row-rolling windows. In a row whose windows lie inside the
-                // image's height, with at least 8 inside columns: the pixels
-                // left and right of them one at a time on the checked
-                // variant of the code, the inside ones in groups (see
-                // `groups`). Other rows: groups across the row, all checked.
-                let (lo, hi) = if (top..bottom).contains(&oy) { (columns.start, columns.end) } else { (0, 0) };
-                if hi - lo >= INSIDE_PIXELS {
-                    for ox in (0..lo).chain(hi..g.w_out) {
-                        self.pixels_padded::<L, 1>(image, oy, ox, out_row);
-                    }
-                    self.groups::<L, false>(image, oy, lo..hi, out_row);
-                } else {
-                    self.groups::<L, true>(image, oy, 0..g.w_out, out_row);
-                }
-                continue;
-            }
             let inside = if (top..bottom).contains(&oy) && g.c_out >= L::N { columns.clone() } else { 0..0 };
             let mut ox = 0;
             while ox < g.w_out {
@@ -219,20 +236,21 @@ impl Job<'_> {
         step: usize,
         out_row: &mut [f32],
     ) {
-        let (c, n) = (self.g.c_out, L::N);
-        debug_assert!(c >= n, "fewer channels than a vector take the general path");
-        // (With c a multiple of n, every pixel's channel 0 is as aligned as
-        // the image's first float: `corner` may be 0 for the padded blocks.)
+        let (first, c, n) = (self.chans.start, self.chans.end, L::N);
+        debug_assert!(c - first >= n, "fewer channels than a vector take the general path");
+        // (With g.c_out a multiple of n, every pixel's channel 0 is as
+        // aligned as the image's first float: `corner` may be 0 for the
+        // padded blocks; and the slices start at multiples of n.)
         let misaligned = (image_in.as_ptr() as usize / 4 + corner) % n;
-        let aligned = c % n == 0 && (self.rolling_kw == 0 || c >= 4 * n);
+        let aligned = self.g.c_out % n == 0 && (self.rolling_kw == 0 || c - first >= 4 * n);
         let head = if aligned { (n - misaligned) % n } else { 0 };
         // Channels below `done` are written.
-        let mut done = 0;
+        let mut done = first;
         if head != 0 {
-            self.block_at::<L, P, 1, PADDED>(image_in, oy, ox, corner, step, 0, out_row);
-            done = n;
+            self.block_at::<L, P, 1, PADDED>(image_in, oy, ox, corner, step, first, out_row);
+            done = first + n;
         }
-        let mut c0 = head;
+        let mut c0 = first + head;
         // Row-rolling blocks several at a time where their sums, weights and
         // input vectors fit in the registers (`B·(P + kw + 1)`): AVX2's 16
         // hold two blocks of one pixel, 32 (AVX-512, NEON) two of 8 or four
@@ -605,6 +623,14 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Channels a row-rolling slice takes: as many whole pairs of vectors as
+/// keep the slice's weights (`kh·kw` vectors a block) in a quarter of L1,
+/// at least four vectors, or every channel.
+fn slice_width(g: &ConvGeometry, n: usize) -> usize {
+    let fit = crate::gemm::cache_sizes().l1 / 4 / (g.kh * g.kw * 4).max(1);
+    (fit / (2 * n) * (2 * n)).max(4 * n)
 }
 
 /// The output columns whose windows lie wholly inside the image's width,
