@@ -242,7 +242,7 @@ impl Job<'_> {
         // aligned as the image's first float: `corner` may be 0 for the
         // padded blocks; and the slices start at multiples of n.)
         let misaligned = (image_in.as_ptr() as usize / 4 + corner) % n;
-        let aligned = self.g.c_out % n == 0 && (self.rolling_kw == 0 || c - first >= 4 * n);
+        let aligned = self.g.c_out.is_multiple_of(n) && (self.rolling_kw == 0 || c - first >= 4 * n);
         let head = if aligned { (n - misaligned) % n } else { 0 };
         // Channels below `done` are written.
         let mut done = first;
