@@ -167,7 +167,7 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
 fn auto_picks_winograd_only_under_relaxed() {
     let pad = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
-    let w = values(64 * 64 * 25, 1);
+    let w = values(128 * 128 * 9, 1);
     let plan = |shape: [usize; 4], params: &ConvParams, options: &ConvOptions| {
         Conv2dPlan::new(&w[..shape.iter().product()], shape, None, params, options).unwrap()
     };
@@ -179,6 +179,11 @@ fn auto_picks_winograd_only_under_relaxed() {
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 24, 24]).unwrap(), Algorithm::Winograd);
     // Fewer channels on a small plane: only with a small `U` (128→32, not 192→48).
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 14, 14]).unwrap(), Algorithm::Winograd);
+    // Small planes by the multiplications the chosen tiles save: 64
+    // channels need 2.4 times fewer (13² in F(4×4): 2.6), 128 need 1.6
+    // (10² in F(2×2), whose 25 tiles fill two vectors: 1.76).
+    assert_eq!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 13, 13]).unwrap(), "winograd_f4x4");
+    assert_eq!(plan([128, 128, 3, 3], &pad, &relaxed).kernel_name([1, 128, 10, 10]).unwrap(), "winograd_f2x2");
     let wider = [48, 192, 3, 3];
     let strided = ConvParams { stride: [2, 2], ..pad };
     let narrow = [32, 64, 3, 3];
@@ -188,6 +193,9 @@ fn auto_picks_winograd_only_under_relaxed() {
         (narrow, pad, [1, 64, 20, 20]),
         (wide, pad, [1, 64, 6, 6]),
         (wide, pad, [1, 64, 7, 7]),
+        (wide, pad, [1, 64, 8, 8]),
+        (wide, pad, [1, 64, 10, 10]),
+        ([128, 32, 3, 3], pad, [1, 32, 10, 10]),
         (wider, pad, [1, 192, 20, 20]),
     ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
@@ -267,7 +275,7 @@ fn a_non_finite_input_stays_in_its_tiles() {
 fn relaxed_input_gradient() {
     for (padding, groups, flip) in [([1, 1, 1, 1], 1, false), ([0, 2, 1, 0], 2, true), ([2, 2, 2, 2], 1, false)] {
         let params = ConvParams { padding, groups, flip, ..ConvParams::default() };
-        let (input_shape, weight_shape) = ([2, 64 * groups, 11, 13], [72 * groups, 64, 3, 3]);
+        let (input_shape, weight_shape) = ([2, 64 * groups, 14, 15], [72 * groups, 64, 3, 3]);
         let p = ConvProblem::seeded(input_shape, weight_shape, params, false, 11);
         let out_shape = p.output_shape().unwrap();
         let dy = values(out_shape.iter().product(), 12);

@@ -116,17 +116,34 @@ pub(crate) struct Weights<'a> {
 ///   1.15× on 1 thread, 0.94–1.06× on 2; 64→64 0.82× and 0.72×.
 /// - Fewer than 64 channels one way pay where `1/cg + 1/og ≤ 0.04` on
 ///   planes of 24 outputs a side and more: 128→32 on 28² and 32→128 on
-///   27² 1.37–1.46× on 1 thread, 1.03–1.09× on 2. On smaller planes (from
-///   8 a side) only where F(4×4)'s `U` is at most 1 MiB, which two threads
+///   27² 1.37–1.46× on 1 thread, 1.03–1.09× on 2. On smaller planes only
+///   where F(4×4)'s `U` is at most 1 MiB, which two threads
 ///   split by output channels (see `winograd::run_tiles`): 128→32 on 14²
 ///   and 32→128 on 13² 1.19–1.37× on 1 thread, 1.04× and 1.34× on 2;
 ///   48→192 on 13² (1.3 MiB) won on 1 thread but lost on 2 (0.88×).
+///
+/// Twelfth sitting, Zen 5, 1 thread: on planes of 8 to 12 a side the
+/// tiles fill a fraction of a vector and Winograd lost where the rules
+/// above said it pays (64 channels each way, F(4×4): 8² 0.56×, 10² 0.81×;
+/// 32→128 on 10² 0.74×). So `Auto` asks the GEMMs of the chosen tile size
+/// ([`TileSize::by_model`]) to run fewer multiplications than the direct
+/// sum: 2.4 times fewer from 64 channels each way (and for the small-`U`
+/// layers), 1.6 times from 128 (F(2×2) on 7² saves 1.7×, F(4×4) on 13²
+/// 2.6×, on 14² 3.1×). Measured, with the tile size the model picks: 64
+/// channels 0.99× on 8² (saves 2.25×) and 1.07× on 12² (2.25×), 128
+/// channels 1.23× on 8², 1.36× on 10² (1.76×), 1.12× on 11² (1.89×);
+/// 256 channels 1.26× on 9², which saves only 1.42× and stays exact.
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
     let least = cg.min(og);
-    let wide = least >= WINOGRAD_MIN_CHANNELS && (side >= 8 || (side >= 7 && least >= 128));
+    // The direct sum's multiplications per channel pair against the
+    // GEMMs' of the tile size the plane takes, in tenths.
+    let (_, winograd) = TileSize::by_model(cg, og, h_out, w_out);
+    let direct = h_out.saturating_mul(w_out).saturating_mul(9);
+    let saves = |tenths: usize| direct.saturating_mul(10) >= winograd.saturating_mul(tenths);
+    let wide = (least >= WINOGRAD_MIN_CHANNELS && saves(24)) || (least >= 128 && saves(16));
     let small_u = cg.saturating_mul(og).saturating_mul(36 * 4) <= 1 << 20;
-    winograd_channels_pay(cg, og) && (wide || side >= 24 || (side >= 8 && small_u))
+    winograd_channels_pay(cg, og) && (wide || side >= 24 || (small_u && saves(24)))
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters

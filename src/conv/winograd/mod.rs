@@ -62,7 +62,7 @@ impl TileSize {
     }
 
     /// The tile size for `geo`'s output plane. F(2×2)
-    /// below 8 outputs a side, where larger tiles are mostly outside the
+    /// below 8 outputs a side (and see [`TileSize::by_model`]), where larger tiles are mostly outside the
     /// plane (Zen 4, 7×7: F(2×2) 0.25–0.55 ms, F(4×4) 0.57–1.5 ms).
     /// Above, F(6×6) or F(4×4) by the multiplications the GEMMs run: `α²`
     /// times the columns of their blocks, each rounded up to whole kernel
@@ -79,26 +79,42 @@ impl TileSize {
     /// choice depends on the shape alone, so every ISA computes the same
     /// tiles and gives the same bits.
     pub(crate) fn choose(geo: &ConvGeometry) -> TileSize {
-        if geo.h_out.min(geo.w_out) < 8 {
-            return TileSize::F2;
-        }
-        let (cg, og) = (geo.c_in_per_group(), geo.c_out_per_group());
+        TileSize::by_model(geo.c_in_per_group(), geo.c_out_per_group(), geo.h_out, geo.w_out).0
+    }
+
+    /// [`TileSize::choose`] for `cg → og` channels per group and an
+    /// `h_out × w_out` plane, with the multiplications its GEMMs run per
+    /// pair of channels (`usize::MAX` for a plane of more tiles than any
+    /// image has, possible only with an empty batch or channel count:
+    /// then F(4×4), and nothing runs). F(2×2) also where its count is
+    /// lower than the larger tiles' (8² to 10²: their few tiles fill a
+    /// fraction of a vector): Zen 5, 1 thread, 64 to 256 channels, F(2×2)
+    /// against F(4×4): 8² 1.7–2.0× faster, 9² 1.2–1.35×, 10² 1.15–1.3×;
+    /// 11² and 12² (where F(4×4)'s count is lower) 0.8–0.85×.
+    pub(crate) fn by_model(cg: usize, og: usize, h_out: usize, w_out: usize) -> (TileSize, usize) {
         let nr = 2 * LANES;
-        // (A plane of more tiles than any image has, possible only with an
-        // empty batch or channel count, keeps F(4×4): nothing runs.)
-        let tiles_of = |m: usize| geo.h_out.div_ceil(m).checked_mul(geo.w_out.div_ceil(m)).filter(|&t| t <= 1 << 40);
-        let (Some(tiles4), Some(tiles6)) = (tiles_of(F4::M), tiles_of(F6::M)) else {
-            return TileSize::F4;
-        };
+        let tiles_of = |m: usize| h_out.div_ceil(m).checked_mul(w_out.div_ceil(m)).filter(|&t| t <= 1 << 40);
         // (multiplications per channel pair, the most tiles a block has)
         let model = |alpha: usize, tiles: usize| {
             let blocks = Blocks::new(alpha, cg, og, tiles, 1, 1);
             let columns: usize = (0..blocks.blocks).map(|b| kernel_columns(blocks.tiles(b).len(), nr)).sum();
             (alpha * alpha * columns, blocks.capacity.min(tiles))
         };
+        let (Some(tiles2), Some(tiles4), Some(tiles6)) = (tiles_of(F2::M), tiles_of(F4::M), tiles_of(F6::M)) else {
+            return (TileSize::F4, usize::MAX);
+        };
+        let (f2, _) = model(F2::ALPHA, tiles2);
+        if h_out.min(w_out) < 8 {
+            return (TileSize::F2, f2);
+        }
         let (f4, _) = model(F4::ALPHA, tiles4);
         let (f6, widest) = model(F6::ALPHA, tiles6);
-        if f6 * 10 <= f4 * 9 && (widest > LANES || f6 * 4 <= f4 * 3) { TileSize::F6 } else { TileSize::F4 }
+        let larger = if f6 * 10 <= f4 * 9 && (widest > LANES || f6 * 4 <= f4 * 3) {
+            (TileSize::F6, f6)
+        } else {
+            (TileSize::F4, f4)
+        };
+        if f2 < larger.1 { (TileSize::F2, f2) } else { larger }
     }
 
     /// The kernel name [`crate::Conv2dPlan::kernel_name`] reports.
