@@ -533,19 +533,19 @@ fn defaults_overwrite_every_field() {
 }
 
 /// CG_PRECISION_RELAXED reaches convgemm: on a layer where `Auto` takes
-/// Winograd (64 channels each way, 3×3, 8×8 outputs) the result keeps the
+/// Winograd (128 channels each way, 3×3, 8×8 outputs: F(2×2)) the result keeps the
 /// bound of the f64 reference (per plane, the tile bound's stand-in), has the
 /// bits of the Rust call under `Precision::Relaxed`, and is not the exact
 /// path's result; the input gradient likewise.
 #[test]
 fn relaxed_precision_runs_winograd_within_the_bound() {
     let params = ConvParams { padding: [1; 4], ..ConvParams::default() };
-    let (x_shape, w_shape, y_shape) = ([1usize, 64, 8, 8], [64usize, 64, 3, 3], [1usize, 64, 8, 8]);
-    let x = values(64 * 64, 21);
-    let w = values(64 * 64 * 9, 22);
+    let (x_shape, w_shape, y_shape) = ([1usize, 128, 8, 8], [128usize, 128, 3, 3], [1usize, 128, 8, 8]);
+    let x = values(128 * 64, 21);
+    let w = values(128 * 128 * 9, 22);
     let relaxed = convgemm::ConvOptions { precision: convgemm::Precision::Relaxed, ..convgemm::ConvOptions::default() };
     let run = |p: &cg_conv2d_params| {
-        let mut y = vec![f32::NAN; 64 * 64];
+        let mut y = vec![f32::NAN; 128 * 64];
         // SAFETY: every pointer addresses what its length says.
         ok(unsafe {
             cg_conv2d(
@@ -565,7 +565,7 @@ fn relaxed_precision_runs_winograd_within_the_bound() {
         y
     };
     let (y_relaxed, y_exact) = (run(&c_params(&params, false, true)), run(&c_params(&params, false, false)));
-    let mut y_rust = vec![f32::NAN; 64 * 64];
+    let mut y_rust = vec![f32::NAN; 128 * 64];
     convgemm::conv2d_with(&relaxed, &x, x_shape, &w, w_shape, None, &params, &mut y_rust).unwrap();
     assert_eq!(bits(&y_relaxed), bits(&y_rust), "the Rust call under Relaxed");
     assert_ne!(bits(&y_relaxed), bits(&y_exact), "Relaxed ran the exact path");
@@ -580,8 +580,8 @@ fn relaxed_precision_runs_winograd_within_the_bound() {
     };
     close(&plane_bound(&reference), &y_relaxed, "relaxed cg_conv2d");
 
-    let dy = values(64 * 64, 23);
-    let mut dx = vec![f32::NAN; 64 * 64];
+    let dy = values(128 * 64, 23);
+    let mut dx = vec![f32::NAN; 128 * 64];
     // SAFETY: as above.
     ok(unsafe {
         cg_conv2d_backward_input(
@@ -597,7 +597,7 @@ fn relaxed_precision_runs_winograd_within_the_bound() {
             x_shape.as_ptr(),
         )
     });
-    let mut dx_rust = vec![f32::NAN; 64 * 64];
+    let mut dx_rust = vec![f32::NAN; 128 * 64];
     convgemm::conv2d_backward_input_with(&relaxed, &dy, y_shape, &w, w_shape, &params, &mut dx_rust, x_shape).unwrap();
     assert_eq!(bits(&dx), bits(&dx_rust), "the relaxed input gradient");
     let dx_reference = conv2d_backward_input_direct(&dy, y_shape, &w, w_shape, &params, x_shape).unwrap();
