@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use convgemm::reference::nchw_to;
+use convgemm::reference::{Reference, nchw_to};
 use convgemm::*;
 
 fn nhwc(p: ConvParams) -> ConvParams {
@@ -32,30 +32,40 @@ fn winograd_channels_last_equals_nchw() {
         ([1, 22, 13, 12], 20, wide),
     ] {
         let p = ConvProblem::seeded(input_shape, [c_out, input_shape[1] / 2, 3, 3], pad, true, 7);
-        let q = p.in_layout(Layout::Nhwc);
-        let shape = p.output_shape().unwrap();
-        let reference = q.reference().unwrap();
-        for_each_isa(|isa| {
-            if !is_exact(isa) {
-                return;
-            }
-            for threads in [Threads::Pool, Threads::Single] {
-                let opts = ConvOptions {
-                    isa,
-                    threads,
-                    algorithm: Algorithm::Winograd,
-                    precision: Precision::Relaxed,
-                    ..ConvOptions::default()
-                };
-                let want = relayout(&p.run(&opts).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
-                let got = q.run(&opts).unwrap();
-                assert_eq!(bits(&got), bits(&want), "{} {threads:?} {input_shape:?}", isa.name());
-                // Loose: Winograd's bound is per tile (tests/winograd.rs); this
-                // only shows the channels-last outputs are the right ones.
-                assert!(reference.first_mismatch(&got, 1e-3).is_none(), "{input_shape:?}");
-            }
+        let winograd =
+            ConvOptions { algorithm: Algorithm::Winograd, precision: Precision::Relaxed, ..Default::default() };
+        channels_last_gives_nchw_bits(&p, winograd, &format!("{input_shape:?}"), |reference, got| {
+            // Loose: Winograd's bound is per tile (tests/winograd.rs); this
+            // only shows the channels-last outputs are the right ones.
+            assert!(reference.first_mismatch(got, 1e-3).is_none(), "{input_shape:?}");
         });
     }
+}
+
+/// `p` in channels-last under `options` on every exact path and thread
+/// setting: the bits of its NCHW run, permuted; `check` then holds against
+/// the f64 reference.
+fn channels_last_gives_nchw_bits(
+    p: &ConvProblem,
+    options: ConvOptions,
+    what: &str,
+    check: impl Fn(&Reference, &[f32]),
+) {
+    let q = p.in_layout(Layout::Nhwc);
+    let shape = p.output_shape().unwrap();
+    let reference = q.reference().unwrap();
+    for_each_isa(|isa| {
+        if !is_exact(isa) {
+            return;
+        }
+        for threads in [Threads::Pool, Threads::Single] {
+            let opts = ConvOptions { isa, threads, ..options };
+            let want = relayout(&p.run(&opts).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
+            let got = q.run(&opts).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{} {threads:?} {what}", isa.name());
+            check(&reference, &got);
+        }
+    });
 }
 
 /// One channels-last plan on inputs of several sizes, each equal to a
@@ -458,20 +468,9 @@ fn depthwise_channels_last_in_slices() {
     for (c, k, hw, padding) in [(520, 3, 9, [1, 1, 1, 1]), (200, 5, 12, [2, 2, 2, 2]), (347, 5, 10, [0, 2, 1, 0])] {
         let params = ConvParams { padding, groups: c, ..ConvParams::default() };
         let p = ConvProblem::seeded([1, c, hw, hw + 5], [c, 1, k, k], params, true, 11);
-        let q = p.in_layout(Layout::Nhwc);
-        let shape = p.output_shape().unwrap();
-        let reference = q.reference().unwrap();
-        for_each_isa(|isa| {
-            if !is_exact(isa) {
-                return;
-            }
-            for threads in [Threads::Pool, Threads::Single] {
-                let opts = ConvOptions { isa, threads, ..ConvOptions::default() };
-                let want = relayout(&p.run(&opts).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
-                let got = q.run(&opts).unwrap();
-                assert_eq!(bits(&got), bits(&want), "{} {threads:?} {c} channels {k}×{k}", isa.name());
-                assert_close(&format!("{c} channels {k}×{k}"), &reference, &got);
-            }
+        let what = format!("{c} channels {k}×{k}");
+        channels_last_gives_nchw_bits(&p, ConvOptions::default(), &what, |reference, got| {
+            assert_close(&what, reference, got)
         });
     }
 }
