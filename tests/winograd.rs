@@ -177,14 +177,16 @@ fn auto_picks_winograd_only_under_relaxed() {
     assert!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 20, 20]).unwrap().starts_with("winograd_f"));
     let dense = [32, 128, 3, 3];
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 24, 24]).unwrap(), Algorithm::Winograd);
-    // Fewer channels on a small plane: only with a small `U` (128→32, not 192→48).
+    // Fewer than 48 channels one way on a small plane: only with a small
+    // `U` (128→32, not 32→256); 48 each way count as wide (48→192).
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 14, 14]).unwrap(), Algorithm::Winograd);
     // Small planes by the multiplications the chosen tiles save: 64
     // channels need 2.4 times fewer (13² in F(4×4): 2.6), 128 need 1.6
     // (10² in F(2×2), whose 25 tiles fill two vectors: 1.76).
     assert_eq!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 13, 13]).unwrap(), "winograd_f4x4");
     assert_eq!(plan([128, 128, 3, 3], &pad, &relaxed).kernel_name([1, 128, 10, 10]).unwrap(), "winograd_f2x2");
-    let wider = [48, 192, 3, 3];
+    assert_eq!(plan([192, 48, 3, 3], &pad, &relaxed).kernel_name([1, 48, 13, 13]).unwrap(), "winograd_f4x4");
+    let wider = [256, 32, 3, 3];
     let strided = ConvParams { stride: [2, 2], ..pad };
     let narrow = [32, 64, 3, 3];
     for (shape, params, input) in [
@@ -196,7 +198,7 @@ fn auto_picks_winograd_only_under_relaxed() {
         (wide, pad, [1, 64, 8, 8]),
         (wide, pad, [1, 64, 10, 10]),
         ([128, 32, 3, 3], pad, [1, 32, 10, 10]),
-        (wider, pad, [1, 192, 20, 20]),
+        (wider, pad, [1, 32, 14, 14]),
     ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
         assert_ne!(relaxed_plan.algorithm(input).unwrap(), Algorithm::Winograd, "{shape:?} {params:?}");

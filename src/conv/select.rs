@@ -127,12 +127,19 @@ pub(crate) struct Weights<'a> {
 /// above said it pays (64 channels each way, F(4×4): 8² 0.56×, 10² 0.81×;
 /// 32→128 on 10² 0.74×). So `Auto` asks the GEMMs of the chosen tile size
 /// ([`TileSize::by_model`]) to run fewer multiplications than the direct
-/// sum: 2.4 times fewer from 64 channels each way (and for the small-`U`
+/// sum: 2.4 times fewer from 48 channels each way (and for the small-`U`
 /// layers), 1.6 times from 128 (F(2×2) on 7² saves 1.7×, F(4×4) on 13²
 /// 2.6×, on 14² 3.1×). Measured, with the tile size the model picks: 64
 /// channels 0.99× on 8² (saves 2.25×) and 1.07× on 12² (2.25×), 128
 /// channels 1.23× on 8², 1.36× on 10² (1.76×), 1.12× on 11² (1.89×);
 /// 256 channels 1.26× on 9², which saves only 1.42× and stays exact.
+///
+/// From 48 channels each way rather than 64 (twelfth sitting, Zen 5,
+/// Winograd against exact on 1 and 2 threads, the vCPUs far apart):
+/// 48→192 on 13² 1.30× and 0.93× (1.35× on 2 threads with them near),
+/// on 14² 1.52× and 1.02×, on 20² 1.76× and 1.14×; 192→48 on 14² 1.45×
+/// and 0.96×, on 20² 1.80× and 1.18×; 48→256 on 14² 1.58× and 1.09×
+/// (64→192 on 13², which the rule took already: 1.41× and 1.01×).
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
     let least = cg.min(og);
@@ -155,7 +162,7 @@ pub(crate) fn winograd_channels_pay(cg: usize, og: usize) -> bool {
 }
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.
-const WINOGRAD_MIN_CHANNELS: usize = 64;
+const WINOGRAD_MIN_CHANNELS: usize = 48;
 
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.
