@@ -544,8 +544,10 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
     let at = g.input_strides();
     let mut d: Block64 = [[0.0; LANES]; 64];
     let mut vt: Block64 = [[0.0; LANES]; 64];
-    // Channels-last: eight channels' windows at once.
-    let mut d8: [Block64; 8] = [[[0.0; LANES]; 64]; 8];
+    // Channels-last: eight channels' windows at once (not built for NCHW:
+    // 32 KiB to clear on every call).
+    let channels_last = at.x != 1 && at.c == 1 && range.len() >= 8;
+    let mut d8: Option<[Block64; 8]> = if channels_last { Some([[[0.0; LANES]; 64]; 8]) } else { None };
     // Window rows of 8 floats for the lanes that cannot read theirs in
     // place (borders): `a` rows of 8, zeros where the window leaves the
     // image.
@@ -584,7 +586,7 @@ fn input_block<T: Tile, L: Lanes>(b: &Block, channels: &[f32], range: Range<usiz
             }
         }
         let mut first = range.start;
-        if at.x != 1 && at.c == 1 && range.len() >= 8 {
+        if let Some(d8) = d8.as_mut() {
             // Channels-last: a window pixel's channels lie together, so
             // eight channels of eight lanes go through one register
             // transpose per window position (pixel by pixel, the gather
@@ -728,15 +730,15 @@ fn output_block<T: Tile, L: Lanes>(
     out: OutPtr,
 ) {
     let g = b.geo;
-    let (a, m) = (T::ALPHA, T::M);
+    let m = T::M;
     let at = g.output_strides();
     let mut sums: Block64 = [[0.0; LANES]; 64];
     let mut y: Block36 = [[0.0; LANES]; 36];
     let mut tiles = [[0.0f32; 48]; LANES];
     // Channels-last: eight channels' outputs at once, and where the
-    // positions past a tile's edge go.
-    let mut y8: [Block36; 8] = [[[0.0; LANES]; 36]; 8];
-    let mut sink = [[0.0f32; 8]; 8];
+    // positions past a tile's edge go (not built for NCHW).
+    let mut y8: Option<([Block36; 8], [[f32; 8]; 8])> =
+        if at.x != 1 && at.c == 1 { Some(([[[0.0; LANES]; 36]; 8], [[0.0; 8]; 8])) } else { None };
     // An output whose window lies wholly in the padding sums zeros: +0
     // exactly, as on the exact paths (its tile's arithmetic would leave the
     // rounding of its neighbours' inputs there). With at most 2 rows and
@@ -755,7 +757,7 @@ fn output_block<T: Tile, L: Lanes>(
             *c = (oy0, ox0, m.min(g.h_out - oy0), m.min(g.w_out - ox0));
         }
         let mut first = range.start;
-        if all_seen && at.x != 1 && at.c == 1 {
+        if let (true, Some((y8, sink))) = (all_seen, y8.as_mut()) {
             // Channels-last: eight channels at a time, whose values at one
             // output pixel lie together; one register transpose per
             // position and eight lanes stores eight channels of eight
@@ -765,13 +767,7 @@ fn output_block<T: Tile, L: Lanes>(
             while first + 8 <= range.end {
                 for (k, y) in y8.iter_mut().enumerate() {
                     let o = first + k;
-                    for i in 0..a {
-                        for j in 0..a {
-                            sums[i * 8 + j] =
-                                mm[(i * a + j) * b.m_plane + o * b.stride + q..][..LANES].try_into().expect("16");
-                        }
-                    }
-                    transform::output::<T>(&sums, y);
+                    channel_outputs::<T>(b, mm, o, q, &mut sums, y);
                     finish::<L>(y, m, bias.map(|bias| bias[o]), act);
                 }
                 for r in 0..m {
@@ -805,14 +801,7 @@ fn output_block<T: Tile, L: Lanes>(
             }
         }
         for o in first..range.end {
-            // `stride` is a multiple of LANES: whole vectors (lanes past
-            // `count` hold what the GEMM left there, and are not stored).
-            for i in 0..a {
-                for j in 0..a {
-                    sums[i * 8 + j] = mm[(i * a + j) * b.m_plane + o * b.stride + q..][..LANES].try_into().expect("16");
-                }
-            }
-            transform::output::<T>(&sums, &mut y);
+            channel_outputs::<T>(b, mm, o, q, &mut sums, &mut y);
             // The next channel's output rows of these tiles, toward L1
             // before its stores (Zen 5, 1 thread: 3-6 % off 128 to 512
             // channels; every other tile's row start reaches each line).
@@ -900,6 +889,21 @@ fn transform_and_store<T: Tile>(b: &Block, v: OutPtr, c: usize, q: usize, d: &Bl
             unsafe { v.add((i * a + j) * b.v_plane + at_c).0.cast::<[f32; LANES]>().write_unaligned(vt[i * 8 + j]) };
         }
     }
+}
+
+/// Channel `o`'s sums `M[ξ]` of the lanes from tile `q`, through the
+/// output transform into `y` (`sums` holds them on the way). `stride` is a
+/// multiple of LANES: whole vectors (lanes past `count` hold what the GEMM
+/// left there, and are not stored).
+#[inline(always)]
+fn channel_outputs<T: Tile>(b: &Block, mm: &[f32], o: usize, q: usize, sums: &mut Block64, y: &mut Block36) {
+    let a = T::ALPHA;
+    for i in 0..a {
+        for j in 0..a {
+            sums[i * 8 + j] = mm[(i * a + j) * b.m_plane + o * b.stride + q..][..LANES].try_into().expect("16");
+        }
+    }
+    transform::output::<T>(sums, y);
 }
 
 /// Bias and activation on the `m × m` positions of [`LANES`] tiles' outputs.
