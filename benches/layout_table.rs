@@ -12,7 +12,14 @@
 //! ```
 //!
 //! `relaxed` times both layouts under `Precision::Relaxed` (Winograd where
-//! `Auto` takes it); `winograd` runs `benches/winograd_layers.json`.
+//! `Auto` takes it); `winograd` runs `benches/winograd_layers.json`;
+//! `line_offset=K` starts the input and output `K` floats past a 64-byte
+//! line (0: on one) instead of where the allocator put them:
+//!
+//! ```text
+//! cargo bench --bench layout_table -- quick only=mobilenet_v2 line_offset=0
+//! cargo bench --bench layout_table -- quick only=mobilenet_v2 line_offset=4
+//! ```
 //!
 //! Prints, per layer, NCHW and NHWC µs, NHWC / NCHW (above 1: NHWC slower)
 //! and ORT / NHWC (above 1: NHWC faster than ORT), then the geomeans and
@@ -29,9 +36,24 @@ use support::{
     print_cross_core, rounds_arg, threads_and_peaks, values,
 };
 
-/// Median seconds per run of `l` in NCHW and in NHWC, interleaved.
-fn time_layouts(l: &Layer, precision: Precision, threads: usize, rounds: usize, min_sample: Duration) -> [f64; 2] {
-    let x = values(l.input_shape().iter().product(), 1);
+/// `len` floats of `buf`, starting `offset` floats past a 64-byte line
+/// (`buf` holds `len + 32`), or at its start without an offset.
+fn placed(buf: &mut [f32], len: usize, offset: Option<usize>) -> &mut [f32] {
+    let start = offset.map_or(0, |k| buf.as_ptr().align_offset(64) + k % 16);
+    &mut buf[start..start + len]
+}
+
+/// Median seconds per run of `l` in NCHW and in NHWC, interleaved; the
+/// buffers placed `line_offset` floats past a 64-byte line where given.
+fn time_layouts(
+    l: &Layer,
+    precision: Precision,
+    (threads, rounds, min_sample): (usize, usize, Duration),
+    line_offset: Option<usize>,
+) -> [f64; 2] {
+    let x_len = l.input_shape().iter().product();
+    let mut x_buf = values(x_len + 32, 1);
+    let x = placed(&mut x_buf, x_len, line_offset);
     let w = values(l.weight_shape().iter().product(), 2);
     let b = values(l.c_out, 3);
     let options = ConvOptions { precision, ..ConvOptions::default() };
@@ -41,11 +63,12 @@ fn time_layouts(l: &Layer, precision: Precision, threads: usize, rounds: usize, 
     };
     let (nchw, nhwc) = (plan(Layout::Nchw), plan(Layout::Nhwc));
     // The same values in either order: the speed does not depend on them.
-    let mut y1 = vec![0.0f32; l.output_shape().iter().product()];
-    let mut y2 = y1.clone();
+    let y_len = l.output_shape().iter().product();
+    let (mut y1_buf, mut y2_buf) = (vec![0.0f32; y_len + 32], vec![0.0f32; y_len + 32]);
+    let (y1, y2) = (placed(&mut y1_buf, y_len, line_offset), placed(&mut y2_buf, y_len, line_offset));
     pool(threads).install(|| {
-        let mut a = || nchw.run(&x, l.input_shape(), &mut y1).expect("valid");
-        let mut b = || nhwc.run(&x, l.input_shape(), &mut y2).expect("valid");
+        let mut a = || nchw.run(x, l.input_shape(), y1).expect("valid");
+        let mut b = || nhwc.run(x, l.input_shape(), y2).expect("valid");
         let m = interleaved_medians(&mut [&mut a, &mut b], rounds, min_sample);
         [m[0], m[1]]
     })
@@ -59,7 +82,12 @@ fn main() {
     let (threads_max, peaks) = threads_and_peaks();
     let isa = Isa::detect();
     let precision = if args.iter().any(|a| a == "relaxed") { Precision::Relaxed } else { Precision::Exact };
+    let line_offset =
+        args.iter().find_map(|a| a.strip_prefix("line_offset=")).map(|k| k.parse().expect("line_offset=K"));
     println!("# conv2d NCHW vs NHWC, path {} ({}), {precision:?}", isa.name(), isa.kernel_name());
+    if let Some(k) = line_offset {
+        println!("buffers {k} floats past a 64-byte line");
+    }
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);
     }
@@ -79,7 +107,8 @@ fn main() {
             if t > 1 {
                 print_cross_core("before the 2-thread runs");
             }
-            let per_layer = layers.iter().map(|l| time_layouts(l, precision, t, rounds, min_sample)).collect();
+            let per_layer =
+                layers.iter().map(|l| time_layouts(l, precision, (t, rounds, min_sample), line_offset)).collect();
             if t > 1 {
                 print_cross_core("after them");
             }
