@@ -120,10 +120,23 @@ pub fn rounds_arg(args: &[String]) -> (usize, Duration) {
 }
 
 /// The thread counts a table runs (1, and 2 where the machine has two
-/// cores): the largest, and the FMA peak probed for each.
+/// cores): the largest, and the FMA peak probed for each. Prints a warning
+/// where two threads' peak is under 1.5× one thread's: the second core
+/// was not the table's (another process, or a host that lent it out,
+/// as a VM here did for minutes at a time), so its 2-thread times say
+/// little.
 pub fn threads_and_peaks() -> (usize, Vec<f64>) {
     let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    (threads_max, (1..=threads_max).map(fma_peak_gflops).collect())
+    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    if let [one, two, ..] = peaks[..]
+        && two < 1.5 * one
+    {
+        println!(
+            "warning: the 2-thread FMA peak ({two:.1} GFLOP/s) is under 1.5× the 1-thread one ({one:.1}): \
+             the second core is busy elsewhere; rerun for 2-thread numbers"
+        );
+    }
+    (threads_max, peaks)
 }
 
 /// The networks the layers of `networks.json` belong to, in order of first appearance.
