@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use convgemm::{Conv2dPlan, ConvOptions, Isa, conv2d, im2col, im2col_len};
-use support::{Layer, fma_peak_gflops, interleaved_medians, layers, pool, print_cross_core, read_ort, values};
+use support::{Layer, interleaved_medians, layers, pool, print_cross_core, read_ort, threads_and_peaks, values};
 
 /// The explicit im2col + GEMM that a user of a GEMM crate writes: im2col the
 /// whole batch into a reused buffer, one GEMM per (image, group), then bias.
@@ -130,8 +130,7 @@ fn main() {
     let ort: Vec<_> =
         ["ort1=", "ort2="].iter().map(|key| args.iter().find_map(|a| a.strip_prefix(key)).map(read_ort)).collect();
     let (rounds, min_sample) = if quick { (5, Duration::from_millis(10)) } else { (9, Duration::from_millis(25)) };
-    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let (threads_max, peaks) = threads_and_peaks();
     println!("# conv2d, path {} ({})", Isa::detect().name(), Isa::detect().kernel_name());
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use convgemm::Isa;
-use support::{fma_peak_gflops, interleaved_medians, layers, pool, values};
+use support::{interleaved_medians, layers, pool, threads_and_peaks, values};
 
 struct Shape {
     name: String,
@@ -39,8 +39,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "quick");
     let only = args.iter().find_map(|a| a.strip_prefix("only=")).map(str::to_string);
     let (rounds, min_sample) = if quick { (5, Duration::from_millis(10)) } else { (11, Duration::from_millis(30)) };
-    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    let peaks: Vec<f64> = (1..=threads_max).map(fma_peak_gflops).collect();
+    let (threads_max, peaks) = threads_and_peaks();
     println!("# sgemm, path {} ({})", Isa::detect().name(), Isa::detect().kernel_name());
     for (t, p) in peaks.iter().enumerate() {
         println!("FMA peak, {} thread(s): {p:.1} GFLOP/s", t + 1);

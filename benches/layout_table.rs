@@ -17,8 +17,8 @@
 //! line (0: on one) instead of where the allocator put them:
 //!
 //! ```text
-//! cargo bench --bench layout_table -- quick only=mobilenet_v2 line_offset=0
-//! cargo bench --bench layout_table -- quick only=mobilenet_v2 line_offset=4
+//! cargo bench --bench layout_table -- networks quick only=mobilenet_v2 line_offset=0
+//! cargo bench --bench layout_table -- networks quick only=mobilenet_v2 line_offset=4
 //! ```
 //!
 //! Prints, per layer, NCHW and NHWC µs, NHWC / NCHW (above 1: NHWC slower)

@@ -27,8 +27,8 @@ mod support;
 use convgemm::testing::WinogradTiles;
 use convgemm::{Conv2dPlan, ConvOptions, Isa, Precision};
 use support::{
-    Layer, fma_peak_gflops, geomean, interleaved_medians, layers_in, only_arg, ort_args, pool, print_cross_core,
-    rounds_arg, values,
+    Layer, geomean, interleaved_medians, layers_in, only_arg, ort_args, pool, print_cross_core, rounds_arg,
+    threads_and_peaks, values,
 };
 
 fn main() {
@@ -41,13 +41,13 @@ fn main() {
         .collect();
     let ort = ort_args(&args);
     let (rounds, min_sample) = rounds_arg(&args);
-    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let (threads_max, peaks) = threads_and_peaks();
     let isa = Isa::detect();
     println!("# Winograd (Precision::Relaxed) vs exact vs ORT, path {} ({})", isa.name(), isa.kernel_name());
     let exact = ConvOptions::default();
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..ConvOptions::default() };
     for threads in 1..=threads_max {
-        let peak = fma_peak_gflops(threads);
+        let peak = peaks[threads - 1];
         println!("\n## {threads} thread(s), FMA peak {peak:.1} GFLOP/s (GFLOP/s below count the direct sum's FLOPs)\n");
         if threads > 1 {
             print_cross_core("before the 2-thread runs");
