@@ -458,6 +458,40 @@ fn depthwise_channels_last_at_shifts(
     }
 }
 
+/// Channels-last depthwise 3×3 at stride 1 rolling its sums down the rows
+/// (`dwconv_channels_last_rows_<isa>`): planes taller and wider than a few
+/// strips (rows shared among threads, items crossing from one image of the
+/// batch to the next), channel counts at and between whole vectors, widths
+/// whose columns end in a partial strip, every padding side on its own,
+/// inputs at several floats past a vector boundary (where blocks start
+/// aligned and the last of each pixel runs into the next): the NCHW bits,
+/// permuted, on every path and thread setting, and within the bound of
+/// the reference.
+#[test]
+fn channels_last_depthwise_rolling_down_the_rows() {
+    let cases = [
+        (16, 30, 9, [1, 1, 1, 1]),
+        (32, 21, 23, [0, 2, 1, 0]),
+        (48, 13, 61, [1, 1, 1, 1]),
+        (72, 17, 12, [2, 0, 0, 2]),
+        (64, 6, 5, [1, 0, 1, 1]),
+        (32, 40, 6, [0, 0, 0, 0]),
+    ];
+    for (c, h, w, padding) in cases {
+        let params = ConvParams { padding, groups: c, ..ConvParams::default() };
+        let p = ConvProblem::seeded([2, c, h, w], [c, 1, 3, 3], params, true, (c + h) as u64);
+        let q = p.in_layout(Layout::Nhwc);
+        let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
+        if Isa::detect() == Isa::Avx512 {
+            let opts = ConvOptions { algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
+            let plan = Conv2dPlan::new(&q.weight, q.weight_shape, q.bias.as_deref(), &q.params, &opts).unwrap();
+            assert_eq!(plan.kernel_name(q.input_shape).unwrap(), "dwconv_channels_last_rows_avx512");
+        }
+        let what = format!("c {c} {h}×{w} pad {padding:?}");
+        depthwise_channels_last_at_shifts(&p, &q, shape, [0, 1, 4, 7, 12], &what);
+    }
+}
+
 /// Channels-last depthwise 3×3 and 5×5 at stride 1 over more channels than
 /// one slice of the row-rolling code takes (its weights in a quarter of
 /// L1: at most 448 channels of 3×3 and 160 of 5×5 for an L1 of up to 64

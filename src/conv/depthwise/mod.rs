@@ -7,11 +7,13 @@
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, masked
 //! lanes). Each output still sums its taps in the order of the
 //! reproducibility rule, so both are bit-identical to the GEMM paths.
-//! Channels-last has its own kernels (`channels_last.rs`, and the weight
+//! Channels-last has its own kernels (`channels_last.rs`; 3×3 at stride 1
+//! rolling sums down the rows in `channels_last_rows.rs`; the weight
 //! gradient in `weight_grad.rs`), with the channels as the lanes.
 
 mod blocked;
 mod channels_last;
+mod channels_last_rows;
 #[cfg(target_arch = "x86_64")]
 mod rolling;
 pub(crate) mod weight_grad;
@@ -33,7 +35,8 @@ use crate::layout::Layout;
 use crate::simd::{self, Lanes, PerPath, WithLanes};
 
 /// The depthwise convolution of a channels-last batch on the lanes of
-/// `isa` (`dwconv_channels_last_<isa>`): `taps` are the weights tap-major,
+/// `isa` (`dwconv_channels_last_rows_<isa>` where it takes the geometry,
+/// else `dwconv_channels_last_<isa>`): `taps` are the weights tap-major,
 /// `[kh·kw][c_out]`; output rows shared among `threads` in parallel items.
 /// Arguments are validated and [`applies`] holds.
 #[allow(clippy::too_many_arguments)]
@@ -54,7 +57,11 @@ pub(crate) fn run_channels_last(
     }
     let item = |first: usize, out: &mut [f32]| {
         let rows = first..first + out.len() / row_len;
-        simd::dispatch(isa, channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out })
+        if channels_last_rows::takes(isa, geo) {
+            simd::dispatch(isa, channels_last_rows::RollingRows { geo, input, taps, bias, act, rows, out })
+        } else {
+            simd::dispatch(isa, channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out })
+        }
     };
     if threads > 1 {
         // At least 4 items per thread, whole rows each, on the crate's fork
@@ -139,18 +146,23 @@ impl WithLanes for Block<'_> {
 }
 
 /// The name of the kernel the depthwise path takes on `isa` for `geo`:
+/// channels-last `dwconv_channels_last_rows_<isa>` or
+/// `dwconv_channels_last_<isa>` ([`run_channels_last`]); NCHW
 /// `dwconv_blocked_<isa>` ([`run_blocked`]), else
 /// `dwconv_{3x3,5x5}_rolling_<isa>` or
 /// `dwconv_plane_<isa>` ([`run`]).
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     if geo.layout == Layout::Nhwc {
-        return match isa {
-            Isa::Portable => "dwconv_channels_last_portable",
-            Isa::PortableUnfused => "dwconv_channels_last_portable_unfused",
-            Isa::Avx2Fma => "dwconv_channels_last_avx2",
-            Isa::Avx512 => "dwconv_channels_last_avx512",
-            _ => "dwconv_channels_last_neon",
+        let [plain, rows] = match isa {
+            Isa::Portable => ["dwconv_channels_last_portable", "dwconv_channels_last_rows_portable"],
+            Isa::PortableUnfused => {
+                ["dwconv_channels_last_portable_unfused", "dwconv_channels_last_rows_portable_unfused"]
+            }
+            Isa::Avx2Fma => ["dwconv_channels_last_avx2", "dwconv_channels_last_rows_avx2"],
+            Isa::Avx512 => ["dwconv_channels_last_avx512", "dwconv_channels_last_rows_avx512"],
+            _ => ["dwconv_channels_last_neon", "dwconv_channels_last_rows_neon"],
         };
+        return if channels_last_rows::takes(isa, geo) { rows } else { plain };
     }
     if channel_block(isa, geo).is_some() {
         return match isa {

@@ -1,0 +1,296 @@
+//! `dwconv_channels_last_rows_<isa>`: channels-last depthwise convolution
+//! (multiplier 1) for 3×3 kernels at stride 1 and dilation 1, rolling sums
+//! down the output rows as NCHW's `rolling.rs` does. A strip of `STRIP`
+//! output pixels and one vector of channels walks down its column: each
+//! input row's `STRIP + 2` vectors are loaded once and feed the three output
+//! rows they belong to, with the nine weight vectors held in registers (per
+//! 16 outputs about 1.5 input loads for 9 FMAs, where `channels_last.rs`
+//! loads about 5). Where a pixel's channels are whole vectors, the blocks
+//! of the inside columns start where the input's vectors are aligned, the
+//! last of each pixel running into the next one's first channels (a
+//! misaligned vector crossing cache lines cost 1.3–1.6× on large planes).
+//! Each output sums its nine taps in tap order from +0 by
+//! fused multiply-adds (taps in the padding multiply a zero), then adds the
+//! bias: the reproducibility rule's operations, so the same bits as every
+//! other path.
+
+use std::ops::Range;
+
+use super::MAX_LANES;
+use crate::activation::Activation;
+use crate::geometry::ConvGeometry;
+use crate::isa::Isa;
+use crate::simd::{Lanes, WithLanes};
+
+/// Output pixels of a strip: `K·STRIP` sums, `K·K` weights and an input
+/// vector fit in 32 registers for `K = 3`.
+const STRIP: usize = 4;
+
+/// Output rows from which the kernel runs on 16 registers too (Zen 5,
+/// AVX2 code: 32×112² 108.8 → 89.9 µs, 32×56² 26.0 → 21.7, 144×56² 106 →
+/// 104, but 192×28² 35.1 → 36.4, 576×14² 29.4 → 32.9, 960×7² 12.3 → 17.5).
+const WIDE_ROWS: usize = 56;
+
+/// The kernel's side.
+const K: usize = 3;
+
+/// Whether [`RollingRows`] takes `geo` on `isa`: 3×3, stride 1 and
+/// dilation 1 both ways, a vector of channels on every lane width, a row at
+/// least a strip wide; on lanes of 16 registers (AVX2, portable), where the
+/// sums and weights do not fit, rows at least `WIDE_ROWS` wide.
+pub(super) fn takes(isa: Isa, geo: &ConvGeometry) -> bool {
+    (matches!(isa, Isa::Avx512 | Isa::Neon) || geo.w_out >= WIDE_ROWS)
+        && geo.kh == K
+        && geo.kw == K
+        && geo.stride_h == 1
+        && geo.stride_w == 1
+        && geo.dilation_h == 1
+        && geo.dilation_w == 1
+        && geo.c_out == geo.c_in
+        && geo.c_out >= MAX_LANES
+        && geo.w_out >= STRIP
+}
+
+/// Output rows of a batch (`rows` numbered over the batch: image
+/// `r / h_out`, row `r % h_out`), written into `out`, which holds exactly
+/// those rows; for a geometry [`takes`] accepts.
+pub(super) struct RollingRows<'a> {
+    pub geo: &'a ConvGeometry,
+    /// The whole input batch, channels-last.
+    pub input: &'a [f32],
+    /// The taps tap-major: `[9][c_out]` (flipped if the convolution is).
+    pub taps: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+    pub rows: Range<usize>,
+    pub out: &'a mut [f32],
+}
+
+impl WithLanes for RollingRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<L: Lanes>(self, _: L) {
+        let RollingRows { geo: g, input, taps, bias, act, rows, out } = self;
+        let c = g.c_out;
+        assert!(
+            g.kh == K
+                && g.kw == K
+                && g.stride_w == 1
+                && g.dilation_w == 1
+                && c >= L::N
+                && out.len() == rows.len() * g.w_out * c
+                && taps.len() == K * K * c
+        );
+        assert!(input.len() == g.batch * g.h_in * g.w_in * c && bias.is_none_or(|b| b.len() == c));
+        assert!(rows.end <= g.batch * g.h_out);
+        let (row_len, image_len) = (g.w_out * c, g.h_in * g.w_in * c);
+        // The output columns whose windows lie inside the image's width.
+        let inside = g.pad_left..(g.w_in + g.pad_left + 1).saturating_sub(K).min(g.w_out);
+        // Where a pixel's channels are whole vectors, every pixel's channel
+        // 0 lies as far past a vector boundary as the input's first float:
+        // blocks starting `shift` channels in load whole aligned vectors
+        // (a misaligned load crossing cache lines costs 1.3–1.6× on large
+        // planes). The last block of a pixel then runs `shift` channels
+        // into the next pixel, whose weights and bias `wrap` holds.
+        let n = L::N;
+        let shift = if c.is_multiple_of(n) { (n - (input.as_ptr() as usize / 4) % n) % n } else { 0 };
+        let mut wrap = [0.0f32; K * K * MAX_LANES + MAX_LANES];
+        if shift != 0 {
+            // Rows of n: the taps' channels c − n + shift .. c, then 0 .. shift; the bias last.
+            for (t, dst) in wrap.chunks_exact_mut(n).take(K * K).enumerate() {
+                dst[..n - shift].copy_from_slice(&taps[t * c + c - n + shift..(t + 1) * c]);
+                dst[n - shift..].copy_from_slice(&taps[t * c..t * c + shift]);
+            }
+            if let Some(b) = bias {
+                let dst = &mut wrap[K * K * n..(K * K + 1) * n];
+                dst[..n - shift].copy_from_slice(&b[c - n + shift..]);
+                dst[n - shift..].copy_from_slice(&b[..shift]);
+            }
+        }
+        let normal = |c0: usize| Weights { taps: &taps[c0..], stride: c, bias: bias.map(|b| &b[c0..]) };
+        let wrapped = Weights { taps: &wrap, stride: n, bias: bias.map(|_| &wrap[K * K * n..]) };
+        let mut r = rows.start;
+        while r < rows.end {
+            // The rows of one image at a time.
+            let image = r / g.h_out;
+            let end = rows.end.min((image + 1) * g.h_out);
+            let out_rows = &mut out[(r - rows.start) * row_len..(end - rows.start) * row_len];
+            let strips = Strips {
+                g,
+                image_in: &input[image * image_len..][..image_len],
+                act,
+                oys: r - image * g.h_out..end - image * g.h_out,
+            };
+            // Shifted strips on the inside columns from STRIP on (see
+            // `shift`), the first with an unshifted first block for the
+            // channels below the shift of its first pixel.
+            let start = STRIP.max(inside.start);
+            let mut shifted_end = start;
+            if shift != 0 {
+                while shifted_end + STRIP < inside.end {
+                    if shifted_end == start {
+                        strips.column::<L, false>(shifted_end, 0, &normal(0), out_rows);
+                    }
+                    for c0 in (shift..c).step_by(L::N) {
+                        let w = if c0 + L::N <= c { normal(c0) } else { wrapped };
+                        strips.column::<L, false>(shifted_end, c0, &w, out_rows);
+                    }
+                    shifted_end += STRIP;
+                }
+            }
+            // The other columns: channel blocks of a vector, the last moved
+            // back to end at c (overlapping the one before: the same values
+            // again, by the same operations); strips of STRIP columns
+            // likewise.
+            let rest = if shifted_end > start { [0..start, shifted_end..g.w_out] } else { [0..g.w_out, 0..0] };
+            for run in rest.into_iter().filter(|run| !run.is_empty()) {
+                for ox in run.clone().step_by(STRIP).map(|ox| ox.min(run.end - STRIP)) {
+                    for c0 in (0..c).step_by(n).map(|c0| c0.min(c - n)) {
+                        let w = normal(c0);
+                        if inside.start <= ox && ox + STRIP <= inside.end {
+                            strips.column::<L, false>(ox, c0, &w, out_rows);
+                        } else {
+                            strips.column::<L, true>(ox, c0, &w, out_rows);
+                        }
+                    }
+                }
+            }
+            r = end;
+        }
+    }
+}
+
+/// Where a block's weights come from: tap `t`'s `n` from `taps[t·stride..]`,
+/// the bias's from `bias`.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    taps: &'a [f32],
+    stride: usize,
+    bias: Option<&'a [f32]>,
+}
+
+/// What every strip of one image shares.
+struct Strips<'a> {
+    g: &'a ConvGeometry,
+    /// The image's input, channels-last.
+    image_in: &'a [f32],
+    act: Activation,
+    /// The output rows of the image to compute (`out` holds exactly these).
+    oys: Range<usize>,
+}
+
+impl Strips<'_> {
+    /// Channels `c0 .. c0 + n` of output columns `ox .. ox + STRIP` in every
+    /// row of `oys`. After input row `iy`, `acc[u]` holds output row
+    /// `iy + pad_top − u`, which has had kernel rows `0..=u`; `acc[K − 1]`
+    /// is then complete. `PADDED`: some window may reach past the image's
+    /// width (those columns read zeros), else all lie inside it.
+    #[inline(always)]
+    fn column<L: Lanes, const PADDED: bool>(&self, ox: usize, c0: usize, weights: &Weights<'_>, out: &mut [f32]) {
+        let g = self.g;
+        let (c, n) = (g.c_out, L::N);
+        debug_assert!(ox + STRIP <= g.w_out && out.len() == self.oys.len() * g.w_out * c);
+        debug_assert!(c0 + n <= c || !PADDED && (ox + STRIP + 1) * c + c0 <= (g.w_out + 1) * c);
+        debug_assert!(weights.taps.len() >= (K * K - 1) * weights.stride + n);
+        debug_assert!(weights.bias.is_none_or(|b| b.len() >= n));
+        let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
+        // Input column of each of the strip's STRIP + K − 1 input pixels.
+        let x0 = ox as isize - g.pad_left as isize;
+        let mut column_in = [true; STRIP + K - 1];
+        for (j, inside) in column_in.iter_mut().enumerate() {
+            *inside = (0..w_in).contains(&(x0 + j as isize));
+        }
+        let (first, last) = (self.oys.start as isize, self.oys.end as isize - 1);
+        let pad_top = g.pad_top as isize;
+        // SAFETY: `L`'s features are enabled (the caller runs under its
+        // token). Tap (u, v)'s weights for channels c0 .. c0 + n <= c lie
+        // inside `taps` ([K·K][c]), the bias likewise. Input pixel (iy, x0 +
+        // j) is read only where iy is a row of the image and `column_in[j]`
+        // (a column of it): channels c0 .. c0 + n of a pixel of the image.
+        // Output row oy of `oys` is stored at `(oy − oys.start)·w_out + ox +
+        // p` (p < STRIP, ox + STRIP <= w_out), channels c0 .. c0 + n <= c:
+        // inside `out`.
+        unsafe {
+            let zero = L::splat(0.0);
+            let mut w = [[zero; K]; K];
+            for (u, w) in w.iter_mut().enumerate() {
+                for (v, w) in w.iter_mut().enumerate() {
+                    *w = L::load(weights.taps.as_ptr().add((u * K + v) * weights.stride));
+                }
+            }
+            let bias = weights.bias.map(|b| L::load(b.as_ptr()));
+            let mut acc = [[zero; STRIP]; K];
+            // Input rows from the first output row's window top to the last one's bottom.
+            for iy in first - pad_top..=last - pad_top + K as isize - 1 {
+                // Sums of output rows outside `oys` are not computed: row iy
+                // feeds output row iy + pad_top − u through kernel row u.
+                let top = iy + pad_top;
+                let guard = top < first + K as isize - 1 || top > last;
+                let row = (0..h_in)
+                    .contains(&iy)
+                    .then(|| self.image_in.as_ptr().wrapping_offset((iy * w_in + x0) * c as isize + c0 as isize));
+                if guard {
+                    let mut live = [false; K];
+                    for (u, live) in live.iter_mut().enumerate() {
+                        *live = (first..=last).contains(&(top - u as isize));
+                    }
+                    feed::<L, PADDED>(&mut acc, &w, row, &column_in, live, c);
+                } else {
+                    feed::<L, PADDED>(&mut acc, &w, row, &column_in, [true; K], c);
+                }
+                // Output row top − (K − 1) is complete.
+                let done = top - (K as isize - 1);
+                if (first..=last).contains(&done) {
+                    let dst = out.as_mut_ptr().add(((done - first) as usize * g.w_out + ox) * c + c0);
+                    for (p, &sum) in acc[K - 1].iter().enumerate() {
+                        let sum = bias.map_or(sum, |b| L::add(sum, b));
+                        L::store(dst.add(p * c), L::activate(self.act, sum));
+                    }
+                }
+                for u in (1..K).rev() {
+                    acc[u] = acc[u - 1];
+                }
+                acc[0] = [zero; STRIP];
+            }
+        }
+    }
+}
+
+/// One input row into the sums of [`Strips::column`]: input pixel `j` of
+/// the strip from `row + j·c` (`None`: a row in the padding; `PADDED` and
+/// not `column_in[j]`: a column in the padding; both read as zeros), into
+/// `acc[u]` where `live[u]`.
+///
+/// # Safety
+/// `L`'s features are enabled; where `row` is `Some` and column `j` is
+/// read, `row + j·c .. + n` lies inside the image.
+#[inline(always)]
+unsafe fn feed<L: Lanes, const PADDED: bool>(
+    acc: &mut [[L::V; STRIP]; K],
+    w: &[[L::V; K]; K],
+    row: Option<*const f32>,
+    column_in: &[bool; STRIP + K - 1],
+    live: [bool; K],
+    c: usize,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        for j in 0..STRIP + K - 1 {
+            let x = match row {
+                Some(row) if !PADDED || column_in[j] => L::load(row.wrapping_add(j * c)),
+                _ => L::splat(0.0),
+            };
+            for u in 0..K {
+                if !live[u] {
+                    continue;
+                }
+                for v in 0..K {
+                    if j >= v && j - v < STRIP {
+                        acc[u][j - v] = L::fma(x, w[u][v], acc[u][j - v]);
+                    }
+                }
+            }
+        }
+    }
+}
