@@ -31,17 +31,24 @@ const STRIP: usize = 4;
 /// 104, but 192×28² 35.1 → 36.4, 576×14² 29.4 → 32.9, 960×7² 12.3 → 17.5).
 const WIDE_ROWS: usize = 56;
 
-/// The kernel's side.
-const K: usize = 3;
+/// Output rows from which 5×5 takes the kernel: on 7×7 planes its 4
+/// extra input rows per 7 and strips that all reach the padding cost more
+/// than it saves (Zen 5, AVX-512: 960×7² 16.9 → 22.7 µs, 1152×7² 21.6 →
+/// 27.9; but 480×14² 49.7 → 35.9, 240×28² 78.4 → 48.4).
+const WIDE_ROWS_5X5: usize = 14;
+
+/// The widest kernel the code takes (3×3 and 5×5).
+const MAX_K: usize = 5;
 
 /// Whether [`RollingRows`] takes `geo` on `isa`: 3×3, stride 1 and
 /// dilation 1 both ways, a vector of channels on every lane width, a row at
 /// least a strip wide; on lanes of 16 registers (AVX2, portable), where the
 /// sums and weights do not fit, rows at least `WIDE_ROWS` wide.
 pub(super) fn takes(isa: Isa, geo: &ConvGeometry) -> bool {
-    (matches!(isa, Isa::Avx512 | Isa::Neon) || geo.w_out >= WIDE_ROWS)
-        && geo.kh == K
-        && geo.kw == K
+    let regs32 = matches!(isa, Isa::Avx512 | Isa::Neon);
+    (regs32 || geo.w_out >= WIDE_ROWS && geo.kh == 3)
+        && (geo.kh == 3 || geo.kh == 5 && regs32 && geo.w_out >= WIDE_ROWS_5X5)
+        && geo.kw == geo.kh
         && geo.stride_h == 1
         && geo.stride_w == 1
         && geo.dilation_h == 1
@@ -71,6 +78,17 @@ impl WithLanes for RollingRows<'_> {
 
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
+        match self.geo.kh {
+            3 => self.kernel::<L, 3>(),
+            _ => self.kernel::<L, 5>(),
+        }
+    }
+}
+
+impl RollingRows<'_> {
+    /// [`WithLanes::run`] for a `K × K` kernel.
+    #[inline(always)]
+    fn kernel<L: Lanes, const K: usize>(self) {
         let RollingRows { geo: g, input, taps, bias, act, rows, out } = self;
         let c = g.c_out;
         assert!(
@@ -95,7 +113,7 @@ impl WithLanes for RollingRows<'_> {
         // into the next pixel, whose weights and bias `wrap` holds.
         let n = L::N;
         let shift = if c.is_multiple_of(n) { (n - (input.as_ptr() as usize / 4) % n) % n } else { 0 };
-        let mut wrap = [0.0f32; K * K * MAX_LANES + MAX_LANES];
+        let mut wrap = [0.0f32; MAX_K * MAX_K * MAX_LANES + MAX_LANES];
         if shift != 0 {
             // Rows of n: the taps' channels c − n + shift .. c, then 0 .. shift; the bias last.
             for (t, dst) in wrap.chunks_exact_mut(n).take(K * K).enumerate() {
@@ -130,11 +148,11 @@ impl WithLanes for RollingRows<'_> {
             if shift != 0 {
                 while shifted_end + STRIP < inside.end {
                     if shifted_end == start {
-                        strips.column::<L, false>(shifted_end, 0, &normal(0), out_rows);
+                        strips.column::<L, K, false>(shifted_end, 0, &normal(0), out_rows);
                     }
                     for c0 in (shift..c).step_by(L::N) {
                         let w = if c0 + L::N <= c { normal(c0) } else { wrapped };
-                        strips.column::<L, false>(shifted_end, c0, &w, out_rows);
+                        strips.column::<L, K, false>(shifted_end, c0, &w, out_rows);
                     }
                     shifted_end += STRIP;
                 }
@@ -149,9 +167,9 @@ impl WithLanes for RollingRows<'_> {
                     for c0 in (0..c).step_by(n).map(|c0| c0.min(c - n)) {
                         let w = normal(c0);
                         if inside.start <= ox && ox + STRIP <= inside.end {
-                            strips.column::<L, false>(ox, c0, &w, out_rows);
+                            strips.column::<L, K, false>(ox, c0, &w, out_rows);
                         } else {
-                            strips.column::<L, true>(ox, c0, &w, out_rows);
+                            strips.column::<L, K, true>(ox, c0, &w, out_rows);
                         }
                     }
                 }
@@ -187,7 +205,13 @@ impl Strips<'_> {
     /// is then complete. `PADDED`: some window may reach past the image's
     /// width (those columns read zeros), else all lie inside it.
     #[inline(always)]
-    fn column<L: Lanes, const PADDED: bool>(&self, ox: usize, c0: usize, weights: &Weights<'_>, out: &mut [f32]) {
+    fn column<L: Lanes, const K: usize, const PADDED: bool>(
+        &self,
+        ox: usize,
+        c0: usize,
+        weights: &Weights<'_>,
+        out: &mut [f32],
+    ) {
         let g = self.g;
         let (c, n) = (g.c_out, L::N);
         debug_assert!(ox + STRIP <= g.w_out && out.len() == self.oys.len() * g.w_out * c);
@@ -197,8 +221,8 @@ impl Strips<'_> {
         let (h_in, w_in) = (g.h_in as isize, g.w_in as isize);
         // Input column of each of the strip's STRIP + K − 1 input pixels.
         let x0 = ox as isize - g.pad_left as isize;
-        let mut column_in = [true; STRIP + K - 1];
-        for (j, inside) in column_in.iter_mut().enumerate() {
+        let mut column_in = [true; STRIP + MAX_K - 1];
+        for (j, inside) in column_in.iter_mut().enumerate().take(STRIP + K - 1) {
             *inside = (0..w_in).contains(&(x0 + j as isize));
         }
         let (first, last) = (self.oys.start as isize, self.oys.end as isize - 1);
@@ -213,8 +237,10 @@ impl Strips<'_> {
         // inside `out`.
         unsafe {
             let zero = L::splat(0.0);
+            // The weights in registers for 3×3 (with 12 sums and 6 inputs);
+            // 5×5's 20 sums and 8 inputs leave no room: loaded where used.
             let mut w = [[zero; K]; K];
-            for (u, w) in w.iter_mut().enumerate() {
+            for (u, w) in w.iter_mut().enumerate().take(if K == 3 { K } else { 0 }) {
                 for (v, w) in w.iter_mut().enumerate() {
                     *w = L::load(weights.taps.as_ptr().add((u * K + v) * weights.stride));
                 }
@@ -235,9 +261,9 @@ impl Strips<'_> {
                     for (u, live) in live.iter_mut().enumerate() {
                         *live = (first..=last).contains(&(top - u as isize));
                     }
-                    feed::<L, PADDED>(&mut acc, &w, row, &column_in, live, c);
+                    feed::<L, K, PADDED>(&mut acc, &w, weights, row, &column_in, live, c);
                 } else {
-                    feed::<L, PADDED>(&mut acc, &w, row, &column_in, [true; K], c);
+                    feed::<L, K, PADDED>(&mut acc, &w, weights, row, &column_in, [true; K], c);
                 }
                 // Output row top − (K − 1) is complete.
                 let done = top - (K as isize - 1);
@@ -260,34 +286,64 @@ impl Strips<'_> {
 /// One input row into the sums of [`Strips::column`]: input pixel `j` of
 /// the strip from `row + j·c` (`None`: a row in the padding; `PADDED` and
 /// not `column_in[j]`: a column in the padding; both read as zeros), into
-/// `acc[u]` where `live[u]`.
+/// `acc[u]` where `live[u]`; tap (u, v)'s weights from `w` (3×3) or
+/// `weights` (5×5).
 ///
 /// # Safety
 /// `L`'s features are enabled; where `row` is `Some` and column `j` is
-/// read, `row + j·c .. + n` lies inside the image.
+/// read, `row + j·c .. + n` lies inside the image; `weights` holds `K·K`
+/// rows of `n` floats `stride` apart.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn feed<L: Lanes, const PADDED: bool>(
+unsafe fn feed<L: Lanes, const K: usize, const PADDED: bool>(
     acc: &mut [[L::V; STRIP]; K],
     w: &[[L::V; K]; K],
+    weights: &Weights<'_>,
     row: Option<*const f32>,
-    column_in: &[bool; STRIP + K - 1],
+    column_in: &[bool; STRIP + MAX_K - 1],
     live: [bool; K],
     c: usize,
 ) {
     // SAFETY: as the caller promises.
     unsafe {
-        for j in 0..STRIP + K - 1 {
-            let x = match row {
-                Some(row) if !PADDED || column_in[j] => L::load(row.wrapping_add(j * c)),
-                _ => L::splat(0.0),
-            };
+        if K == 3 {
+            // Each input vector into the sums it feeds as it is loaded (on
+            // large planes 1.16–1.26× faster than loading the row first).
+            // (Plain loops: iterator filters here kept the sums in memory.)
+            for j in 0..STRIP + K - 1 {
+                let x = match row {
+                    Some(row) if !PADDED || column_in[j] => L::load(row.wrapping_add(j * c)),
+                    _ => L::splat(0.0),
+                };
+                for u in 0..K {
+                    if !live[u] {
+                        continue;
+                    }
+                    for v in 0..K {
+                        if j >= v && j - v < STRIP {
+                            acc[u][j - v] = L::fma(x, w[u][v], acc[u][j - v]);
+                        }
+                    }
+                }
+            }
+        } else {
+            // The row's inputs first, then each weight, loaded once, into
+            // the STRIP sums it feeds.
+            let mut x = [L::splat(0.0); STRIP + MAX_K - 1];
+            for (j, x) in x.iter_mut().enumerate().take(STRIP + K - 1) {
+                match row {
+                    Some(row) if !PADDED || column_in[j] => *x = L::load(row.wrapping_add(j * c)),
+                    _ => {}
+                }
+            }
             for u in 0..K {
                 if !live[u] {
                     continue;
                 }
                 for v in 0..K {
-                    if j >= v && j - v < STRIP {
-                        acc[u][j - v] = L::fma(x, w[u][v], acc[u][j - v]);
+                    let w = L::load(weights.taps.as_ptr().add((u * K + v) * weights.stride));
+                    for (p, acc) in acc[u].iter_mut().enumerate() {
+                        *acc = L::fma(x[p + v], w, *acc);
                     }
                 }
             }
