@@ -1,15 +1,16 @@
 //! `dwconv_channels_last_rows_<isa>`: channels-last depthwise convolution
-//! (multiplier 1) for 3×3 kernels at stride 1 and dilation 1, rolling sums
-//! down the output rows as NCHW's `rolling.rs` does. A strip of `STRIP`
-//! output pixels and one vector of channels walks down its column: each
-//! input row's `STRIP + 2` vectors are loaded once and feed the three output
-//! rows they belong to, with the nine weight vectors held in registers (per
-//! 16 outputs about 1.5 input loads for 9 FMAs, where `channels_last.rs`
-//! loads about 5). Where a pixel's channels are whole vectors, the blocks
-//! of the inside columns start where the input's vectors are aligned, the
-//! last of each pixel running into the next one's first channels (a
-//! misaligned vector crossing cache lines cost 1.3–1.6× on large planes).
-//! Each output sums its nine taps in tap order from +0 by
+//! (multiplier 1) for 3×3 and 5×5 kernels at stride 1 and dilation 1,
+//! rolling sums down the output rows as NCHW's `rolling.rs` does. A strip
+//! of `STRIP` output pixels and one vector of channels walks down its
+//! column: each input row's `STRIP + k − 1` vectors are loaded once and
+//! feed the `k` output rows they belong to. 3×3 holds its nine weight
+//! vectors in registers (per 16 outputs about 1.5 input loads for 9 FMAs,
+//! where `channels_last.rs` loads about 5); 5×5 loads each weight once per
+//! input row for the `STRIP` sums it feeds. Where a pixel's channels are
+//! whole vectors, the blocks of the inside columns start where the input's
+//! vectors are aligned, the last of each pixel running into the next one's
+//! first channels (a misaligned vector crossing cache lines cost 1.3–1.6×
+//! on large planes). Each output sums its taps in tap order from +0 by
 //! fused multiply-adds (taps in the padding multiply a zero), then adds the
 //! bias: the reproducibility rule's operations, so the same bits as every
 //! other path.
@@ -22,8 +23,8 @@ use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::simd::{Lanes, WithLanes};
 
-/// Output pixels of a strip: `K·STRIP` sums, `K·K` weights and an input
-/// vector fit in 32 registers for `K = 3`.
+/// Output pixels of a strip: 3×3's 12 sums, 9 weights and 6 inputs, or
+/// 5×5's 20 sums, 8 inputs and a weight, fit in 32 registers.
 const STRIP: usize = 4;
 
 /// Output rows from which the kernel runs on 16 registers too (Zen 5,
@@ -40,10 +41,11 @@ const WIDE_ROWS_5X5: usize = 14;
 /// The widest kernel the code takes (3×3 and 5×5).
 const MAX_K: usize = 5;
 
-/// Whether [`RollingRows`] takes `geo` on `isa`: 3×3, stride 1 and
+/// Whether [`RollingRows`] takes `geo` on `isa`: 3×3 or 5×5, stride 1 and
 /// dilation 1 both ways, a vector of channels on every lane width, a row at
-/// least a strip wide; on lanes of 16 registers (AVX2, portable), where the
-/// sums and weights do not fit, rows at least `WIDE_ROWS` wide.
+/// least a strip wide. On lanes of 16 registers (AVX2, portable), where
+/// 3×3's sums and weights do not fit, 3×3 on rows at least `WIDE_ROWS`
+/// wide and no 5×5; 5×5 on rows at least `WIDE_ROWS_5X5` wide.
 pub(super) fn takes(isa: Isa, geo: &ConvGeometry) -> bool {
     let regs32 = matches!(isa, Isa::Avx512 | Isa::Neon);
     (regs32 || geo.w_out >= WIDE_ROWS && geo.kh == 3)
@@ -228,13 +230,16 @@ impl Strips<'_> {
         let (first, last) = (self.oys.start as isize, self.oys.end as isize - 1);
         let pad_top = g.pad_top as isize;
         // SAFETY: `L`'s features are enabled (the caller runs under its
-        // token). Tap (u, v)'s weights for channels c0 .. c0 + n <= c lie
-        // inside `taps` ([K·K][c]), the bias likewise. Input pixel (iy, x0 +
-        // j) is read only where iy is a row of the image and `column_in[j]`
-        // (a column of it): channels c0 .. c0 + n of a pixel of the image.
-        // Output row oy of `oys` is stored at `(oy − oys.start)·w_out + ox +
-        // p` (p < STRIP, ox + STRIP <= w_out), channels c0 .. c0 + n <= c:
-        // inside `out`.
+        // token). `weights` holds K·K rows of n floats `stride` apart and n
+        // of bias (asserted above). Input pixel (iy, x0 + j) is read only
+        // where iy is a row of the image and, PADDED, `column_in[j]`
+        // (unpadded, the caller put every column of the strip inside the
+        // image): its channels c0 .. c0 + n; where c0 + n > c (a block
+        // shifted to aligned loads, never PADDED) they run into pixel x0 + j
+        // + 1, which the caller also put inside the image (ox + STRIP lies
+        // left of the inside columns' end). Output row oy of `oys` is
+        // stored at `(oy − oys.start)·w_out + ox + p` (p < STRIP), channels
+        // c0 .. c0 + n, at most into pixel ox + STRIP < w_out: inside `out`.
         unsafe {
             let zero = L::splat(0.0);
             // The weights in registers for 3×3 (with 12 sums and 6 inputs);
