@@ -70,12 +70,11 @@ pub(crate) fn run_channels_last(
         // 1 -> 2 threads 1.4× faster before, 1.8× after). The ISA is
         // checked first, so no item can fail.
         isa.tile()?;
-        // The rows kernel's items at least 4 rows each: each item loads
-        // the 2 input rows past its own again, and walks its strips anew
-        // (Zen 5, 2 threads, items of 1 row against 4: 960×7² 12.7 -> 5.5
-        // µs, 272×14² 8.7 -> 5.9, 576×14² 18.6–19.6 -> 12.2–19.2).
-        let min_rows = if channels_last_rows::takes(isa, geo) { 4 } else { 1 };
-        let per_item = rows.div_ceil(4 * threads).max(min_rows);
+        let per_item = if channels_last_rows::takes(isa, geo) {
+            channels_last_rows::item_rows(geo, rows, threads)
+        } else {
+            rows.div_ceil(4 * threads)
+        };
         par::for_each_chunk_mut(threads, output, per_item * row_len, |i, out| {
             let done = item(i * per_item, out);
             debug_assert!(done.is_ok(), "the ISA was checked above");
