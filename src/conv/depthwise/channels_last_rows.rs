@@ -18,6 +18,7 @@
 use std::ops::Range;
 
 use super::MAX_LANES;
+use super::channels_last::ChannelsLast;
 use crate::activation::Activation;
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
@@ -71,27 +72,15 @@ pub(super) fn item_rows(geo: &ConvGeometry, rows: usize, threads: usize) -> usiz
     rows.div_ceil(4 * threads).max(2 * (geo.kh - 1))
 }
 
-/// Output rows of a batch (`rows` numbered over the batch: image
-/// `r / h_out`, row `r % h_out`), written into `out`, which holds exactly
-/// those rows; for a geometry [`takes`] accepts.
-pub(super) struct RollingRows<'a> {
-    pub geo: &'a ConvGeometry,
-    /// The whole input batch, channels-last.
-    pub input: &'a [f32],
-    /// The taps tap-major: `[9][c_out]` (flipped if the convolution is).
-    pub taps: &'a [f32],
-    pub bias: Option<&'a [f32]>,
-    pub act: Activation,
-    pub rows: Range<usize>,
-    pub out: &'a mut [f32],
-}
+/// [`ChannelsLast`]'s rows on this kernel, for a geometry [`takes`] accepts.
+pub(super) struct RollingRows<'a>(pub ChannelsLast<'a>);
 
 impl WithLanes for RollingRows<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run<L: Lanes>(self, _: L) {
-        match self.geo.kh {
+        match self.0.geo.kh {
             3 => self.kernel::<L, 3>(),
             _ => self.kernel::<L, 5>(),
         }
@@ -102,7 +91,7 @@ impl RollingRows<'_> {
     /// [`WithLanes::run`] for a `K × K` kernel.
     #[inline(always)]
     fn kernel<L: Lanes, const K: usize>(self) {
-        let RollingRows { geo: g, input, taps, bias, act, rows, out } = self;
+        let ChannelsLast { geo: g, input, taps, bias, act, rows, out } = self.0;
         let c = g.c_out;
         assert!(
             g.kh == K

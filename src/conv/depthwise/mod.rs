@@ -57,10 +57,11 @@ pub(crate) fn run_channels_last(
     }
     let item = |first: usize, out: &mut [f32]| {
         let rows = first..first + out.len() / row_len;
+        let job = channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out };
         if channels_last_rows::takes(isa, geo) {
-            simd::dispatch(isa, channels_last_rows::RollingRows { geo, input, taps, bias, act, rows, out })
+            simd::dispatch(isa, channels_last_rows::RollingRows(job))
         } else {
-            simd::dispatch(isa, channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out })
+            simd::dispatch(isa, job)
         }
     };
     if threads > 1 {
