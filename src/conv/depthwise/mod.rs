@@ -7,8 +7,8 @@
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, masked
 //! lanes). Each output still sums its taps in the order of the
 //! reproducibility rule, so both are bit-identical to the GEMM paths.
-//! Channels-last has its own kernels (`channels_last.rs`; 3×3 at stride 1
-//! rolling sums down the rows in `channels_last_rows.rs`; the weight
+//! Channels-last has its own kernels (`channels_last.rs`; 3×3 and 5×5 at
+//! stride 1 rolling sums down the rows in `channels_last_rows.rs`; the weight
 //! gradient in `weight_grad.rs`), with the channels as the lanes.
 
 mod blocked;
@@ -65,7 +65,8 @@ pub(crate) fn run_channels_last(
         }
     };
     if threads > 1 {
-        // At least 4 items per thread, whole rows each, on the crate's fork
+        // At least 4 items per thread (the rows kernel: `item_rows`), whole
+        // rows each, on the crate's fork
         // (the caller works too; rayon's `par_chunks_mut` cost more than
         // 2 threads saved on small layers: Zen 5, 480 channels 5×5 on 14²,
         // 1 -> 2 threads 1.4× faster before, 1.8× after). The ISA is
