@@ -55,14 +55,11 @@ pub(crate) fn run_channels_last(
     if row_len == 0 || rows == 0 {
         return Ok(());
     }
+    let rolling_rows = channels_last_rows::takes(isa, geo);
     let item = |first: usize, out: &mut [f32]| {
         let rows = first..first + out.len() / row_len;
         let job = channels_last::ChannelsLast { geo, input, taps, bias, act, rows, out };
-        if channels_last_rows::takes(isa, geo) {
-            simd::dispatch(isa, channels_last_rows::RollingRows(job))
-        } else {
-            simd::dispatch(isa, job)
-        }
+        if rolling_rows { simd::dispatch(isa, channels_last_rows::RollingRows(job)) } else { simd::dispatch(isa, job) }
     };
     if threads > 1 {
         // At least 4 items per thread (the rows kernel: `item_rows`), whole
@@ -72,11 +69,8 @@ pub(crate) fn run_channels_last(
         // 1 -> 2 threads 1.4× faster before, 1.8× after). The ISA is
         // checked first, so no item can fail.
         isa.tile()?;
-        let per_item = if channels_last_rows::takes(isa, geo) {
-            channels_last_rows::item_rows(geo, rows, threads)
-        } else {
-            rows.div_ceil(4 * threads)
-        };
+        let per_item =
+            if rolling_rows { channels_last_rows::item_rows(geo, rows, threads) } else { rows.div_ceil(4 * threads) };
         par::for_each_chunk_mut(threads, output, per_item * row_len, |i, out| {
             let done = item(i * per_item, out);
             debug_assert!(done.is_ok(), "the ISA was checked above");
