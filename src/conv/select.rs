@@ -216,8 +216,13 @@ pub(crate) fn execute(
         let direct = weights.direct.expect("direct weights chosen above");
         let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>| {
             let (c0, count) = (index * lanes, out.len() / n);
+            // A last block of fewer than `lanes` channels is summed as the
+            // `lanes` channels that end with it (see `Block`).
+            let skip = if count < lanes && geo.c_out >= lanes { lanes - count } else { 0 };
+            let (c0, count) = (c0 - skip, count + skip);
             let job = depthwise::Block {
                 geo,
+                skip,
                 input: &input[image * image_len + c0 * plane..][..count * plane],
                 weight: &direct[c0 * k..][..count * k],
                 bias: bias.map(|b| &b[c0..c0 + count]),
