@@ -44,6 +44,7 @@ pub(crate) struct Block<'a> {
 fn padded_extent(geo: &ConvGeometry) -> Option<[usize; 2]> {
     let [hp, wp] = geo.padded_extent()?;
     let wp = match shared_row_kernel(geo) {
+        // (Whether or not the lanes take the stride-2 kernel.)
         Some((kw, stride)) if geo.w_out < PIXELS => wp.max((PIXELS - 1) * stride + kw),
         _ => wp,
     };
@@ -141,7 +142,9 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     // (Strides as taken: a stride of 2^61 with one output overflowed here.)
     let [stride_h, stride_w] = geo.taken_strides();
     let step = stride_w * n;
-    let shared = shared_row_kernel(geo);
+    // (Stride 2 holds a row's 14 + kw input pixels in registers: not on
+    // 16-register lanes.)
+    let shared = shared_row_kernel(geo).filter(|&(_, stride)| stride == 1 || L::REGS >= 32);
     for oy in 0..geo.h_out {
         let row = oy * stride_h * wp * n;
         let mut ox = 0;
@@ -159,10 +162,12 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
             unsafe {
                 let x = padded.as_ptr().add(row + first * step);
                 let rows = RowSteps { kh: geo.kh, step: geo.dilation_h * wp * n };
-                let acc = match shape.0 {
-                    3 => shared_row::<L, 3>(x, weights.as_ptr(), rows),
-                    5 => shared_row::<L, 5>(x, weights.as_ptr(), rows),
-                    _ => shared_row::<L, 7>(x, weights.as_ptr(), rows),
+                let acc = match shape {
+                    (3, 1) => shared_row::<L, 3>(x, weights.as_ptr(), rows),
+                    (5, 1) => shared_row::<L, 5>(x, weights.as_ptr(), rows),
+                    (_, 1) => shared_row::<L, 7>(x, weights.as_ptr(), rows),
+                    (3, _) => shared_row_stride_2::<L, 3>(x, weights.as_ptr(), rows),
+                    _ => shared_row_stride_2::<L, 5>(x, weights.as_ptr(), rows),
                 };
                 let dst = pixels_out.as_mut_ptr().add((oy * geo.w_out + first) * n);
                 let b = L::load(bias_lanes.as_ptr());
@@ -203,15 +208,55 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     unsafe { transpose_out::<L>(pixels_out, pixels, (skip, count), out) };
 }
 
-/// The kernel width and stride of [`shared_row`] for `geo`, where it takes
-/// it: kernels 3, 5 and 7 wide, stride 1 along the row, no dilation along
-/// it. (At stride 2, where a loaded pixel serves at most two windows, the
-/// loop over loaded pixels ran slower than the window-by-window loop on Zen
-/// 4: 136 channels on 28² 3×3, 34 -> 43 µs; each pixel's FMAs then wait on
-/// the one before.)
+/// The kernel width and stride along the row of [`shared_row`] or
+/// [`shared_row_stride_2`] for `geo`, where one takes it: kernels 3, 5 and
+/// 7 wide at stride 1, 3 and 5 wide at stride 2, no dilation along the row.
 fn shared_row_kernel(geo: &ConvGeometry) -> Option<(usize, usize)> {
     let stride = geo.taken_strides()[1];
-    (matches!(geo.kw, 3 | 5 | 7) && stride == 1 && geo.dilation_w == 1).then_some((geo.kw, stride))
+    let takes = match stride {
+        1 => matches!(geo.kw, 3 | 5 | 7),
+        2 => matches!(geo.kw, 3 | 5),
+        _ => false,
+    };
+    (takes && geo.dilation_w == 1).then_some((geo.kw, stride))
+}
+
+/// [`shared_row`] at stride 2: each kernel row's `2·(PIXELS − 1) + KW`
+/// input pixels are loaded into registers first, then each tap is one FMA
+/// for each of the `PIXELS` windows (3 wide: 17 loads for 24 FMAs where
+/// the window-by-window loop loads 24, 8 chains of FMAs in flight; a loop
+/// over the loaded pixels instead, as at stride 1, made each pixel's
+/// FMAs wait on the one before: 136 channels on 28², 34 -> 43 µs on Zen 4).
+///
+/// # Safety
+/// As [`shared_row`], with rows of `2·(PIXELS − 1) + KW` pixels; `L` has
+/// 32 registers (the row's pixels, the sums and a weight).
+#[inline(always)]
+unsafe fn shared_row_stride_2<L: Lanes, const KW: usize>(
+    x: *const f32,
+    w: *const f32,
+    rows: RowSteps,
+) -> [L::V; PIXELS] {
+    const { assert!(KW <= 5) };
+    let n = L::N;
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        let mut acc = [L::splat(0.0); PIXELS];
+        for u in 0..rows.kh {
+            let xu = x.add(u * rows.step);
+            let mut xs = [L::splat(0.0); 2 * (PIXELS - 1) + 5];
+            for j in 0..2 * (PIXELS - 1) + KW {
+                xs[j] = L::load(xu.add(j * n));
+            }
+            for v in 0..KW {
+                let wv = L::load(w.add((u * KW + v) * n));
+                for r in 0..PIXELS {
+                    acc[r] = L::fma(wv, xs[2 * r + v], acc[r]);
+                }
+            }
+        }
+        acc
+    }
 }
 
 /// The kernel rows of a window: `kh` of them, `step` floats apart.
