@@ -232,6 +232,9 @@ fn shared_row_kernel(geo: &ConvGeometry) -> Option<(usize, usize)> {
 /// As [`shared_row`], with rows of `2·(PIXELS − 1) + KW` pixels; `L` has
 /// 32 registers (the row's pixels, the sums and a weight).
 #[inline(always)]
+// (Index loops: the sums and pixels stay in registers, and `2·r + v` reads
+// as the arithmetic it is.)
+#[allow(clippy::needless_range_loop)]
 unsafe fn shared_row_stride_2<L: Lanes, const KW: usize>(
     x: *const f32,
     w: *const f32,
