@@ -25,7 +25,7 @@ const PIXELS: usize = 8;
 /// transposed planes. (A last block of fewer than `N` channels is summed as
 /// the `N` channels that end with it, `skip` of them the block before's
 /// again, so that its transposes go a square of `N × N` floats at a time:
-/// Zen 4, 136 channels on 28² 3×3 stride 2, 33 -> 30 µs.)
+/// Zen 4, 136 channels on 28² 3×3 stride 2, 34 -> 29 µs.)
 pub(crate) struct Block<'a> {
     pub geo: &'a ConvGeometry,
     pub skip: usize,
@@ -39,8 +39,8 @@ pub(crate) struct Block<'a> {
 
 /// The padded plane's `[height, width]` in pixels: the zero-padded input,
 /// its rows widened with zeros where the output row is narrower than
-/// `PIXELS`, so that [`shared_row`]'s windows of `PIXELS` consecutive
-/// outputs stay inside each row.
+/// `PIXELS`, so that the windows of `PIXELS` consecutive outputs that
+/// [`shared_row`] and [`shared_row_stride_2`] sum stay inside each row.
 fn padded_extent(geo: &ConvGeometry) -> Option<[usize; 2]> {
     let [hp, wp] = geo.padded_extent()?;
     let wp = match shared_row_kernel(geo) {
@@ -274,8 +274,9 @@ struct RowSteps {
 /// row: each kernel row's `PIXELS − 1 + KW` input pixels are loaded once
 /// and each serves every window it falls in, so a 5-wide kernel loads 12
 /// pixels for 40 FMAs where the window-by-window loop loads 40 (Zen 4, 1
-/// thread: 960 channels on 7² 5×5 60 -> 46 µs, 3×3 37 -> 30 µs). Each output still adds its taps in
-/// order (kernel row by row, left to right) from `+0.0`.
+/// thread: 960 channels on 7² 5×5 60 -> 46 µs, 3×3 37 -> 30 µs). Each
+/// output still adds its taps in order (kernel row by row, left to right)
+/// from `+0.0`.
 ///
 /// # Safety
 /// `L`'s instructions are available; the `kh` rows of `PIXELS − 1 + KW`
