@@ -148,7 +148,7 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     for oy in 0..geo.h_out {
         let row = oy * stride_h * wp * n;
         let mut ox = 0;
-        while let Some(shape) = shared.filter(|_| ox < geo.w_out) {
+        while let (Some(shape), true) = (shared, ox < geo.w_out) {
             // The last block of a row wider than PIXELS moves back to end
             // at the row's end (its first pixels are summed again, to the
             // same bits); a narrower row's block runs past it into the
@@ -170,11 +170,7 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
                     _ => shared_row_stride_2::<L, 5>(x, weights.as_ptr(), rows),
                 };
                 let dst = pixels_out.as_mut_ptr().add((oy * geo.w_out + first) * n);
-                let b = L::load(bias_lanes.as_ptr());
-                for (r, &a) in acc.iter().enumerate() {
-                    let v = if bias.is_some() { L::add(a, b) } else { a };
-                    L::store(dst.add(r * n), L::activate(act, v));
-                }
+                store_pixels::<L>(&acc, bias.map(|_| &bias_lanes), act, dst);
             }
             ox = first + PIXELS;
         }
@@ -195,17 +191,34 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
                     }
                 }
                 let dst = pixels_out.as_mut_ptr().add((oy * geo.w_out + ox) * n);
-                let b = L::load(bias_lanes.as_ptr());
-                for (r, &a) in acc.iter().enumerate() {
-                    let v = if bias.is_some() { L::add(a, b) } else { a };
-                    L::store(dst.add(r * n), L::activate(act, v));
-                }
+                store_pixels::<L>(&acc, bias.map(|_| &bias_lanes), act, dst);
             }
             ox += PIXELS;
         }
     }
     // SAFETY: CPU support is the caller's guarantee.
     unsafe { transpose_out::<L>(pixels_out, pixels, (skip, count), out) };
+}
+
+/// The sums of `PIXELS` output pixels stored from `dst`, `N` floats a
+/// pixel: plus the bias lanes if any, then the activation.
+///
+/// # Safety
+/// `L`'s instructions are available; `PIXELS·N` floats from `dst` are
+/// writable.
+#[inline(always)]
+unsafe fn store_pixels<L: Lanes>(acc: &[L::V; PIXELS], bias: Option<&[f32; 16]>, act: Activation, dst: *mut f32) {
+    // SAFETY: the caller's guarantees; the bias lanes hold 16 >= N floats.
+    unsafe {
+        let b = bias.map(|b| L::load(b.as_ptr()));
+        for (r, &a) in acc.iter().enumerate() {
+            let v = match b {
+                Some(b) => L::add(a, b),
+                None => a,
+            };
+            L::store(dst.add(r * L::N), L::activate(act, v));
+        }
+    }
 }
 
 /// The kernel width and stride along the row of [`shared_row`] or
