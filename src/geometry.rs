@@ -214,6 +214,13 @@ impl ConvGeometry {
     pub fn taken_strides(&self) -> [usize; 2] {
         [if self.h_out > 1 { self.stride_h } else { 1 }, if self.w_out > 1 { self.stride_w } else { 1 }]
     }
+    /// `[dilation_h, dilation_w]` as the windows take them: 1 along an
+    /// axis where the kernel has one tap, whose dilation is never applied
+    /// (and may be as large as `usize` allows, so a kernel must not
+    /// multiply it).
+    pub fn taken_dilations(&self) -> [usize; 2] {
+        [if self.kh > 1 { self.dilation_h } else { 1 }, if self.kw > 1 { self.dilation_w } else { 1 }]
+    }
     pub fn input_len(&self) -> usize {
         self.batch * self.c_in * self.h_in * self.w_in
     }

@@ -3,7 +3,7 @@
 //! those marked "debug builds" failed only under debug assertions (overflow
 //! checks), as in `cargo test` without `--release` and the fuzz builds.
 
-use convgemm::{Algorithm, ConvError, ConvOptions, ConvParams, Isa, Threads, conv2d, conv2d_with};
+use convgemm::{Algorithm, ConvError, ConvOptions, ConvParams, Isa, Layout, Threads, conv2d, conv2d_with};
 
 /// Input with no channels, 2×2 kernel: K = 0, so every output is its bias.
 /// The implicit-im2col packer split its panel by `kc · P` = 0 and panicked
@@ -251,6 +251,46 @@ fn conv_depthwise_scratch_size_of_huge_padding() {
             let mut out = [f32::NAN; 1];
             conv2d_with(&opts, &[3.0], [1, 1, 1, 1], &[0.5], [1, 1, 1, 1], None, &params, &mut out).unwrap();
             assert_eq!(out, [1.5], "{} {algorithm:?}", isa.name());
+        }
+    }
+}
+
+/// A depthwise 1×3 kernel (one row) with a row dilation of 2^62, which a
+/// one-row kernel never applies: the channel-blocked kernel's step between
+/// window rows, `dilation_h · padded row`, overflowed (debug builds; fuzz
+/// `api_hostile`), and so did the channels-last row kernel's.
+#[test]
+fn conv_depthwise_one_row_kernel_huge_row_dilation() {
+    let (c, h, w) = (16, 4, 10);
+    let params = ConvParams { dilation: [1 << 62, 1], groups: c, ..ConvParams::default() };
+    let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+    let weight: Vec<f32> = (0..c * 3).map(|i| ((i * 5) % 7) as f32 * 0.25 - 0.75).collect();
+    let (h_out, w_out) = (h, w - 2);
+    // NCHW: channel k's output (y, x) = Σ_v x[k][y][x + v] · w[k][v].
+    let want: Vec<f32> = (0..c * h_out * w_out)
+        .map(|i| {
+            let (k, y, ox) = (i / (h_out * w_out), i / w_out % h_out, i % w_out);
+            (0..3).map(|v| x[(k * h + y) * w + ox + v] as f64 * weight[k * 3 + v] as f64).sum::<f64>() as f32
+        })
+        .collect();
+    // The same tensors channels-last: [n, h, w, c].
+    let nhwc = |t: &[f32], (hh, ww): (usize, usize)| -> Vec<f32> {
+        (0..c * hh * ww).map(|i| t[(i % c) * hh * ww + i / c]).collect()
+    };
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let params = ConvParams { layout, ..params };
+        let (x, want) = if layout == Layout::Nhwc {
+            (nhwc(&x, (h, w)), nhwc(&want, (h_out, w_out)))
+        } else {
+            (x.clone(), want.clone())
+        };
+        for isa in Isa::available() {
+            for algorithm in [Algorithm::Auto, Algorithm::Depthwise] {
+                let opts = ConvOptions { isa, algorithm, threads: Threads::Single, ..ConvOptions::default() };
+                let mut out = vec![f32::NAN; c * h_out * w_out];
+                conv2d_with(&opts, &x, [1, c, h, w], &weight, [c, 1, 1, 3], None, &params, &mut out).unwrap();
+                assert_eq!(out, want, "{} {algorithm:?} {layout:?}", isa.name());
+            }
         }
     }
 }

@@ -141,6 +141,8 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
     // after it) or, on the last row, into the slack.
     // (Strides as taken: a stride of 2^61 with one output overflowed here.)
     let [stride_h, stride_w] = geo.taken_strides();
+    // (And dilations as taken: a one-row kernel with a huge row dilation overflowed.)
+    let [dilation_h, _] = geo.taken_dilations();
     let step = stride_w * n;
     // (Stride 2 holds a row's 14 + kw input pixels in registers: not on
     // 16-register lanes.)
@@ -161,7 +163,7 @@ pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
             // PIXELS of room); CPU support is the caller's.
             unsafe {
                 let x = padded.as_ptr().add(row + first * step);
-                let rows = RowSteps { kh: geo.kh, step: geo.dilation_h * wp * n };
+                let rows = RowSteps { kh: geo.kh, step: dilation_h * wp * n };
                 let acc = match shape {
                     (3, 1) => shared_row::<L, 3>(x, weights.as_ptr(), rows),
                     (5, 1) => shared_row::<L, 5>(x, weights.as_ptr(), rows),

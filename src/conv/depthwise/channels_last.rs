@@ -360,7 +360,8 @@ impl Job<'_> {
             self.roll::<L, P, KW, B>(c0, row_at, |j| (0..w_in).contains(&(x0 + j as isize)))
         } else {
             debug_assert!(corner + (g.kh - 1) * g.dilation_h * g.w_in * c + (P + KW - 1) * c <= image_in.len());
-            let row_step = g.dilation_h * g.w_in * c;
+            // (The dilation as taken: a one-row kernel's may be anything.)
+            let row_step = g.taken_dilations()[0] * g.w_in * c;
             // The caller put every tap of windows ox .. ox + P inside the
             // image: window row u of pixel p reads input pixels `corner/c +
             // u·dilation_h·w_in + p + v` (v < KW), whose channels c0 .. c0 +
