@@ -3,6 +3,7 @@
 //! those marked "debug builds" failed only under debug assertions (overflow
 //! checks), as in `cargo test` without `--release` and the fuzz builds.
 
+use convgemm::testing::relayout;
 use convgemm::{Algorithm, ConvError, ConvOptions, ConvParams, Isa, Layout, Threads, conv2d, conv2d_with};
 
 /// Input with no channels, 2×2 kernel: K = 0, so every output is its bias.
@@ -274,9 +275,7 @@ fn conv_depthwise_one_row_kernel_huge_row_dilation() {
         })
         .collect();
     // The same tensors channels-last: [n, h, w, c].
-    let nhwc = |t: &[f32], (hh, ww): (usize, usize)| -> Vec<f32> {
-        (0..c * hh * ww).map(|i| t[(i % c) * hh * ww + i / c]).collect()
-    };
+    let nhwc = |t: &[f32], (hh, ww): (usize, usize)| relayout(t, [1, c, hh, ww], Layout::Nchw, Layout::Nhwc);
     for layout in [Layout::Nchw, Layout::Nhwc] {
         let params = ConvParams { layout, ..params };
         let (x, want) = if layout == Layout::Nhwc {
