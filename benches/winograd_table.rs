@@ -19,7 +19,8 @@
 //!
 //! `tiles` adds a column per tile size (the forced size through
 //! `testing::WinogradTiles`); `only=A,B` keeps the layers whose name
-//! contains `A` or `B`.
+//! contains `A` or `B`; `layers=FILE` times the layers of another file in
+//! the suite's format instead.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -35,7 +36,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let tiles = args.iter().any(|a| a == "tiles");
     let only = only_arg(&args);
-    let suite: Vec<Layer> = layers_in(include_str!("winograd_layers.json"))
+    // `layers=FILE`: another suite in the same format (probing shapes the
+    // checked-in suite lacks); the default is the derived suite.
+    let file = args
+        .iter()
+        .find_map(|a| a.strip_prefix("layers="))
+        .map(|path| std::fs::read_to_string(path).unwrap_or_else(|e| panic!("layers={path}: {e}")));
+    let suite: Vec<Layer> = layers_in(file.as_deref().unwrap_or(include_str!("winograd_layers.json")))
         .into_iter()
         .filter(|l| only.is_empty() || only.iter().any(|o| l.name.contains(o.as_str())))
         .collect();

@@ -160,7 +160,8 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
 }
 
 /// `Exact` (the default) never picks Winograd; `Relaxed` does on a layer
-/// with enough channels (or fewer one way on a large plane), and not on a
+/// with enough channels (or fewer one way on a large plane, or 16 one way
+/// and 64 together on a plane of 48 a side and more), and not on a
 /// 5×5 kernel, a strided or a narrow one, or a plane under 8×8 with fewer
 /// than 128 channels, where it gives exactly the `Exact` bits.
 #[test]
@@ -186,6 +187,12 @@ fn auto_picks_winograd_only_under_relaxed() {
     assert_eq!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 13, 13]).unwrap(), "winograd_f4x4");
     assert_eq!(plan([128, 128, 3, 3], &pad, &relaxed).kernel_name([1, 128, 10, 10]).unwrap(), "winograd_f2x2");
     assert_eq!(plan([192, 48, 3, 3], &pad, &relaxed).kernel_name([1, 48, 13, 13]).unwrap(), "winograd_f4x4");
+    // Few channels (16 one way, 64 together) only on planes of 48 a side
+    // and more: 16→64 on 55² (SqueezeNet's fire2 expand), not on 28²; 16→16
+    // and 16→32 never.
+    let few = [64, 16, 3, 3];
+    assert_eq!(plan(few, &pad, &relaxed).algorithm([1, 16, 55, 55]).unwrap(), Algorithm::Winograd);
+    assert_eq!(plan([16, 64, 3, 3], &pad, &relaxed).algorithm([1, 64, 48, 48]).unwrap(), Algorithm::Winograd);
     let wider = [256, 32, 3, 3];
     let strided = ConvParams { stride: [2, 2], ..pad };
     let narrow = [32, 64, 3, 3];
@@ -199,6 +206,11 @@ fn auto_picks_winograd_only_under_relaxed() {
         (wide, pad, [1, 64, 10, 10]),
         ([128, 32, 3, 3], pad, [1, 32, 10, 10]),
         (wider, pad, [1, 32, 14, 14]),
+        (few, pad, [1, 16, 28, 28]),
+        (few, pad, [1, 16, 47, 47]),
+        ([16, 16, 3, 3], pad, [1, 16, 56, 56]),
+        ([32, 16, 3, 3], pad, [1, 16, 56, 56]),
+        ([64, 8, 3, 3], pad, [1, 8, 56, 56]),
     ] {
         let relaxed_plan = plan(shape, &params, &relaxed);
         assert_ne!(relaxed_plan.algorithm(input).unwrap(), Algorithm::Winograd, "{shape:?} {params:?}");

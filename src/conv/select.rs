@@ -140,8 +140,23 @@ pub(crate) struct Weights<'a> {
 /// on 14² 1.52× and 1.02×, on 20² 1.76× and 1.14×; 192→48 on 14² 1.45×
 /// and 0.96×, on 20² 1.80× and 1.18×; 48→256 on 14² 1.58× and 1.09×
 /// (64→192 on 13², which the rule took already: 1.41× and 1.01×).
+///
+/// Few channels on large planes (sixteenth sitting, Zen 4, F(4×4) or
+/// F(6×6) against exact, 1 and 2 threads): from 16 channels one way and 64
+/// both ways together, on planes of 48 outputs a side and more, Winograd
+/// won (1 thread, then the range of 2-thread runs): 16→64 on 55² 1.20–1.25×
+/// and 1.04–1.17×, on 112² 1.40–1.53× and 1.15–1.40×; 64→16 on 55²
+/// 1.28–1.32× and 0.99–1.34×; 16→48 on 56² 1.17–1.33× and 1.08–1.16×. It lost or barely won
+/// with fewer channels (16→16 on 56² 0.96×, 16→32 1.15× and 1.11×) and on
+/// smaller planes at 2 threads (16→128 on 28² 0.69×, 24→96 on 28² 0.94×),
+/// which stay exact. (Zen 5 gave smaller margins than Zen 4 on the layers
+/// measured on both, 32→128 on 27²: 1.03–1.09× against 1.53× on 2 threads;
+/// these layers were not measured there.)
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
+    if !channel_ratio_pays(cg, og) {
+        return few_channels_pay(cg, og) && side >= FEW_CHANNELS_MIN_SIDE;
+    }
     let least = cg.min(og);
     // The direct sum's multiplications per channel pair against the
     // GEMMs' of the tile size the plane takes, in tenths.
@@ -150,16 +165,31 @@ pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) ->
     let saves = |tenths: usize| direct.saturating_mul(10) >= winograd.saturating_mul(tenths);
     let wide = (least >= WINOGRAD_MIN_CHANNELS && saves(24)) || (least >= 128 && saves(16));
     let small_u = cg.saturating_mul(og).saturating_mul(36 * 4) <= 1 << 20;
-    winograd_channels_pay(cg, og) && (wide || side >= 24 || (small_u && saves(24)))
+    wide || side >= 24 || (small_u && saves(24))
 }
 
 /// The channel half of [`winograd_pays`]: a plan keeps Winograd's filters
-/// for `Auto` only where some input could take them (`1/cg + 1/og ≤
-/// 0.04`, which 64 channels each way meet).
+/// for `Auto` only where some input could take them.
 pub(crate) fn winograd_channels_pay(cg: usize, og: usize) -> bool {
+    channel_ratio_pays(cg, og) || few_channels_pay(cg, og)
+}
+
+/// `1/cg + 1/og ≤ 0.04`, which 64 channels each way meet: the GEMMs over
+/// channels are long and wide enough on most planes.
+fn channel_ratio_pays(cg: usize, og: usize) -> bool {
     // (Saturating: an empty layer's other channel count may be any size.)
     cg.saturating_add(og).saturating_mul(25) <= cg.saturating_mul(og)
 }
+
+/// At least 16 channels one way and 64 both ways together: Winograd pays
+/// on planes of [`FEW_CHANNELS_MIN_SIDE`] outputs a side and more only.
+fn few_channels_pay(cg: usize, og: usize) -> bool {
+    cg.min(og) >= 16 && cg.saturating_add(og) >= 64
+}
+
+/// The smallest output plane side on which [`few_channels_pay`] layers
+/// take Winograd.
+const FEW_CHANNELS_MIN_SIDE: usize = 48;
 
 /// Fewest channels per group, in and out, for which `Auto` takes Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 48;
