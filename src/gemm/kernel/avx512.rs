@@ -29,7 +29,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled, unrolled_k_loop};
+use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
 use crate::simd::x86::{Avx512, activate_avx2, activate_avx512 as activate};
 
 const MR: usize = 8;
@@ -289,14 +289,21 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
     out: &TileOut,
     spec: &StoreSpec,
 ) {
+    // Start pulling the C tile toward L1 now; it is needed only after the k loop.
+    if out.csc == 1 {
+        for i in 0..out.rows {
+            let row = out.c.wrapping_offset(i as isize * out.rsc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(out.cols - 1).cast());
+        }
+    }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS>(kc, a, b, out) };
+    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
         let beta = _mm512_set1_ps(spec.beta);
-        unrolled::<R>(|i| {
-            let row = &acc[i];
+        for (i, row) in acc.iter().enumerate() {
             // SAFETY: row i < rows of the tile; its columns are contiguous (csc == 1).
             let c = unsafe { out.c.offset(i as isize * out.rsc) };
             // SAFETY: `rows` bias values are readable when bias is not null.
@@ -315,21 +322,19 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
                 // Columns 16h .. of the row the mask keeps, inside the tile; the
                 // masked-off lanes are neither read nor written (no fault).
                 let ch = c.wrapping_add(16 * h);
-                let full = mask == 0xffff;
                 let mut v = _mm512_mul_ps(alpha, acc_h);
                 if spec.store == Store::Update {
                     // SAFETY: as above.
-                    let c_h = unsafe { if full { _mm512_loadu_ps(ch) } else { _mm512_maskz_loadu_ps(mask, ch) } };
-                    v = _mm512_fmadd_ps(beta, c_h, v);
+                    v = _mm512_fmadd_ps(beta, unsafe { _mm512_maskz_loadu_ps(mask, ch) }, v);
                 }
                 if let Some(bias) = bias {
                     v = _mm512_add_ps(v, bias);
                 }
                 v = activate(spec.act, v);
                 // SAFETY: as above.
-                unsafe { if full { _mm512_storeu_ps(ch, v) } else { _mm512_mask_storeu_ps(ch, mask, v) } };
+                unsafe { _mm512_mask_storeu_ps(ch, mask, v) };
             }
-        });
+        }
     } else if out.rsc == 1 && R <= 8 {
         // SAFETY: the caller's guarantees for `out` and `spec`, passed on.
         unsafe { store_columns::<H>(&spill(&acc), out, spec) }
@@ -410,24 +415,19 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 }
 
 /// `acc[i][h]` = the chunk's sums for row `i`, columns `16h .. 16h + 16`,
-/// each from +0 by one FMA per k in increasing k. Inlined into the store
-/// step, which indexes `acc` by constants only ([`unrolled`]), so the
-/// accumulators stay in registers from the k loop to the stores. (Kept out
-/// of line, it returned them through the stack: Zen 4 writes a 512-bit
-/// store as two halves, and the store step's 512-bit loads of them waited
-/// on the stores to retire, ~3 % of a 1024³ product.) `out`'s C tile is
-/// prefetched near the end of the k loop.
+/// each from +0 by one FMA per k in increasing k. A function of its own, so
+/// the accumulators stay in registers through the k loop (inlined into the
+/// store code, LLVM kept a copy of every one on the stack).
 ///
 /// # Safety
 /// AVX-512F; A's `kc` columns readable as `a` says (with `A_STEP > 0`), else
 /// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
-#[inline]
+#[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize, const B_TAPS: bool>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
-    out: &TileOut,
 ) -> [[__m512; H]; R] {
     let mut acc = [[_mm512_setzero_ps(); H]; R];
     let (b_ptr, b_stride, b_masks, b_taps) = (b.ptr, b.stride, b.masks, b.taps);
@@ -479,23 +479,7 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
             }
         }
     };
-    // The C tile is pulled toward L1 `C_AHEAD` steps before the loop ends,
-    // not at its start: the k loop streams 40 KiB of A and B a tile through
-    // L1 (32 KiB on Zen 4), which can evict it again before the store step.
-    let head = kc.saturating_sub(C_AHEAD) & !1;
-    unrolled_k_loop(head, |k| step(&mut acc, k));
-    if out.csc == 1 {
-        for i in 0..out.rows {
-            let row = out.c.wrapping_offset(i as isize * out.rsc);
-            _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(out.cols - 1).cast());
-        }
-    }
-    unrolled_k_loop(kc - head, |k| step(&mut acc, head + k));
+    unrolled_k_loop(kc, |k| step(&mut acc, k));
 
     acc
 }
-
-/// How many k steps before the end of a tile's k loop its C tile is
-/// prefetched (16 FMAs a step: ~500 cycles, time for a line from L3).
-const C_AHEAD: usize = 32;

@@ -286,23 +286,6 @@ pub(crate) unsafe fn gather_a_taps<K: MicroKernel>(
     unsafe { kern.run(kc, panel.as_ptr(), b, out, spec) }
 }
 
-/// `f(i)` for `i = 0, 1, …, N − 1` in order, written out: a constant index
-/// per call, so an array of vectors indexed by `i` stays in registers (as a
-/// loop, LLVM kept a tile's accumulators on the stack for its store step).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) fn unrolled<const N: usize>(mut f: impl FnMut(usize)) {
-    const { assert!(N <= 16) };
-    macro_rules! calls {
-        ($($i:literal)*) => {$(
-            if $i < N {
-                f($i);
-            }
-        )*};
-    }
-    calls!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-}
-
 /// `step(k)` for `k = 0, 1, …, kc − 1` in order, unrolled by 4: the k loop
 /// of the x86-64 kernels (inlined into each, with their target features).
 #[cfg(target_arch = "x86_64")]
