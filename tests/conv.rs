@@ -433,6 +433,23 @@ fn wide_weights_on_small_planes() {
     }
 }
 
+/// One panel of output channels (at most the kernel's 32) on a plane that
+/// fits one block (DenseNet's 128 → 32 3×3 on 7², 832 → 32 1×1 on 7², a
+/// 2-row plane): the direct path shares the rows among the threads; 2 and
+/// 3 threads give every other path's bits, within the reference's bound.
+#[test]
+fn one_panel_small_planes_share_rows_among_threads() {
+    let dense = ConvProblem::seeded([1, 128, 7, 7], [32, 128, 3, 3], params(1, 1, 1, 1), true, 95);
+    let one_by_one = ConvProblem::seeded([1, 832, 7, 7], [32, 832, 1, 1], ConvParams::default(), true, 96);
+    let two_rows = ConvProblem::seeded([1, 160, 2, 9], [24, 160, 3, 3], params(1, 1, 1, 1), false, 97);
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for p in [&dense, &one_by_one, &two_rows] {
+            pool.install(|| p.check());
+        }
+    }
+}
+
 /// First layers large enough that the in-place band path (`Implicit` on 1
 /// to 4 input channels) cuts the image into several blocks of output rows,
 /// shared among 3 threads: a 3×3 stride-2 layer and a 7×7 stride-2 one

@@ -266,7 +266,10 @@ impl WithKernel for Direct<'_> {
                 && panels.is_multiple_of(threads));
         let parts = if threads > 1 && by_channels {
             blocks = one_thread_blocks;
-            panels.min(threads)
+            // One block and fewer panels than threads (DenseNet's 128 -> 32
+            // on 7²: one panel, one block): the threads share its rows
+            // through the (panel, row) units below, not one thread alone.
+            if blocks == 1 { threads } else { panels.min(threads) }
         } else {
             1
         };
