@@ -15,7 +15,7 @@ const MAX_SPAN: usize = 1 << 20;
 
 /// m or n: crowding around the tile edges (MR 4/6/8, NR 8/12/16), sometimes
 /// big enough (with a long k) that the product forks onto threads
-/// (2·m·n·k >= 4 MFLOP).
+/// (2·m·n·k >= 1.5 MFLOP).
 fn mn_size(u: &mut Unstructured) -> Result<usize> {
     Ok(match u.int_in_range(0u8..=7)? {
         0..=2 => u.int_in_range(0..=9)?,

@@ -40,12 +40,6 @@ use crate::simd::{Lanes, Transpose, WithLanes};
 /// L2 with the block's band and the weights of a K chunk.
 const BLOCK_FLOATS: usize = 32 << 10;
 
-/// Below this many flops the direct path stays on one thread: its split
-/// repacks nothing, and the crate's fork costs a few µs inside the pool,
-/// so it pays off below the GEMM's threshold (`gemm::PARALLEL_MIN_FLOPS`)
-/// (Zen 5, 2 threads: Inception v1's 832 -> 48 1×1 on 6², 2.9 MFLOP, 16 -> 13 µs).
-pub(crate) const PARALLEL_MIN_FLOPS: f64 = 1.5e6;
-
 /// Output pixels up to which an NCHW 1×1 convolution reads a transposed
 /// (pixel-major) copy of its input: 7×7 and 8×8 planes.
 const TRANSPOSED_MAX_PIXELS: usize = 64;
@@ -243,7 +237,7 @@ impl WithKernel for Direct<'_> {
         assert!(out_rows.end <= g.h_out, "output rows past the plane");
         assert!(kernel_applies::<K>(g), "direct path on a geometry it does not take");
         let (m, k, n) = (g.c_out_per_group(), g.patch_len(), out_rows.len() * g.w_out);
-        let threads = par.threads_past(2.0 * m as f64 * n as f64 * k as f64, PARALLEL_MIN_FLOPS);
+        let threads = par.threads(2.0 * m as f64 * n as f64 * k as f64);
         // Threads share the work by row blocks, each block reading all the
         // weights, or, for a small image (too few row blocks to share out
         // evenly) or weights beyond L2 that more blocks would read again from

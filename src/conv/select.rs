@@ -372,10 +372,9 @@ pub(crate) fn execute(
             with_scratch(|cols| indices.for_each(|index| job(index, Parallelism::Serial, all_rows.clone(), cols)))
         });
     } else {
-        // The GEMM forks only past its own threshold (PARALLEL_MIN_FLOPS),
-        // the direct path past its lower one.
-        let min_flops = if algorithm == Algorithm::Direct { direct::PARALLEL_MIN_FLOPS } else { PARALLEL_MIN_FLOPS };
-        let par = if threads > 1 && total_flops >= min_flops { Parallelism::Rayon } else { Parallelism::Serial };
+        // The GEMM and the direct path fork only past PARALLEL_MIN_FLOPS.
+        let par =
+            if threads > 1 && total_flops >= PARALLEL_MIN_FLOPS { Parallelism::Rayon } else { Parallelism::Serial };
         with_scratch(|cols| (0..jobs).for_each(|index| job(index, par, all_rows.clone(), cols)));
     }
 }

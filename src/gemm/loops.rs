@@ -72,21 +72,23 @@ impl Parallelism {
     /// when forking is allowed and the problem repays it
     /// ([`PARALLEL_MIN_FLOPS`]), else 1.
     pub(crate) fn threads(self, flops: f64) -> usize {
-        self.threads_past(flops, PARALLEL_MIN_FLOPS)
-    }
-
-    /// [`Parallelism::threads`] with a threshold of the caller's own.
-    pub(crate) fn threads_past(self, flops: f64, min_flops: f64) -> usize {
         match self {
-            Parallelism::Rayon if flops >= min_flops => rayon::current_num_threads(),
+            Parallelism::Rayon if flops >= PARALLEL_MIN_FLOPS => rayon::current_num_threads(),
             _ => 1,
         }
     }
 }
 
-/// Below this many flops a fork costs more than it saves (the peers on this
-/// machine all get slower with 2 threads under ~4 MFLOP: PEERS.md).
-pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
+/// Below this many flops a fork costs more than it saves; the GEMM paths
+/// and the direct path share it. It was 4 MFLOP for the GEMM (the peers of
+/// an early machine all got slower with 2 threads under it: PEERS.md) and
+/// 1.5 for the direct path (Zen 5: Inception v1's 832 -> 48 1×1 on 6², 2.9
+/// MFLOP, 16 -> 13 µs). Zen 4, 2 threads, 1×1 layers between the two, 4
+/// MFLOP against this threshold, alternated runs (one thread alone):
+/// 48 -> 192 on 13² (3.1 MFLOP) 32.2 -> 20.1–23.3 µs (32.4), 96 -> 96 on 14²
+/// (3.6) 37.0–39.6 -> 22.5–24.5 (38–40), 64 -> 64 on 16² (2.1) 21.2–22.4 ->
+/// 12.3–15.3 (22), 64 -> 96 on 12² (1.8) 18.2–19.5 -> 12.7–19.6 (18.6).
+pub(crate) const PARALLEL_MIN_FLOPS: f64 = 1.5e6;
 
 /// Up to this many kernel tiles of rows, a kernel that reads B in place
 /// ([`MicroKernel::READS_B_ROWS`]) gets B unpacked.

@@ -49,7 +49,7 @@ pub(crate) const KC: usize = 256;
 /// strides are in elements and may be negative or zero-padded (any layout).
 /// When `beta == 0`, C is only written (NaN or garbage in it is overwritten).
 /// Runs on the path [`Isa::detect`] picks, in the current rayon pool when the
-/// product is large enough (about 4 MFLOP) to repay a fork.
+/// product is large enough (about 1.5 MFLOP) to repay a fork.
 ///
 /// The result is reproducible: bit-identical for any thread count and on
 /// every FMA path (AVX2, NEON, portable); the crate docs give the exact
