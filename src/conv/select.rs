@@ -141,17 +141,17 @@ pub(crate) struct Weights<'a> {
 /// and 0.96×, on 20² 1.80× and 1.18×; 48→256 on 14² 1.58× and 1.09×
 /// (64→192 on 13², which the rule took already: 1.41× and 1.01×).
 ///
-/// Few channels on large planes (sixteenth sitting, Zen 4, F(4×4) or
-/// F(6×6) against exact, 1 and 2 threads): from 16 channels one way and 64
-/// both ways together, on planes of 48 outputs a side and more, Winograd
-/// won (1 thread, then the range of 2-thread runs): 16→64 on 55² 1.20–1.25×
-/// and 1.04–1.17×, on 112² 1.40–1.53× and 1.15–1.40×; 64→16 on 55²
-/// 1.28–1.32× and 0.99–1.34×; 16→48 on 56² 1.17–1.33× and 1.08–1.16×. It lost or barely won
-/// with fewer channels (16→16 on 56² 0.96×, 16→32 1.15× and 1.11×) and on
-/// smaller planes at 2 threads (16→128 on 28² 0.69×, 24→96 on 28² 0.94×),
-/// which stay exact. (Zen 5 gave smaller margins than Zen 4 on the layers
-/// measured on both, 32→128 on 27²: 1.03–1.09× against 1.53× on 2 threads;
-/// these layers were not measured there.)
+/// Few channels on large planes (seventeenth sitting, Zen 4, F(4×4) or
+/// F(6×6) against exact; 1 thread, then the range of 2-thread runs): from
+/// 16 channels one way and 64 both ways together, on planes of 48 outputs
+/// a side and more, Winograd won: 16→64 on 55² 1.20–1.25× and 1.04–1.17×,
+/// on 112² 1.40–1.53× and 1.15–1.40×; 64→16 on 55² 1.28–1.32× and
+/// 0.99–1.34×; 16→48 on 56² 1.17–1.33× and 1.08–1.16×. It lost or barely
+/// won with fewer channels (16→16 on 56² 0.96×, 16→32 1.15× and 1.11×)
+/// and on smaller planes at 2 threads (16→128 on 28² 0.69×, 24→96 on 28²
+/// 0.94×), which stay exact. (Zen 5 gave smaller margins than Zen 4 on the
+/// layers measured on both, 32→128 on 27²: 1.03–1.09× against 1.53× on 2
+/// threads; these layers were not measured there.)
 pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) -> bool {
     let side = h_out.min(w_out);
     if !channel_ratio_pays(cg, og) {
