@@ -310,12 +310,13 @@ fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: u
             return;
         }
         let mut first = 0;
-        if s.col_stride == 1 && w >= 2 * P {
-            // Whole panels of rows of contiguous floats (B row-major), row by
-            // row across the block: each source row is read front to back
-            // once (in panel order, 2 lines a row a panel at a stride of a
-            // whole row, the memory prefetchers fell behind: 256 × 2304 ×
-            // 3136 spent 14 % of its time here).
+        if s.col_stride == 1 {
+            // Whole panels of rows of contiguous floats (B row-major, A
+            // column-major), row by row across the block: each source row
+            // is read front to back once (in panel order, 2 lines a row a
+            // panel at a stride of a whole row, the memory prefetchers fell
+            // behind: 256 × 2304 × 3136 spent 14 % of its time here). A last
+            // partial panel is left to the loop below.
             first = w / P;
             for kk in 0..kc {
                 // SAFETY: (k0 + kk, j0 .. j0 + first·P) is inside the extent and contiguous.
@@ -328,14 +329,7 @@ fn pack_strided<const P: usize>(src: &StridedSource, k0: usize, kc: usize, j0: u
         for (p, panel) in dst.chunks_exact_mut(kc * P).take(w.div_ceil(P)).enumerate().skip(first) {
             let jp = j0 + p * P;
             let wp = P.min(j0 + w - jp);
-            if s.col_stride == 1 && wp == P {
-                // Rows of P contiguous floats: B row-major, A column-major.
-                for (kk, row) in panel.chunks_exact_mut(P).enumerate() {
-                    // SAFETY: (k0 + kk, jp .. jp + P) is inside the extent and contiguous.
-                    let src = unsafe { std::slice::from_raw_parts(s.at(k0 + kk, jp), P) };
-                    row.copy_from_slice(src);
-                }
-            } else if s.row_stride == 1 {
+            if s.row_stride == 1 {
                 // Columns contiguous along k (A row-major packed as Aᵀ, B
                 // column-major, a plan's weights).
                 // SAFETY: (k0, jp) is inside the extent.
