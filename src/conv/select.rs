@@ -10,7 +10,7 @@ use super::scratch::with_scratch;
 use super::winograd::{self, TileSize, WinogradWeights};
 use super::{banded, depthwise, direct, explicit, pointwise};
 use crate::error::ConvError;
-use crate::gemm::{self, CMatrix, Epilogue, PARALLEL_MIN_FLOPS, PanelSource, Parallelism, PrepackedSource};
+use crate::gemm::{self, CMatrix, Epilogue, PanelSource, Parallelism, PrepackedSource};
 use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::layout::Layout;
@@ -372,9 +372,9 @@ pub(crate) fn execute(
             with_scratch(|cols| indices.for_each(|index| job(index, Parallelism::Serial, all_rows.clone(), cols)))
         });
     } else {
-        // The GEMM and the direct path fork only past PARALLEL_MIN_FLOPS.
-        let par =
-            if threads > 1 && total_flops >= PARALLEL_MIN_FLOPS { Parallelism::Rayon } else { Parallelism::Serial };
+        // The GEMM, banded and direct paths decide for themselves: each
+        // forks only past `PARALLEL_MIN_FLOPS` of its own work.
+        let par = if threads > 1 { Parallelism::Rayon } else { Parallelism::Serial };
         with_scratch(|cols| (0..jobs).for_each(|index| job(index, par, all_rows.clone(), cols)));
     }
 }
@@ -405,7 +405,7 @@ const DIRECT_MIN_K: usize = 128;
 
 /// Below this many flops a call stays on the calling thread. Whole (image,
 /// group) jobs split with no repacking, so a fork pays off earlier than the
-/// GEMM's split (`PARALLEL_MIN_FLOPS`): at ~30 GFLOP/s, 1 MFLOP is ~33 µs of
+/// GEMM's split (`gemm::PARALLEL_MIN_FLOPS`): at ~30 GFLOP/s, 1 MFLOP is ~33 µs of
 /// work against a rayon fork-join of a few µs.
 const JOBS_PARALLEL_MIN_FLOPS: f64 = 1.0e6;
 
