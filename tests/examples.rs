@@ -26,8 +26,14 @@ fn run_with_output(name: &str) -> (PathBuf, String) {
         let release = examples_dir().parent().unwrap().ends_with("release");
         let mut build = Command::new(env!("CARGO"));
         build.args(["build", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if cfg!(feature = "candle") {
-            build.args(["--features", "candle"]);
+        // The features this test was built with, so that the example links
+        // the library already compiled for it rather than a second build.
+        let features: Vec<&str> = [("candle", cfg!(feature = "candle")), ("ndarray", cfg!(feature = "ndarray"))]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
         }
         if release {
             build.arg("--release");
