@@ -178,18 +178,18 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
         unsafe {
             let a = ACols { ptr: a, taps: std::ptr::null(), step: 0 };
             if cols == 16 * H {
-                kernel_8x32::<R, H, false, 0, B_TAPS>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, false, 0, B_TAPS, false>(kc, a, b, &out, spec)
             } else if H > 1 && cols <= 16 {
                 // A last slice of one vector or less: one vector's FMAs, not
                 // H (a 112-pixel row in slices of 32: 3 + a half-empty 4th).
                 let b = BRows { ptr: b.ptr, stride: rsb, masks: [b.masks[0]], taps };
                 if cols == 16 {
-                    kernel_8x32::<R, 1, false, 0, B_TAPS>(kc, a, b, &out, spec)
+                    kernel_8x32::<R, 1, false, 0, B_TAPS, false>(kc, a, b, &out, spec)
                 } else {
-                    kernel_8x32::<R, 1, true, 0, B_TAPS>(kc, a, b, &out, spec)
+                    kernel_8x32::<R, 1, true, 0, B_TAPS, false>(kc, a, b, &out, spec)
                 }
             } else {
-                kernel_8x32::<R, H, true, 0, B_TAPS>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, true, 0, B_TAPS, false>(kc, a, b, &out, spec)
             }
         }
     }
@@ -240,17 +240,24 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
-                    1 => kernel_8x32::<1, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    2 => kernel_8x32::<2, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    3 => kernel_8x32::<3, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    4 => kernel_8x32::<4, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    5 => kernel_8x32::<5, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    6 => kernel_8x32::<6, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    7 => kernel_8x32::<7, $h, false, A_STEP, false>(kc, a, b, out, spec),
-                    _ => kernel_8x32::<8, $h, false, A_STEP, false>(kc, a, b, out, spec),
+                    1 => kernel_8x32::<1, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
                 }
             }
         }};
+    }
+    if out.rows == MR && (17..=24).contains(&out.cols) {
+        // A full-height tile of 17 to 24 columns (24 output channels on
+        // the direct path): the second vector's FMAs at 256 bits.
+        let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; 2], taps: std::ptr::null() };
+        // SAFETY: the caller's guarantees; a packed panel row holds NR floats.
+        return unsafe { kernel_8x32::<8, 2, false, A_STEP, false, true>(kc, a, b, out, spec) };
     }
     if out.cols <= 16 && out.rows > MR {
         // A tall tile of one vector of columns (`a_taps_rows`).
@@ -259,14 +266,14 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
         // SAFETY: the caller's guarantees; R is the tile's row count.
         unsafe {
             match out.rows {
-                9 => kernel_8x32::<9, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                10 => kernel_8x32::<10, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                11 => kernel_8x32::<11, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                12 => kernel_8x32::<12, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                13 => kernel_8x32::<13, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                14 => kernel_8x32::<14, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                15 => kernel_8x32::<15, 1, false, A_STEP, false>(kc, a, b, out, spec),
-                _ => kernel_8x32::<16, 1, false, A_STEP, false>(kc, a, b, out, spec),
+                9 => kernel_8x32::<9, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                10 => kernel_8x32::<10, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                11 => kernel_8x32::<11, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                12 => kernel_8x32::<12, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                13 => kernel_8x32::<13, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                14 => kernel_8x32::<14, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                15 => kernel_8x32::<15, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                _ => kernel_8x32::<16, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
             }
         }
     } else if out.cols <= 16 {
@@ -282,7 +289,14 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
 /// missing rows. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize, const B_TAPS: bool>(
+unsafe fn kernel_8x32<
+    const R: usize,
+    const H: usize,
+    const MASKED: bool,
+    const A_STEP: usize,
+    const B_TAPS: bool,
+    const HALF_LAST: bool,
+>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -298,7 +312,7 @@ unsafe fn kernel_8x32<const R: usize, const H: usize, const MASKED: bool, const 
         }
     }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS>(kc, a, b) };
+    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS, HALF_LAST>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
@@ -415,7 +429,12 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 }
 
 /// `acc[i][h]` = the chunk's sums for row `i`, columns `16h .. 16h + 16`,
-/// each from +0 by one FMA per k in increasing k. A function of its own, so
+/// each from +0 by one FMA per k in increasing k. With `HALF_LAST`, the
+/// last vector's sums are for its lower 8 columns only, by 256-bit FMAs
+/// (the same operation per lane, so the same bits): Zen 4 issues a 512-bit
+/// FMA as two 256-bit halves, so a tile of 24 columns costs 24 lanes' FMAs
+/// there rather than 32. (A 16-row tile of 8 columns at 256 bits was
+/// slower: its 16 broadcasts per 8 cycles outran the load ports.) A function of its own, so
 /// the accumulators stay in registers through the k loop (inlined into the
 /// store code, LLVM kept a copy of every one on the stack).
 ///
@@ -424,7 +443,14 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 /// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_STEP: usize, const B_TAPS: bool>(
+unsafe fn product<
+    const R: usize,
+    const H: usize,
+    const MASKED: bool,
+    const A_STEP: usize,
+    const B_TAPS: bool,
+    const HALF_LAST: bool,
+>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -439,6 +465,8 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
             let bh: [__m512; H] = std::array::from_fn(|h| {
                 if MASKED {
                     _mm512_maskz_loadu_ps(b_masks[h], bk.wrapping_add(16 * h))
+                } else if HALF_LAST && h == H - 1 {
+                    _mm512_castps256_ps512(_mm256_loadu_ps(bk.add(16 * h)))
                 } else {
                     _mm512_loadu_ps(bk.add(16 * h))
                 }
@@ -474,7 +502,16 @@ unsafe fn product<const R: usize, const H: usize, const MASKED: bool, const A_ST
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(if i < 8 { *ak.add(i * a_step) } else { *ak8.add((i - 8) * a_step) });
                 for h in 0..H {
-                    row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
+                    row[h] = if HALF_LAST && h == H - 1 {
+                        // The lower 8 lanes only (their upper lanes are
+                        // never stored): one 256-bit FMA, half the cost of
+                        // a 512-bit one where the core splits those (Zen 4).
+                        let (a8, b8, c8) =
+                            (_mm512_castps512_ps256(ai), _mm512_castps512_ps256(bh[h]), _mm512_castps512_ps256(row[h]));
+                        _mm512_castps256_ps512(_mm256_fmadd_ps(a8, b8, c8))
+                    } else {
+                        _mm512_fmadd_ps(ai, bh[h], row[h])
+                    };
                 }
             }
         }

@@ -182,6 +182,9 @@ fn cases(mr: usize, nr: usize) -> Vec<Case> {
                 .into_iter()
                 // Taller than one tile: a narrow kernel tile may span panels.
                 .chain([(2 * mr, half - 1), (2 * mr - 3, 1), (2 * mr, nr)])
+                // Full height, the last vector at most half full (AVX-512's
+                // 256-bit FMAs for 17 to 24 columns).
+                .chain([(mr, half + 1), (mr, half + half / 2)])
                 .collect::<Vec<_>>()
         {
             for (store, beta) in [(Store::Overwrite, 0.0), (Store::Update, 0.75), (Store::Update, 1.0)] {
