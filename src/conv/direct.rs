@@ -254,8 +254,17 @@ impl WithKernel for Direct<'_> {
         // channels then only saves the weights' rereads.
         let free_band = band_in_place::<K>(g);
         let second_band = if free_band { 0 } else { 4 * g.c_in_per_group() * g.h_in * g.w_in };
+        // Channels-last, parts by channels write the same cache lines
+        // unless a pixel's channels fill whole lines (40 channels: panel 1's
+        // 8 share a line with the next pixel's first 8), and split unevenly
+        // where the last panel is narrow (32 + 8). Zen 4, 2 threads, 1×1
+        // on 28², by channels against by rows (alternated, 3 runs):
+        // 120 -> 40 88–111 -> 52–56 µs, 72 -> 40 66–80 -> 33–54, 40 -> 120
+        // 123–141 -> 57–58 (NCHW 55–70).
+        let lines_apart = g.layout == Layout::Nchw || m.is_multiple_of(16);
         let by_channels = blocks < 4 * threads
             || ((weight_bytes > cache_sizes().l2 || free_band)
+                && lines_apart
                 && rereads > second_band
                 && panels.is_multiple_of(threads));
         let parts = if threads > 1 && by_channels {
