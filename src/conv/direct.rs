@@ -251,9 +251,18 @@ impl WithKernel for Direct<'_> {
         let (one_thread_blocks, weight_bytes) = (row_blocks(g, &out_rows, m, 1), 4 * k * m);
         let rereads = weight_bytes * (blocks - one_thread_blocks) / threads.max(1);
         // A band read in place costs a part nothing to "build": splitting by
-        // channels then only saves the weights' rereads.
+        // channels then only saves the weights' rereads, which count where
+        // the weights take a quarter of L2 or more. Zen 5 (tenth sitting),
+        // 2 threads, channels-last, by channels against by rows: 512 -> 256
+        // 1×1 on 28² (512 KiB) 449 -> 466 GFLOP/s, 192 -> 128 (96 KiB)
+        // 400 -> 428. Zen 4 (eighteenth), the other way, µs: 192 -> 128
+        // 199–259 against 184–195 by rows, 32 -> 128 on 27² (16 KiB) 55–124
+        // against 39–40, 64 -> 64 on 56² 174–310 against 141, 512 -> 112 on
+        // 13² 117–149 against 105–108; 512 -> 256 1000–1094 against
+        // 993–1010. Small weights go by rows.
         let free_band = band_in_place::<K>(g);
         let second_band = if free_band { 0 } else { 4 * g.c_in_per_group() * g.h_in * g.w_in };
+        let l2 = cache_sizes().l2;
         // Channels-last, parts by channels write the same cache lines
         // unless a pixel's channels fill whole lines (40 channels: panel 1's
         // 8 share a line with the next pixel's first 8), and split unevenly
@@ -263,7 +272,7 @@ impl WithKernel for Direct<'_> {
         // 123–141 -> 57–58 (NCHW 55–70).
         let lines_apart = g.layout == Layout::Nchw || m.is_multiple_of(16);
         let by_channels = blocks < 4 * threads
-            || ((weight_bytes > cache_sizes().l2 || free_band)
+            || ((weight_bytes > l2 || free_band && weight_bytes >= l2 / 4)
                 && lines_apart
                 && rereads > second_band
                 && panels.is_multiple_of(threads));
