@@ -339,12 +339,12 @@ fn channels_last_depthwise_row_rolling_through_the_padding() {
 /// kernel steps `stride · c_in` floats from pixel to pixel) or from a
 /// pixel-major copy of its rows (padding): 1 × 1 to 7 × 7 kernels, strides
 /// 1 to 4 (windows that skip input too), dilation, groups (on two threads
-/// split by rows), two K chunks,
-/// on every path and thread setting
-/// the NCHW bits, permuted, and within the reference's bound.
+/// split by rows), two K chunks, output channels a few past a panel (the
+/// wide tiles), on every path and thread setting the NCHW bits, permuted,
+/// and within the reference's bound.
 #[test]
 fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
-    let cases: [([usize; 4], [usize; 4], ConvParams); 15] = [
+    let cases: [([usize; 4], [usize; 4], ConvParams); 19] = [
         ([1, 16, 9, 30], [16, 16, 1, 1], ConvParams::default()),
         ([2, 40, 9, 21], [24, 40, 3, 3], ConvParams { stride: [2, 2], ..ConvParams::default() }),
         ([1, 32, 11, 19], [48, 32, 3, 3], ConvParams { stride: [1, 3], ..ConvParams::default() }),
@@ -365,6 +365,13 @@ fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
         ([1, 40, 9, 13], [24, 40, 1, 1], ConvParams { stride: [2, 2], ..ConvParams::default() }),
         ([2, 40, 10, 11], [32, 20, 1, 1], ConvParams { stride: [3, 2], groups: 2, ..ConvParams::default() }),
         ([1, 16, 17, 18], [16, 16, 3, 3], ConvParams { stride: [4, 4], ..ConvParams::default() }),
+        // 1 to 8 channels past a panel of 32, with that panel in one wide
+        // tile (AVX-512: 8 × 40) of 7 or 8 pixels, or of 5 (two tiles):
+        // in place, padded, past a first whole panel (72 = 32 + 40), in groups.
+        ([1, 24, 9, 28], [40, 24, 1, 1], ConvParams::default()),
+        ([2, 16, 5, 14], [33, 16, 3, 3], ConvParams { padding: [1; 4], ..ConvParams::default() }),
+        ([1, 40, 6, 5], [72, 40, 3, 3], ConvParams { padding: [1; 4], ..ConvParams::default() }),
+        ([1, 136, 7, 8], [136, 34, 1, 1], ConvParams { groups: 4, ..ConvParams::default() }),
     ];
     for (i, (x_shape, w_shape, params)) in cases.into_iter().enumerate() {
         let p = ConvProblem::seeded(x_shape, w_shape, params, true, 60 + i as u64);

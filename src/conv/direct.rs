@@ -469,13 +469,18 @@ unsafe fn direct_block<K: MicroKernel>(
         // 2048 of ResNet's res5 1×1, 2 MiB) outgrows L2, and tile by tile
         // it came from L3 once per tile (Zen 5, 1 thread: res5 1×1 512 ->
         // 2048 on 7×7 570 -> 518 µs, 256 -> 1024 on 14×14 535 -> 500 µs).
-        for jr in (0..m).step_by(nr) {
+        let mut jr = 0;
+        while jr < m {
+            // The last columns with the panel before them where the kernel
+            // takes such a wide tile (`A_TAPS_WIDE`: 40 channels as one 8 ×
+            // 40 tile, not 8 × 32 and a 16 × 8 whose vectors are half empty).
+            let width = if m - jr > nr && m - jr <= K::A_TAPS_WIDE { m - jr } else { nr.min(m - jr) };
             // A line's tiles as even as whole pixels allow (49 go 7 × 7, not
             // 6 × 8 and 1): a tile of 1 to 3 rows has too few FMA chains to
             // fill the pipes (1 thread: res5 1 × 1 468 -> 449 µs, LeNet conv2
             // 3.8 -> 3.35 µs). A narrow panel (the last of m, or all of m ≤
             // 16) may take taller tiles.
-            let tiles = line.div_ceil(K::a_taps_rows(nr.min(m - jr)));
+            let tiles = line.div_ceil(K::a_taps_rows(width));
             for l in 0..lines {
                 let (px0, at0) = (l * line, row_at(rows.start + l));
                 for t in 0..tiles {
@@ -486,7 +491,7 @@ unsafe fn direct_block<K: MicroKernel>(
                         rsc: rsc as isize,
                         csc: 1,
                         rows: x_end - x,
-                        cols: nr.min(m - jr),
+                        cols: width,
                     };
                     let spec = match bias {
                         // The channels' bias, on the last chunk of a channels-last output.
@@ -501,7 +506,8 @@ unsafe fn direct_block<K: MicroKernel>(
                     // inside the group's input (no padding: every window
                     // is, and the band's floats are the input's at the
                     // same offsets from band_at); panel jr / NR of the
-                    // chunk's packed weights holds kc × NR floats; the tile
+                    // chunk's packed weights holds kc × NR floats (so does
+                    // the next, which a wide tile reads); the tile
                     // lies inside the npx × m block, or, channels-last,
                     // inside this item's pixels and channels of the output
                     // (as `run`'s caller guarantees), with `cols` bias
@@ -519,6 +525,7 @@ unsafe fn direct_block<K: MicroKernel>(
                     };
                 }
             }
+            jr += width;
         }
     }
     put_band(band);

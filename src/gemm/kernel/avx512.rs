@@ -59,6 +59,10 @@ impl MicroKernel for Avx512_8x32 {
         true
     }
 
+    /// 8 rows × (32 + 8) columns: 24 accumulators, the last 8 columns' at
+    /// 256 bits (see `product`'s `HALF_LAST`).
+    const A_TAPS_WIDE: usize = NR + 8;
+
     /// 16 rows for a tile of one vector of columns: 16 accumulators, as
     /// the full 8 × 32 tile has (8 would leave the two FMA pipes' 8 chains
     /// no slack). Packed too: Zen 5, 1 thread, Winograd under `Relaxed`,
@@ -170,7 +174,7 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
     for j in (0..out.cols).step_by(16 * H) {
         let cols = (out.cols - j).min(16 * H);
         let masks = std::array::from_fn(|h| lane_mask(cols, h));
-        let b = BRows { ptr: b.wrapping_add(j), stride: rsb, masks, taps };
+        let b = BRows { ptr: b.wrapping_add(j), stride: rsb, next: 0, masks, taps };
         let out = TileOut { c: out.c.wrapping_offset(j as isize * out.csc), cols, ..*out };
         let spec = &spec.at_col(j);
         // SAFETY: columns j .. j + cols of the caller's tile and of B's rows;
@@ -182,7 +186,7 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
             } else if H > 1 && cols <= 16 {
                 // A last slice of one vector or less: one vector's FMAs, not
                 // H (a 112-pixel row in slices of 32: 3 + a half-empty 4th).
-                let b = BRows { ptr: b.ptr, stride: rsb, masks: [b.masks[0]], taps };
+                let b = BRows { ptr: b.ptr, stride: rsb, next: 0, masks: [b.masks[0]], taps };
                 if cols == 16 {
                     kernel_8x32::<R, 1, false, 0, B_TAPS, false>(kc, a, b, &out, spec)
                 } else {
@@ -203,6 +207,9 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
 struct BRows<const H: usize> {
     ptr: *const f32,
     stride: isize,
+    /// Floats from a row's first column to its column 32, in the next
+    /// packed panel: the wide tile's third vector (`H == 3`, `HALF_LAST`).
+    next: usize,
     masks: [__mmask16; H],
     /// With `B_TAPS`, row `k` at `ptr + taps[k]` instead (`stride` unused).
     taps: *const usize,
@@ -225,6 +232,36 @@ struct ACols {
 /// step known only at run time (a channels-last image: `stride · c_in`).
 const RUNTIME_STEP: usize = usize::MAX;
 
+/// [`tile_shape`], or for a wide tile (`A_TAPS_WIDE`: 33 to 40 columns
+/// over two panels) the 8 × 40 tile.
+///
+/// # Safety
+/// As [`tile_shape`]; a wide tile's two panels of `kc × NR` floats at `b`.
+#[inline(always)]
+unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    if out.cols > NR {
+        // A wide tile (`A_TAPS_WIDE`): columns 32 .. 40 from the next panel.
+        debug_assert!(out.cols <= NR + 8 && out.rows <= MR);
+        let b = BRows { ptr: b, stride: NR as isize, next: NR * kc, masks: [0xffff; 3], taps: std::ptr::null() };
+        // SAFETY: the caller's guarantees: two packed panels of kc × NR
+        // floats at `b`; R is the tile's row count.
+        unsafe {
+            return match out.rows {
+                8 => kernel_8x32::<8, 3, false, A_STEP, false, true>(kc, a, b, out, spec),
+                7 => kernel_8x32::<7, 3, false, A_STEP, false, true>(kc, a, b, out, spec),
+                // Fewer rows: the panel's tile, then the next panel's.
+                _ => {
+                    tile_shape::<A_STEP>(kc, a, b.ptr, &TileOut { cols: NR, ..*out }, spec);
+                    let rest = TileOut { c: out.c.wrapping_offset(NR as isize * out.csc), cols: out.cols - NR, ..*out };
+                    tile_shape::<A_STEP>(kc, a, b.ptr.wrapping_add(NR * kc), &rest, &spec.at_col(NR))
+                }
+            };
+        }
+    }
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe { tile_shape::<A_STEP>(kc, a, b, out, spec) }
+}
+
 /// Calls [`kernel_8x32`] on a packed B panel, compiled for the tile's row
 /// count (1..=8) and B halves (1 or 2), so a tile of few rows (M = 6, an
 /// edge of M) or columns (an edge of N) issues only its own FMAs.
@@ -233,10 +270,10 @@ const RUNTIME_STEP: usize = usize::MAX;
 /// AVX-512F; the pointer guarantees of [`MicroKernel::run`] (of
 /// [`MicroKernel::run_a_taps`] with a step `A_STEP > 0`).
 #[inline(always)]
-unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
     macro_rules! rows {
         ($h:literal) => {{
-            let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; $h], taps: std::ptr::null() };
+            let b = BRows { ptr: b, stride: NR as isize, next: 0, masks: [0xffff; $h], taps: std::ptr::null() };
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
@@ -255,14 +292,14 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
     if out.rows == MR && (17..=24).contains(&out.cols) {
         // A full-height tile of 17 to 24 columns (24 output channels on
         // the direct path): the second vector's FMAs at 256 bits.
-        let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; 2], taps: std::ptr::null() };
+        let b = BRows { ptr: b, stride: NR as isize, next: 0, masks: [0xffff; 2], taps: std::ptr::null() };
         // SAFETY: the caller's guarantees; a packed panel row holds NR floats.
         return unsafe { kernel_8x32::<8, 2, false, A_STEP, false, true>(kc, a, b, out, spec) };
     }
     if out.cols <= 16 && out.rows > MR {
         // A tall tile of one vector of columns (`a_taps_rows`).
         debug_assert!(out.rows <= 2 * MR);
-        let b = BRows { ptr: b, stride: NR as isize, masks: [0xffff; 1], taps: std::ptr::null() };
+        let b = BRows { ptr: b, stride: NR as isize, next: 0, masks: [0xffff; 1], taps: std::ptr::null() };
         // SAFETY: the caller's guarantees; R is the tile's row count.
         unsafe {
             match out.rows {
@@ -361,18 +398,22 @@ unsafe fn kernel_8x32<
 
 /// A tile's accumulators in memory, row-major, `16·H` floats a row (zeros
 /// in rows past R), for the store paths that do not store rows of vectors.
+/// Room for a wide tile's 3 vectors a row (`A_TAPS_WIDE`).
 #[repr(C, align(64))]
-struct Spilled([f32; MR * NR]);
+struct Spilled([f32; SPILLED]);
+
+/// The floats of a [`Spilled`] tile: 8 rows of 3 vectors.
+const SPILLED: usize = MR * 48;
 
 /// `acc` as a [`Spilled`] tile.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn spill<const R: usize, const H: usize>(acc: &[[__m512; H]; R]) -> Spilled {
-    const { assert!(R * 16 * H <= MR * NR) };
-    let mut tile = Spilled([0.0; MR * NR]);
+    const { assert!(R * 16 * H <= SPILLED) };
+    let mut tile = Spilled([0.0; SPILLED]);
     for (i, row) in acc.iter().enumerate() {
         for (h, &acc_h) in row.iter().enumerate() {
-            // SAFETY: vector h of row i ends at (i·H + h + 1)·16 <= R·16H <= MR·NR.
+            // SAFETY: vector h of row i ends at (i·H + h + 1)·16 <= R·16H <= SPILLED.
             unsafe { _mm512_store_ps(tile.0.as_mut_ptr().add((i * H + h) * 16), acc_h) };
         }
     }
@@ -456,7 +497,9 @@ unsafe fn product<
     b: BRows<H>,
 ) -> [[__m512; H]; R] {
     let mut acc = [[_mm512_setzero_ps(); H]; R];
-    let (b_ptr, b_stride, b_masks, b_taps) = (b.ptr, b.stride, b.masks, b.taps);
+    let (b_ptr, b_stride, b_masks, b_taps, b_next) = (b.ptr, b.stride, b.masks, b.taps, b.next);
+    // The wide tile (`A_TAPS_WIDE`): 32 + 8 columns over two panels.
+    let wide = HALF_LAST && H == 3;
     let step = |acc: &mut [[__m512; H]; R], k: usize| {
         // SAFETY: k < kc; the caller guarantees kc·MR floats at `a` and B's
         // kc rows (whole panel rows, or the masked lanes of rows in place).
@@ -465,10 +508,14 @@ unsafe fn product<
             let bh: [__m512; H] = std::array::from_fn(|h| {
                 if MASKED {
                     _mm512_maskz_loadu_ps(b_masks[h], bk.wrapping_add(16 * h))
-                } else if HALF_LAST && h == H - 1 {
-                    _mm512_castps256_ps512(_mm256_loadu_ps(bk.add(16 * h)))
                 } else {
-                    _mm512_loadu_ps(bk.add(16 * h))
+                    // A wide tile's third vector: the next panel's first columns.
+                    let at = if wide && h == 2 { bk.add(b_next) } else { bk.add(16 * h) };
+                    if HALF_LAST && h == H - 1 {
+                        _mm512_castps256_ps512(_mm256_loadu_ps(at))
+                    } else {
+                        _mm512_loadu_ps(at)
+                    }
                 }
             });
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };

@@ -137,6 +137,14 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// tile has a row or two.
     const B_ROWS_NR: usize = Self::NR;
 
+    /// The widest tile [`MicroKernel::run_a_taps`] takes: a tile of `NR <
+    /// out.cols <= A_TAPS_WIDE` columns (at most `MR` rows) reads its
+    /// columns from `NR` on from the next packed panel, `kc·NR` floats past
+    /// `b`. A kernel with registers to spare runs the last few columns of a
+    /// matrix (40 channels: 32 + 8) with the panel before them, where a
+    /// tile of their own would fill a fraction of its vectors. `NR`: none.
+    const A_TAPS_WIDE: usize = Self::NR;
+
     /// Whether [`MicroKernel::run_a_taps`] reads A where it lies for a
     /// pixel step of `step` floats (else it gathers, as the default does).
     fn reads_a_taps(step: usize) -> bool {

@@ -74,6 +74,9 @@ enum Mode {
     /// `run_a_taps` with this pixel step: A's column k at `tap(k)` of
     /// a larger buffer, its rows `step` floats apart.
     ATaps(usize),
+    /// The same in tiles of `A_TAPS_WIDE` columns, B packed in panels of
+    /// `NR` one after another.
+    ATapsWide(usize),
     /// `run_b_taps`: B's row k at `tap(k)` of a larger buffer, tiles
     /// `B_ROWS_NR` wide.
     BTaps,
@@ -90,17 +93,21 @@ fn tap(k: usize, mr: usize, step: usize) -> usize {
 /// (returned whole, so writes outside the tile show up), taking the
 /// operands as `mode` says.
 fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
-    let nr = if matches!(mode, Mode::BRows | Mode::BTaps) { K::B_ROWS_NR } else { K::NR };
+    let nr = match mode {
+        Mode::BRows | Mode::BTaps => K::B_ROWS_NR,
+        Mode::ATapsWide(_) => K::A_TAPS_WIDE,
+        _ => K::NR,
+    };
     // A tile of few columns may be taller than MR: packed, from several A
     // panels; reading A in place, with unit column stride.
-    let tall = mode == Mode::Packed || (matches!(mode, Mode::ATaps(_)) && case.col_stride == 1);
+    let tall = mode == Mode::Packed || (matches!(mode, Mode::ATaps(_) | Mode::ATapsWide(_)) && case.col_stride == 1);
     let mr = if tall { K::a_taps_rows(case.cols.min(nr)) } else { K::MR };
     let a_full = values(case.kc * D, 1); // element (i, k) at k·D + i
     let b_full = values(case.kc * D, 2); // element (k, j) at k·D + j
     let bias = values(D, 3);
     let (rsc, csc, len) = c_layout(case);
     let mut c = values(len, 4);
-    let step = if let Mode::ATaps(step) = mode { step } else { 1 };
+    let step = if let Mode::ATaps(step) | Mode::ATapsWide(step) = mode { step } else { 1 };
     let taps: Vec<usize> = (0..case.kc).map(|k| tap(k, mr, step)).collect();
     // B's rows at irregular offsets, D floats of room each.
     let b_taps: Vec<usize> = (0..case.kc).map(|k| tap(k, D, 1)).collect();
@@ -113,7 +120,8 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
             let (rows, cols) = (mr.min(case.rows - i0), nr.min(case.cols - j0));
             let mut a = vec![0.0f32; case.kc * mr];
             let mut a_far = values(tap(case.kc, mr, step), 5);
-            let mut b = vec![0.0f32; case.kc * nr];
+            // Panels of NR columns, each kc × NR (two for a wide tile).
+            let mut b = vec![0.0f32; case.kc * nr.next_multiple_of(K::NR)];
             for k in 0..case.kc {
                 for i in 0..rows {
                     // Panels of MR rows, each kc × MR (one for MR rows).
@@ -121,7 +129,7 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
                     a_far[taps[k] + i * step] = a_full[k * D + i0 + i];
                 }
                 for j in 0..cols {
-                    b[k * nr + j] = b_full[k * D + j0 + j];
+                    b[(j / K::NR) * case.kc * K::NR + k * K::NR + j % K::NR] = b_full[k * D + j0 + j];
                 }
             }
             let out = TileOut {
@@ -155,7 +163,7 @@ fn compute<K: MicroKernel>(kern: K, case: &Case, mode: Mode) -> Vec<f32> {
                         let b_rows = b_full.as_ptr().wrapping_add(j0);
                         kern.run_b_rows(case.kc, a.as_ptr(), b_rows, D as isize, &out, &spec)
                     }
-                    Mode::ATaps(step) => {
+                    Mode::ATaps(step) | Mode::ATapsWide(step) => {
                         kern.run_a_taps(case.kc, a_far.as_ptr(), step, taps.as_ptr(), b.as_ptr(), &out, &spec)
                     }
                     Mode::BTaps => {
@@ -268,7 +276,16 @@ impl WithKernel for InPlaceBattery {
 #[test]
 fn every_kernel_reading_in_place_matches_its_packed_bits() {
     // Steps 1, 2 and 4 are read in place by the AVX-512 kernel, 3 is gathered.
-    let all = [Mode::BRows, Mode::BTaps, Mode::ATaps(1), Mode::ATaps(2), Mode::ATaps(3), Mode::ATaps(4)];
+    let all = [
+        Mode::BRows,
+        Mode::BTaps,
+        Mode::ATaps(1),
+        Mode::ATaps(2),
+        Mode::ATaps(3),
+        Mode::ATaps(4),
+        Mode::ATapsWide(1),
+        Mode::ATapsWide(3),
+    ];
     // Under Miri (the portable kernels only, ~30 s a mode each) one kernel
     // and one step of A: the other steps and the unfused kernel run the
     // same default methods, whose gather reads at any step.
