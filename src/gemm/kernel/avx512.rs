@@ -320,10 +320,11 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
     }
 }
 
-/// The tile's product for its `R` rows with `H` of B's two 16-column halves:
+/// The tile's product for its `R` rows with `H` of B's 16-column vectors:
 /// a tile of at most 16 columns (an edge of N) skips the FMAs of the other
 /// half, which only zeros would feed, and a tile of fewer rows those of the
-/// missing rows. Full and partial tiles with unit column stride store through
+/// missing rows; a wide tile (`H == 3`, `HALF_LAST`) reads its third vector
+/// from the next panel. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_8x32<

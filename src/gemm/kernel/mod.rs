@@ -106,7 +106,8 @@ impl StoreSpec {
 ///
 /// # Memory
 /// The kernel reads `kc·MR` floats at `a` (`kc·MR` per panel of a tile
-/// taller than `MR`), `kc·NR` floats at `b`, `rows`
+/// taller than `MR`), `kc·NR` floats at `b` (`2·kc·NR` for a tile wider
+/// than `NR`: [`MicroKernel::A_TAPS_WIDE`]), `rows`
 /// (with `bias_cols`, `cols`) floats at `bias` (when not null) and reads/writes exactly the
 /// `rows × cols` elements of C described by `out` — nothing else.
 pub(crate) trait MicroKernel: Copy + Send + Sync {
