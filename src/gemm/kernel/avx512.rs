@@ -60,7 +60,7 @@ impl MicroKernel for Avx512_8x32 {
     }
 
     /// 8 rows × (32 + 8) columns: 24 accumulators, the last 8 columns' at
-    /// 256 bits (see `product`'s `HALF_LAST`).
+    /// 256 bits (see [`HALF_LAST`]).
     const A_TAPS_WIDE: usize = NR + 8;
 
     /// 16 rows for a tile of one vector of columns: 16 accumulators, as
@@ -182,18 +182,18 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
         unsafe {
             let a = ACols { ptr: a, taps: std::ptr::null(), step: 0 };
             if cols == 16 * H {
-                kernel_8x32::<R, H, false, 0, B_TAPS, false>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, WHOLE, 0, B_TAPS>(kc, a, b, &out, spec)
             } else if H > 1 && cols <= 16 {
                 // A last slice of one vector or less: one vector's FMAs, not
                 // H (a 112-pixel row in slices of 32: 3 + a half-empty 4th).
                 let b = BRows { ptr: b.ptr, stride: rsb, next: 0, masks: [b.masks[0]], taps };
                 if cols == 16 {
-                    kernel_8x32::<R, 1, false, 0, B_TAPS, false>(kc, a, b, &out, spec)
+                    kernel_8x32::<R, 1, WHOLE, 0, B_TAPS>(kc, a, b, &out, spec)
                 } else {
-                    kernel_8x32::<R, 1, true, 0, B_TAPS, false>(kc, a, b, &out, spec)
+                    kernel_8x32::<R, 1, MASKED, 0, B_TAPS>(kc, a, b, &out, spec)
                 }
             } else {
-                kernel_8x32::<R, H, true, 0, B_TAPS, false>(kc, a, b, &out, spec)
+                kernel_8x32::<R, H, MASKED, 0, B_TAPS>(kc, a, b, &out, spec)
             }
         }
     }
@@ -201,8 +201,8 @@ unsafe fn in_place<const R: usize, const H: usize, const B_TAPS: bool>(
 
 /// Where the kernel reads B: row `k` at `ptr + k·stride`, its `H` vectors
 /// of 16 columns loaded under `masks` (lanes off are not read, so cannot
-/// fault). Unmasked (`MASKED == false`: a packed panel, a full slice of
-/// rows in place), all `16·H` lanes are read.
+/// fault). Unmasked (`B_LOAD` other than [`MASKED`]: a packed panel, a
+/// full slice of rows in place), all `16·H` lanes are read.
 #[derive(Clone, Copy)]
 struct BRows<const H: usize> {
     ptr: *const f32,
@@ -228,6 +228,17 @@ struct ACols {
     step: usize,
 }
 
+/// How the kernel loads and multiplies B's vectors (its `B_LOAD`): each
+/// whole, 16 floats of a packed panel or of a full slice of rows in place;
+/// each under its mask (`BRows::masks`: rows in place, an edge of N); or
+/// whole but the last, whose lower 8 columns only are loaded and multiplied
+/// at 256 bits (see `product`).
+const WHOLE: u8 = 0;
+/// See [`WHOLE`].
+const MASKED: u8 = 1;
+/// See [`WHOLE`].
+const HALF_LAST: u8 = 2;
+
 /// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
 /// step known only at run time (a channels-last image: `stride · c_in`).
 const RUNTIME_STEP: usize = usize::MAX;
@@ -247,8 +258,8 @@ unsafe fn with_tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f3
         // floats at `b`; R is the tile's row count.
         unsafe {
             return match out.rows {
-                8 => kernel_8x32::<8, 3, false, A_STEP, false, true>(kc, a, b, out, spec),
-                7 => kernel_8x32::<7, 3, false, A_STEP, false, true>(kc, a, b, out, spec),
+                8 => kernel_8x32::<8, 3, HALF_LAST, A_STEP, false>(kc, a, b, out, spec),
+                7 => kernel_8x32::<7, 3, HALF_LAST, A_STEP, false>(kc, a, b, out, spec),
                 // Fewer rows: the panel's tile, then the next panel's.
                 _ => {
                     tile_shape::<A_STEP>(kc, a, b.ptr, &TileOut { cols: NR, ..*out }, spec);
@@ -277,14 +288,14 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
             // SAFETY: the caller's guarantees; R is the tile's row count.
             unsafe {
                 match out.rows {
-                    1 => kernel_8x32::<1, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    2 => kernel_8x32::<2, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    3 => kernel_8x32::<3, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    4 => kernel_8x32::<4, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    5 => kernel_8x32::<5, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    6 => kernel_8x32::<6, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    7 => kernel_8x32::<7, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
-                    _ => kernel_8x32::<8, $h, false, A_STEP, false, false>(kc, a, b, out, spec),
+                    1 => kernel_8x32::<1, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    2 => kernel_8x32::<2, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    3 => kernel_8x32::<3, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    4 => kernel_8x32::<4, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    5 => kernel_8x32::<5, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    6 => kernel_8x32::<6, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    7 => kernel_8x32::<7, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                    _ => kernel_8x32::<8, $h, WHOLE, A_STEP, false>(kc, a, b, out, spec),
                 }
             }
         }};
@@ -294,7 +305,7 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
         // the direct path): the second vector's FMAs at 256 bits.
         let b = BRows { ptr: b, stride: NR as isize, next: 0, masks: [0xffff; 2], taps: std::ptr::null() };
         // SAFETY: the caller's guarantees; a packed panel row holds NR floats.
-        return unsafe { kernel_8x32::<8, 2, false, A_STEP, false, true>(kc, a, b, out, spec) };
+        return unsafe { kernel_8x32::<8, 2, HALF_LAST, A_STEP, false>(kc, a, b, out, spec) };
     }
     if out.cols <= 16 && out.rows > MR {
         // A tall tile of one vector of columns (`a_taps_rows`).
@@ -303,14 +314,14 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
         // SAFETY: the caller's guarantees; R is the tile's row count.
         unsafe {
             match out.rows {
-                9 => kernel_8x32::<9, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                10 => kernel_8x32::<10, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                11 => kernel_8x32::<11, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                12 => kernel_8x32::<12, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                13 => kernel_8x32::<13, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                14 => kernel_8x32::<14, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                15 => kernel_8x32::<15, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
-                _ => kernel_8x32::<16, 1, false, A_STEP, false, false>(kc, a, b, out, spec),
+                9 => kernel_8x32::<9, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                10 => kernel_8x32::<10, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                11 => kernel_8x32::<11, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                12 => kernel_8x32::<12, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                13 => kernel_8x32::<13, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                14 => kernel_8x32::<14, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                15 => kernel_8x32::<15, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
+                _ => kernel_8x32::<16, 1, WHOLE, A_STEP, false>(kc, a, b, out, spec),
             }
         }
     } else if out.cols <= 16 {
@@ -327,14 +338,7 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
 /// from the next panel. Full and partial tiles with unit column stride store through
 /// (masked) vector stores.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_8x32<
-    const R: usize,
-    const H: usize,
-    const MASKED: bool,
-    const A_STEP: usize,
-    const B_TAPS: bool,
-    const HALF_LAST: bool,
->(
+unsafe fn kernel_8x32<const R: usize, const H: usize, const B_LOAD: u8, const A_STEP: usize, const B_TAPS: bool>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -350,7 +354,7 @@ unsafe fn kernel_8x32<
         }
     }
     // SAFETY: the caller's guarantees for A and B, passed on.
-    let acc = unsafe { product::<R, H, MASKED, A_STEP, B_TAPS, HALF_LAST>(kc, a, b) };
+    let acc = unsafe { product::<R, H, B_LOAD, A_STEP, B_TAPS>(kc, a, b) };
 
     if out.csc == 1 {
         let alpha = _mm512_set1_ps(spec.alpha);
@@ -471,7 +475,7 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 }
 
 /// `acc[i][h]` = the chunk's sums for row `i`, columns `16h .. 16h + 16`,
-/// each from +0 by one FMA per k in increasing k. With `HALF_LAST`, the
+/// each from +0 by one FMA per k in increasing k. With [`HALF_LAST`], the
 /// last vector's sums are for its lower 8 columns only, by 256-bit FMAs
 /// (the same operation per lane, so the same bits): Zen 4 issues a 512-bit
 /// FMA as two 256-bit halves, so a tile of 24 columns costs 24 lanes' FMAs
@@ -485,14 +489,7 @@ unsafe fn store_columns<const H: usize>(tile: &Spilled, out: &TileOut, spec: &St
 /// `kc·MR` floats at `a.ptr`; B's `kc` rows readable as `b` says.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn product<
-    const R: usize,
-    const H: usize,
-    const MASKED: bool,
-    const A_STEP: usize,
-    const B_TAPS: bool,
-    const HALF_LAST: bool,
->(
+unsafe fn product<const R: usize, const H: usize, const B_LOAD: u8, const A_STEP: usize, const B_TAPS: bool>(
     kc: usize,
     a: ACols,
     b: BRows<H>,
@@ -500,19 +497,19 @@ unsafe fn product<
     let mut acc = [[_mm512_setzero_ps(); H]; R];
     let (b_ptr, b_stride, b_masks, b_taps, b_next) = (b.ptr, b.stride, b.masks, b.taps, b.next);
     // The wide tile (`A_TAPS_WIDE`): 32 + 8 columns over two panels.
-    let wide = HALF_LAST && H == 3;
+    let wide = B_LOAD == HALF_LAST && H == 3;
     let step = |acc: &mut [[__m512; H]; R], k: usize| {
         // SAFETY: k < kc; the caller guarantees kc·MR floats at `a` and B's
         // kc rows (whole panel rows, or the masked lanes of rows in place).
         unsafe {
             let bk = if B_TAPS { b_ptr.wrapping_add(*b_taps.add(k)) } else { b_ptr.offset(k as isize * b_stride) };
             let bh: [__m512; H] = std::array::from_fn(|h| {
-                if MASKED {
+                if B_LOAD == MASKED {
                     _mm512_maskz_loadu_ps(b_masks[h], bk.wrapping_add(16 * h))
                 } else {
                     // A wide tile's third vector: the next panel's first columns.
                     let at = if wide && h == 2 { bk.add(b_next) } else { bk.add(16 * h) };
-                    if HALF_LAST && h == H - 1 {
+                    if B_LOAD == HALF_LAST && h == H - 1 {
                         _mm512_castps256_ps512(_mm256_loadu_ps(at))
                     } else {
                         _mm512_loadu_ps(at)
@@ -550,7 +547,7 @@ unsafe fn product<
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(if i < 8 { *ak.add(i * a_step) } else { *ak8.add((i - 8) * a_step) });
                 for h in 0..H {
-                    row[h] = if HALF_LAST && h == H - 1 {
+                    row[h] = if B_LOAD == HALF_LAST && h == H - 1 {
                         // The lower 8 lanes only (their upper lanes are
                         // never stored): one 256-bit FMA, half the cost of
                         // a 512-bit one where the core splits those (Zen 4).
