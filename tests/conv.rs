@@ -184,6 +184,18 @@ fn depthwise_large_kernels_match_reference() {
     }
 }
 
+/// Kernels of 64 taps (the band's tap pattern) and more (its per-tap
+/// formula), over several K chunks that start inside a channel, padded,
+/// dilated and at stride 2: every path and ISA.
+#[test]
+fn dense_large_kernels_match_reference() {
+    for (k, stride, pad, dilation) in [(8, 1, 3, 1), (9, 1, 4, 1), (9, 2, 2, 1), (5, 1, 4, 2)] {
+        let params =
+            ConvParams { stride: [stride; 2], padding: [pad; 4], dilation: [dilation; 2], ..ConvParams::default() };
+        ConvProblem::seeded([1, 7, 13, 15], [18, 7, k, k], params, true, 20 + k as u64).check();
+    }
+}
+
 #[test]
 fn conv_kernel_equals_input() {
     ConvProblem::seeded([1, 3, 5, 4], [2, 3, 5, 4], ConvParams::default(), true, 2).check();
