@@ -619,19 +619,14 @@ pub(super) fn band_taps(g: &ConvGeometry, k0: usize, band: &Band, taps: &mut [us
 /// offsets and repeats them (7×7 kernels: 49).
 const PATTERN: usize = 64;
 
-/// One band row: the input row `x` between `pad_left` zeros and zeros up
-/// to the row's end, split into `sw` phases of `phase` floats (padded
-/// column `q + i·sw` at `q·phase + i`).
+/// One band row of a band split into phases (`sw` of them, 2 or more: a
+/// band of one phase is built a channel at a time by [`build_band`]): the
+/// input row `x` between `pad_left` zeros and zeros up to the row's end,
+/// split into `sw` phases of `phase` floats (padded column `q + i·sw` at
+/// `q·phase + i`).
 #[inline(always)]
 fn fill_band_row<L: Lanes>(row: &mut [f32], x: &[f32], pad_left: usize, sw: usize, phase: usize) {
     match sw {
-        1 => {
-            let (head, rest) = row.split_at_mut(pad_left);
-            let (body, tail) = rest.split_at_mut(x.len());
-            zero_floats(head);
-            copy_floats(body, x);
-            zero_floats(tail);
-        }
         2 => split_two_phases::<L>(row, x, pad_left, phase),
         4 => split_phases::<4>(row, x, pad_left, phase),
         _ => split_phases::<0>(row, x, pad_left, phase),
@@ -642,9 +637,10 @@ fn fill_band_row<L: Lanes>(row: &mut [f32], x: &[f32], pad_left: usize, sw: usiz
 /// fixed size for up to 32 floats, not a call into the C library: a 7×7
 /// plane's band is ~1,000 rows of 1, 7 and 1 floats per layer, and their
 /// `memcpy` / `memset` calls (each with a `vzeroupper` out of AVX-512
-/// code) took a fifth of a 128 -> 32 3×3 layer (Zen 4, 1 thread).
+/// code) took a fifth of a 128 -> 32 3×3 layer (Zen 4, 1 thread; now
+/// [`build_band`] zeros a channel in vectors and copies its rows here).
 #[inline(always)]
-pub(super) fn copy_floats(dst: &mut [f32], src: &[f32]) {
+fn copy_floats(dst: &mut [f32], src: &[f32]) {
     let n = src.len();
     let dst = &mut dst[..n];
     macro_rules! ends {
@@ -686,7 +682,7 @@ fn zero_lanes<L: Lanes>(dst: &mut [f32]) {
 
 /// `dst.fill(0.0)`, as [`copy_floats`] copies.
 #[inline(always)]
-pub(super) fn zero_floats(dst: &mut [f32]) {
+fn zero_floats(dst: &mut [f32]) {
     const ZEROS: [f32; 16] = [0.0; 16];
     let n = dst.len();
     if (16..=32).contains(&n) {
