@@ -185,8 +185,8 @@ fn depthwise_large_kernels_match_reference() {
 }
 
 /// Kernels of 64 taps (the band's tap pattern) and more (its per-tap
-/// formula), over several K chunks that start inside a channel, padded,
-/// dilated and at stride 2: every path and ISA.
+/// formula), over several K chunks (9×9 and 5×5: chunks that start inside
+/// a channel), padded, dilated and at stride 2: every path and ISA.
 #[test]
 fn dense_large_kernels_match_reference() {
     for (k, stride, pad, dilation) in [(8, 1, 3, 1), (9, 1, 4, 1), (9, 2, 2, 1), (5, 1, 4, 2)] {
