@@ -184,8 +184,8 @@ fn depthwise_large_kernels_match_reference() {
     }
 }
 
-/// Kernels of 64 taps (the band's tap pattern) and more (its per-tap
-/// formula), over several K chunks (9×9 and 5×5: chunks that start inside
+/// Kernels of 64 taps (the band's tap pattern on the stack) and more (on
+/// the heap), over several K chunks (9×9 and 5×5: chunks that start inside
 /// a channel), padded, dilated and at stride 2: every path and ISA.
 #[test]
 fn dense_large_kernels_match_reference() {
