@@ -5,7 +5,8 @@ mod common;
 
 use common::{
     Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
-    depthwise_problem_blocks, depthwise_problem_strided, for_each_isa, pointwise_problem_tiny, values,
+    depthwise_problem_blocks, depthwise_problem_stride_2, depthwise_problem_strided, for_each_isa,
+    pointwise_problem_tiny, values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
@@ -42,6 +43,11 @@ proptest! {
 
     #[test]
     fn strided_depthwise_matches_reference_on_every_path(p in depthwise_problem_strided()) {
+        p.check();
+    }
+
+    #[test]
+    fn stride_2_depthwise_matches_reference_on_every_path(p in depthwise_problem_stride_2()) {
         p.check();
     }
 
@@ -391,7 +397,12 @@ fn plan_names_its_algorithm_and_kernel() {
             _ => ("dwconv_plane_portable_unfused", "dwconv_plane_portable_unfused"),
         };
         assert_eq!(dw.kernel_name([1, 8, 20, 20]).unwrap(), rolling, "{}", isa.name());
-        assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), plane, "{}", isa.name());
+        // At stride 2: AVX-512's rolling rows on rows of more than 8
+        // outputs (20 wide: 10), the blocks of channels on narrower ones
+        // (12 wide: 6) and on the other paths.
+        let rolling_s2 = if isa == Isa::Avx512 { rolling } else { plane };
+        assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), rolling_s2, "{}", isa.name());
+        assert_eq!(dw_s2.kernel_name([1, 8, 12, 12]).unwrap(), plane, "{}", isa.name());
         let dense = Conv2dPlan::new(&values(64 * 64 * 9, 2), [64, 64, 3, 3], None, &same, &opts).unwrap();
         let want = if isa == Isa::Avx512 { Algorithm::Direct } else { Algorithm::Implicit };
         assert_eq!(dense.algorithm([1, 64, 14, 14]).unwrap(), want, "{}", isa.name());

@@ -152,6 +152,12 @@ pub(crate) trait MaskedLanes: Lanes {
     /// # Safety
     /// `p + j` writable for the lanes `j` of `m`; CPU support.
     unsafe fn store_masked(m: Self::M, p: *mut f32, v: Self::V);
+    /// The even and the odd lanes of `a` then `b`: `(a0 a2 … b0 b2 …,
+    /// a1 a3 … b1 b3 …)`, [`Lanes::deinterleave`] of two loaded vectors.
+    ///
+    /// # Safety
+    /// CPU support.
+    unsafe fn unzip(a: Self::V, b: Self::V) -> (Self::V, Self::V);
 }
 
 /// Code generic over the lanes, run by [`dispatch`] or [`Lanes::enter`]

@@ -122,15 +122,7 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (__m256, __m256) {
         // SAFETY: the caller guarantees AVX2 and 16 readable floats.
-        unsafe {
-            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-            // Per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit
-            // pairs in the order 0 2 1 3: [a0 a2 a4 a6 b0 b2 b4 b6].
-            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-            let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
-            (order(even), order(odd))
-        }
+        unsafe { <Self as MaskedLanes>::unzip(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
     }
     #[inline(always)]
     unsafe fn transpose_rows_8x8(rows: &[*const f32; 8], dst: impl Fn(usize) -> *mut f32) {
@@ -165,6 +157,18 @@ impl MaskedLanes for Avx2 {
     unsafe fn store_masked(m: __m256i, p: *mut f32, v: __m256) {
         // SAFETY: the caller guarantees AVX and the masked lanes writable.
         unsafe { _mm256_maskstore_ps(p, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn unzip(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            // Per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit
+            // pairs in the order 0 2 1 3: [a0 a2 a4 a6 b0 b2 b4 b6].
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            (order(even), order(odd))
+        }
     }
 }
 
@@ -207,12 +211,7 @@ impl Lanes for Avx512 {
     #[inline(always)]
     unsafe fn deinterleave(p: *const f32) -> (__m512, __m512) {
         // SAFETY: the caller guarantees AVX-512F and 32 readable floats.
-        unsafe {
-            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
-            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
-        }
+        unsafe { <Self as MaskedLanes>::unzip(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))) }
     }
     #[inline(always)]
     unsafe fn activate(act: Activation, v: __m512) -> __m512 {
@@ -279,6 +278,15 @@ impl MaskedLanes for Avx512 {
     unsafe fn store_masked(m: __mmask16, p: *mut f32, v: __m512) {
         // SAFETY: the caller guarantees AVX-512F and the masked lanes writable.
         unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn unzip(a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+        }
     }
 }
 

@@ -174,6 +174,23 @@ pub fn depthwise_problem_strided() -> impl Strategy<Value = ConvProblem> {
     problems(1..=2, 1..=4, 1..=1, 1..=3, 1..=40, 1..=7, 1..=3, 0..=3, 1..=2)
 }
 
+/// Depthwise problems at stride 2 both ways with 3 × 3 and 5 × 5 kernels,
+/// rows up to 130 wide: the shapes of the stride-2 rolling rows on x86 (1
+/// to 4 vectors of output columns a block, and more than one block on
+/// AVX2; edges masked), multipliers 1 and 2, every padding side 0..4.
+pub fn depthwise_problem_stride_2() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1..=2usize, 1..=4usize, 1..=2usize),
+        (1..=20usize, 1..=130usize, prop_oneof![Just(3usize), Just(5usize)]),
+        [0..=4usize, 0..=4, 0..=4, 0..=4],
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((n, groups, m), (h, w, k), padding, (flip, bias, seed))| {
+            let params = ConvParams { stride: [2, 2], padding, groups, flip, ..ConvParams::default() };
+            ConvProblem::seeded([n, groups, h, w], [groups * m, 1, k, k], params, bias, seed)
+        })
+}
+
 /// Depthwise problems of 6 to 20 channels, multiplier 1: whole and partial
 /// blocks of channels as lanes (`dwconv_blocked`, 8 or 4 channels a block),
 /// every stride 1..3 and kernel 1..7 in each axis, planes 1..30.

@@ -4,9 +4,10 @@
 //! output pixels on the `simd` lanes: `dwconv_plane_<isa>` here (any kernel,
 //! stride and dilation, from the zero-padded plane split into its stride
 //! phases) and
-//! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, masked
-//! lanes). Each output still sums its taps in the order of the
-//! reproducibility rule, so both are bit-identical to the GEMM paths.
+//! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, and stride
+//! 2 on AVX-512; masked lanes). Each output still sums its taps in the
+//! order of the reproducibility rule, so both are bit-identical to the GEMM
+//! paths.
 //! Channels-last has its own kernels (`channels_last.rs`; 3×3 and 5×5 at
 //! stride 1 rolling sums down the rows in `channels_last_rows.rs`; the weight
 //! gradient in `weight_grad.rs`), with the channels as the lanes.
@@ -111,12 +112,17 @@ pub(crate) fn run(
 /// and scratch within the buffers' size.
 pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     let n = match isa {
-        // Stride 1 with 3×3 and 5×5 kernels on rows wider than a vector:
-        // the rolling rows need no transposes (Zen 4, 1 thread: 32×112²
-        // 3×3 85 against 290 µs, 480×14² 3×3 53 against 70 µs; on 7×7
-        // planes the blocks win, 960×7² 3×3 43–51 against 57–77 µs).
+        // 3×3 and 5×5 kernels on rows of more than 8 outputs: the rolling
+        // rows need no transposes. Stride 1 (Zen 4, 1 thread: 32×112² 3×3
+        // 85 against 290 µs, 480×14² 3×3 53 against 70 µs; on 7×7 planes
+        // the blocks win, 960×7² 3×3 43–51 against 57–77 µs); stride 2 on
+        // AVX-512 (96×112² 3×3 143 against 276 µs, 144×56² 5×5 112–114
+        // against 132–133, 136×28² 3×3 17 against 25; on 14² planes the
+        // blocks win, 576×14² 3×3 30–38 against 60–62 µs).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2Fma if rolling::takes(geo) && geo.w_out > 8 => return None,
+        Isa::Avx512 if rolling::takes(geo, 16) && geo.w_out > 8 => return None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma if rolling::takes(geo, 8) && geo.w_out > 8 => return None,
         Isa::Avx512 => 16,
         Isa::Avx2Fma => 8,
         Isa::Neon => 4,
@@ -174,8 +180,8 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     struct Name<'a>(#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] &'a ConvGeometry);
     #[cfg(target_arch = "x86_64")]
     impl Name<'_> {
-        fn rolling(&self, names: [&'static str; 2]) -> Option<&'static str> {
-            rolling::takes(self.0).then_some(if self.0.kh == 3 { names[0] } else { names[1] })
+        fn rolling(&self, lanes: usize, names: [&'static str; 2]) -> Option<&'static str> {
+            rolling::takes(self.0, lanes).then_some(if self.0.kh == 3 { names[0] } else { names[1] })
         }
     }
     impl PerPath for Name<'_> {
@@ -188,11 +194,12 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
         }
         #[cfg(target_arch = "x86_64")]
         fn avx2(self, _: simd::x86::Avx2) -> &'static str {
-            self.rolling(["dwconv_3x3_rolling_avx2", "dwconv_5x5_rolling_avx2"]).unwrap_or("dwconv_plane_avx2")
+            self.rolling(8, ["dwconv_3x3_rolling_avx2", "dwconv_5x5_rolling_avx2"]).unwrap_or("dwconv_plane_avx2")
         }
         #[cfg(target_arch = "x86_64")]
         fn avx512(self, _: simd::x86::Avx512) -> &'static str {
-            self.rolling(["dwconv_3x3_rolling_avx512", "dwconv_5x5_rolling_avx512"]).unwrap_or("dwconv_plane_avx512")
+            self.rolling(16, ["dwconv_3x3_rolling_avx512", "dwconv_5x5_rolling_avx512"])
+                .unwrap_or("dwconv_plane_avx512")
         }
         #[cfg(target_arch = "aarch64")]
         fn neon(self, _: simd::neon::Neon) -> &'static str {
@@ -225,13 +232,13 @@ impl WithLanes for Depthwise<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx2(self, lanes: simd::x86::Avx2) {
-        if rolling::takes(self.geo) { self.rolling::<simd::x86::Avx2>() } else { self.run(lanes) }
+        if rolling::takes(self.geo, 8) { self.rolling::<simd::x86::Avx2>() } else { self.run(lanes) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx512(self, lanes: simd::x86::Avx512) {
-        if rolling::takes(self.geo) { self.rolling::<simd::x86::Avx512>() } else { self.run(lanes.avx2()) }
+        if rolling::takes(self.geo, 16) { self.rolling::<simd::x86::Avx512>() } else { self.run(lanes.avx2()) }
     }
 }
 

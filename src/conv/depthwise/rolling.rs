@@ -1,7 +1,9 @@
 //! `dwconv_3x3_rolling_<isa>` and `dwconv_5x5_rolling_<isa>`: depthwise rows
 //! by rolling accumulators, on lanes with masked loads (x86-64's AVX2 and
-//! AVX-512): each input row is loaded once per kernel column and feeds the
-//! `k` output rows it belongs to; masked loads supply the zero padding.
+//! AVX-512), read in place from the plane: each input row is loaded once
+//! per kernel column (stride 1) or once per pair of kernel columns, its
+//! even and odd columns split in registers (stride 2), and feeds the output
+//! rows it belongs to; masked loads supply the zero padding.
 
 use super::Depthwise;
 use crate::activation::Activation;
@@ -11,10 +13,19 @@ use crate::simd::MaskedLanes;
 /// Most vectors of output columns in one block of [`dwconv_rolling`].
 const ROLLING_MAX_C: usize = 4;
 
-/// Whether [`dwconv_rolling`] takes this geometry: stride 1 both ways, a
-/// 3 × 3 or 5 × 5 kernel, no vertical dilation.
-pub(super) fn takes(geo: &ConvGeometry) -> bool {
-    geo.stride_h == 1 && geo.stride_w == 1 && geo.dilation_h == 1 && geo.kh == geo.kw && matches!(geo.kh, 3 | 5)
+/// Whether [`dwconv_rolling`] takes this geometry on lanes of `lanes`
+/// floats: a 3 × 3 or 5 × 5 kernel, no vertical dilation, and stride 1 both
+/// ways, or stride 2 both ways without dilation on 16 lanes (AVX-512 splits
+/// a pair of vectors into even and odd columns in 2 shuffles, AVX2 in 4:
+/// on Zen 4 its stride-2 rows were even with the blocks of channels or
+/// slower, 240 × 28² 3×3 64 against 58 µs).
+pub(super) fn takes(geo: &ConvGeometry, lanes: usize) -> bool {
+    let strides = match (geo.stride_h, geo.stride_w) {
+        (1, 1) => true,
+        (2, 2) => geo.dilation_w == 1 && lanes == 16,
+        _ => false,
+    };
+    strides && geo.dilation_h == 1 && geo.kh == geo.kw && matches!(geo.kh, 3 | 5)
 }
 
 /// The convolution of one (image, group) with one input channel, as
@@ -31,7 +42,7 @@ pub(super) fn takes(geo: &ConvGeometry) -> bool {
 #[inline(always)]
 pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
     let Depthwise { geo, plane, weight, bias, act, out, .. } = job;
-    assert!(takes(geo) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry dwconv_rolling takes");
+    assert!(takes(geo, L::N) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry dwconv_rolling takes");
     let taps = geo.kh * geo.kw;
     // Vectors per row: `k·C` accumulators, `C` input vectors, a weight and
     // a mask fit in the registers.
@@ -54,6 +65,18 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
             // its `C` vectors.
             unsafe {
                 match (geo.kh, cols.div_ceil(L::N)) {
+                    (3, c) if geo.stride_h == 2 => match c {
+                        1 => b.rows_stride_2::<L, 3, 1>(out_plane),
+                        2 => b.rows_stride_2::<L, 3, 2>(out_plane),
+                        3 => b.rows_stride_2::<L, 3, 3>(out_plane),
+                        _ => b.rows_stride_2::<L, 3, 4>(out_plane),
+                    },
+                    (_, c) if geo.stride_h == 2 => match c {
+                        1 => b.rows_stride_2::<L, 5, 1>(out_plane),
+                        2 => b.rows_stride_2::<L, 5, 2>(out_plane),
+                        3 => b.rows_stride_2::<L, 5, 3>(out_plane),
+                        _ => b.rows_stride_2::<L, 5, 4>(out_plane),
+                    },
                     (3, 1) => b.rows::<L, 3, 1>(out_plane),
                     (3, 2) => b.rows::<L, 3, 2>(out_plane),
                     (3, 3) => b.rows::<L, 3, 3>(out_plane),
@@ -172,3 +195,155 @@ impl Block<'_> {
         }
     }
 }
+
+/// Output rows in flight at stride 2: `(K + 1) / 2` for `K` of 3 or 5.
+const STRIDE_2_SLOTS: usize = 3;
+
+impl Block<'_> {
+    /// [`Block::rows`] at stride 2 both ways. Slot `s` of `acc` holds
+    /// output row `⌊i / 2⌋ − s` after input row `i` (of the padded frame),
+    /// which has had kernel rows `0 ..= i − 2·(⌊i / 2⌋ − s)`; an even row
+    /// starts a new output row in slot 0, and output row `r` is complete
+    /// after input row `2·r + K − 1`, in slot `(K − 1) / 2`. Each input
+    /// row's pairs of vectors (from columns `2·x + 2p`, masked at the
+    /// plane's edges) are split into their even and odd columns once, taps
+    /// `2p` and `2p + 1`, for every output row the row feeds.
+    ///
+    /// # Safety
+    /// `L`'s instructions are available.
+    #[inline(always)]
+    unsafe fn rows_stride_2<L: MaskedLanes, const K: usize, const C: usize>(&self, out: &mut [f32]) {
+        let (geo, n) = (self.geo, L::N);
+        assert!(K == geo.kh && K == geo.kw && K % 2 == 1 && K.div_ceil(2) <= STRIDE_2_SLOTS);
+        assert!(geo.stride_h == 2 && geo.stride_w == 2 && geo.dilation_h == 1 && geo.dilation_w == 1);
+        assert!(self.cols <= n * C && self.x0 + self.cols <= geo.w_out && geo.h_out > 0);
+        assert!(self.plane.len() >= geo.h_in * geo.w_in && self.kernel.len() >= K * K);
+        assert!(out.len() >= geo.out_pixels());
+        let mut start = [0isize; C];
+        for (c, s) in start.iter_mut().enumerate() {
+            *s = 2 * (self.x0 + n * c) as isize - geo.pad_left as isize;
+        }
+        // SAFETY: CPU support is the caller's.
+        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(self.bias.unwrap_or(0.0)), L::mask(0, 0)) };
+        // The masks of pair p's two loads for vector c, and whether any
+        // load of vector c has lanes outside the row (see `rows`).
+        let mut masks = [[[empty; 2]; C]; STRIDE_2_SLOTS];
+        let (mut stores, mut edge) = ([empty; C], [false; C]);
+        for c in 0..C {
+            for (p, pairs) in masks.iter_mut().take(K.div_ceil(2)).enumerate() {
+                for (half, m) in pairs[c].iter_mut().enumerate() {
+                    let s = start[c] + (2 * p + half * n) as isize;
+                    let lo = (-s).clamp(0, n as isize) as usize;
+                    let hi = (geo.w_in as isize - s).clamp(0, n as isize) as usize;
+                    // SAFETY: as above.
+                    *m = unsafe { L::mask(lo, hi.max(lo)) };
+                    edge[c] |= lo != 0 || hi != n;
+                }
+            }
+            // SAFETY: as above.
+            stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
+        }
+        let mut wv = [[zero; K]; K];
+        for (u, row) in wv.iter_mut().enumerate() {
+            for (v, w) in row.iter_mut().enumerate() {
+                // SAFETY: CPU support as above.
+                *w = unsafe { L::splat(self.kernel[u * K + v]) };
+            }
+        }
+        let rows = Rows2 { start: &start, masks: &masks, edge: &edge, wv: &wv };
+        let mut acc = [[zero; C]; STRIDE_2_SLOTS];
+        let last = 2 * (geo.h_out - 1) + K;
+        for i in (0..last).step_by(2) {
+            for s in (1..STRIDE_2_SLOTS).rev() {
+                acc[s] = acc[s - 1];
+            }
+            acc[0] = [zero; C];
+            // SAFETY: CPU support as above.
+            unsafe { self.feed::<L, K, C, 0>(i, rows, &mut acc) };
+            if let Some(r) = (i + 1).checked_sub(K).map(|d| d / 2).filter(|&r| r < geo.h_out) {
+                let dst = out[r * geo.w_out + self.x0..].as_mut_ptr();
+                for (c, &a) in acc[(K - 1) / 2].iter().enumerate() {
+                    // SAFETY: the store mask keeps the columns
+                    // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
+                    unsafe {
+                        let a = if self.bias.is_some() { L::add(a, bias) } else { a };
+                        L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                    }
+                }
+            }
+            if i + 1 < last {
+                // SAFETY: CPU support as above.
+                unsafe { self.feed::<L, K, C, 1>(i + 1, rows, &mut acc) };
+            }
+        }
+    }
+
+    /// Input row `i` of the padded frame (`i % 2 == ODD`) into the output
+    /// rows it feeds: slot `s` takes kernel row `ODD + 2·s` where that is
+    /// below `K`. Rows outside the plane feed zeros (every output still
+    /// does all its FMAs).
+    ///
+    /// # Safety
+    /// `L`'s instructions are available; `rows` from [`Block::rows_stride_2`].
+    #[inline(always)]
+    unsafe fn feed<L: MaskedLanes, const K: usize, const C: usize, const ODD: usize>(
+        &self,
+        i: usize,
+        rows: Rows2<'_, L, K, C>,
+        acc: &mut [[L::V; C]; STRIDE_2_SLOTS],
+    ) {
+        let geo = self.geo;
+        let iy = i as isize - geo.pad_top as isize;
+        let inside = (0..geo.h_in as isize).contains(&iy);
+        // Only read through where inside the plane.
+        let row = self.plane.as_ptr().wrapping_offset(iy.wrapping_mul(geo.w_in as isize));
+        // SAFETY: the caller's; the loads read lanes inside row `iy` only
+        // (unmasked: every lane of both halves of every pair is).
+        unsafe {
+            let zero = L::splat(0.0);
+            for c in 0..C {
+                for p in 0..K.div_ceil(2) {
+                    let (a, b) = if !inside {
+                        (zero, zero)
+                    } else {
+                        let at = row.wrapping_offset(rows.start[c] + 2 * p as isize);
+                        if rows.edge[c] {
+                            let [m0, m1] = rows.masks[p][c];
+                            (L::load_masked(m0, at), L::load_masked(m1, at.wrapping_add(L::N)))
+                        } else {
+                            (L::load(at), L::load(at.add(L::N)))
+                        }
+                    };
+                    let (even, odd) = L::unzip(a, b);
+                    for (s, slot) in acc.iter_mut().enumerate() {
+                        let u = ODD + 2 * s;
+                        if u < K {
+                            slot[c] = L::fma(rows.wv[u][2 * p], even, slot[c]);
+                            if 2 * p + 1 < K {
+                                slot[c] = L::fma(rows.wv[u][2 * p + 1], odd, slot[c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What every input row of [`Block::rows_stride_2`] reads by: each
+/// vector's first column, its pairs' masks and whether it has any, and the
+/// weights as lanes.
+struct Rows2<'a, L: MaskedLanes, const K: usize, const C: usize> {
+    start: &'a [isize; C],
+    masks: &'a [[[L::M; 2]; C]; STRIDE_2_SLOTS],
+    edge: &'a [bool; C],
+    wv: &'a [[L::V; K]; K],
+}
+
+impl<L: MaskedLanes, const K: usize, const C: usize> Clone for Rows2<'_, L, K, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<L: MaskedLanes, const K: usize, const C: usize> Copy for Rows2<'_, L, K, C> {}
