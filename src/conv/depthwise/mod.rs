@@ -608,7 +608,10 @@ mod tests {
     #[test]
     fn scratch_budget_of_a_huge_plane_is_none() {
         let params = ConvParams { stride: [2, 2], padding: [1; 4], groups: 1, ..ConvParams::default() };
-        let huge = ConvGeometry::new([1, 1, 1 << 30, 1 << 28], [1, 1, 3, 3], &params).unwrap();
+        // (Stride 2 down, 1 across: the rolling rows take neither, so
+        // `channel_block` reaches the sizes.)
+        let tall = ConvParams { stride: [2, 1], ..params };
+        let huge = ConvGeometry::new([1, 1, 1 << 30, 1 << 28], [1, 1, 3, 3], &tall).unwrap();
         assert_eq!(scratch_budget(&huge, 16), None);
         assert!(channel_block(Isa::Avx512, &huge).is_none());
         let small = ConvGeometry::new([1, 1, 14, 14], [1, 1, 3, 3], &params).unwrap();

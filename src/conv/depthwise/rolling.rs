@@ -32,7 +32,10 @@ pub(super) fn takes(geo: &ConvGeometry, lanes: usize) -> bool {
 /// `dwconv_plane` computes it (the same outputs, bit for bit), for a
 /// geometry [`takes`] accepts, without a padded copy of the plane:
 /// each input row is loaded once per kernel column and feeds the `k`
-/// output rows it belongs to. The zero padding comes from masked loads
+/// output rows it belongs to (stride 1, [`Block::rows`]), or once per pair
+/// of kernel columns, split into even and odd columns, and feeds the
+/// `⌈k/2⌉` or `⌊k/2⌋` output rows it belongs to (stride 2,
+/// [`Block::rows_stride_2`]). The zero padding comes from masked loads
 /// (masked lanes read as `0.0`), so every output still does its `kh·kw`
 /// FMAs in tap order from `+0.0`; bias and activation are applied to each
 /// finished row before it is stored.
@@ -45,7 +48,8 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
     assert!(takes(geo, L::N) && plane.len() >= geo.h_in * geo.w_in, "a plane of a geometry dwconv_rolling takes");
     let taps = geo.kh * geo.kw;
     // Vectors per row: `k·C` accumulators, `C` input vectors, a weight and
-    // a mask fit in the registers.
+    // a mask fit in the registers at stride 1 (at stride 2, `⌈k/2⌉·C`
+    // accumulators and a pair of vectors split into two, fewer).
     let max_c = ((L::REGS - 2) / (geo.kh + 1)).min(ROLLING_MAX_C);
     for (o, out_plane) in out.chunks_exact_mut(geo.out_pixels()).enumerate() {
         let block = |x0, cols| Block {
