@@ -112,22 +112,22 @@ pub(crate) fn run(
 /// and scratch within the buffers' size.
 pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     let n = match isa {
-        // 3×3 and 5×5 kernels on rows of more than 8 outputs: the rolling
-        // rows need no transposes. Stride 1 (Zen 4, 1 thread: 32×112² 3×3
-        // 85 against 290 µs, 480×14² 3×3 53 against 70 µs; on 7×7 planes
-        // the blocks win, 960×7² 3×3 43–51 against 57–77 µs); stride 2 on
-        // AVX-512 (96×112² 3×3 143 against 276 µs, 144×56² 5×5 112–114
-        // against 132–133, 136×28² 3×3 17 against 25; on 14² planes the
-        // blocks win, 576×14² 3×3 30–38 against 60–62 µs).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if rolling::takes(geo, 16) && geo.w_out > 8 => return None,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if rolling::takes(geo, 8) && geo.w_out > 8 => return None,
         Isa::Avx512 => 16,
         Isa::Avx2Fma => 8,
         Isa::Neon => 4,
         _ => return None,
     };
+    // 3×3 and 5×5 kernels on rows of more than 8 outputs: the rolling rows
+    // need no transposes. Stride 1 (Zen 4, 1 thread: 32×112² 3×3 85
+    // against 290 µs, 480×14² 3×3 53 against 70 µs; on 7×7 planes the
+    // blocks win, 960×7² 3×3 43–51 against 57–77 µs); stride 2 on AVX-512
+    // (96×112² 3×3 143 against 276 µs, 144×56² 5×5 112–114 against
+    // 132–133, 136×28² 3×3 17 against 25; on 14² planes the blocks win,
+    // 576×14² 3×3 30–38 against 60–62 µs).
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Neon && rolling::takes(geo, n) && geo.w_out > 8 {
+        return None;
+    }
     let fits = blocked::scratch_len(geo, n).is_some_and(|len| scratch_budget(geo, n).is_some_and(|b| len <= b));
     (geo.c_in_per_group() == 1 && geo.c_out_per_group() == 1 && geo.kh * geo.kw <= KC && fits).then_some(n)
 }
