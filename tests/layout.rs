@@ -465,7 +465,7 @@ fn depthwise_channels_last_at_shifts(
     }
 }
 
-/// Channels-last depthwise 3×3 and 5×5 at stride 1 rolling its sums down the rows
+/// Channels-last depthwise 3×3 and 5×5 at strides 1 and 2 rolling its sums down the rows
 /// (`dwconv_channels_last_rows_<isa>`): planes taller and wider than a few
 /// strips (rows shared among threads, items crossing from one image of the
 /// batch to the next), channel counts at and between whole vectors, widths
@@ -484,18 +484,19 @@ fn channels_last_depthwise_rolling_down_the_rows() {
         (64, 6, 5, [1, 0, 1, 1]),
         (32, 40, 6, [0, 0, 0, 0]),
     ];
-    for ((c, h, w, padding), k) in cases.into_iter().flat_map(|case| [(case, 3), (case, 5)]) {
-        let params = ConvParams { padding, groups: c, ..ConvParams::default() };
+    let kernels = [(3, 1), (5, 1), (3, 2), (5, 2)];
+    for ((c, h, w, padding), (k, stride)) in cases.into_iter().flat_map(|case| kernels.map(|ks| (case, ks))) {
+        let params = ConvParams { stride: [stride; 2], padding, groups: c, ..ConvParams::default() };
         let p = ConvProblem::seeded([2, c, h, w], [c, 1, k, k], params, true, (c + h) as u64);
         let q = p.in_layout(Layout::Nhwc);
         let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
-        if Isa::detect() == Isa::Avx512 && shape[3] >= if k == 3 { 4 } else { 14 } {
-            // (Rows narrower than a strip of 4, or 14 for 5×5, take the other kernel.)
+        if Isa::detect() == Isa::Avx512 && shape[3] >= if k == 3 || stride == 2 { 4 } else { 14 } {
+            // (Rows narrower than a strip of 4, or 14 for 5×5 at stride 1, take the other kernel.)
             let opts = ConvOptions { algorithm: Algorithm::Depthwise, ..ConvOptions::default() };
             let plan = Conv2dPlan::new(&q.weight, q.weight_shape, q.bias.as_deref(), &q.params, &opts).unwrap();
             assert_eq!(plan.kernel_name(q.input_shape).unwrap(), "dwconv_channels_last_rows_avx512");
         }
-        let what = format!("c {c} {h}×{w} {k}×{k} pad {padding:?}");
+        let what = format!("c {c} {h}×{w} {k}×{k} stride {stride} pad {padding:?}");
         depthwise_channels_last_at_shifts(&p, &q, shape, [0, 1, 4, 7, 12], &what);
     }
 }

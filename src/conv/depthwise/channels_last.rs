@@ -641,7 +641,7 @@ fn slice_width(g: &ConvGeometry, n: usize) -> usize {
 
 /// The output columns whose windows lie wholly inside the image's width,
 /// and the output rows `top .. bottom` whose windows lie inside its height.
-fn inside_windows(g: &ConvGeometry) -> (Range<usize>, usize, usize) {
+pub(super) fn inside_windows(g: &ConvGeometry) -> (Range<usize>, usize, usize) {
     let axis = |out: usize, size: usize, stride: usize, reach: usize, pad: usize| {
         // o·stride ≥ pad and o·stride + reach − pad < size.
         let first = pad.div_ceil(stride);
