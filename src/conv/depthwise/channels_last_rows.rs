@@ -70,13 +70,16 @@ pub(super) fn takes(isa: Isa, geo: &ConvGeometry) -> bool {
 
 /// Output rows per parallel item of `rows` on `threads` threads: 4 items
 /// a thread where rows allow (a thread that starts late leaves the others
-/// work to take), but at least `2(k − 1)`, since each item loads the
-/// `k − 1` input rows past its own again and walks its strips anew (Zen 5,
-/// 2 threads: 960×7² 3×3, items of 1 row against 4, 12.7 -> 5.5 µs; 5×5,
-/// items of 4 rows against 8: 240×28² 41.2–41.3 -> 33.8–34.4 µs, 672×14²
-/// 42.7–44.3 -> 32.9–33.8).
+/// work to take), but at least `2(k − s) / s` at stride `s` (`2(k − 1)` at
+/// stride 1), since each item loads the `k − s` input rows past its own
+/// `s` per output row again and walks its strips anew (Zen 5, 2 threads:
+/// 960×7² 3×3, items of 1 row against 4, 12.7 -> 5.5 µs; 5×5, items of 4
+/// rows against 8: 240×28² 41.2–41.3 -> 33.8–34.4 µs, 672×14² 42.7–44.3
+/// -> 32.9–33.8). (At stride 2 the `2(k − 1)` of stride 1 left a 7-row
+/// output one item: Zen 4, 672 × 14² 5×5/2, 2 threads as slow as 1.)
 pub(super) fn item_rows(geo: &ConvGeometry, rows: usize, threads: usize) -> usize {
-    rows.div_ceil(4 * threads).max(2 * (geo.kh - 1))
+    let s = geo.stride_h.max(1);
+    rows.div_ceil(4 * threads).max(2 * geo.kh.saturating_sub(s) / s).max(1)
 }
 
 /// [`ChannelsLast`]'s rows on this kernel, for a geometry [`takes`] accepts.
