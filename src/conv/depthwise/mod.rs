@@ -9,7 +9,8 @@
 //! order of the reproducibility rule, so both are bit-identical to the GEMM
 //! paths.
 //! Channels-last has its own kernels (`channels_last.rs`; 3×3 and 5×5 at
-//! stride 1 rolling sums down the rows in `channels_last_rows.rs`; the weight
+//! stride 1, and at stride 2 on 32 registers, rolling sums down the rows in
+//! `channels_last_rows.rs`; the weight
 //! gradient in `weight_grad.rs`), with the channels as the lanes.
 
 mod blocked;
