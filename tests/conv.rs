@@ -442,6 +442,30 @@ fn classifier_heads_split_among_threads() {
     }
 }
 
+/// Grouped 1×1 layers of batch 1 in fewer than 4 groups a thread
+/// (ShuffleNet's 24 → 112 in 4 groups, 2 groups, 3 of an odd width, planes
+/// whose rows do not split evenly, one of fewer rows than the parts): the
+/// pointwise GEMMs run in parts of their rows; on 2 and 3 threads every
+/// path's bits, within the reference's bound, in both layouts.
+#[test]
+fn grouped_pointwise_in_parts_of_rows() {
+    // (Each past the 1 MFLOP from which a layer's jobs go to threads.)
+    let cases = [
+        ([1, 24, 28, 30], [112, 6, 1, 1], 4),
+        ([1, 32, 25, 27], [64, 16, 1, 1], 2),
+        ([1, 24, 29, 31], [81, 8, 1, 1], 3),
+        ([1, 16, 3, 400], [64, 8, 1, 1], 2),
+    ];
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for (i, (x, w, groups)) in cases.into_iter().enumerate() {
+            let params = ConvParams { groups, ..ConvParams::default() };
+            let p = ConvProblem::seeded(x, w, params, i % 2 == 0, 110 + i as u64);
+            pool.install(|| p.check());
+        }
+    }
+}
+
 /// Weights beyond L2 (3 MiB, and 1.7 MiB: past Zen's 1 MiB) on small planes: the direct path
 /// takes blocks as large as half of L2 holds, so every row of the plane
 /// lies in one block; its bits are still every other path's, on 1 and 3
