@@ -470,8 +470,8 @@ fn depthwise_channels_last_at_shifts(
 /// strips (rows shared among threads, items crossing from one image of the
 /// batch to the next), channel counts at and between whole vectors, widths
 /// whose columns end in a partial strip, every padding side on its own,
-/// inputs at several floats past a vector boundary (where blocks start
-/// aligned and the last of each pixel runs into the next): the NCHW bits,
+/// inputs at several floats past a vector boundary (where, at stride 1,
+/// blocks start aligned and the last of each pixel runs into the next): the NCHW bits,
 /// permuted, on every path and thread setting, and within the bound of
 /// the reference.
 #[test]

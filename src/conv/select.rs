@@ -197,7 +197,8 @@ const WINOGRAD_MIN_CHANNELS: usize = 48;
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.
 /// Parallel over (image, group) when there are at least as many of those as
-/// threads, else inside each GEMM; either way bit-identical.
+/// threads (grouped pointwise GEMMs of fewer than 4 a thread in parts of
+/// their rows), else inside each GEMM; either way bit-identical.
 pub(crate) fn execute(
     geo: &ConvGeometry,
     options: &ConvOptions,
@@ -296,7 +297,7 @@ pub(crate) fn execute(
         unsafe { std::slice::from_raw_parts_mut(out.ptr, m * n) }
     };
     // Job `index` (image, group), its output rows `rows` only (all but on
-    // the direct path: see below).
+    // the direct and pointwise paths: see below).
     let job = |index: usize, par: Parallelism, rows: std::ops::Range<usize>, cols: &mut Vec<f32>| {
         let (image, group) = (index / geo.groups, index % geo.groups);
         let channels = geo.group_input(input, image, group);
@@ -371,12 +372,14 @@ pub(crate) fn execute(
         });
     } else if threads > 1
         && geo.groups > 1
+        && geo.layout == Layout::Nchw
         && jobs < 4 * threads
         && algorithm == Algorithm::Pointwise
         && n > gemm::NARROW_N
     {
         // (Not the narrow planes' matrix-vector path, which computes all
-        // the rows of its job.)
+        // the rows of its job; nor channels-last, where groups of the same
+        // pixels share lines: see the direct path's split above.)
         // Few grouped pointwise GEMMs (ShuffleNet's): each in parts of its
         // rows, at least 4 items a thread, so that a thread starting late
         // leaves the other less than a whole group to finish alone (Zen 4,

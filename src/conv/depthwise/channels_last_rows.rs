@@ -4,14 +4,15 @@
 //! of `STRIP` output pixels and one vector of channels walks down its
 //! column: each input row's `s·(STRIP − 1) + k` vectors (stride `s`) are
 //! loaded once and feed the output rows they belong to (`k` at stride 1;
-//! at stride 2 the `⌈k/2⌉` whose kernel rows have the input row's parity). 3×3 holds its nine weight
-//! vectors in registers (per 16 outputs about 1.5 input loads for 9 FMAs,
-//! where `channels_last.rs` loads about 5); 5×5 loads each weight once per
-//! input row for the `STRIP` sums it feeds. Where a pixel's channels are
-//! whole vectors, the blocks of the inside columns start where the input's
-//! vectors are aligned, the last of each pixel running into the next one's
-//! first channels (a misaligned vector crossing cache lines cost 1.3–1.6×
-//! on large planes). Each output sums its taps in tap order from +0 by
+//! at stride 2 the `⌈k/2⌉` whose kernel rows have the input row's
+//! parity). 3×3 holds its nine weight vectors in registers (at stride 1,
+//! per 16 outputs about 1.5 input loads for 9 FMAs, where
+//! `channels_last.rs` loads about 5); 5×5 loads each weight once per input
+//! row for the `STRIP` sums it feeds. At stride 1, where a pixel's
+//! channels are whole vectors, the blocks of the inside columns start
+//! where the input's vectors are aligned, the last of each pixel running
+//! into the next one's first channels (a misaligned vector crossing cache
+//! lines cost 1.3–1.6× on large planes). Each output sums its taps in tap order from +0 by
 //! fused multiply-adds (taps in the padding multiply a zero), then adds the
 //! bias: the reproducibility rule's operations, so the same bits as every
 //! other path.
@@ -25,8 +26,10 @@ use crate::geometry::ConvGeometry;
 use crate::isa::Isa;
 use crate::simd::{Lanes, WithLanes};
 
-/// Output pixels of a strip: 3×3's 12 sums, 9 weights and 6 inputs, or
-/// 5×5's 20 sums, 8 inputs and a weight, fit in 32 registers.
+/// Output pixels of a strip: at stride 1 3×3's 12 sums, 9 weights and 6
+/// inputs, or 5×5's 20 sums, 8 inputs and a weight, fit in 32 registers;
+/// at stride 2 3×3's 8 sums, 9 weights and an input, or 5×5's 12 sums, 11
+/// inputs and a weight.
 const STRIP: usize = 4;
 
 /// Output rows from which the kernel runs on 16 registers too (Zen 5,
@@ -53,7 +56,8 @@ const MAX_SPAN: usize = 2 * (STRIP - 1) + MAX_K;
 /// on every lane width, a row at least a strip wide. On lanes of 16
 /// registers (AVX2, portable), where 3×3's sums and weights do not fit,
 /// 3×3 at stride 1 on rows at least `WIDE_ROWS` wide and no 5×5; 5×5 at
-/// stride 1 on rows at least `WIDE_ROWS_5X5` wide.
+/// stride 1 on rows at least `WIDE_ROWS_5X5` wide, at stride 2 on every
+/// width.
 pub(super) fn takes(isa: Isa, geo: &ConvGeometry) -> bool {
     let regs32 = matches!(isa, Isa::Avx512 | Isa::Neon);
     let stride = geo.stride_h == geo.stride_w && (geo.stride_h == 1 || geo.stride_h == 2 && regs32);
@@ -272,8 +276,8 @@ impl Strips<'_> {
         // inside `out`.
         unsafe {
             let zero = L::splat(0.0);
-            // The weights in registers for 3×3 (with 12 sums and 6 inputs);
-            // 5×5's 20 sums and 8 inputs leave no room: loaded where used.
+            // The weights in registers for 3×3 (see `STRIP`); 5×5's sums
+            // and inputs leave no room: loaded where used.
             let mut w = [[zero; K]; K];
             for (u, w) in w.iter_mut().enumerate().take(if K == 3 { K } else { 0 }) {
                 for (v, w) in w.iter_mut().enumerate() {
