@@ -445,8 +445,8 @@ fn classifier_heads_split_among_threads() {
 /// Grouped 1×1 layers of batch 1 in fewer than 4 groups a thread
 /// (ShuffleNet's 24 → 112 in 4 groups, 2 groups, 3 of an odd width, planes
 /// whose rows do not split evenly, one of fewer rows than the parts): the
-/// pointwise GEMMs run in parts of their rows (NCHW; channels-last keeps
-/// a group a job); on 2 and 3 threads every path's bits, within the
+/// pointwise GEMMs run in parts of their rows, each item every group of
+/// its rows (NCHW; channels-last keeps a group a job); on 2 and 3 threads every path's bits, within the
 /// reference's bound, in both layouts.
 #[test]
 fn grouped_pointwise_in_parts_of_rows() {

@@ -197,8 +197,9 @@ const WINOGRAD_MIN_CHANNELS: usize = 48;
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.
 /// Parallel over (image, group) when there are at least as many of those as
-/// threads (grouped pointwise GEMMs of fewer than 4 a thread in parts of
-/// their rows), else inside each GEMM; either way bit-identical.
+/// threads (grouped pointwise GEMMs of fewer than 4 a thread, and
+/// channels-last groups sharing lines, over parts of their rows), else
+/// inside each GEMM; either way bit-identical.
 pub(crate) fn execute(
     geo: &ConvGeometry,
     options: &ConvOptions,
@@ -350,17 +351,31 @@ pub(crate) fn execute(
         debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
     };
     let all_rows = 0..geo.h_out;
-    let shared_lines = geo.layout == Layout::Nhwc && geo.groups > 1 && m % 16 != 0;
-    if threads > 1 && shared_lines && algorithm == Algorithm::Direct {
+    // Groups that share out their rows rather than the groups (see below).
+    let by_rows = threads > 1
+        && geo.groups > 1
+        && match algorithm {
+            Algorithm::Direct => geo.layout == Layout::Nhwc && m % 16 != 0,
+            // (Not the narrow planes' matrix-vector path, which computes
+            // all the rows of its job.)
+            Algorithm::Pointwise => geo.layout == Layout::Nchw && jobs < 4 * threads && n > gemm::NARROW_N,
+            _ => false,
+        };
+    if by_rows {
         // Channels-last groups whose channels do not fill whole cache lines
         // share their pixels' lines: threads on different groups of the
         // same pixels wrote the same lines back and forth (Zen 5, 2
         // threads: ShuffleNet's 24 -> 112 1×1 in 4 groups, 28 channels each,
-        // on 56² 47 µs on one thread, 90–175 µs on two). They share out the
-        // rows instead, each running every group of its rows. (Groups of
-        // whole lines stay split by group: each thread then streams only
-        // its groups' weights; AlexNet conv5's 2 groups of 128 channels on
-        // two threads split by rows 313 -> 399 µs.)
+        // on 56² 47 µs on one thread, 90–175 µs on two). (Groups of whole
+        // lines stay split by group: each thread then streams only its
+        // groups' weights; AlexNet conv5's 2 groups of 128 channels on two
+        // threads split by rows 313 -> 399 µs.) And few grouped pointwise
+        // GEMMs (ShuffleNet's, NCHW): a group an item, a thread starting
+        // late left the other whole groups to finish alone (Zen 4, 2
+        // threads, 24 -> 112 1×1 in 4 groups on 56²: medians 88–108 µs in
+        // ten runs, minimums 45–60; by rows: medians 60–87, minimums
+        // 54–56, the narrower GEMMs losing a few µs in the best runs).
+        // Each item runs every group of its rows.
         let parts = (4 * threads).min(geo.h_out).max(1);
         par::for_each(threads, geo.batch * parts, |item| {
             let (image, part) = (item / parts, item % parts);
@@ -369,29 +384,6 @@ pub(crate) fn execute(
                 (0..geo.groups)
                     .for_each(|group| job(image * geo.groups + group, Parallelism::Serial, rows.clone(), cols))
             })
-        });
-    } else if threads > 1
-        && geo.groups > 1
-        && geo.layout == Layout::Nchw
-        && jobs < 4 * threads
-        && algorithm == Algorithm::Pointwise
-        && n > gemm::NARROW_N
-    {
-        // (Not the narrow planes' matrix-vector path, which computes all
-        // the rows of its job; nor channels-last, where groups of the same
-        // pixels share lines: see the direct path's split above.)
-        // Few grouped pointwise GEMMs (ShuffleNet's): each in parts of its
-        // rows, at least 4 items a thread, so that a thread starting late
-        // leaves the other less than a whole group to finish alone (Zen 4,
-        // 2 threads, 24 -> 112 1×1 in 4 groups on 56², a group an item:
-        // medians 88–108 µs in ten runs, minimums 45–60; in parts: medians
-        // 60–87, minimums 54–56: the best runs lose a few µs to the
-        // narrower GEMMs, the typical ones gain more).
-        let parts = (4 * threads).div_ceil(jobs).min(geo.h_out).max(1);
-        par::for_each(threads, jobs * parts, |item| {
-            let (index, part) = (item / parts, item % parts);
-            let rows = part * geo.h_out / parts..(part + 1) * geo.h_out / parts;
-            with_scratch(|cols| job(index, Parallelism::Serial, rows, cols));
         });
     } else if threads > 1 && jobs >= threads {
         // Items of several jobs: a depthwise channel of 14×14 is ~60 ns of
