@@ -442,20 +442,23 @@ fn classifier_heads_split_among_threads() {
     }
 }
 
-/// Grouped 1×1 layers of batch 1 in fewer than 4 groups a thread
-/// (ShuffleNet's 24 → 112 in 4 groups, 2 groups, 3 of an odd width, planes
-/// whose rows do not split evenly, one of fewer rows than the parts): the
-/// pointwise GEMMs run in parts of their rows, each item every group of
-/// its rows (NCHW; channels-last keeps a group a job); on 2 and 3 threads every path's bits, within the
-/// reference's bound, in both layouts.
+/// Grouped 1×1 layers of batch 1 in fewer than 4 groups a thread, on
+/// planes of at least 256 pixels a part (ShuffleNet's 24 → 112 in 4
+/// groups, 3 of an odd width, planes whose rows do not split evenly, 2
+/// groups on fewer rows than the parts): the pointwise GEMMs run in
+/// parts of their rows, each item every group of its rows (NCHW;
+/// channels-last keeps a group a job); on 2 and 3 threads every path's
+/// bits, within the reference's bound, in both layouts. (A 7² plane, too
+/// small for parts, runs a group an item.)
 #[test]
 fn grouped_pointwise_in_parts_of_rows() {
-    // (Each past the 1 MFLOP from which a layer's jobs go to threads.)
+    // (Each past the 1 MFLOP from which a layer's jobs go to threads, and
+    // past 4 · 3 · 256 pixels.)
     let cases = [
-        ([1, 24, 28, 30], [112, 6, 1, 1], 4),
-        ([1, 32, 25, 27], [64, 16, 1, 1], 2),
-        ([1, 24, 29, 31], [81, 8, 1, 1], 3),
-        ([1, 16, 3, 400], [64, 8, 1, 1], 2),
+        ([1, 24, 56, 60], [112, 6, 1, 1], 4),
+        ([1, 24, 57, 63], [81, 8, 1, 1], 3),
+        ([1, 16, 5, 640], [64, 8, 1, 1], 2),
+        ([1, 272, 7, 7], [272, 68, 1, 1], 4),
     ];
     for threads in [2, 3] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

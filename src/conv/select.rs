@@ -356,9 +356,11 @@ pub(crate) fn execute(
         && geo.groups > 1
         && match algorithm {
             Algorithm::Direct => geo.layout == Layout::Nhwc && m % 16 != 0,
-            // (Not the narrow planes' matrix-vector path, which computes
-            // all the rows of its job.)
-            Algorithm::Pointwise => geo.layout == Layout::Nchw && jobs < 4 * threads && n > gemm::NARROW_N,
+            // (Planes wide enough for parts: never the narrow planes'
+            // matrix-vector path, which computes all the rows of its job.)
+            Algorithm::Pointwise => {
+                geo.layout == Layout::Nchw && jobs < 4 * threads && n >= 4 * threads * POINTWISE_PART_MIN_PIXELS
+            }
             _ => false,
         };
     if by_rows {
@@ -424,6 +426,14 @@ pub(crate) fn pointwise_wins(geo: &ConvGeometry) -> bool {
 /// even; LeNet conv2 (K = 150) 4.0 against 6.1 µs, res5 1×1 (K = 2048)
 /// 495 against 550 µs.
 const DIRECT_MIN_K: usize = 128;
+
+/// Grouped pointwise layers split by rows (on `4 · threads` parts) only
+/// where each part keeps this many pixels: a part packs its own columns
+/// and ends in a partial tile. Zen 4, 2 threads, ShuffleNet's 1×1 in 4
+/// groups: 272 channels on 7² 40 µs by rows against 13 by group,
+/// 272 on 14² 56 against 42, 136 on 28² 51 against 46; 24 -> 112 on 56²
+/// (392 pixels a part) 47 by rows, 56–103 by group.
+const POINTWISE_PART_MIN_PIXELS: usize = 256;
 
 /// Below this many flops a call stays on the calling thread. Whole (image,
 /// group) jobs split with no repacking, so a fork pays off earlier than the
