@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use crate::gemm::{KC, PackRows, PanelSource, enter_pack, with_panel_width};
+use crate::gemm::{KC, PackRows, PanelSource, copy_floats, enter_pack, with_panel_width, zero_floats};
 use crate::geometry::ConvGeometry;
 use crate::layout::Layout;
 use crate::simd::{Lanes, WithLanes};
@@ -626,37 +626,6 @@ fn fill_band_row<L: Lanes>(row: &mut [f32], x: &[f32], pad_left: usize, sw: usiz
     }
 }
 
-/// `dst.copy_from_slice(src)` (equal lengths), in at most two moves of a
-/// fixed size for up to 32 floats, not a call into the C library: a 7×7
-/// plane's band is ~1,000 rows of 1, 7 and 1 floats per layer, and their
-/// `memcpy` / `memset` calls (each with a `vzeroupper` out of AVX-512
-/// code) took a fifth of a 128 -> 32 3×3 layer (Zen 4, 1 thread; now
-/// [`build_band`] zeros a channel in vectors and copies its rows here).
-#[inline(always)]
-fn copy_floats(dst: &mut [f32], src: &[f32]) {
-    let n = src.len();
-    let dst = &mut dst[..n];
-    macro_rules! ends {
-        ($w:literal) => {{
-            // The first and the last $w floats (overlapping where n < 2·$w).
-            dst[..$w].copy_from_slice(&src[..$w]);
-            dst[n - $w..].copy_from_slice(&src[n - $w..]);
-        }};
-    }
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
-        }
-        4..=8 => ends!(4),
-        9..=16 => ends!(8),
-        17..=32 => ends!(16),
-        _ => dst.copy_from_slice(src),
-    }
-}
-
 /// `dst.fill(0.0)` in stores of the lanes' vectors (no call out of the
 /// lanes' code), the last (partial) vector's floats by [`zero_floats`].
 #[inline(always)]
@@ -671,21 +640,6 @@ fn zero_lanes<L: Lanes>(dst: &mut [f32]) {
         unsafe { L::store(v.as_mut_ptr(), zero) };
     }
     zero_floats(chunks.into_remainder());
-}
-
-/// `dst.fill(0.0)`, as [`copy_floats`] copies.
-#[inline(always)]
-fn zero_floats(dst: &mut [f32]) {
-    const ZEROS: [f32; 16] = [0.0; 16];
-    let n = dst.len();
-    if (16..=32).contains(&n) {
-        dst[..16].copy_from_slice(&ZEROS);
-        dst[n - 16..].copy_from_slice(&ZEROS);
-    } else if n < 16 {
-        copy_floats(dst, &ZEROS[..n]);
-    } else {
-        dst.fill(0.0);
-    }
 }
 
 /// [`fill_band_row`] for stride `SW` (0: any, `row.len() / phase`): zeros,
@@ -784,21 +738,6 @@ pub(super) fn put_band(band: Vec<f32>) {
 mod tests {
     use super::*;
     use crate::geometry::ConvParams;
-
-    #[test]
-    fn short_copies_and_zeros_touch_their_floats_only() {
-        for n in 0..=40 {
-            let src: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
-            let mut dst = vec![-1.0f32; n + 2];
-            copy_floats(&mut dst[1..], &src);
-            assert_eq!(dst[0], -1.0, "n = {n}");
-            assert_eq!(&dst[1..=n], &src[..], "n = {n}");
-            assert_eq!(dst[n + 1], -1.0, "n = {n}");
-            let mut dst = vec![-1.0f32; n + 2];
-            zero_floats(&mut dst[1..=n]);
-            assert!(dst[1..=n].iter().all(|&v| v == 0.0) && dst[0] == -1.0 && dst[n + 1] == -1.0, "n = {n}");
-        }
-    }
 
     #[test]
     fn band_fits_real_layers_not_huge_dilations() {

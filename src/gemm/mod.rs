@@ -16,7 +16,8 @@ pub(crate) use kernel::{MicroKernel, Store, StoreSpec, TileOut};
 pub(crate) use loops::{CMatrix, Epilogue, PARALLEL_MIN_FLOPS, Parallelism};
 pub(crate) use narrow::{NARROW_N, gemm_narrow, narrow_kernel_name, narrow_split_pays};
 pub(crate) use pack::{
-    ColumnsFrom, PackRows, PackedPanels, PanelSource, PrepackedSource, StridedSource, enter_pack, with_panel_width,
+    ColumnsFrom, PackRows, PackedPanels, PanelSource, PrepackedSource, StridedSource, copy_floats, enter_pack,
+    with_panel_width, zero_floats,
 };
 
 use crate::activation::Activation;
