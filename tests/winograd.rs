@@ -162,8 +162,9 @@ fn wide_layers_and_a_plan_reused_across_sizes() {
 /// `Exact` (the default) never picks Winograd; `Relaxed` does on a layer
 /// with enough channels (or fewer one way on a large plane, or 16 one way
 /// and 64 together on a plane of 48 a side and more), and not on a
-/// 5×5 kernel, a strided or a narrow one, or a plane under 8×8 with fewer
-/// than 128 channels, where it gives exactly the `Exact` bits.
+/// 5×5 kernel, a strided or a narrow one, a plane under 8×8 with fewer
+/// than 128 channels, or a 5×5 plane, where it gives exactly the `Exact`
+/// bits.
 #[test]
 fn auto_picks_winograd_only_under_relaxed() {
     let pad = ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() };
@@ -182,10 +183,12 @@ fn auto_picks_winograd_only_under_relaxed() {
     // `U` (128→32, not 32→256); 48 each way count as wide (48→192).
     assert_eq!(plan(dense, &pad, &relaxed).algorithm([1, 128, 14, 14]).unwrap(), Algorithm::Winograd);
     // Small planes by the multiplications the chosen tiles save: 64
-    // channels need 2.4 times fewer (13² in F(4×4): 2.6), 128 need 1.6
-    // (10² in F(2×2), whose 25 tiles fill two vectors: 1.76).
+    // channels need 2.4 times fewer (13² in F(4×4): 2.6), 128 need 1.2
+    // (10² in F(2×2), whose 25 tiles fill two vectors: 1.76; 6², 9 tiles
+    // in one vector: 1.27; not 5²: 0.88).
     assert_eq!(plan(wide, &pad, &relaxed).kernel_name([1, 64, 13, 13]).unwrap(), "winograd_f4x4");
     assert_eq!(plan([128, 128, 3, 3], &pad, &relaxed).kernel_name([1, 128, 10, 10]).unwrap(), "winograd_f2x2");
+    assert_eq!(plan([128, 128, 3, 3], &pad, &relaxed).kernel_name([1, 128, 6, 6]).unwrap(), "winograd_f2x2");
     assert_eq!(plan([192, 48, 3, 3], &pad, &relaxed).kernel_name([1, 48, 13, 13]).unwrap(), "winograd_f4x4");
     // Few channels (16 one way, 64 together) only on planes of 48 a side
     // and more: 16→64 on 55² (SqueezeNet's fire2 expand), not on 28²; 16→16
@@ -205,6 +208,7 @@ fn auto_picks_winograd_only_under_relaxed() {
         (wide, pad, [1, 64, 8, 8]),
         (wide, pad, [1, 64, 10, 10]),
         ([128, 32, 3, 3], pad, [1, 32, 10, 10]),
+        ([128, 128, 3, 3], pad, [1, 128, 5, 5]),
         (wider, pad, [1, 32, 14, 14]),
         (few, pad, [1, 16, 28, 28]),
         (few, pad, [1, 16, 47, 47]),

@@ -128,11 +128,18 @@ pub(crate) struct Weights<'a> {
 /// 32→128 on 10² 0.74×). So `Auto` asks the GEMMs of the chosen tile size
 /// ([`TileSize::by_model`]) to run fewer multiplications than the direct
 /// sum: 2.4 times fewer from 48 channels each way (and for the small-`U`
-/// layers), 1.6 times from 128 (F(2×2) on 7² saves 1.7×, F(4×4) on 13²
+/// layers), 1.6 times from 128 (1.2 since: below) (F(2×2) on 7² saves 1.7×, F(4×4) on 13²
 /// 2.6×, on 14² 3.1×). Measured, with the tile size the model picks: 64
 /// channels 0.99× on 8² (saves 2.25×) and 1.07× on 12² (2.25×), 128
 /// channels 1.23× on 8², 1.36× on 10² (1.76×), 1.12× on 11² (1.89×);
-/// 256 channels 1.26× on 9², which saves only 1.42× and stays exact.
+/// 256 channels 1.26× on 9², which saves only 1.42× and then stayed
+/// exact.
+///
+/// From 128 channels each way, 1.2 times fewer (twenty-second sitting,
+/// Zen 4, after the small planes' input transform was copied once a
+/// channel into a padded plane): F(2×2) on 6² saves 1.27× and won on 1
+/// and 2 threads, 160→320 272 against 302 µs and 143 against 155, 192→384
+/// 379 against 433 and 194 against 222.
 ///
 /// From 48 channels each way rather than 64 (twelfth sitting, Zen 5,
 /// Winograd against exact on 1 and 2 threads, the vCPUs far apart):
@@ -163,7 +170,7 @@ pub(crate) fn winograd_pays(cg: usize, og: usize, h_out: usize, w_out: usize) ->
     let (_, winograd) = TileSize::by_model(cg, og, h_out, w_out);
     let direct = h_out.saturating_mul(w_out).saturating_mul(9);
     let saves = |tenths: usize| direct.saturating_mul(10) >= winograd.saturating_mul(tenths);
-    let wide = (least >= WINOGRAD_MIN_CHANNELS && saves(24)) || (least >= 128 && saves(16));
+    let wide = (least >= WINOGRAD_MIN_CHANNELS && saves(24)) || (least >= 128 && saves(12));
     let small_u = cg.saturating_mul(og).saturating_mul(36 * 4) <= 1 << 20;
     wide || side >= 24 || (small_u && saves(24))
 }
