@@ -452,8 +452,8 @@ fn classifier_heads_split_among_threads() {
 /// small for parts, runs a group an item.)
 #[test]
 fn grouped_pointwise_in_parts_of_rows() {
-    // (Each past the 1 MFLOP from which a layer's jobs go to threads, and
-    // past 4 · 3 · 256 pixels.)
+    // (Each past the 1 MFLOP from which a layer's jobs go to threads; all
+    // but the 7² case past 4 · 3 · 256 pixels.)
     let cases = [
         ([1, 24, 56, 60], [112, 6, 1, 1], 4),
         ([1, 24, 57, 63], [81, 8, 1, 1], 3),

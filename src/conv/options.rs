@@ -66,7 +66,7 @@ pub enum Precision {
     /// layers with `1/c_in + 1/c_out ≤ 0.04` per group (64→64, 128→32):
     /// with at least 48 channels each way where the tile's GEMMs run at
     /// least 2.4 times fewer multiplications than the direct sum (1.2
-    /// times with 128 channels each way: 6×6, 7×7 and 10×10 outputs), or on
+    /// times with 128 channels each way: e.g. 6×6, 7×7 and 10×10 outputs), or on
     /// 24×24 outputs and more (below 48 channels one way, smaller planes
     /// also need `c_in · c_out ≤ 7281` and the same saving); and in
     /// [`conv2d_backward_input_with`](crate::conv2d_backward_input_with)

@@ -108,7 +108,8 @@ pub(crate) struct Weights<'a> {
 /// and the plane large enough. Measured on Zen 4, 1 thread
 /// (`benches/winograd_table.rs`): with 64 channels and more each way
 /// Winograd won on every layer of the suite (1.08–2.25× the exact path);
-/// on 6×6 planes (Inception v1's 160→320) it lost (0.91×).
+/// on 6×6 planes (Inception v1's 160→320) it lost (0.91×), until the
+/// twenty-second sitting's padded-plane input transform (below).
 ///
 /// Remeasured on Zen 5 (eleventh sitting, after the output transform's
 /// stores went by vectors), Winograd against exact, 1 and 2 threads:
@@ -128,8 +129,8 @@ pub(crate) struct Weights<'a> {
 /// 32→128 on 10² 0.74×). So `Auto` asks the GEMMs of the chosen tile size
 /// ([`TileSize::by_model`]) to run fewer multiplications than the direct
 /// sum: 2.4 times fewer from 48 channels each way (and for the small-`U`
-/// layers), 1.6 times from 128 (1.2 since: below) (F(2×2) on 7² saves 1.7×, F(4×4) on 13²
-/// 2.6×, on 14² 3.1×). Measured, with the tile size the model picks: 64
+/// layers), 1.6 times from 128, since lowered to 1.2 (below). F(2×2) on 7²
+/// saves 1.7×, F(4×4) on 13² 2.6×, on 14² 3.1×. Measured, with the tile size the model picks: 64
 /// channels 0.99× on 8² (saves 2.25×) and 1.07× on 12² (2.25×), 128
 /// channels 1.23× on 8², 1.36× on 10² (1.76×), 1.12× on 11² (1.89×);
 /// 256 channels 1.26× on 9², which saves only 1.42× and then stayed
@@ -204,8 +205,9 @@ const WINOGRAD_MIN_CHANNELS: usize = 48;
 /// One GEMM per (image, group), `out = W_g · B + bias`, then the activation,
 /// with B the image as `options.algorithm` feeds it. Arguments are validated.
 /// Parallel over (image, group) when there are at least as many of those as
-/// threads (grouped pointwise GEMMs of fewer than 4 a thread, and
-/// channels-last groups sharing lines, over parts of their rows), else
+/// threads (grouped pointwise GEMMs of fewer than 4 a thread on planes of
+/// [`POINTWISE_PART_MIN_PIXELS`] a part, and channels-last groups sharing
+/// lines, over parts of their rows), else
 /// inside each GEMM; either way bit-identical.
 pub(crate) fn execute(
     geo: &ConvGeometry,
@@ -434,9 +436,9 @@ pub(crate) fn pointwise_wins(geo: &ConvGeometry) -> bool {
 /// 495 against 550 µs.
 const DIRECT_MIN_K: usize = 128;
 
-/// Grouped pointwise layers split by rows (on `4 · threads` parts) only
-/// where each part keeps this many pixels: a part packs its own columns
-/// and ends in a partial tile. Zen 4, 2 threads, ShuffleNet's 1×1 in 4
+/// Grouped pointwise layers split by rows (into `4 · threads` parts, or
+/// one a row) only on planes of this many pixels a part on average: a
+/// part packs its own columns and ends in a partial tile. Zen 4, 2 threads, ShuffleNet's 1×1 in 4
 /// groups: 272 channels on 7² 40 µs by rows against 13 by group,
 /// 272 on 14² 56 against 42, 136 on 28² 51 against 46; 24 -> 112 on 56²
 /// (392 pixels a part) 47 by rows, 56–103 by group.

@@ -71,8 +71,10 @@ const COL_BLOCK_MIN_PIXELS: usize = 64;
 ///   buffer (1 MiB, or 64 pixels of the patch when that is more) whatever
 ///   the image size.
 /// - **Winograd**, under `Precision::Relaxed` where the windows formulation
-///   applies to a 3×3 undilated kernel with at least 64 channels per group
-///   each way: the same convolution by F(m×m, 3×3), within `1e-5 · scale`
+///   applies to a 3×3 undilated kernel where `Auto` would take it for that
+///   convolution forward (`c_out/groups` → `c_in/groups` channels on the
+///   input's plane, as [`Precision::Relaxed`](crate::Precision::Relaxed)
+///   describes): the same convolution by F(m×m, 3×3), within `1e-5 · scale`
 ///   of the exact sums and bit-identical across threads and paths.
 ///
 /// Either way the weights are packed once per call, as a forward plan's are.
@@ -136,7 +138,9 @@ pub fn conv2d_backward_input(
 /// `activation` are not: the geometry picks the formulation, and a
 /// gradient has no activation). Under
 /// [`Precision::Relaxed`](crate::Precision::Relaxed) a 3×3 stride-1 layer
-/// with at least 64 channels per group each way runs by Winograd.
+/// runs by Winograd where `Auto` would take it for the convolution that
+/// computes the gradient (`c_out/groups` → `c_in/groups` channels on the
+/// input's plane; see `Precision::Relaxed`).
 /// `Err(IsaUnavailable)` if this CPU cannot run `options.isa`.
 ///
 /// ```
