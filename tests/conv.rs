@@ -398,11 +398,12 @@ fn plan_names_its_algorithm_and_kernel() {
         };
         assert_eq!(dw.kernel_name([1, 8, 20, 20]).unwrap(), rolling, "{}", isa.name());
         // At stride 2: AVX-512's rolling rows on rows of more than 8
-        // outputs (20 wide: 10), the blocks of channels on narrower ones
-        // (12 wide: 6) and on the other paths.
-        let rolling_s2 = if isa == Isa::Avx512 { rolling } else { plane };
+        // outputs (20 wide: 10), its paired rows on rows of 4 to 8 (12
+        // wide: 6), the blocks of channels on the other paths.
+        let (rolling_s2, paired_s2) =
+            if isa == Isa::Avx512 { (rolling, "dwconv_paired_rows_avx512") } else { (plane, plane) };
         assert_eq!(dw_s2.kernel_name([1, 8, 20, 20]).unwrap(), rolling_s2, "{}", isa.name());
-        assert_eq!(dw_s2.kernel_name([1, 8, 12, 12]).unwrap(), plane, "{}", isa.name());
+        assert_eq!(dw_s2.kernel_name([1, 8, 12, 12]).unwrap(), paired_s2, "{}", isa.name());
         let dense = Conv2dPlan::new(&values(64 * 64 * 9, 2), [64, 64, 3, 3], None, &same, &opts).unwrap();
         let want = if isa == Isa::Avx512 { Algorithm::Direct } else { Algorithm::Implicit };
         assert_eq!(dense.algorithm([1, 64, 14, 14]).unwrap(), want, "{}", isa.name());

@@ -17,6 +17,8 @@ mod blocked;
 mod channels_last;
 mod channels_last_rows;
 #[cfg(target_arch = "x86_64")]
+mod paired;
+#[cfg(target_arch = "x86_64")]
 mod rolling;
 pub(crate) mod weight_grad;
 
@@ -150,6 +152,19 @@ impl WithLanes for Block<'_> {
         // SAFETY: a token of `L` exists and `simd::dispatch` entered its features.
         unsafe { blocked::dwconv_blocked::<L>(self) }
     }
+
+    /// Output rows of 4 to 8 pixels: two rows a vector, no transposes.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn avx512(self, lanes: simd::x86::Avx512) {
+        if paired::takes(self.geo) {
+            // SAFETY: a token of `Avx512` exists and `simd::dispatch`
+            // entered its features; `takes` holds.
+            unsafe { paired::dwconv_paired(self) }
+        } else {
+            self.run(lanes)
+        }
+    }
 }
 
 /// The name of the kernel the depthwise path takes on `isa` for `geo`:
@@ -174,6 +189,8 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     if channel_block(isa, geo).is_some() {
         return match isa {
             Isa::Neon => "dwconv_blocked_neon",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if paired::takes(geo) => "dwconv_paired_rows_avx512",
             Isa::Avx512 => "dwconv_blocked_avx512",
             _ => "dwconv_blocked_avx2",
         };
