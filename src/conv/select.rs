@@ -255,7 +255,9 @@ pub(crate) fn execute(
         // Channel multiplier 1: blocks of `lanes` channels per image.
         let plane = geo.h_in * geo.w_in;
         let direct = weights.direct.expect("direct weights chosen above");
-        let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>| {
+        let landing = depthwise::landing(geo);
+        // (`borders_zero`: the block before ran in the same scratch.)
+        let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>, borders_zero: bool| {
             let (c0, count) = (index * lanes, out.len() / n);
             // A last block of fewer than `lanes` channels is summed as the
             // `lanes` channels that end with it (see `Block`).
@@ -264,6 +266,8 @@ pub(crate) fn execute(
             let job = depthwise::Block {
                 geo,
                 skip,
+                landing: &landing,
+                borders_zero,
                 input: &input[image * image_len + c0 * plane..][..count * plane],
                 weight: &direct[c0 * k..][..count * k],
                 bias: bias.map(|b| &b[c0..c0 + count]),
@@ -278,14 +282,14 @@ pub(crate) fn execute(
         if threads > 1 {
             for (image, planes) in output.chunks_mut(per_image).enumerate() {
                 par::for_each_chunk_mut(threads, planes, lanes * n, |index, out| {
-                    with_scratch(|scratch| block(image, index, out, scratch))
+                    with_scratch(|scratch| block(image, index, out, scratch, false))
                 });
             }
         } else {
             with_scratch(|scratch| {
                 for (image, planes) in output.chunks_mut(per_image).enumerate() {
                     for (index, out) in planes.chunks_mut(lanes * n).enumerate() {
-                        block(image, index, out, scratch);
+                        block(image, index, out, scratch, image > 0 || index > 0);
                     }
                 }
             });

@@ -22,7 +22,7 @@ mod paired;
 mod rolling;
 pub(crate) mod weight_grad;
 
-pub(crate) use blocked::Block;
+pub(crate) use blocked::{Block, landing};
 
 /// The widest lanes of any path, for the stack buffers of partial vectors
 /// in the channels-last kernels.
