@@ -280,9 +280,16 @@ pub(crate) fn execute(
         };
         let per_image = geo.c_out * n;
         if threads > 1 {
+            // Items of several blocks, about 4 a thread, so that a block
+            // after the first of its item finds the zero borders in place.
+            let blocks_per_item = geo.c_out.div_ceil(lanes).div_ceil(4 * threads).max(1);
             for (image, planes) in output.chunks_mut(per_image).enumerate() {
-                par::for_each_chunk_mut(threads, planes, lanes * n, |index, out| {
-                    with_scratch(|scratch| block(image, index, out, scratch, false))
+                par::for_each_chunk_mut(threads, planes, blocks_per_item * lanes * n, |item, outs| {
+                    with_scratch(|scratch| {
+                        for (j, out) in outs.chunks_mut(lanes * n).enumerate() {
+                            block(image, item * blocks_per_item + j, out, scratch, j > 0);
+                        }
+                    })
                 });
             }
         } else {
