@@ -398,7 +398,7 @@ fn plan_names_its_algorithm_and_kernel() {
         };
         assert_eq!(dw.kernel_name([1, 8, 20, 20]).unwrap(), rolling, "{}", isa.name());
         // At stride 2: AVX-512's rolling rows on rows of more than 8
-        // outputs (20 wide: 10), its paired rows on rows of 4 to 8 (12
+        // outputs (20 wide: 10), its paired rows on rows of 4 to 7 (12
         // wide: 6), the blocks of channels on the other paths.
         let (rolling_s2, paired_s2) =
             if isa == Isa::Avx512 { (rolling, "dwconv_paired_rows_avx512") } else { (plane, plane) };

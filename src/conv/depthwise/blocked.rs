@@ -59,8 +59,8 @@ fn padded_extent(geo: &ConvGeometry) -> Option<[usize; 2]> {
 /// Where each input pixel lands in the padded plane, in pixels (the same
 /// for every block of a call, so made once: a block of 16 channels of 7²
 /// computing its own took 5 % of its time on Zen 4). Empty where the
-/// padded plane does not fit `u32` pixels (never within the blocks' scratch
-/// budget).
+/// padded plane does not fit `u32` pixels, where [`scratch_len`] is `None`
+/// and the blocks do not apply.
 pub(crate) fn landing(geo: &ConvGeometry) -> Vec<u32> {
     let Some([hp, wp]) = padded_extent(geo) else { return Vec::new() };
     if hp.checked_mul(wp).is_none_or(|p| p > u32::MAX as usize) {
@@ -73,7 +73,8 @@ pub(crate) fn landing(geo: &ConvGeometry) -> Vec<u32> {
 /// padded plane, the weights and the output pixels (with a block of slack).
 pub(super) fn scratch_len(geo: &ConvGeometry, n: usize) -> Option<usize> {
     let [hp, wp] = padded_extent(geo)?;
-    let plane = hp.checked_mul(wp)?;
+    // (The landing places are `u32` pixels.)
+    let plane = hp.checked_mul(wp).filter(|&p| p <= u32::MAX as usize)?;
     let taps = geo.kh.checked_mul(geo.kw)?;
     // (+ 16 floats to start the pixels on a 64-byte line.)
     plane.checked_add(taps)?.checked_add(geo.out_pixels())?.checked_add(PIXELS)?.checked_mul(n)?.checked_add(16)

@@ -170,7 +170,8 @@ impl WithLanes for Block<'_> {
 /// The name of the kernel the depthwise path takes on `isa` for `geo`:
 /// channels-last `dwconv_channels_last_rows_<isa>` or
 /// `dwconv_channels_last_<isa>` ([`run_channels_last`]); NCHW
-/// `dwconv_blocked_<isa>` ([`run_blocked`]), else
+/// `dwconv_blocked_<isa>` or, on AVX-512 where `paired::takes`,
+/// `dwconv_paired_rows_avx512` ([`run_blocked`]), else
 /// `dwconv_{3x3,5x5}_rolling_<isa>` or
 /// `dwconv_plane_<isa>` ([`run`]).
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {

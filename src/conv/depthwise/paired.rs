@@ -1,6 +1,7 @@
 //! `dwconv_paired_rows_avx512`: the depthwise convolution (channel
-//! multiplier 1, NCHW) at stride 2 of planes whose output rows are 4 to
-//! 8 pixels wide (MobileNetV2's and ShuffleNet's 3×3 stride 2 on 14²), two
+//! multiplier 1, NCHW) by 3-wide kernels at stride 2 on planes whose
+//! output rows are 4 to 7 pixels wide (MobileNetV2's and ShuffleNet's 3×3
+//! stride 2 on 14²), two
 //! output rows to a 16-lane vector, read in place from each channel's
 //! plane: no transposes. For each tap, the two input rows the pair's
 //! windows read are loaded with masks (the masked lanes are the zero
@@ -28,24 +29,26 @@ use crate::simd::x86::Avx512;
 /// Output-row pairs summed together: four accumulators in flight.
 const PAIRS: usize = 4;
 
-/// Whether [`dwconv_paired`] takes this geometry: stride 2 along the
-/// rows, output rows of 4 to 8 pixels (two fill 8 to 16 lanes), and every
-/// tap's columns within 16 floats of the row (`7·2 + (kw − 1)·dilation ≤
-/// 16` at 8 pixels: 3×3 kernels), so that each input row is loaded once a
-/// kernel row. Elsewhere the blocks of channels win: a permute and an FMA
-/// a tap and pair share the vector pipes, so at stride 1 (960 channels of
-/// 7² 3×3: 40 against 30 µs on Zen 4) and with a load a tap (672 of 14²
-/// 5×5 stride 2: 123 against 47 µs) this path loses.
+/// Whether [`dwconv_paired`] takes this geometry: 3-wide kernels at
+/// stride 2 along the rows, output rows of at least 4 pixels (two fill 8
+/// lanes or more), and every tap's columns within 16 floats of the row
+/// (`(w_out − 1)·2 + 2·dilation < 16`: at most 7 pixels undilated), so
+/// that each input row is loaded once a kernel row. Elsewhere the blocks
+/// of channels win: a permute and an FMA a tap and pair share the vector
+/// pipes, so at stride 1 (960 channels of 7² 3×3: 40 against 30 µs on Zen
+/// 4) and with a load a tap (672 of 14² 5×5 stride 2: 123 against 47 µs)
+/// this path lost; 5-wide kernels on narrower rows were not measured, and
+/// go to the blocks.
 pub(super) fn takes(geo: &ConvGeometry) -> bool {
     let [_, stride_w] = geo.taken_strides();
     let [_, dilation_w] = geo.taken_dilations();
     // (A load's place fits an i32: planes of up to 2^31 floats.)
     let plane_fits = geo.h_in.checked_mul(geo.w_in).is_some_and(|p| p < i32::MAX as usize);
     stride_w == 2
+        && geo.kw == 3
         && (4..=8).contains(&geo.w_out)
-        && geo.kw <= 16
-        && dilation_w <= 16
-        && (geo.w_out - 1) * 2 + (geo.kw - 1) * dilation_w < 16
+        && dilation_w < 8
+        && (geo.w_out - 1) * 2 + 2 * dilation_w < 16
         && plane_fits
 }
 
@@ -143,7 +146,12 @@ pub(super) unsafe fn dwconv_paired(job: Block<'_>) {
                 // `plane` (see `load`); `lanes`, `offsets` hold 16 i32;
                 // AVX-512F is the caller's guarantee.
                 unsafe {
-                    let x: [__m512; 2 * PAIRS] = std::array::from_fn(|r| load(plane, loads[r]));
+                    // (A loop, not `array::from_fn`: its closure would be
+                    // compiled without the target features where not inlined.)
+                    let mut x = [_mm512_setzero_ps(); 2 * PAIRS];
+                    for (x, &l) in x.iter_mut().zip(loads) {
+                        *x = load(plane, l);
+                    }
                     for v in 0..kw {
                         let w = Avx512::splat(kernel_row[v]);
                         let index =
