@@ -60,9 +60,14 @@ fn allocations_during(mut f: impl FnMut()) -> usize {
 
 #[test]
 fn steady_state_allocates_nothing() {
-    let layers: [([usize; 4], [usize; 4], ConvParams); 4] = [
+    let depthwise = ConvParams { padding: [1, 1, 1, 1], groups: 6, ..ConvParams::default() };
+    let layers: [([usize; 4], [usize; 4], ConvParams); 6] = [
         ([2, 8, 20, 20], [16, 8, 3, 3], ConvParams { padding: [1, 1, 1, 1], ..ConvParams::default() }),
-        ([1, 6, 9, 9], [6, 1, 3, 3], ConvParams { padding: [1, 1, 1, 1], groups: 6, ..ConvParams::default() }),
+        ([1, 6, 9, 9], [6, 1, 3, 3], depthwise),
+        // The blocks of channels (7-pixel rows) and, at stride 2 on
+        // AVX-512, the paired rows.
+        ([2, 6, 7, 7], [6, 1, 3, 3], depthwise),
+        ([2, 6, 12, 12], [6, 1, 3, 3], ConvParams { stride: [2, 2], ..depthwise }),
         ([1, 16, 7, 7], [32, 16, 1, 1], ConvParams::default()),
         ([1, 300, 5, 5], [8, 300, 1, 2], ConvParams { stride: [2, 1], ..ConvParams::default() }),
     ];

@@ -6,7 +6,7 @@
 use super::GroupConv;
 use super::implicit::ImageSource;
 use super::options::{Algorithm, ConvOptions, Threads};
-use super::scratch::with_scratch;
+use super::scratch::{with_indices, with_scratch};
 use super::winograd::{self, TileSize, WinogradWeights};
 use super::{banded, depthwise, direct, explicit, pointwise};
 use crate::error::ConvError;
@@ -255,52 +255,56 @@ pub(crate) fn execute(
         // Channel multiplier 1: blocks of `lanes` channels per image.
         let plane = geo.h_in * geo.w_in;
         let direct = weights.direct.expect("direct weights chosen above");
-        let landing = depthwise::landing(geo);
-        // (`borders_zero`: the block before ran in the same scratch.)
-        let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>, borders_zero: bool| {
-            let (c0, count) = (index * lanes, out.len() / n);
-            // A last block of fewer than `lanes` channels is summed as the
-            // `lanes` channels that end with it (see `Block`).
-            let skip = if count < lanes && geo.c_out >= lanes { lanes - count } else { 0 };
-            let (c0, count) = (c0 - skip, count + skip);
-            let job = depthwise::Block {
-                geo,
-                skip,
-                landing: &landing,
-                borders_zero,
-                input: &input[image * image_len + c0 * plane..][..count * plane],
-                weight: &direct[c0 * k..][..count * k],
-                bias: bias.map(|b| &b[c0..c0 + count]),
-                act: options.activation,
-                out,
-                scratch,
+        // (A thread's reused indices: the steady state allocates nothing.)
+        with_indices(|landing| {
+            depthwise::landing(geo, landing);
+            let landing = &*landing;
+            // (`borders_zero`: the block before ran in the same scratch.)
+            let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>, borders_zero: bool| {
+                let (c0, count) = (index * lanes, out.len() / n);
+                // A last block of fewer than `lanes` channels is summed as the
+                // `lanes` channels that end with it (see `Block`).
+                let skip = if count < lanes && geo.c_out >= lanes { lanes - count } else { 0 };
+                let (c0, count) = (c0 - skip, count + skip);
+                let job = depthwise::Block {
+                    geo,
+                    skip,
+                    landing,
+                    borders_zero,
+                    input: &input[image * image_len + c0 * plane..][..count * plane],
+                    weight: &direct[c0 * k..][..count * k],
+                    bias: bias.map(|b| &b[c0..c0 + count]),
+                    act: options.activation,
+                    out,
+                    scratch,
+                };
+                let done = depthwise::run_blocked(options.isa, job);
+                debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
             };
-            let done = depthwise::run_blocked(options.isa, job);
-            debug_assert!(done.is_ok(), "the plan's ISA was checked when it was built");
-        };
-        let per_image = geo.c_out * n;
-        if threads > 1 {
-            // Items of several blocks, about 4 a thread, so that a block
-            // after the first of its item finds the zero borders in place.
-            let blocks_per_item = geo.c_out.div_ceil(lanes).div_ceil(4 * threads).max(1);
-            for (image, planes) in output.chunks_mut(per_image).enumerate() {
-                par::for_each_chunk_mut(threads, planes, blocks_per_item * lanes * n, |item, outs| {
-                    with_scratch(|scratch| {
-                        for (j, out) in outs.chunks_mut(lanes * n).enumerate() {
-                            block(image, item * blocks_per_item + j, out, scratch, j > 0);
+            let per_image = geo.c_out * n;
+            if threads > 1 {
+                // Items of several blocks, about 4 a thread, so that a block
+                // after the first of its item finds the zero borders in place.
+                let blocks_per_item = geo.c_out.div_ceil(lanes).div_ceil(4 * threads).max(1);
+                for (image, planes) in output.chunks_mut(per_image).enumerate() {
+                    par::for_each_chunk_mut(threads, planes, blocks_per_item * lanes * n, |item, outs| {
+                        with_scratch(|scratch| {
+                            for (j, out) in outs.chunks_mut(lanes * n).enumerate() {
+                                block(image, item * blocks_per_item + j, out, scratch, j > 0);
+                            }
+                        })
+                    });
+                }
+            } else {
+                with_scratch(|scratch| {
+                    for (image, planes) in output.chunks_mut(per_image).enumerate() {
+                        for (index, out) in planes.chunks_mut(lanes * n).enumerate() {
+                            block(image, index, out, scratch, image > 0 || index > 0);
                         }
-                    })
+                    }
                 });
             }
-        } else {
-            with_scratch(|scratch| {
-                for (image, planes) in output.chunks_mut(per_image).enumerate() {
-                    for (index, out) in planes.chunks_mut(lanes * n).enumerate() {
-                        block(image, index, out, scratch, image > 0 || index > 0);
-                    }
-                }
-            });
-        }
+        });
         return;
     }
     // The output of (image, group): m × n, channel co and pixel p at

@@ -29,6 +29,11 @@ use crate::simd::x86::Avx512;
 /// Output-row pairs summed together: four accumulators in flight.
 const PAIRS: usize = 4;
 
+/// Most row loads of a channel: its table lives on the stack, so the
+/// steady state allocates nothing (up to 80 output rows under a 3-row
+/// kernel; taller planes go to the blocks).
+const MAX_LOADS: usize = 256;
+
 /// Whether [`dwconv_paired`] takes this geometry: 3-wide kernels at
 /// stride 2 along the rows, output rows of at least 4 pixels (two fill 8
 /// lanes or more), and every tap's columns within 16 floats of the row
@@ -44,8 +49,10 @@ pub(super) fn takes(geo: &ConvGeometry) -> bool {
     let [_, dilation_w] = geo.taken_dilations();
     // (A load's place fits an i32: planes of up to 2^31 floats.)
     let plane_fits = geo.h_in.checked_mul(geo.w_in).is_some_and(|p| p < i32::MAX as usize);
+    let loads = geo.h_out.div_ceil(2 * PAIRS).checked_mul(geo.kh).and_then(|l| l.checked_mul(2 * PAIRS));
     stride_w == 2
         && geo.kw == 3
+        && loads.is_some_and(|l| l <= MAX_LOADS)
         && (4..=8).contains(&geo.w_out)
         && dilation_w < 8
         && (geo.w_out - 1) * 2 + 2 * dilation_w < 16
@@ -104,19 +111,13 @@ pub(super) unsafe fn dwconv_paired(job: Block<'_>) {
     let groups = rows_out.div_ceil(2 * PAIRS);
     // Every load of a channel, the same for all: for each group of PAIRS
     // pairs and kernel row, the 2·PAIRS rows' first floats from the
-    // plane's start and lanes (none for a padding row). (Plain loops into
-    // the stack where it fits: collecting a chain of `flat_map`s into a
-    // `Vec` took a fifth of 576 channels of 14² at 3×3 stride 2.)
+    // plane's start and lanes (none for a padding row). Plain loops into
+    // the stack, at most `MAX_LOADS` (collecting a chain of `flat_map`s
+    // into a `Vec` took a fifth of 576 channels of 14² at 3×3 stride 2).
     let per_row = 2 * PAIRS;
     let len = groups * geo.kh * per_row;
-    let mut small = [Load { at: 0, mask: 0 }; 256];
-    let mut large = Vec::new();
-    let loads = if len <= small.len() {
-        &mut small[..len]
-    } else {
-        large.resize(len, Load { at: 0, mask: 0 });
-        &mut large[..]
-    };
+    let mut table = [Load { at: 0, mask: 0 }; MAX_LOADS];
+    let loads = &mut table[..len];
     let mut next = loads.iter_mut();
     for g in 0..groups {
         for u in 0..geo.kh {
