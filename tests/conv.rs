@@ -5,8 +5,8 @@ mod common;
 
 use common::{
     Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
-    depthwise_problem_blocks, depthwise_problem_stride_2, depthwise_problem_strided, for_each_isa,
-    pointwise_problem_tiny, values,
+    depthwise_problem_blocks, depthwise_problem_pairs, depthwise_problem_stride_2, depthwise_problem_strided,
+    for_each_isa, pointwise_problem_tiny, values,
 };
 use convgemm::reference::input_tap;
 use convgemm::{
@@ -58,6 +58,11 @@ proptest! {
 
     #[test]
     fn blocked_depthwise_matches_reference_on_every_path(p in depthwise_problem_blocks()) {
+        p.check();
+    }
+
+    #[test]
+    fn paired_rolling_depthwise_matches_reference_on_every_path(p in depthwise_problem_pairs()) {
         p.check();
     }
 }

@@ -194,6 +194,23 @@ pub fn depthwise_problem_stride_2() -> impl Strategy<Value = ConvProblem> {
         })
 }
 
+/// Depthwise 3 × 3 problems at stride 1, multiplier 1, 2 to 20 channels,
+/// rows of about 5 to 20 outputs (dilated along the row or not), every
+/// padding side 0..3: AVX-512's rolling rows two channels at a time
+/// (rows of 9 to 16 outputs), with odd channel counts and partial blocks
+/// of channels, and the paths on either side of those widths.
+pub fn depthwise_problem_pairs() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1..=2usize, 2..=20usize, 1..=12usize, 5..=20usize),
+        ([0..=3usize, 0..=3, 0..=3, 0..=3], 1..=2usize),
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((n, c, h, w), (padding, dilation_w), (flip, bias, seed))| {
+            let params = ConvParams { padding, dilation: [1, dilation_w], groups: c, flip, ..ConvParams::default() };
+            ConvProblem::seeded([n, c, h, w], [c, 1, 3, 3], params, bias, seed)
+        })
+}
+
 /// Depthwise problems of 6 to 20 channels, multiplier 1: whole and partial
 /// blocks of channels as lanes (`dwconv_blocked`, 8 or 4 channels a block),
 /// every stride 1..3 and kernel 1..7 in each axis, planes 1..30.

@@ -5,7 +5,10 @@
 //! stride and dilation, from the zero-padded plane split into its stride
 //! phases) and
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, and stride
-//! 2 on AVX-512; masked lanes). Each output still sums its taps in the
+//! 2 on AVX-512; masked lanes; on AVX-512 the 3×3 rows of one vector two
+//! channels at a time, from the blocks of channels). The blocks of
+//! channels as lanes are in `blocked.rs` (with AVX-512's paired rows at
+//! stride 2 in `paired.rs`). Each output still sums its taps in the
 //! order of the reproducibility rule, so both are bit-identical to the GEMM
 //! paths.
 //! Channels-last has its own kernels (`channels_last.rs`; 3×3 and 5×5 at
@@ -127,8 +130,14 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     // (96×112² 3×3 143 against 276 µs, 144×56² 5×5 112–114 against
     // 132–133, 136×28² 3×3 17 against 25; on 14² planes the blocks win,
     // 576×14² 3×3 30–38 against 60–62 µs).
+    // On AVX-512 the 3×3 stride-1 rows of one vector (9 to 16 outputs)
+    // come back to the blocks, which run them two channels at a time
+    // (`rolling::takes_pairs`; one channel a call kept three chains of
+    // FMAs in flight and paid the call: Zen 4, 1 thread, 672×14² 59.6 ->
+    // 37.0 µs, 200×14² 17.5 -> 10.7).
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Neon && rolling::takes(geo, n) && geo.w_out > 8 {
+    if isa != Isa::Neon && rolling::takes(geo, n) && geo.w_out > 8 && !(isa == Isa::Avx512 && rolling::takes_pairs(geo))
+    {
         return None;
     }
     let fits = blocked::scratch_len(geo, n).is_some_and(|len| scratch_budget(geo, n).is_some_and(|b| len <= b));
@@ -153,7 +162,9 @@ impl WithLanes for Block<'_> {
         unsafe { blocked::dwconv_blocked::<L>(self) }
     }
 
-    /// Output rows of 4 to 8 pixels: two rows a vector, no transposes.
+    /// Output rows of 4 to 8 pixels at stride 2 (two rows a vector) and
+    /// 3×3 rows of 9 to 16 at stride 1 (two channels at a time): no
+    /// transposes.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx512(self, lanes: simd::x86::Avx512) {
@@ -161,6 +172,10 @@ impl WithLanes for Block<'_> {
             // SAFETY: a token of `Avx512` exists and `simd::dispatch`
             // entered its features; `takes` holds.
             unsafe { paired::dwconv_paired(self) }
+        } else if rolling::takes_pairs(self.geo) {
+            // SAFETY: as above; `takes_pairs` holds, and AVX-512 has 16
+            // lanes and 32 registers.
+            unsafe { rolling::dwconv_rolling_pairs::<simd::x86::Avx512>(self) }
         } else {
             self.run(lanes)
         }
@@ -171,7 +186,8 @@ impl WithLanes for Block<'_> {
 /// channels-last `dwconv_channels_last_rows_<isa>` or
 /// `dwconv_channels_last_<isa>` ([`run_channels_last`]); NCHW
 /// `dwconv_blocked_<isa>` or, on AVX-512 where `paired::takes`,
-/// `dwconv_paired_rows_avx512` ([`run_blocked`]), else
+/// `dwconv_paired_rows_avx512`, where `rolling::takes_pairs`,
+/// `dwconv_3x3_rolling_avx512` two channels at a time ([`run_blocked`]), else
 /// `dwconv_{3x3,5x5}_rolling_<isa>` or
 /// `dwconv_plane_<isa>` ([`run`]).
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
@@ -192,6 +208,8 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
             Isa::Neon => "dwconv_blocked_neon",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if paired::takes(geo) => "dwconv_paired_rows_avx512",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if rolling::takes_pairs(geo) => "dwconv_3x3_rolling_avx512",
             Isa::Avx512 => "dwconv_blocked_avx512",
             _ => "dwconv_blocked_avx2",
         };

@@ -55,8 +55,9 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
         let block = |x0, cols| Block {
             geo,
             plane,
+            plane_stride: 0,
             kernel: &weight[o * taps..(o + 1) * taps],
-            bias: bias.map(|b| b[o]),
+            bias: bias.map(|b| &b[o..o + 1]),
             act,
             x0,
             cols,
@@ -81,14 +82,14 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
                         3 => b.rows_stride_2::<L, 5, 3>(out_plane),
                         _ => b.rows_stride_2::<L, 5, 4>(out_plane),
                     },
-                    (3, 1) => b.rows::<L, 3, 1>(out_plane),
-                    (3, 2) => b.rows::<L, 3, 2>(out_plane),
-                    (3, 3) => b.rows::<L, 3, 3>(out_plane),
-                    (3, _) => b.rows::<L, 3, 4>(out_plane),
-                    (_, 1) => b.rows::<L, 5, 1>(out_plane),
-                    (_, 2) => b.rows::<L, 5, 2>(out_plane),
-                    (_, 3) => b.rows::<L, 5, 3>(out_plane),
-                    (_, _) => b.rows::<L, 5, 4>(out_plane),
+                    (3, 1) => b.rows::<L, 3, 1, 1>(out_plane),
+                    (3, 2) => b.rows::<L, 3, 2, 1>(out_plane),
+                    (3, 3) => b.rows::<L, 3, 3, 1>(out_plane),
+                    (3, _) => b.rows::<L, 3, 4, 1>(out_plane),
+                    (_, 1) => b.rows::<L, 5, 1, 1>(out_plane),
+                    (_, 2) => b.rows::<L, 5, 2, 1>(out_plane),
+                    (_, 3) => b.rows::<L, 5, 3, 1>(out_plane),
+                    (_, _) => b.rows::<L, 5, 4, 1>(out_plane),
                 }
             }
             x0 += cols;
@@ -96,12 +97,71 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
     }
 }
 
-/// Output columns `x0 .. x0 + cols` of one output plane of [`dwconv_rolling`].
+/// Whether [`dwconv_rolling_pairs`] takes `geo` on AVX-512's 16 lanes: a
+/// 3 × 3 kernel at stride 1 ([`takes`]) on rows of 9 to 16 outputs, one
+/// vector a row, where a channel alone keeps only three chains of FMAs in
+/// flight (the 5 × 5 kernel's five are enough, and two channels' 50
+/// weights would not fit the registers).
+pub(super) fn takes_pairs(geo: &ConvGeometry) -> bool {
+    takes(geo, 16) && geo.stride_h == 1 && geo.kh == 3 && (9..=16).contains(&geo.w_out)
+}
+
+/// The depthwise convolution of one block of channels (see
+/// [`super::Block`]; its scratch and landing table are not used), two
+/// channels at a time through [`Block::rows`], each plane read in place.
+///
+/// # Safety
+/// `L`'s instructions are available; [`takes_pairs`] holds for the
+/// block's geometry and `L` has 16 lanes and 32 registers.
+#[inline(always)]
+pub(super) unsafe fn dwconv_rolling_pairs<L: MaskedLanes>(job: super::Block<'_>) {
+    let super::Block { geo, skip, input, weight, bias, act, out, .. } = job;
+    let (plane_in, pixels, taps) = (geo.h_in * geo.w_in, geo.out_pixels(), geo.kh * geo.kw);
+    let count = out.len() / pixels.max(1) + skip;
+    assert!(
+        takes_pairs(geo)
+            && L::N == 16
+            && L::REGS >= 32
+            && skip < count
+            && input.len() == count * plane_in
+            && weight.len() == count * taps
+            && out.len() == (count - skip) * pixels
+            && bias.is_none_or(|b| b.len() == count),
+        "a block of a geometry dwconv_rolling_pairs takes"
+    );
+    let mut c = skip;
+    while c < count {
+        let ch = (count - c).min(2);
+        let block = Block {
+            geo,
+            plane: &input[c * plane_in..(c + ch) * plane_in],
+            plane_stride: plane_in,
+            kernel: &weight[c * taps..(c + ch) * taps],
+            bias: bias.map(|b| &b[c..c + ch]),
+            act,
+            x0: 0,
+            cols: geo.w_out,
+        };
+        let out = &mut out[(c - skip) * pixels..(c - skip + ch) * pixels];
+        // SAFETY: CPU support is the caller's; the row fits one vector
+        // (`takes_pairs`).
+        unsafe { if ch == 2 { block.rows::<L, 3, 1, 2>(out) } else { block.rows::<L, 3, 1, 1>(out) } }
+        c += ch;
+    }
+}
+
+/// Output columns `x0 .. x0 + cols` of one output plane of
+/// [`dwconv_rolling`], or of the planes of consecutive channels
+/// ([`dwconv_rolling_pairs`]): channel `ch` reads the plane from
+/// `ch·plane_stride` of `plane` (0: a channel multiplier's planes share
+/// their input), its taps from `ch·kh·kw` of `kernel` and its bias
+/// `bias[ch]`.
 struct Block<'a> {
     geo: &'a ConvGeometry,
     plane: &'a [f32],
+    plane_stride: usize,
     kernel: &'a [f32],
-    bias: Option<f32>,
+    bias: Option<&'a [f32]>,
     act: Activation,
     x0: usize,
     cols: usize,
@@ -109,18 +169,22 @@ struct Block<'a> {
 
 impl Block<'_> {
     /// Every output row of the block, `C` vectors wide, for a `K × K`
-    /// kernel. After input row `i` (of the padded frame), `acc[u]` holds
-    /// output row `i - u`, which has had the taps of kernel rows `0..=u`;
-    /// `acc[K - 1]` is then complete.
+    /// kernel, of `CH` channels at once (their output planes one after
+    /// another in `out`; two channels on a single vector's columns keep
+    /// six chains of FMAs in flight, not three). After input row `i` (of
+    /// the padded frame), `acc[ch][u]` holds output row `i - u` of channel
+    /// `ch`, which has had the taps of kernel rows `0..=u`; `acc[ch][K -
+    /// 1]` is then complete.
     ///
     /// # Safety
     /// `L`'s instructions are available.
     #[inline(always)]
-    unsafe fn rows<L: MaskedLanes, const K: usize, const C: usize>(&self, out: &mut [f32]) {
+    unsafe fn rows<L: MaskedLanes, const K: usize, const C: usize, const CH: usize>(&self, out: &mut [f32]) {
         let (geo, n) = (self.geo, L::N);
+        let plane_len = geo.h_in * geo.w_in;
         assert!(K == geo.kh && K == geo.kw && self.cols <= n * C && self.x0 + self.cols <= geo.w_out);
-        assert!(self.plane.len() >= geo.h_in * geo.w_in && self.kernel.len() >= K * K);
-        assert!(out.len() >= geo.out_pixels());
+        assert!(self.plane.len() >= (CH - 1) * self.plane_stride + plane_len && self.kernel.len() >= CH * K * K);
+        assert!(out.len() >= CH * geo.out_pixels() && self.bias.is_none_or(|b| b.len() >= CH));
         // Load (c, v) reads the input columns `start[c] + v·dw ..+ N`; its
         // mask keeps the lanes inside the row (the rest is the zero padding).
         // (Plain loops, not closures: a closure would not inherit the
@@ -130,7 +194,14 @@ impl Block<'_> {
             *s = (self.x0 + n * c) as isize - geo.pad_left as isize;
         }
         // SAFETY: CPU support is the caller's.
-        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(self.bias.unwrap_or(0.0)), L::mask(0, 0)) };
+        let (zero, empty) = unsafe { (L::splat(0.0), L::mask(0, 0)) };
+        let mut bias = [zero; CH];
+        if let Some(b) = self.bias {
+            for (v, &b) in bias.iter_mut().zip(b) {
+                // SAFETY: as above.
+                *v = unsafe { L::splat(b) };
+            }
+        }
         // Each load's mask, and whether vector c has a load with lanes
         // outside the row (an edge). A vector with none loads unmasked,
         // which is faster (AVX-512 res. AVX2 on MobileNetV2's layer: 72
@@ -153,14 +224,16 @@ impl Block<'_> {
         for (v, s) in shifts.iter_mut().enumerate() {
             *s = (v * geo.dilation_w) as isize;
         }
-        let mut wv = [[zero; K]; K];
-        for (u, row) in wv.iter_mut().enumerate() {
-            for (v, w) in row.iter_mut().enumerate() {
-                // SAFETY: CPU support as above.
-                *w = unsafe { L::splat(self.kernel[u * K + v]) };
+        let mut wv = [[[zero; K]; K]; CH];
+        for (ch, wv) in wv.iter_mut().enumerate() {
+            for (u, row) in wv.iter_mut().enumerate() {
+                for (v, w) in row.iter_mut().enumerate() {
+                    // SAFETY: CPU support as above.
+                    *w = unsafe { L::splat(self.kernel[(ch * K + u) * K + v]) };
+                }
             }
         }
-        let mut acc = [[zero; C]; K];
+        let mut acc = [[[zero; C]; K]; CH];
         for i in 0..geo.h_out + K - 1 {
             let iy = i as isize - geo.pad_top as isize;
             let masks_are_none = !(0..geo.h_in as isize).contains(&iy);
@@ -170,32 +243,38 @@ impl Block<'_> {
             for c in 0..C {
                 let masked = edge[c] || masks_are_none;
                 for v in 0..K {
-                    let p = row.wrapping_offset(start[c] + shifts[v]);
-                    // SAFETY: the masks keep only the lanes inside row `iy`
-                    // of the plane (unmasked: every lane of every shift
-                    // is); CPU support as above.
-                    let x = unsafe { if masked { L::load_masked(masks[v][c], p) } else { L::load(p) } };
-                    for u in 0..K {
-                        // SAFETY: CPU support as above.
-                        acc[u][c] = unsafe { L::fma(wv[u][v], x, acc[u][c]) };
+                    for (ch, acc) in acc.iter_mut().enumerate() {
+                        let p = row.wrapping_add(ch * self.plane_stride).wrapping_offset(start[c] + shifts[v]);
+                        // SAFETY: the masks keep only the lanes inside row
+                        // `iy` of channel ch's plane (unmasked: every lane
+                        // of every shift is); CPU support as above.
+                        let x = unsafe { if masked { L::load_masked(masks[v][c], p) } else { L::load(p) } };
+                        for u in 0..K {
+                            // SAFETY: CPU support as above.
+                            acc[u][c] = unsafe { L::fma(wv[ch][u][v], x, acc[u][c]) };
+                        }
                     }
                 }
             }
             if let Some(r) = (i + 1).checked_sub(K).filter(|&r| r < geo.h_out) {
-                let dst = out[r * geo.w_out + self.x0..].as_mut_ptr();
-                for (c, &a) in acc[K - 1].iter().enumerate() {
-                    // SAFETY: the store mask keeps the columns
-                    // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
-                    unsafe {
-                        let a = if self.bias.is_some() { L::add(a, bias) } else { a };
-                        L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                for (ch, acc) in acc.iter().enumerate() {
+                    let dst = out[ch * geo.out_pixels() + r * geo.w_out + self.x0..].as_mut_ptr();
+                    for (c, &a) in acc[K - 1].iter().enumerate() {
+                        // SAFETY: the store mask keeps the columns
+                        // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
+                        unsafe {
+                            let a = if self.bias.is_some() { L::add(a, bias[ch]) } else { a };
+                            L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                        }
                     }
                 }
             }
-            for u in (1..K).rev() {
-                acc[u] = acc[u - 1];
+            for acc in acc.iter_mut() {
+                for u in (1..K).rev() {
+                    acc[u] = acc[u - 1];
+                }
+                acc[0] = [zero; C];
             }
-            acc[0] = [zero; C];
         }
     }
 }
@@ -227,8 +306,9 @@ impl Block<'_> {
         for (c, s) in start.iter_mut().enumerate() {
             *s = 2 * (self.x0 + n * c) as isize - geo.pad_left as isize;
         }
+        let bias = self.bias.map_or(0.0, |b| b[0]);
         // SAFETY: CPU support is the caller's.
-        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(self.bias.unwrap_or(0.0)), L::mask(0, 0)) };
+        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(bias), L::mask(0, 0)) };
         // The masks of pair p's two loads for vector c, and whether any
         // load of vector c has lanes outside the row (see `rows`).
         let mut masks = [[[empty; 2]; C]; STRIDE_2_SLOTS];
