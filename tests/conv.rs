@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     Check, ConvProblem, assert_close, bits, cases, conv_problem, conv_problem_wide, depthwise_problem,
-    depthwise_problem_blocks, depthwise_problem_pairs, depthwise_problem_stride_2, depthwise_problem_strided,
+    depthwise_problem_blocks, depthwise_problem_row_blocks, depthwise_problem_stride_2, depthwise_problem_strided,
     for_each_isa, pointwise_problem_tiny, values,
 };
 use convgemm::reference::input_tap;
@@ -62,7 +62,7 @@ proptest! {
     }
 
     #[test]
-    fn paired_rolling_depthwise_matches_reference_on_every_path(p in depthwise_problem_pairs()) {
+    fn rolling_row_blocks_depthwise_matches_reference_on_every_path(p in depthwise_problem_row_blocks()) {
         p.check();
     }
 }

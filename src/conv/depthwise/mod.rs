@@ -5,8 +5,8 @@
 //! stride and dilation, from the zero-padded plane split into its stride
 //! phases) and
 //! `dwconv_{3x3,5x5}_rolling_<isa>` in `rolling.rs` (stride 1, and stride
-//! 2 on AVX-512; masked lanes; on AVX-512 the 3×3 rows of one vector two
-//! channels at a time, from the blocks of channels). The blocks of
+//! 2 on AVX-512; masked lanes; on AVX-512 rows of 9 to 32 outputs at
+//! stride 1 a block of channels a call, 3×3 two channels at a time). The blocks of
 //! channels as lanes are in `blocked.rs` (with AVX-512's paired rows at
 //! stride 2 in `paired.rs`). Each output still sums its taps in the
 //! order of the reproducibility rule, so both are bit-identical to the GEMM
@@ -130,13 +130,13 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     // (96×112² 3×3 143 against 276 µs, 144×56² 5×5 112–114 against
     // 132–133, 136×28² 3×3 17 against 25; on 14² planes the blocks win,
     // 576×14² 3×3 30–38 against 60–62 µs).
-    // On AVX-512 the 3×3 stride-1 rows of one vector (9 to 16 outputs)
-    // come back to the blocks, which run them two channels at a time
-    // (`rolling::takes_pairs`; one channel a call kept three chains of
-    // FMAs in flight and paid the call: Zen 4, 1 thread, 672×14² 59.6 ->
-    // 37.0 µs, 200×14² 17.5 -> 10.7).
+    // On AVX-512 the stride-1 rows of 9 to 32 outputs come back to the
+    // blocks, which run them a few channels a call (`rolling::takes_blocks`).
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Neon && rolling::takes(geo, n) && geo.w_out > 8 && !(isa == Isa::Avx512 && rolling::takes_pairs(geo))
+    if isa != Isa::Neon
+        && rolling::takes(geo, n)
+        && geo.w_out > 8
+        && !(isa == Isa::Avx512 && rolling::takes_blocks(geo))
     {
         return None;
     }
@@ -163,7 +163,7 @@ impl WithLanes for Block<'_> {
     }
 
     /// Output rows of 4 to 8 pixels at stride 2 (two rows a vector) and
-    /// 3×3 rows of 9 to 16 at stride 1 (two channels at a time): no
+    /// of 9 to 32 at stride 1 (the rolling rows, a block at a time): no
     /// transposes.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -172,10 +172,10 @@ impl WithLanes for Block<'_> {
             // SAFETY: a token of `Avx512` exists and `simd::dispatch`
             // entered its features; `takes` holds.
             unsafe { paired::dwconv_paired(self) }
-        } else if rolling::takes_pairs(self.geo) {
-            // SAFETY: as above; `takes_pairs` holds, and AVX-512 has 16
+        } else if rolling::takes_blocks(self.geo) {
+            // SAFETY: as above; `takes_blocks` holds, and AVX-512 has 16
             // lanes and 32 registers.
-            unsafe { rolling::dwconv_rolling_pairs::<simd::x86::Avx512>(self) }
+            unsafe { rolling::dwconv_rolling_blocks::<simd::x86::Avx512>(self) }
         } else {
             self.run(lanes)
         }
@@ -186,8 +186,8 @@ impl WithLanes for Block<'_> {
 /// channels-last `dwconv_channels_last_rows_<isa>` or
 /// `dwconv_channels_last_<isa>` ([`run_channels_last`]); NCHW
 /// `dwconv_blocked_<isa>` or, on AVX-512 where `paired::takes`,
-/// `dwconv_paired_rows_avx512`, where `rolling::takes_pairs`,
-/// `dwconv_3x3_rolling_avx512` two channels at a time ([`run_blocked`]), else
+/// `dwconv_paired_rows_avx512`, where `rolling::takes_blocks`,
+/// `dwconv_{3x3,5x5}_rolling_avx512` a block at a time ([`run_blocked`]), else
 /// `dwconv_{3x3,5x5}_rolling_<isa>` or
 /// `dwconv_plane_<isa>` ([`run`]).
 pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
@@ -209,7 +209,9 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if paired::takes(geo) => "dwconv_paired_rows_avx512",
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if rolling::takes_pairs(geo) => "dwconv_3x3_rolling_avx512",
+            Isa::Avx512 if rolling::takes_blocks(geo) && geo.kh == 3 => "dwconv_3x3_rolling_avx512",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if rolling::takes_blocks(geo) => "dwconv_5x5_rolling_avx512",
             Isa::Avx512 => "dwconv_blocked_avx512",
             _ => "dwconv_blocked_avx2",
         };

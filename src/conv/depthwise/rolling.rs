@@ -97,29 +97,36 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
     }
 }
 
-/// Whether [`dwconv_rolling_pairs`] takes `geo` on AVX-512's 16 lanes: a
-/// 3 × 3 kernel at stride 1 ([`takes`]) on rows of 9 to 16 outputs, one
-/// vector a row, where a channel alone keeps only three chains of FMAs in
-/// flight (the 5 × 5 kernel's five are enough, and two channels' 50
-/// weights would not fit the registers).
-pub(super) fn takes_pairs(geo: &ConvGeometry) -> bool {
-    takes(geo, 16) && geo.stride_h == 1 && geo.kh == 3 && (9..=16).contains(&geo.w_out)
+/// Whether [`dwconv_rolling_blocks`] takes `geo` on AVX-512's 16 lanes:
+/// stride 1 ([`takes`]) on rows of 9 to 32 outputs under a 3 × 3 kernel
+/// (one or two vectors), of 9 to 16 under 5 × 5, where the rows of one
+/// plane a call paid the call for little work and, under 3 × 3, kept
+/// only three chains of FMAs in flight a vector (Zen 4, 1 thread: 672×14²
+/// 3×3 59.6 -> 37.0 µs, 200×14² 3×3 17.5 -> 10.7, 240×28² 3×3 55.8 ->
+/// 45.1, 480×14² 5×5 82.2 -> 67.9; 120×28² 5×5 gained 5 % on 1 thread
+/// and lost 7 % on 2, its 7.5 blocks split unevenly, and stays a plane a
+/// call).
+pub(super) fn takes_blocks(geo: &ConvGeometry) -> bool {
+    let widest = if geo.kh == 3 { 32 } else { 16 };
+    takes(geo, 16) && geo.stride_h == 1 && (9..=widest).contains(&geo.w_out)
 }
 
 /// The depthwise convolution of one block of channels (see
-/// [`super::Block`]; its scratch and landing table are not used), two
-/// channels at a time through [`Block::rows`], each plane read in place.
+/// [`super::Block`]; its scratch and landing table are not used) through
+/// [`Block::rows`], each plane read in place: under a 3 × 3 kernel two
+/// channels at a time (under 5 × 5, two channels' 50 weights would not
+/// fit the registers, and one channel's five chains are enough).
 ///
 /// # Safety
-/// `L`'s instructions are available; [`takes_pairs`] holds for the
+/// `L`'s instructions are available; [`takes_blocks`] holds for the
 /// block's geometry and `L` has 16 lanes and 32 registers.
 #[inline(always)]
-pub(super) unsafe fn dwconv_rolling_pairs<L: MaskedLanes>(job: super::Block<'_>) {
+pub(super) unsafe fn dwconv_rolling_blocks<L: MaskedLanes>(job: super::Block<'_>) {
     let super::Block { geo, skip, input, weight, bias, act, out, .. } = job;
     let (plane_in, pixels, taps) = (geo.h_in * geo.w_in, geo.out_pixels(), geo.kh * geo.kw);
     let count = out.len() / pixels.max(1) + skip;
     assert!(
-        takes_pairs(geo)
+        takes_blocks(geo)
             && L::N == 16
             && L::REGS >= 32
             && skip < count
@@ -127,11 +134,11 @@ pub(super) unsafe fn dwconv_rolling_pairs<L: MaskedLanes>(job: super::Block<'_>)
             && weight.len() == count * taps
             && out.len() == (count - skip) * pixels
             && bias.is_none_or(|b| b.len() == count),
-        "a block of a geometry dwconv_rolling_pairs takes"
+        "a block of a geometry dwconv_rolling_blocks takes"
     );
     let mut c = skip;
     while c < count {
-        let ch = (count - c).min(2);
+        let ch = if geo.kh == 3 { (count - c).min(2) } else { 1 };
         let block = Block {
             geo,
             plane: &input[c * plane_in..(c + ch) * plane_in],
@@ -143,16 +150,24 @@ pub(super) unsafe fn dwconv_rolling_pairs<L: MaskedLanes>(job: super::Block<'_>)
             cols: geo.w_out,
         };
         let out = &mut out[(c - skip) * pixels..(c - skip + ch) * pixels];
-        // SAFETY: CPU support is the caller's; the row fits one vector
-        // (`takes_pairs`).
-        unsafe { if ch == 2 { block.rows::<L, 3, 1, 2>(out) } else { block.rows::<L, 3, 1, 1>(out) } }
+        // SAFETY: CPU support is the caller's; the row fits two vectors
+        // under 3 × 3, one under 5 × 5 (`takes_blocks`).
+        unsafe {
+            match (geo.kh, geo.w_out > 16, ch) {
+                (3, false, 2) => block.rows::<L, 3, 1, 2>(out),
+                (3, false, _) => block.rows::<L, 3, 1, 1>(out),
+                (3, true, 2) => block.rows::<L, 3, 2, 2>(out),
+                (3, true, _) => block.rows::<L, 3, 2, 1>(out),
+                _ => block.rows::<L, 5, 1, 1>(out),
+            }
+        }
         c += ch;
     }
 }
 
 /// Output columns `x0 .. x0 + cols` of one output plane of
 /// [`dwconv_rolling`], or of the planes of consecutive channels
-/// ([`dwconv_rolling_pairs`]): channel `ch` reads the plane from
+/// ([`dwconv_rolling_blocks`]): channel `ch` reads the plane from
 /// `ch·plane_stride` of `plane` (0: a channel multiplier's planes share
 /// their input), its taps from `ch·kh·kw` of `kernel` and its bias
 /// `bias[ch]`.
