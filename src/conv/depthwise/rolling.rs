@@ -98,24 +98,26 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
 }
 
 /// Whether [`dwconv_rolling_blocks`] takes `geo` on AVX-512's 16 lanes:
-/// stride 1 ([`takes`]) on rows of 9 to 32 outputs under a 3 × 3 kernel
-/// (one or two vectors), of 9 to 16 under 5 × 5, where the rows of one
-/// plane a call paid the call for little work and, under 3 × 3, kept
-/// only three chains of FMAs in flight a vector (Zen 4, 1 thread: 672×14²
-/// 3×3 59.6 -> 37.0 µs, 200×14² 3×3 17.5 -> 10.7, 240×28² 3×3 55.8 ->
-/// 45.1, 480×14² 5×5 82.2 -> 67.9; 120×28² 5×5 gained 5 % on 1 thread
-/// and lost 7 % on 2, its 7.5 blocks split unevenly, and stays a plane a
-/// call).
+/// [`takes`] on rows of 9 to 32 outputs under a 3 × 3 kernel at stride 1
+/// (one or two vectors), of 9 to 16 otherwise (one vector), where the
+/// rows of one plane a call paid the call for little work and, under
+/// 3 × 3 at stride 1, kept only three chains of FMAs in flight a vector
+/// (Zen 4, 1 thread: 672×14² 3×3 59.6 -> 37.0 µs, 200×14² 3×3 17.5 ->
+/// 10.7, 240×28² 3×3 55.8 -> 45.1, 480×14² 5×5 82.2 -> 67.9; stride 2:
+/// 240×28² 3×3 30.8 -> 28.0, 5×5 49.7 -> 43.8; 120×28² 5×5 at stride 1
+/// gained 5 % on 1 thread and lost 7 % on 2, its 7.5 blocks split
+/// unevenly, and stays a plane a call).
 pub(super) fn takes_blocks(geo: &ConvGeometry) -> bool {
-    let widest = if geo.kh == 3 { 32 } else { 16 };
-    takes(geo, 16) && geo.stride_h == 1 && (9..=widest).contains(&geo.w_out)
+    let widest = if geo.kh == 3 && geo.stride_h == 1 { 32 } else { 16 };
+    takes(geo, 16) && (9..=widest).contains(&geo.w_out)
 }
 
 /// The depthwise convolution of one block of channels (see
 /// [`super::Block`]; its scratch and landing table are not used) through
-/// [`Block::rows`], each plane read in place: under a 3 × 3 kernel two
-/// channels at a time (under 5 × 5, two channels' 50 weights would not
-/// fit the registers, and one channel's five chains are enough).
+/// [`Block::rows`] or [`Block::rows_stride_2`], each plane read in place:
+/// under a 3 × 3 kernel at stride 1 two channels at a time (under 5 × 5,
+/// two channels' 50 weights would not fit the registers, and one
+/// channel's five chains are enough).
 ///
 /// # Safety
 /// `L`'s instructions are available; [`takes_blocks`] holds for the
@@ -138,7 +140,7 @@ pub(super) unsafe fn dwconv_rolling_blocks<L: MaskedLanes>(job: super::Block<'_>
     );
     let mut c = skip;
     while c < count {
-        let ch = if geo.kh == 3 { (count - c).min(2) } else { 1 };
+        let ch = if geo.kh == 3 && geo.stride_h == 1 { (count - c).min(2) } else { 1 };
         let block = Block {
             geo,
             plane: &input[c * plane_in..(c + ch) * plane_in],
@@ -151,9 +153,11 @@ pub(super) unsafe fn dwconv_rolling_blocks<L: MaskedLanes>(job: super::Block<'_>
         };
         let out = &mut out[(c - skip) * pixels..(c - skip + ch) * pixels];
         // SAFETY: CPU support is the caller's; the row fits two vectors
-        // under 3 × 3, one under 5 × 5 (`takes_blocks`).
+        // under 3 × 3 at stride 1, else one (`takes_blocks`).
         unsafe {
             match (geo.kh, geo.w_out > 16, ch) {
+                (3, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 3, 1>(out),
+                (_, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 5, 1>(out),
                 (3, false, 2) => block.rows::<L, 3, 1, 2>(out),
                 (3, false, _) => block.rows::<L, 3, 1, 1>(out),
                 (3, true, 2) => block.rows::<L, 3, 2, 2>(out),
