@@ -194,20 +194,28 @@ pub fn depthwise_problem_stride_2() -> impl Strategy<Value = ConvProblem> {
         })
 }
 
-/// Depthwise 3 × 3 and 5 × 5 problems at stride 1, multiplier 1, 2 to 20
-/// channels, rows of about 3 to 36 outputs (dilated along the row or
-/// not), every padding side 0..3: AVX-512's rolling rows a block of
-/// channels a call (3 × 3 rows of 9 to 32 outputs, two channels at a
-/// time; 5 × 5 rows of 9 to 16), with odd channel counts and partial
-/// blocks of channels, and the paths on either side of those widths.
+/// Depthwise 3 × 3 and 5 × 5 problems at stride 1 (dilated along the row
+/// or not) and stride 2, multiplier 1, 2 to 20 channels, rows of 5 to 40
+/// inputs, every padding side 0..3: AVX-512's rolling rows a block of
+/// channels a call (3 × 3 rows of 9 to 32 outputs at stride 1, of 9 to
+/// 16 at stride 2, two channels at a time; 5 × 5 rows of 9 to 16), with
+/// odd channel counts and partial blocks of channels, and the paths on
+/// either side of those widths.
 pub fn depthwise_problem_row_blocks() -> impl Strategy<Value = ConvProblem> {
     (
-        (1..=2usize, 2..=20usize, 1..=12usize, 5..=36usize),
-        ([0..=3usize, 0..=3, 0..=3, 0..=3], 1..=2usize, prop_oneof![Just(3usize), Just(5usize)]),
-        (any::<bool>(), any::<bool>(), any::<u64>()),
+        (1..=2usize, 2..=20usize, 1..=12usize, 5..=40usize),
+        ([0..=3usize, 0..=3, 0..=3, 0..=3], prop_oneof![Just(3usize), Just(5usize)]),
+        (prop_oneof![Just([1usize, 1usize]), Just([1, 2]), Just([2, 1])], any::<bool>(), any::<bool>(), any::<u64>()),
     )
-        .prop_map(|((n, c, h, w), (padding, dilation_w, k), (flip, bias, seed))| {
-            let params = ConvParams { padding, dilation: [1, dilation_w], groups: c, flip, ..ConvParams::default() };
+        .prop_map(|((n, c, h, w), (padding, k), ([stride, dilation_w], flip, bias, seed))| {
+            let params = ConvParams {
+                stride: [stride; 2],
+                padding,
+                dilation: [1, dilation_w],
+                groups: c,
+                flip,
+                ..ConvParams::default()
+            };
             ConvProblem::seeded([n, c, h, w], [c, 1, k, k], params, bias, seed)
         })
 }

@@ -71,16 +71,16 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
             unsafe {
                 match (geo.kh, cols.div_ceil(L::N)) {
                     (3, c) if geo.stride_h == 2 => match c {
-                        1 => b.rows_stride_2::<L, 3, 1>(out_plane),
-                        2 => b.rows_stride_2::<L, 3, 2>(out_plane),
-                        3 => b.rows_stride_2::<L, 3, 3>(out_plane),
-                        _ => b.rows_stride_2::<L, 3, 4>(out_plane),
+                        1 => b.rows_stride_2::<L, 3, 1, 1>(out_plane),
+                        2 => b.rows_stride_2::<L, 3, 2, 1>(out_plane),
+                        3 => b.rows_stride_2::<L, 3, 3, 1>(out_plane),
+                        _ => b.rows_stride_2::<L, 3, 4, 1>(out_plane),
                     },
                     (_, c) if geo.stride_h == 2 => match c {
-                        1 => b.rows_stride_2::<L, 5, 1>(out_plane),
-                        2 => b.rows_stride_2::<L, 5, 2>(out_plane),
-                        3 => b.rows_stride_2::<L, 5, 3>(out_plane),
-                        _ => b.rows_stride_2::<L, 5, 4>(out_plane),
+                        1 => b.rows_stride_2::<L, 5, 1, 1>(out_plane),
+                        2 => b.rows_stride_2::<L, 5, 2, 1>(out_plane),
+                        3 => b.rows_stride_2::<L, 5, 3, 1>(out_plane),
+                        _ => b.rows_stride_2::<L, 5, 4, 1>(out_plane),
                     },
                     (3, 1) => b.rows::<L, 3, 1, 1>(out_plane),
                     (3, 2) => b.rows::<L, 3, 2, 1>(out_plane),
@@ -101,10 +101,10 @@ pub(super) unsafe fn dwconv_rolling<L: MaskedLanes>(job: Depthwise<'_>) {
 /// [`takes`] on rows of 9 to 32 outputs under a 3 × 3 kernel at stride 1
 /// (one or two vectors), of 9 to 16 otherwise (one vector), where the
 /// rows of one plane a call paid the call for little work and, under
-/// 3 × 3 at stride 1, kept only three chains of FMAs in flight a vector
-/// (Zen 4, 1 thread: 672×14² 3×3 59.6 -> 37.0 µs, 200×14² 3×3 17.5 ->
-/// 10.7, 240×28² 3×3 55.8 -> 45.1, 480×14² 5×5 82.2 -> 67.9; stride 2:
-/// 240×28² 3×3 30.8 -> 28.0, 5×5 49.7 -> 43.8; 120×28² 5×5 at stride 1
+/// 3 × 3, kept only three chains of FMAs in flight a vector (two at
+/// stride 2) (Zen 4, 1 thread: 672×14² 3×3 59.6 -> 37.0 µs, 200×14² 3×3
+/// 17.5 -> 10.7, 240×28² 3×3 55.8 -> 45.1, 480×14² 5×5 82.2 -> 67.9;
+/// stride 2: 240×28² 3×3 30.8 -> 24.2, 5×5 49.7 -> 43.8; 120×28² 5×5 at stride 1
 /// gained 5 % on 1 thread and lost 7 % on 2, its 7.5 blocks split
 /// unevenly, and stays a plane a call).
 pub(super) fn takes_blocks(geo: &ConvGeometry) -> bool {
@@ -115,7 +115,7 @@ pub(super) fn takes_blocks(geo: &ConvGeometry) -> bool {
 /// The depthwise convolution of one block of channels (see
 /// [`super::Block`]; its scratch and landing table are not used) through
 /// [`Block::rows`] or [`Block::rows_stride_2`], each plane read in place:
-/// under a 3 × 3 kernel at stride 1 two channels at a time (under 5 × 5,
+/// under a 3 × 3 kernel two channels at a time (under 5 × 5,
 /// two channels' 50 weights would not fit the registers, and one
 /// channel's five chains are enough).
 ///
@@ -140,7 +140,7 @@ pub(super) unsafe fn dwconv_rolling_blocks<L: MaskedLanes>(job: super::Block<'_>
     );
     let mut c = skip;
     while c < count {
-        let ch = if geo.kh == 3 && geo.stride_h == 1 { (count - c).min(2) } else { 1 };
+        let ch = if geo.kh == 3 { (count - c).min(2) } else { 1 };
         let block = Block {
             geo,
             plane: &input[c * plane_in..(c + ch) * plane_in],
@@ -156,8 +156,9 @@ pub(super) unsafe fn dwconv_rolling_blocks<L: MaskedLanes>(job: super::Block<'_>
         // under 3 × 3 at stride 1, else one (`takes_blocks`).
         unsafe {
             match (geo.kh, geo.w_out > 16, ch) {
-                (3, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 3, 1>(out),
-                (_, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 5, 1>(out),
+                (3, _, 2) if geo.stride_h == 2 => block.rows_stride_2::<L, 3, 1, 2>(out),
+                (3, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 3, 1, 1>(out),
+                (_, _, _) if geo.stride_h == 2 => block.rows_stride_2::<L, 5, 1, 1>(out),
                 (3, false, 2) => block.rows::<L, 3, 1, 2>(out),
                 (3, false, _) => block.rows::<L, 3, 1, 1>(out),
                 (3, true, 2) => block.rows::<L, 3, 2, 2>(out),
@@ -309,25 +310,33 @@ impl Block<'_> {
     /// after input row `2·r + K − 1`, in slot `(K − 1) / 2`. Each input
     /// row's pairs of vectors (from columns `2·x + 2p`, masked at the
     /// plane's edges) are split into their even and odd columns once, taps
-    /// `2p` and `2p + 1`, for every output row the row feeds.
+    /// `2p` and `2p + 1`, for every output row the row feeds. `CH`
+    /// channels at once, as in [`Block::rows`] (`acc[ch][s]`).
     ///
     /// # Safety
     /// `L`'s instructions are available.
     #[inline(always)]
-    unsafe fn rows_stride_2<L: MaskedLanes, const K: usize, const C: usize>(&self, out: &mut [f32]) {
+    unsafe fn rows_stride_2<L: MaskedLanes, const K: usize, const C: usize, const CH: usize>(&self, out: &mut [f32]) {
         let (geo, n) = (self.geo, L::N);
+        let plane_len = geo.h_in * geo.w_in;
         assert!(K == geo.kh && K == geo.kw && K % 2 == 1 && K.div_ceil(2) <= STRIDE_2_SLOTS);
         assert!(geo.stride_h == 2 && geo.stride_w == 2 && geo.dilation_h == 1 && geo.dilation_w == 1);
         assert!(self.cols <= n * C && self.x0 + self.cols <= geo.w_out && geo.h_out > 0);
-        assert!(self.plane.len() >= geo.h_in * geo.w_in && self.kernel.len() >= K * K);
-        assert!(out.len() >= geo.out_pixels());
+        assert!(self.plane.len() >= (CH - 1) * self.plane_stride + plane_len && self.kernel.len() >= CH * K * K);
+        assert!(out.len() >= CH * geo.out_pixels() && self.bias.is_none_or(|b| b.len() >= CH));
         let mut start = [0isize; C];
         for (c, s) in start.iter_mut().enumerate() {
             *s = 2 * (self.x0 + n * c) as isize - geo.pad_left as isize;
         }
-        let bias = self.bias.map_or(0.0, |b| b[0]);
         // SAFETY: CPU support is the caller's.
-        let (zero, bias, empty) = unsafe { (L::splat(0.0), L::splat(bias), L::mask(0, 0)) };
+        let (zero, empty) = unsafe { (L::splat(0.0), L::mask(0, 0)) };
+        let mut bias = [zero; CH];
+        if let Some(b) = self.bias {
+            for (v, &b) in bias.iter_mut().zip(b) {
+                // SAFETY: as above.
+                *v = unsafe { L::splat(b) };
+            }
+        }
         // The masks of pair p's two loads for vector c, and whether any
         // load of vector c has lanes outside the row (see `rows`).
         let mut masks = [[[empty; 2]; C]; STRIDE_2_SLOTS];
@@ -346,84 +355,95 @@ impl Block<'_> {
             // SAFETY: as above.
             stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
         }
-        let mut wv = [[zero; K]; K];
-        for (u, row) in wv.iter_mut().enumerate() {
-            for (v, w) in row.iter_mut().enumerate() {
-                // SAFETY: CPU support as above.
-                *w = unsafe { L::splat(self.kernel[u * K + v]) };
+        let mut wv = [[[zero; K]; K]; CH];
+        for (ch, wv) in wv.iter_mut().enumerate() {
+            for (u, row) in wv.iter_mut().enumerate() {
+                for (v, w) in row.iter_mut().enumerate() {
+                    // SAFETY: CPU support as above.
+                    *w = unsafe { L::splat(self.kernel[(ch * K + u) * K + v]) };
+                }
             }
         }
         let rows = Rows2 { start: &start, masks: &masks, edge: &edge, wv: &wv };
-        let mut acc = [[zero; C]; STRIDE_2_SLOTS];
+        let mut acc = [[[zero; C]; STRIDE_2_SLOTS]; CH];
         let last = 2 * (geo.h_out - 1) + K;
         for i in (0..last).step_by(2) {
-            for s in (1..STRIDE_2_SLOTS).rev() {
-                acc[s] = acc[s - 1];
+            for acc in acc.iter_mut() {
+                for s in (1..STRIDE_2_SLOTS).rev() {
+                    acc[s] = acc[s - 1];
+                }
+                acc[0] = [zero; C];
             }
-            acc[0] = [zero; C];
             // SAFETY: CPU support as above.
-            unsafe { self.feed::<L, K, C, 0>(i, rows, &mut acc) };
+            unsafe { self.feed::<L, K, C, CH, 0>(i, rows, &mut acc) };
             if let Some(r) = (i + 1).checked_sub(K).map(|d| d / 2).filter(|&r| r < geo.h_out) {
-                let dst = out[r * geo.w_out + self.x0..].as_mut_ptr();
-                for (c, &a) in acc[(K - 1) / 2].iter().enumerate() {
-                    // SAFETY: the store mask keeps the columns
-                    // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
-                    unsafe {
-                        let a = if self.bias.is_some() { L::add(a, bias) } else { a };
-                        L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                for (ch, acc) in acc.iter().enumerate() {
+                    let dst = out[ch * geo.out_pixels() + r * geo.w_out + self.x0..].as_mut_ptr();
+                    for (c, &a) in acc[(K - 1) / 2].iter().enumerate() {
+                        // SAFETY: the store mask keeps the columns
+                        // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
+                        unsafe {
+                            let a = if self.bias.is_some() { L::add(a, bias[ch]) } else { a };
+                            L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                        }
                     }
                 }
             }
             if i + 1 < last {
                 // SAFETY: CPU support as above.
-                unsafe { self.feed::<L, K, C, 1>(i + 1, rows, &mut acc) };
+                unsafe { self.feed::<L, K, C, CH, 1>(i + 1, rows, &mut acc) };
             }
         }
     }
 
     /// Input row `i` of the padded frame (`i % 2 == ODD`) into the output
-    /// rows it feeds: slot `s` takes kernel row `ODD + 2·s` where that is
-    /// below `K`. Rows outside the plane feed zeros (every output still
-    /// does all its FMAs).
+    /// rows it feeds, for each of the `CH` channels: slot `s` takes kernel
+    /// row `ODD + 2·s` where that is below `K`. Rows outside the plane feed
+    /// zeros (every output still does all its FMAs).
     ///
     /// # Safety
     /// `L`'s instructions are available; `rows` from [`Block::rows_stride_2`].
     #[inline(always)]
-    unsafe fn feed<L: MaskedLanes, const K: usize, const C: usize, const ODD: usize>(
+    unsafe fn feed<L: MaskedLanes, const K: usize, const C: usize, const CH: usize, const ODD: usize>(
         &self,
         i: usize,
-        rows: Rows2<'_, L, K, C>,
-        acc: &mut [[L::V; C]; STRIDE_2_SLOTS],
+        rows: Rows2<'_, L, K, C, CH>,
+        acc: &mut [[[L::V; C]; STRIDE_2_SLOTS]; CH],
     ) {
         let geo = self.geo;
         let iy = i as isize - geo.pad_top as isize;
         let inside = (0..geo.h_in as isize).contains(&iy);
         // Only read through where inside the plane.
         let row = self.plane.as_ptr().wrapping_offset(iy.wrapping_mul(geo.w_in as isize));
-        // SAFETY: the caller's; the loads read lanes inside row `iy` only
-        // (unmasked: every lane of both halves of every pair is).
+        // SAFETY: the caller's; the loads read lanes inside row `iy` of
+        // each channel's plane only (unmasked: every lane of both halves
+        // of every pair is).
         unsafe {
             let zero = L::splat(0.0);
             for c in 0..C {
                 for p in 0..K.div_ceil(2) {
-                    let (a, b) = if !inside {
-                        (zero, zero)
-                    } else {
-                        let at = row.wrapping_offset(rows.start[c] + 2 * p as isize);
-                        if rows.edge[c] {
-                            let [m0, m1] = rows.masks[p][c];
-                            (L::load_masked(m0, at), L::load_masked(m1, at.wrapping_add(L::N)))
+                    for (ch, acc) in acc.iter_mut().enumerate() {
+                        let (a, b) = if !inside {
+                            (zero, zero)
                         } else {
-                            (L::load(at), L::load(at.add(L::N)))
-                        }
-                    };
-                    let (even, odd) = L::unzip(a, b);
-                    for (s, slot) in acc.iter_mut().enumerate() {
-                        let u = ODD + 2 * s;
-                        if u < K {
-                            slot[c] = L::fma(rows.wv[u][2 * p], even, slot[c]);
-                            if 2 * p + 1 < K {
-                                slot[c] = L::fma(rows.wv[u][2 * p + 1], odd, slot[c]);
+                            let at = row
+                                .wrapping_add(ch * self.plane_stride)
+                                .wrapping_offset(rows.start[c] + 2 * p as isize);
+                            if rows.edge[c] {
+                                let [m0, m1] = rows.masks[p][c];
+                                (L::load_masked(m0, at), L::load_masked(m1, at.wrapping_add(L::N)))
+                            } else {
+                                (L::load(at), L::load(at.add(L::N)))
+                            }
+                        };
+                        let (even, odd) = L::unzip(a, b);
+                        for (s, slot) in acc.iter_mut().enumerate() {
+                            let u = ODD + 2 * s;
+                            if u < K {
+                                slot[c] = L::fma(rows.wv[ch][u][2 * p], even, slot[c]);
+                                if 2 * p + 1 < K {
+                                    slot[c] = L::fma(rows.wv[ch][u][2 * p + 1], odd, slot[c]);
+                                }
                             }
                         }
                     }
@@ -436,17 +456,17 @@ impl Block<'_> {
 /// What every input row of [`Block::rows_stride_2`] reads by: each
 /// vector's first column, its pairs' masks and whether it has any, and the
 /// weights as lanes.
-struct Rows2<'a, L: MaskedLanes, const K: usize, const C: usize> {
+struct Rows2<'a, L: MaskedLanes, const K: usize, const C: usize, const CH: usize> {
     start: &'a [isize; C],
     masks: &'a [[[L::M; 2]; C]; STRIDE_2_SLOTS],
     edge: &'a [bool; C],
-    wv: &'a [[L::V; K]; K],
+    wv: &'a [[[L::V; K]; K]; CH],
 }
 
-impl<L: MaskedLanes, const K: usize, const C: usize> Clone for Rows2<'_, L, K, C> {
+impl<L: MaskedLanes, const K: usize, const C: usize, const CH: usize> Clone for Rows2<'_, L, K, C, CH> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<L: MaskedLanes, const K: usize, const C: usize> Copy for Rows2<'_, L, K, C> {}
+impl<L: MaskedLanes, const K: usize, const C: usize, const CH: usize> Copy for Rows2<'_, L, K, C, CH> {}
