@@ -42,6 +42,31 @@ pub(crate) struct Block<'a> {
     pub scratch: &'a mut Vec<f32>,
 }
 
+impl Block<'_> {
+    /// The channels of the block, `skip` included, from the output's
+    /// length (an input of width or height 0 that padding makes valid has
+    /// empty planes).
+    ///
+    /// # Panics
+    /// If the buffers do not hold that many channels of the geometry, or
+    /// there are no output pixels or no channel past `skip`.
+    pub(super) fn count(&self) -> usize {
+        let (geo, skip) = (self.geo, self.skip);
+        let (plane_in, pixels, taps) = (geo.h_in * geo.w_in, geo.out_pixels(), geo.kh * geo.kw);
+        let count = self.out.len() / pixels.max(1) + skip;
+        assert!(
+            pixels > 0
+                && skip < count
+                && self.input.len() == count * plane_in
+                && self.weight.len() == count * taps
+                && self.out.len() == (count - skip) * pixels
+                && self.bias.is_none_or(|b| b.len() == count),
+            "a block of channels of its geometry"
+        );
+        count
+    }
+}
+
 /// The padded plane's `[height, width]` in pixels: the zero-padded input,
 /// its rows widened with zeros where the output row is narrower than
 /// `PIXELS`, so that the windows of `PIXELS` consecutive outputs that
@@ -90,24 +115,12 @@ pub(super) fn scratch_len(geo: &ConvGeometry, n: usize) -> Option<usize> {
 /// `L`'s instructions are available.
 #[inline(always)]
 pub(super) unsafe fn dwconv_blocked<L: Lanes>(job: Block<'_>) {
+    let count = job.count();
     let Block { geo, skip, landing, borders_zero, input, weight, bias, act, out, scratch } = job;
     let n = L::N;
-    let plane_in = geo.h_in * geo.w_in;
     let pixels = geo.out_pixels();
     let taps = geo.kh * geo.kw;
-    // (From the output: an input of width or height 0 that padding makes
-    // valid has empty planes.)
-    let count = out.len() / pixels.max(1) + skip;
-    assert!(
-        pixels > 0
-            && (1..=n).contains(&count)
-            && skip < count
-            && input.len() == count * plane_in
-            && weight.len() == count * taps
-            && out.len() == (count - skip) * pixels
-            && bias.is_none_or(|b| b.len() == count),
-        "a block of at most N channels"
-    );
+    assert!(count <= n, "a block of at most N channels");
     let [hp, wp] = padded_extent(geo).expect("applies() checked the sizes");
     scratch.resize(scratch_len(geo, n).expect("applies() checked the sizes"), 0.0);
     // Pixels that straddle cache lines load and store at half speed: start
