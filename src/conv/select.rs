@@ -257,7 +257,7 @@ pub(crate) fn execute(
         let direct = weights.direct.expect("direct weights chosen above");
         // (A thread's reused indices: the steady state allocates nothing.)
         with_indices(|landing| {
-            depthwise::landing(geo, landing);
+            depthwise::landing(options.isa, geo, landing);
             let landing = &*landing;
             // (`borders_zero`: the block before ran in the same scratch.)
             let block = |image: usize, index: usize, out: &mut [f32], scratch: &mut Vec<f32>, borders_zero: bool| {

@@ -25,7 +25,7 @@ mod paired;
 mod rolling;
 pub(crate) mod weight_grad;
 
-pub(crate) use blocked::{Block, landing};
+pub(crate) use blocked::Block;
 
 /// The widest lanes of any path, for the stack buffers of partial vectors
 /// in the channels-last kernels.
@@ -142,6 +142,21 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     }
     let fits = blocked::scratch_len(geo, n).is_some_and(|len| scratch_budget(geo, n).is_some_and(|b| len <= b));
     (geo.c_in_per_group() == 1 && geo.c_out_per_group() == 1 && geo.kh * geo.kw <= KC && fits).then_some(n)
+}
+
+/// Where each input pixel lands in the padded plane of the blocks of
+/// channels as lanes (`blocked::landing`), into `landing`, made once a
+/// call for [`run_blocked`] on `isa`; left empty where the blocks of `geo`
+/// go to a kernel that reads the planes in place (AVX-512's paired and
+/// rolling rows), which would not read it (a table of every input pixel).
+pub(crate) fn landing(isa: Isa, geo: &ConvGeometry, landing: &mut Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && (paired::takes(geo) || rolling::takes_blocks(geo)) {
+        landing.clear();
+        return;
+    }
+    let _ = isa;
+    blocked::landing(geo, landing);
 }
 
 /// The depthwise convolution of one block of [`channel_block`] channels of
