@@ -90,11 +90,19 @@ pub fn offset(layout: Layout, [_, c, h, w]: [usize; 4], b: usize, ch: usize, y: 
     }
 }
 
+/// The batch items a loop over a batch visits: `batch`, or none when each
+/// item is empty (`dims`, an item's sizes, hold a zero). A batch of
+/// `usize::MAX` empty items is a valid call, and would otherwise loop for
+/// ever doing nothing (found by the fuzz target `api_hostile`).
+fn items(batch: usize, dims: &[usize]) -> usize {
+    if dims.contains(&0) { 0 } else { batch }
+}
+
 /// `values` (a batch of logical shape `shape` in `layout`) in NCHW order.
 fn to_nchw(layout: Layout, values: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let [n, c, h, w] = shape;
     let mut out = Vec::with_capacity(values.len());
-    for b in 0..n {
+    for b in 0..items(n, &[c, h, w]) {
         for ch in 0..c {
             for y in 0..h {
                 for x in 0..w {
@@ -129,7 +137,7 @@ pub fn conv2d_direct(
     let (cg_in, cg_out, kh, kw) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.kh, geo.kw);
     let mut value = Vec::with_capacity(geo.output_len());
     let mut magnitude = Vec::with_capacity(geo.output_len());
-    for n in 0..batch {
+    for n in 0..items(batch, &[c_out, h_out, w_out]) {
         for o in 0..c_out {
             let g = o / cg_out;
             for i in 0..h_out {
@@ -225,7 +233,7 @@ pub fn conv2d_backward_input_direct(
     let (pt, pl) = (params.padding[0], params.padding[1]);
     let mut value = Vec::with_capacity(geo.input_len());
     let mut magnitude = Vec::with_capacity(geo.input_len());
-    for n in 0..batch {
+    for n in 0..items(batch, &[c_in, h, w]) {
         for ci in 0..c_in {
             let (g, c) = (ci / cg_in, ci % cg_in);
             for y in 0..h {
@@ -294,7 +302,7 @@ pub fn conv2d_backward_weight_direct(
                 for b in 0..kw {
                     let (u, v) = flipped_tap(weight_shape, params, a, b);
                     let (mut sum, mut mag) = (0.0f64, 0.0f64);
-                    for n in 0..batch {
+                    for n in 0..items(batch, &[h_out, w_out]) {
                         for i in 0..h_out {
                             for j in 0..w_out {
                                 let dy = grad_output[offset(params.layout, grad_output_shape, n, o, i, j)] as f64;
@@ -328,7 +336,7 @@ pub fn conv2d_backward_bias_direct_with_layout(
     let [batch, c_out, h_out, w_out] = grad_output_shape;
     check_len("grad_output", grad_output.len(), product(&grad_output_shape, "grad_output")?)?;
     let (mut value, mut magnitude) = (vec![0.0f64; c_out], vec![0.0f64; c_out]);
-    for n in 0..batch {
+    for n in 0..items(batch, &[c_out, h_out, w_out]) {
         for o in 0..c_out {
             for y in 0..h_out {
                 for x in 0..w_out {
@@ -368,7 +376,7 @@ pub fn conv_transpose2d_direct(
     let cg_in = c_in / params.groups;
     let len = out_shape.iter().product();
     let (mut value, mut magnitude) = (vec![0.0f64; len], vec![0.0f64; len]);
-    for n in 0..batch {
+    for n in 0..items(batch, &[c_in, h, w]) {
         for i in 0..c_in {
             let g = i / cg_in;
             for iy in 0..h {
@@ -544,4 +552,29 @@ pub fn pool2d_backward_direct(
         }
     }
     Ok(Reference { value, magnitude })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of `usize::MAX − 5` items without channels is a valid call
+    /// with an empty result, and the reference returns it at once (found by
+    /// the fuzz target `api_hostile` at opt-level 1; at opt-level 3 the
+    /// empty loops are optimised away, so this test bites in debug builds
+    /// and under Miri, which `.ci/run` runs on the lib's tests).
+    #[test]
+    fn empty_items_of_a_huge_batch_are_not_visited() {
+        let n = usize::MAX - 5;
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let params = ConvParams { layout, ..ConvParams::default() };
+            let forward = conv2d_direct(&[], [n, 0, 3, 3], &[], [0, 0, 2, 2], None, &params).unwrap();
+            assert!(forward.value.is_empty() && forward.magnitude.is_empty());
+            let input =
+                conv2d_backward_input_direct(&[], [n, 0, 2, 2], &[], [0, 0, 2, 2], &params, [n, 0, 3, 3]).unwrap();
+            assert!(input.value.is_empty());
+            let bias = conv2d_backward_bias_direct_with_layout(&[], [n, 0, 2, 2], layout).unwrap();
+            assert!(bias.value.is_empty());
+        }
+    }
 }
