@@ -144,19 +144,47 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     (geo.c_in_per_group() == 1 && geo.c_out_per_group() == 1 && geo.kh * geo.kw <= KC && fits).then_some(n)
 }
 
+/// The kernel a block of channels runs on AVX-512: one decision for the
+/// dispatch ([`Block`]'s `avx512`), the landing table and the kernel's name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Avx512Block {
+    /// `paired::dwconv_paired`: rows of 4 to 8 outputs at stride 2.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Paired,
+    /// `rolling::dwconv_rolling_blocks`: rows of 9 to 32 outputs.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Rolling,
+    /// `blocked::dwconv_blocked`: the padded planes' transposes.
+    Blocked,
+}
+
+/// Which kernel runs the blocks of `geo` on AVX-512 (the two that read the
+/// planes in place are x86 code: elsewhere `Blocked`).
+fn avx512_block(geo: &ConvGeometry) -> Avx512Block {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if paired::takes(geo) {
+            return Avx512Block::Paired;
+        }
+        if rolling::takes_blocks(geo) {
+            return Avx512Block::Rolling;
+        }
+    }
+    let _ = geo;
+    Avx512Block::Blocked
+}
+
 /// Where each input pixel lands in the padded plane of the blocks of
 /// channels as lanes (`blocked::landing`), into `landing`, made once a
 /// call for [`run_blocked`] on `isa`; left empty where the blocks of `geo`
 /// go to a kernel that reads the planes in place (AVX-512's paired and
 /// rolling rows), which would not read it (a table of every input pixel).
 pub(crate) fn landing(isa: Isa, geo: &ConvGeometry, landing: &mut Vec<u32>) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && (paired::takes(geo) || rolling::takes_blocks(geo)) {
+    if isa == Isa::Avx512 && avx512_block(geo) != Avx512Block::Blocked {
         landing.clear();
-        return;
+    } else {
+        blocked::landing(geo, landing);
     }
-    let _ = isa;
-    blocked::landing(geo, landing);
 }
 
 /// The depthwise convolution of one block of [`channel_block`] channels of
@@ -183,16 +211,14 @@ impl WithLanes for Block<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx512(self, lanes: simd::x86::Avx512) {
-        if paired::takes(self.geo) {
+        match avx512_block(self.geo) {
             // SAFETY: a token of `Avx512` exists and `simd::dispatch`
-            // entered its features; `takes` holds.
-            unsafe { paired::dwconv_paired(self) }
-        } else if rolling::takes_blocks(self.geo) {
+            // entered its features; `paired::takes` holds.
+            Avx512Block::Paired => unsafe { paired::dwconv_paired(self) },
             // SAFETY: as above; `takes_blocks` holds, and AVX-512 has 16
             // lanes and 32 registers.
-            unsafe { rolling::dwconv_rolling_blocks::<simd::x86::Avx512>(self) }
-        } else {
-            self.run(lanes)
+            Avx512Block::Rolling => unsafe { rolling::dwconv_rolling_blocks::<simd::x86::Avx512>(self) },
+            Avx512Block::Blocked => self.run(lanes),
         }
     }
 }
@@ -221,13 +247,12 @@ pub(crate) fn kernel_name(isa: Isa, geo: &ConvGeometry) -> &'static str {
     if channel_block(isa, geo).is_some() {
         return match isa {
             Isa::Neon => "dwconv_blocked_neon",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if paired::takes(geo) => "dwconv_paired_rows_avx512",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if rolling::takes_blocks(geo) && geo.kh == 3 => "dwconv_3x3_rolling_avx512",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if rolling::takes_blocks(geo) => "dwconv_5x5_rolling_avx512",
-            Isa::Avx512 => "dwconv_blocked_avx512",
+            Isa::Avx512 => match avx512_block(geo) {
+                Avx512Block::Paired => "dwconv_paired_rows_avx512",
+                Avx512Block::Rolling if geo.kh == 3 => "dwconv_3x3_rolling_avx512",
+                Avx512Block::Rolling => "dwconv_5x5_rolling_avx512",
+                Avx512Block::Blocked => "dwconv_blocked_avx512",
+            },
             _ => "dwconv_blocked_avx2",
         };
     }
