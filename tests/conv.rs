@@ -476,6 +476,28 @@ fn grouped_pointwise_in_parts_of_rows() {
     }
 }
 
+/// Channels-last grouped 1×1 layers of up to 64 input and 32 output
+/// channels a group run every group of a strip of pixels a call: one to
+/// four vectors of output channels a group (AVX-512 one or two, AVX2 up to
+/// four), a last group and a last pixel on their own, 64 input channels,
+/// a batch of two; every path's bits, on 1 and 3 threads.
+#[test]
+fn grouped_pointwise_channels_last_every_register_block() {
+    let cases = [
+        ([1, 16, 9, 11], [48, 4, 1, 1], 4),
+        ([2, 40, 13, 7], [40, 20, 1, 1], 2),
+        ([1, 128, 6, 9], [64, 64, 1, 1], 2),
+        ([1, 15, 5, 7], [5, 3, 1, 1], 5),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    for (i, (x, w, groups)) in cases.into_iter().enumerate() {
+        let params = ConvParams { groups, ..ConvParams::default() };
+        let p = ConvProblem::seeded(x, w, params, i % 2 == 1, 130 + i as u64);
+        p.check();
+        pool.install(|| p.check());
+    }
+}
+
 /// Weights beyond L2 (3 MiB, and 1.7 MiB: past Zen's 1 MiB) on small planes: the direct path
 /// takes blocks as large as half of L2 holds, so every row of the plane
 /// lies in one block; its bits are still every other path's, on 1 and 3

@@ -256,6 +256,17 @@ fn channels_last_plans_name_their_kernels() {
     let relaxed = ConvOptions { precision: Precision::Relaxed, ..opts };
     let plan = Conv2dPlan::new(&values(64 * 64 * 9, 3), [64, 64, 3, 3], None, &dw_dense(), &relaxed).unwrap();
     assert_eq!(plan.algorithm([1, 64, 28, 28]).unwrap(), Algorithm::Winograd);
+    // ShuffleNet's grouped 1×1 (6 input, 28 output channels a group): every
+    // group of a strip of pixels a call, on x86's masked lanes.
+    let shuffle = nhwc(ConvParams { groups: 4, ..ConvParams::default() });
+    for (isa, name) in [(Isa::Avx512, "grouped_1x1_avx512"), (Isa::Avx2Fma, "grouped_1x1_avx2")] {
+        if isa.is_available() {
+            let opts = ConvOptions { isa, ..ConvOptions::default() };
+            let plan = Conv2dPlan::new(&values(112 * 6, 4), [112, 6, 1, 1], None, &shuffle, &opts).unwrap();
+            assert_eq!(plan.algorithm([1, 24, 56, 56]).unwrap(), Algorithm::Direct);
+            assert_eq!(plan.kernel_name([1, 24, 56, 56]).unwrap(), name);
+        }
+    }
 }
 
 fn dw_dense() -> ConvParams {

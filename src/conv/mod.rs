@@ -10,6 +10,7 @@ pub(crate) mod depthwise;
 pub(crate) mod direct;
 pub(crate) mod explicit;
 pub(crate) mod forward;
+pub(crate) mod grouped;
 pub(crate) mod implicit;
 pub(crate) mod options;
 pub(crate) mod plan;

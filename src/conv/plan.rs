@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use super::options::{Algorithm, ConvOptions, Precision};
 use super::select::{self, Weights, execute, prefers_direct, winograd_channels_pay, winograd_pays};
 use super::winograd::{self, TileSize, WinogradWeights};
-use super::{direct, pointwise};
+use super::{direct, grouped, pointwise};
 use crate::check::check_len;
 use crate::error::ConvError;
 use crate::gemm::{self, Panels, PrepackedSource, StridedSource};
@@ -104,7 +104,8 @@ impl Conv2dPlan {
         // output is then its bias, whatever the number of groups.
         let groups = if weight.is_empty() { 0 } else { params.groups };
         // The input is checked per run (`direct::applies`).
-        let prefers_direct = prefers_direct(options.isa, options.algorithm, params.layout, weight_shape[1], m, k);
+        let prefers_direct = prefers_direct(options.isa, options.algorithm, params.layout, weight_shape[1], m, k)
+            || select::prefers_grouped(options.isa, options.algorithm, params, weight_shape);
         let panels = if prefers_direct { Panels::B } else { Panels::A };
         let packed = (0..groups)
             .map(|g| {
@@ -191,7 +192,8 @@ impl Conv2dPlan {
 
     /// The kernel that does the arithmetic of [`Conv2dPlan::run`] on an
     /// input of `input_shape`, as tests and bench ids spell it: a GEMM
-    /// microkernel (`avx512_8x32`, also the direct path's) or a depthwise
+    /// microkernel (`avx512_8x32`, also the direct path's; its channels-last
+    /// grouped 1×1 form `grouped_1x1_avx512`) or a depthwise
     /// kernel (`dwconv_3x3_rolling_avx512`, `dwconv_blocked_avx2`, …) or the
     /// matrix-vector one of 1×1 convolutions on tiny planes (`gemv_avx2`).
     pub fn kernel_name(&self, input_shape: [usize; 4]) -> Result<&'static str, ConvError> {
@@ -234,7 +236,10 @@ impl Conv2dPlan {
         });
         let winograd = winograd.map(|w| (w, TileSize::choose(geo)));
         match &self.weights_nr {
-            Some(nr_form) if direct::applies(self.options.isa, geo) && !gemm_form => {
+            Some(nr_form)
+                if (direct::applies(self.options.isa, geo) || grouped::applies(self.options.isa, geo))
+                    && !gemm_form =>
+            {
                 Weights { packed: &[], packed_nr: Some(nr_form), direct: None, winograd }
             }
             _ => Weights { packed: &[], packed_nr: None, direct: self.direct_weights.as_deref(), winograd },

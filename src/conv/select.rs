@@ -8,10 +8,10 @@ use super::implicit::ImageSource;
 use super::options::{Algorithm, ConvOptions, Threads};
 use super::scratch::{with_indices, with_scratch};
 use super::winograd::{self, TileSize, WinogradWeights};
-use super::{banded, depthwise, direct, explicit, pointwise};
+use super::{banded, depthwise, direct, explicit, grouped, pointwise};
 use crate::error::ConvError;
 use crate::gemm::{self, CMatrix, Epilogue, PanelSource, Parallelism, PrepackedSource};
-use crate::geometry::ConvGeometry;
+use crate::geometry::{ConvGeometry, ConvParams};
 use crate::isa::Isa;
 use crate::layout::Layout;
 use crate::par;
@@ -39,6 +39,14 @@ pub(crate) fn prefers_direct(
             Algorithm::Auto => k >= DIRECT_MIN_K && !banded_wins(isa, c_in_per_group, k),
             _ => false,
         }
+}
+
+/// Whether a plan keeps its weights in NR panels for the grouped 1×1
+/// path (`grouped.rs`): `algorithm` leaves it to `Auto` or asks for the
+/// direct path (which it is a form of: channels as lanes, the image
+/// broadcast where it lies), and the path takes the layer on `isa`.
+pub(crate) fn prefers_grouped(isa: Isa, algorithm: Algorithm, params: &ConvParams, weight_shape: [usize; 4]) -> bool {
+    matches!(algorithm, Algorithm::Auto | Algorithm::Direct) && grouped::takes(isa, params, weight_shape)
 }
 
 /// Whether the implicit im2col reads the band in place (`banded.rs`)
@@ -80,6 +88,7 @@ pub(crate) fn kernel_name(geo: &ConvGeometry, options: &ConvOptions, weights: &W
     match choose(geo, options.algorithm, weights) {
         Algorithm::Winograd => weights.winograd.map_or("", |(_, tile)| tile.kernel_name()),
         Algorithm::Depthwise => depthwise::kernel_name(options.isa, geo),
+        Algorithm::Direct if grouped::applies(options.isa, geo) => grouped::kernel_name(options.isa),
         Algorithm::Pointwise if geo.out_pixels() <= gemm::NARROW_N && geo.layout == Layout::Nchw => {
             gemm::narrow_kernel_name(options.isa)
         }
@@ -251,6 +260,30 @@ pub(crate) fn execute(
         return;
     }
     let image_len = geo.c_in * geo.h_in * geo.w_in;
+    if algorithm == Algorithm::Direct && grouped::applies(options.isa, geo) {
+        // Channels-last grouped 1×1 with few channels a group: every group
+        // of a part of the pixels an item.
+        let w = weights.packed_nr.expect("NR weights chosen above");
+        let out = CMatrix { ptr: output.as_mut_ptr(), rs: 1, cs: geo.c_out as isize };
+        let parts = if threads > 1 { (4 * threads).min(n) } else { 1 };
+        par::for_each(threads, geo.batch * parts, |item| {
+            let (image, part) = (item / parts, item % parts);
+            let job = grouped::Grouped {
+                g: geo,
+                input: &input[image * image_len..][..image_len],
+                weights: w,
+                bias,
+                act: options.activation,
+                out: out.shifted(image * geo.c_out * n),
+                pixels: part * n / parts..(part + 1) * n / parts,
+            };
+            // SAFETY: item (image, part) writes the part's pixels of the
+            // image's channels-last output (`c_out · n` floats, inside
+            // `output`), which no other item writes.
+            unsafe { grouped::run(options.isa, job) };
+        });
+        return;
+    }
     if let (Algorithm::Depthwise, Some(lanes)) = (algorithm, depthwise::channel_block(options.isa, geo)) {
         // Channel multiplier 1: blocks of `lanes` channels per image.
         let plane = geo.h_in * geo.w_in;
