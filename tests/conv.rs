@@ -476,11 +476,12 @@ fn grouped_pointwise_in_parts_of_rows() {
     }
 }
 
-/// Channels-last grouped 1×1 layers of up to 64 input and 32 output
+/// Channels-last grouped 1×1 layers of up to 64 input and 48 output
 /// channels a group run every group of a strip of pixels a call: one to
-/// four vectors of output channels a group (AVX-512 one or two, AVX2 up to
-/// four), a last group and a last pixel on their own, 64 input channels,
-/// a batch of two; every path's bits, on 1 and 3 threads.
+/// three AVX-512 vectors of output channels a group, the last a half one
+/// or not, one to four AVX2 ones, a last group and a last pixel on their
+/// own, 64 input channels, a batch of two; every path's bits, on 1 and 3
+/// threads.
 #[test]
 fn grouped_pointwise_channels_last_every_register_block() {
     let cases = [
@@ -488,6 +489,8 @@ fn grouped_pointwise_channels_last_every_register_block() {
         ([2, 40, 13, 7], [40, 20, 1, 1], 2),
         ([1, 128, 6, 9], [64, 64, 1, 1], 2),
         ([1, 15, 5, 7], [5, 3, 1, 1], 5),
+        ([1, 68, 7, 9], [68, 34, 1, 1], 2),
+        ([1, 12, 6, 5], [90, 6, 1, 1], 2),
     ];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     for (i, (x, w, groups)) in cases.into_iter().enumerate() {

@@ -10,9 +10,15 @@
 //! (`P·G·V` accumulators: the vector registers but the weights' `V` and a
 //! broadcast), the input read where it lies (a pixel's channels of a group
 //! are consecutive), the weights of a step loaded once for `P` pixels
-//! (6 to 10 on AVX-512, 2 to 6 on AVX2's 16 registers). The sums run in the same order as
+//! (6 to 10 on AVX-512, 2 to 6 on AVX2's 16 registers). On AVX-512 a
+//! group's last vector of at most 8 channels is a 256-bit one (ShuffleNet's
+//! 34 channels a group: 16 + 16 + 2), whose FMAs a core that splits 512-bit
+//! ones (Zen 4) runs in half the time. The sums run in the same order as
 //! the direct path's (from +0, the input channels in order, then the bias,
 //! then the activation): the same bits.
+
+// (Only x86 has masked lanes: elsewhere `takes` is false and the kernel unused.)
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use crate::activation::Activation;
 use crate::gemm::{CMatrix, KC, PanelSource, PrepackedSource};
@@ -24,9 +30,11 @@ use crate::simd::{self, Lanes, MaskedLanes, WithLanes};
 /// Most input channels a group this path takes.
 pub(crate) const MAX_K: usize = 64;
 
-/// Most output channels a group this path takes: two AVX-512 vectors,
-/// four AVX2 ones.
-const MAX_M: usize = 32;
+/// Most output channels a group this path takes on `isa`: three AVX-512
+/// vectors, four AVX2 ones.
+fn max_m(isa: Isa) -> usize {
+    if isa == Isa::Avx512 { 48 } else { 32 }
+}
 
 /// Output pixels an item computes a group block at a time: its outputs (at
 /// most 256 × `c_out` floats) stay in L2 while every block of groups
@@ -35,7 +43,7 @@ const PIXEL_BLOCK: usize = 256;
 
 /// Whether this path takes a convolution of `params` with weights of
 /// `weight_shape` on `isa`: channels-last, several groups, a 1×1 kernel at
-/// stride 1 without padding, at most [`MAX_K`] input and [`MAX_M`] output
+/// stride 1 without padding, at most [`MAX_K`] input and [`max_m`] output
 /// channels a group, on lanes with masks (x86's: a group's last vector is
 /// stored under one). All of it is known when a plan is built.
 pub(crate) fn takes(isa: Isa, params: &ConvParams, weight_shape: [usize; 4]) -> bool {
@@ -47,7 +55,7 @@ pub(crate) fn takes(isa: Isa, params: &ConvParams, weight_shape: [usize; 4]) -> 
         && params.stride == [1, 1]
         && params.padding == [0; 4]
         && (1..=MAX_K.min(KC)).contains(&cg)
-        && (1..=MAX_M).contains(&m)
+        && (1..=max_m(isa)).contains(&m)
         && masked(isa)
 }
 
@@ -106,79 +114,88 @@ impl WithLanes for Grouped<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn avx2(self, _: simd::x86::Avx2) {
+        use simd::x86::Avx2;
         // SAFETY: inside AVX2's features; `run`'s caller's guarantees.
-        unsafe { self.masked::<simd::x86::Avx2>() }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn avx512(self, _: simd::x86::Avx512) {
-        // SAFETY: inside AVX-512's features; `run`'s caller's guarantees.
-        unsafe { self.masked::<simd::x86::Avx512>() }
-    }
-}
-
-impl Grouped<'_> {
-    /// The job on the masked lanes `L`, `P·G·V` accumulators a strip.
-    ///
-    /// # Safety
-    /// Inside `L`'s features; as [`run`] says.
-    #[inline(always)]
-    unsafe fn masked<L: MaskedLanes>(self) {
-        let vectors = self.g.c_out_per_group().div_ceil(L::N);
-        // SAFETY: passed on.
+        // P·G·(F + 1) accumulators, F + 1 weights and a broadcast in 16 registers.
         unsafe {
-            // P·G·V accumulators, V weights and a broadcast in the registers.
-            // Zen 4, 1 thread, 24 -> 112 in 4 groups on 56²: two groups of 6
-            // pixels 53.5 µs, one of 12 56 µs; four of 3 left the accumulators
-            // in memory (the compiler kept their loops rolled), 150 µs.
-            match (vectors, L::REGS >= 32) {
-                (1, true) => self.blocks::<L, 2, 10, 1>(),
-                (_, true) => self.blocks::<L, 2, 6, 2>(),
-                (1, false) => self.blocks::<L, 2, 6, 1>(),
-                (2, false) => self.blocks::<L, 1, 6, 2>(),
-                (3, false) => self.blocks::<L, 1, 3, 3>(),
-                (_, false) => self.blocks::<L, 1, 2, 4>(),
+            match self.g.c_out_per_group().div_ceil(8) {
+                1 => self.blocks::<Avx2, Avx2, 2, 6, 0>(),
+                2 => self.blocks::<Avx2, Avx2, 1, 6, 1>(),
+                3 => self.blocks::<Avx2, Avx2, 1, 3, 2>(),
+                _ => self.blocks::<Avx2, Avx2, 1, 2, 3>(),
             }
         }
     }
 
+    /// A group's last vector of at most 8 channels runs at 256 bits (AVX2's
+    /// lanes): a core that splits 512-bit FMAs in two (Zen 4) runs it in
+    /// half the time.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn avx512(self, _: simd::x86::Avx512) {
+        use simd::x86::{Avx2, Avx512};
+        let m = self.g.c_out_per_group();
+        let half = (m - 1) % 16 < 8;
+        // SAFETY: inside AVX-512's features (so AVX2's); `run`'s caller's
+        // guarantees. P·G·(F + 1) accumulators, F + 1 weights and a
+        // broadcast (two with a half vector) in 32 registers. Zen 4, 1
+        // thread, 24 -> 112 in 4 groups on 56²: two groups of 6 pixels
+        // 53.5 µs, one of 12 56 µs; four of 3 left the accumulators in
+        // memory (the compiler kept their loops rolled), 150 µs.
+        unsafe {
+            match ((m - 1) / 16, half) {
+                (0, true) => self.blocks::<Avx512, Avx2, 2, 10, 0>(),
+                (0, false) => self.blocks::<Avx512, Avx512, 2, 10, 0>(),
+                (1, true) => self.blocks::<Avx512, Avx2, 2, 6, 1>(),
+                (1, false) => self.blocks::<Avx512, Avx512, 2, 6, 1>(),
+                (_, true) => self.blocks::<Avx512, Avx2, 1, 9, 2>(),
+                (_, false) => self.blocks::<Avx512, Avx512, 1, 9, 2>(),
+            }
+        }
+    }
+}
+
+impl Grouped<'_> {
     /// The pixels in blocks of [`PIXEL_BLOCK`], each block's groups `G` at
     /// a time (the last fewer, one at a time), each block's pixels `P` at
-    /// a time (the last fewer, one at a time).
+    /// a time (the last fewer, one at a time); a group's channels as `F`
+    /// vectors of `L` and a last one of `T` under a mask.
     ///
     /// # Safety
-    /// As [`Grouped::masked`].
+    /// Inside `L`'s and `T`'s features; as [`run`] says.
     #[inline(always)]
-    unsafe fn blocks<L: MaskedLanes, const G: usize, const P: usize, const V: usize>(self) {
+    unsafe fn blocks<L: MaskedLanes, T: MaskedLanes, const G: usize, const P: usize, const F: usize>(self) {
         let geo = self.g;
         let (k, m, groups) = (geo.c_in_per_group(), geo.c_out_per_group(), geo.groups);
         let (c_in, c_out) = (geo.c_in, geo.c_out);
         assert!(self.pixels.end <= geo.out_pixels() && self.input.len() >= geo.out_pixels() * c_in);
         assert!(self.bias.is_none_or(|b| b.len() >= c_out) && self.weights.len() == groups && G <= MAX_G);
-        // Where vector v of a step's weights starts in a group's panels.
+        // The channels of the full vectors, then the tail's.
+        let (full, tail) = (F * L::N, m - F * L::N);
         let (panel, ..) = self.weights[0].layout();
-        assert!(panel.is_multiple_of(L::N) && V * L::N >= m && (V - 1) * L::N < m);
+        assert!(panel.is_multiple_of(L::N) && L::N.is_multiple_of(T::N) && F < MAX_V && (1..=T::N).contains(&tail));
         let packed = |group: usize| {
             let w = &self.weights[group];
             assert!(w.covers(k, m) && w.layout().0 == panel, "weights of K × m in panels");
             w.packed(panel, 0, k, 0).expect("one K chunk").as_ptr()
         };
-        let mut s = Strip::<L, V> {
+        // Where a step's weights of channel j start in a group's panels.
+        let at = |j: usize| (j / panel) * k * panel + j % panel;
+        let mut s = Strip {
             x: std::ptr::null(),
             c_in,
             k,
             w: [std::ptr::null(); MAX_G],
-            woff: std::array::from_fn(|v| (v * L::N / panel) * k * panel + v * L::N % panel),
+            woff: std::array::from_fn(|v| at((v * L::N).min(full))),
             panel,
             bias: std::ptr::null(),
             m,
-            // SAFETY: inside `L`'s features.
-            tail: unsafe { L::mask(0, m - (V - 1) * L::N) },
             act: self.act,
             out: std::ptr::null_mut(),
             c_out,
         };
+        // SAFETY: inside `T`'s features.
+        let tail = unsafe { T::mask(0, tail) };
         let mut p0 = self.pixels.start;
         while p0 < self.pixels.end {
             let p1 = (p0 + PIXEL_BLOCK).min(self.pixels.end);
@@ -193,22 +210,22 @@ impl Grouped<'_> {
                 while p < p1 {
                     s.x = self.input[p * c_in + g0 * k..].as_ptr();
                     s.out = self.out.ptr.wrapping_add(p * c_out + g0 * m);
-                    let full = p + P <= p1;
+                    let all = p + P <= p1;
                     // SAFETY: the strip's pixels p .. p + P (or p + 1) are
                     // inside `pixels`, so inside the input (asserted) and
                     // this job's part of the output; its groups g0 ..
                     // g0 + G (or + 1) exist, their weights are K × m in
-                    // panels of `panel` (asserted), their bias values
-                    // inside `bias`.
+                    // panels of `panel` (asserted: each vector's floats lie
+                    // in one panel), their bias values inside `bias`.
                     unsafe {
-                        match (whole, full) {
-                            (true, true) => strip::<L, P, G, V>(&s),
-                            (true, false) => strip::<L, 1, G, V>(&s),
-                            (false, true) => strip::<L, P, 1, V>(&s),
-                            (false, false) => strip::<L, 1, 1, V>(&s),
+                        match (whole, all) {
+                            (true, true) => strip::<L, T, P, G, F>(&s, tail),
+                            (true, false) => strip::<L, T, 1, G, F>(&s, tail),
+                            (false, true) => strip::<L, T, P, 1, F>(&s, tail),
+                            (false, false) => strip::<L, T, 1, 1, F>(&s, tail),
                         }
                     }
-                    p += if full { P } else { 1 };
+                    p += if all { P } else { 1 };
                 }
                 g0 += if whole { G } else { 1 };
             }
@@ -220,52 +237,59 @@ impl Grouped<'_> {
 /// Most groups a call takes.
 const MAX_G: usize = 4;
 
+/// Most vectors of a group's output channels.
+const MAX_V: usize = 4;
+
 /// One call's operands: pixels from `x` (`c_in` floats apart), groups
 /// `k` floats apart, group `i`'s weights at `w[i]` (vector `v` of step
-/// `kk` at `woff[v] + kk·panel`), its bias at `bias + i·m` (or none), its
-/// outputs at `out + i·m` for the first pixel, pixels `c_out` floats apart;
-/// the last vector of a group's `m` channels under the mask `tail`.
-struct Strip<L: MaskedLanes, const V: usize> {
+/// `kk` at `woff[v] + kk·panel`, the tail after the full vectors), its
+/// bias at `bias + i·m` (or none), its outputs at `out + i·m` for the
+/// first pixel, pixels `c_out` floats apart.
+struct Strip {
     x: *const f32,
     c_in: usize,
     k: usize,
     w: [*const f32; MAX_G],
-    woff: [usize; V],
+    woff: [usize; MAX_V],
     panel: usize,
     bias: *const f32,
     m: usize,
-    tail: L::M,
     act: Activation,
     out: *mut f32,
     c_out: usize,
 }
 
-/// `P` pixels × `G` groups × `V` vectors of `s`: from +0, the `k` input
-/// channels in order, then the bias, then the activation.
+/// `P` pixels × `G` groups × (`F` vectors of `L` and a tail of `T` under
+/// the mask `tail`) of `s`: from +0, the `k` input channels in order, then
+/// the bias, then the activation.
 ///
 /// # Safety
-/// Inside `L`'s features; the operands as [`Strip`] says, for `P` pixels
-/// and `G` groups.
+/// Inside `L`'s and `T`'s features; the operands as [`Strip`] says, for
+/// `P` pixels and `G` groups of `F·L::N` channels and the tail's.
 // (Index loops: the accumulators in registers need every index a constant
 // once the loops are unrolled; the activation over flattened iterators left
 // them in memory.)
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn strip<L: MaskedLanes, const P: usize, const G: usize, const V: usize>(s: &Strip<L, V>) {
+unsafe fn strip<L: MaskedLanes, T: MaskedLanes, const P: usize, const G: usize, const F: usize>(s: &Strip, tail: T::M) {
     // SAFETY: the caller's guarantees, for every pointer below.
     unsafe {
-        let mut acc = [[[L::splat(0.0); V]; G]; P];
+        let mut acc = [[[L::splat(0.0); F]; G]; P];
+        let mut acc_t = [[T::splat(0.0); G]; P];
         for kk in 0..s.k {
             for g in 0..G {
-                let mut w = [L::splat(0.0); V];
-                for v in 0..V {
+                let mut w = [L::splat(0.0); F];
+                for v in 0..F {
                     w[v] = L::load(s.w[g].add(s.woff[v] + kk * s.panel));
                 }
-                for (p, acc) in acc.iter_mut().enumerate() {
-                    let x = L::splat(*s.x.add(p * s.c_in + g * s.k + kk));
-                    for v in 0..V {
-                        acc[g][v] = L::fma(x, w[v], acc[g][v]);
+                let w_t = T::load(s.w[g].add(s.woff[F] + kk * s.panel));
+                for p in 0..P {
+                    let x = *s.x.add(p * s.c_in + g * s.k + kk);
+                    let xv = L::splat(x);
+                    for v in 0..F {
+                        acc[p][g][v] = L::fma(xv, w[v], acc[p][g][v]);
                     }
+                    acc_t[p][g] = T::fma(T::splat(x), w_t, acc_t[p][g]);
                 }
             }
         }
@@ -273,30 +297,35 @@ unsafe fn strip<L: MaskedLanes, const P: usize, const G: usize, const V: usize>(
         // unrolls whole: the accumulators stay in registers.)
         if !s.bias.is_null() {
             for g in 0..G {
-                for v in 0..V {
-                    let at = s.bias.add(g * s.m + v * L::N);
-                    let b = if v + 1 == V { L::load_masked(s.tail, at) } else { L::load(at) };
-                    for acc in acc.iter_mut() {
-                        acc[g][v] = L::add(acc[g][v], b);
+                for v in 0..F {
+                    let b = L::load(s.bias.add(g * s.m + v * L::N));
+                    for p in 0..P {
+                        acc[p][g][v] = L::add(acc[p][g][v], b);
                     }
+                }
+                let b = T::load_masked(tail, s.bias.add(g * s.m + F * L::N));
+                for p in 0..P {
+                    acc_t[p][g] = T::add(acc_t[p][g], b);
                 }
             }
         }
         if s.act != Activation::None {
             for p in 0..P {
                 for g in 0..G {
-                    for v in 0..V {
+                    for v in 0..F {
                         acc[p][g][v] = L::activate(s.act, acc[p][g][v]);
                     }
+                    acc_t[p][g] = T::activate(s.act, acc_t[p][g]);
                 }
             }
         }
         for p in 0..P {
             for g in 0..G {
-                for v in 0..V - 1 {
-                    L::store(s.out.add(p * s.c_out + g * s.m + v * L::N), acc[p][g][v]);
+                let out = s.out.add(p * s.c_out + g * s.m);
+                for v in 0..F {
+                    L::store(out.add(v * L::N), acc[p][g][v]);
                 }
-                L::store_masked(s.tail, s.out.add(p * s.c_out + g * s.m + (V - 1) * L::N), acc[p][g][V - 1]);
+                T::store_masked(tail, out.add(F * L::N), acc_t[p][g]);
             }
         }
     }
