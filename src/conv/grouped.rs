@@ -31,9 +31,14 @@ use crate::simd::{self, Lanes, MaskedLanes, WithLanes};
 pub(crate) const MAX_K: usize = 64;
 
 /// Most output channels a group this path takes on `isa`: three AVX-512
-/// vectors, four AVX2 ones.
+/// vectors, four AVX2 ones; none on lanes without masks (a group's last
+/// vector is stored under one).
 fn max_m(isa: Isa) -> usize {
-    if isa == Isa::Avx512 { 48 } else { 32 }
+    match isa {
+        Isa::Avx512 => 48,
+        Isa::Avx2Fma => 32,
+        _ => 0,
+    }
 }
 
 /// Output pixels an item computes a group block at a time: its outputs (at
@@ -44,8 +49,7 @@ const PIXEL_BLOCK: usize = 256;
 /// Whether this path takes a convolution of `params` with weights of
 /// `weight_shape` on `isa`: channels-last, several groups, a 1×1 kernel at
 /// stride 1 without padding, at most [`MAX_K`] input and [`max_m`] output
-/// channels a group, on lanes with masks (x86's: a group's last vector is
-/// stored under one). All of it is known when a plan is built.
+/// channels a group (x86 only). All of it is known when a plan is built.
 pub(crate) fn takes(isa: Isa, params: &ConvParams, weight_shape: [usize; 4]) -> bool {
     let [c_out, cg, kh, kw] = weight_shape;
     let m = c_out / params.groups.max(1);
@@ -56,7 +60,6 @@ pub(crate) fn takes(isa: Isa, params: &ConvParams, weight_shape: [usize; 4]) -> 
         && params.padding == [0; 4]
         && (1..=MAX_K.min(KC)).contains(&cg)
         && (1..=max_m(isa)).contains(&m)
-        && masked(isa)
 }
 
 /// Whether this path runs `geo` on `isa` (see [`takes`]).
@@ -67,11 +70,6 @@ pub(crate) fn applies(isa: Isa, geo: &ConvGeometry) -> bool {
 /// The name [`crate::Conv2dPlan::kernel_name`] gives this path on `isa`.
 pub(crate) fn kernel_name(isa: Isa) -> &'static str {
     if isa == Isa::Avx512 { "grouped_1x1_avx512" } else { "grouped_1x1_avx2" }
-}
-
-/// Whether `isa`'s lanes have masks (x86's).
-fn masked(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx512 | Isa::Avx2Fma)
 }
 
 /// One image's grouped 1×1 convolution, for its output pixels `pixels`:
@@ -234,8 +232,8 @@ impl Grouped<'_> {
     }
 }
 
-/// Most groups a call takes.
-const MAX_G: usize = 4;
+/// Most groups a call takes (the register blocks above take one or two).
+const MAX_G: usize = 2;
 
 /// Most vectors of a group's output channels.
 const MAX_V: usize = 4;
