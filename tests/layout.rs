@@ -390,11 +390,14 @@ fn channels_last_direct_reads_inputs_in_place_or_pixel_major() {
         let shape = conv2d_output_shape(p.input_shape, p.weight_shape, &params).unwrap();
         let want = relayout(&p.run(&ConvOptions::default()).unwrap(), shape, Layout::Nchw, Layout::Nhwc);
         let reference = q.reference().unwrap();
-        if Isa::detect() == Isa::Avx512 {
-            // The direct path runs where the kernel reads A in place (AVX-512).
-            let direct = ConvOptions { algorithm: Algorithm::Direct, ..ConvOptions::default() };
-            let plan = Conv2dPlan::new(&q.weight, q.weight_shape, q.bias.as_deref(), &q.params, &direct).unwrap();
-            assert_eq!(plan.algorithm(q.input_shape).unwrap(), Algorithm::Direct, "case {i}");
+        // The direct path runs where the kernel reads A in place (AVX-512's
+        // 8 × 32, AVX2's 6 × 16), and `Auto` takes it for channels-last.
+        for isa in [Isa::Avx512, Isa::Avx2Fma].into_iter().filter(|isa| isa.is_available()) {
+            for algorithm in [Algorithm::Direct, Algorithm::Auto] {
+                let opts = ConvOptions { isa, algorithm, ..ConvOptions::default() };
+                let plan = Conv2dPlan::new(&q.weight, q.weight_shape, q.bias.as_deref(), &q.params, &opts).unwrap();
+                assert_eq!(plan.algorithm(q.input_shape).unwrap(), Algorithm::Direct, "case {i} {isa:?}");
+            }
         }
         for_each_isa(|isa| {
             for threads in [Threads::Single, Threads::Pool] {

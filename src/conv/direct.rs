@@ -90,6 +90,28 @@ pub(crate) fn takes_weights(isa: Isa, c_in_per_group: usize, m: usize, k: usize)
     gemm::dispatch(isa, Takes(c_in_per_group, m, k)).unwrap_or(false)
 }
 
+/// Whether `Algorithm::Auto` may take the direct path for an NCHW layer on
+/// `isa` (the rules on K in `select` decide where): on kernels whose tiles
+/// are 32 channels wide (AVX-512's 8 × 32). A tile of 16 (AVX2's 6 × 16)
+/// reads 6 pixels a k step for 12 FMAs of 8 lanes, where 8 × 32 reads 8 for
+/// 16 of 16 lanes, and its outputs still pay the transpose into NCHW: on
+/// Zen 4 with the AVX2 path forced, 1 thread, direct against the GEMM
+/// paths, µs: 64 -> 64 3×3 on 56² 3069 against 2491, 256 -> 1024 1×1 on
+/// 14² 1099 against 982, 512 -> 512 3×3 on 28² 38.7 against 39.9 ms. So
+/// NCHW stays on the GEMM paths there; channels-last, whose GEMM paths
+/// gather the image and store C by columns, takes the direct path on
+/// every kernel that reads A in place.
+pub(crate) fn auto_nchw(isa: Isa) -> bool {
+    struct Wide;
+    impl WithKernel for Wide {
+        type Output = bool;
+        fn run<K: MicroKernel>(self, _: K) -> bool {
+            K::NR >= 32
+        }
+    }
+    gemm::dispatch(isa, Wide).unwrap_or(false)
+}
+
 /// Whether the direct path takes this (image, group) on `isa`.
 pub(crate) fn applies(isa: Isa, g: &ConvGeometry) -> bool {
     struct Applies<'a>(&'a ConvGeometry);

@@ -19,7 +19,8 @@ use crate::par;
 /// Whether a plan keeps its weights for the direct path (NR panels): the
 /// path takes them on `isa` (see `direct::takes_weights`) and `algorithm`
 /// asks for it, or leaves it to `Auto` and each output sums at least
-/// [`DIRECT_MIN_K`] products, or the activations are channels-last (where
+/// [`DIRECT_MIN_K`] products on a kernel that pays for NCHW
+/// (`direct::auto_nchw`), or the activations are channels-last (where
 /// the GEMM paths pack the image by gathers and store C by columns, and the
 /// direct path neither: measured on Zen 4, 1 thread, NHWC: VGG conv1_1
 /// (K = 27) 3.1 ms direct against 4.4–6.4 ms implicit, ResNet 1×1 64→256
@@ -36,7 +37,7 @@ pub(crate) fn prefers_direct(
         && match algorithm {
             Algorithm::Direct => true,
             Algorithm::Auto if layout == Layout::Nhwc => true,
-            Algorithm::Auto => k >= DIRECT_MIN_K && !banded_wins(isa, c_in_per_group, k),
+            Algorithm::Auto => k >= DIRECT_MIN_K && !banded_wins(isa, c_in_per_group, k) && direct::auto_nchw(isa),
             _ => false,
         }
 }

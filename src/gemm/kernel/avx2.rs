@@ -10,10 +10,17 @@
 //!  ...    |     ...         ...     |     acc[i][h] += a[i,k] · b[k, 8h..8h+8]
 //! a[5,k]  |  acc[5][0]   acc[5][1]  |
 //! ```
+//!
+//! A reads from a packed panel (`run`) or where it lies, each column at a
+//! tap offset and its rows a pixel step apart (`run_a_taps`: the direct
+//! convolution path, channels-last images read in place). The tile is
+//! compiled for its row count and for one or two vectors of columns, so an
+//! edge tile issues only its own FMAs and never reads A past its rows.
 
 use std::arch::x86_64::*;
 
 use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use crate::simd::MaskedLanes;
 use crate::simd::x86::{Avx2, activate_avx2 as activate};
 
 const MR: usize = 6;
@@ -33,82 +40,237 @@ impl MicroKernel for Avx2Fma6x16 {
         self.0
     }
 
+    fn reads_a_taps(step: usize) -> bool {
+        matches!(step, 1 | 2 | 4)
+    }
+
+    fn reads_a_any_step() -> bool {
+        true
+    }
+
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
         // SAFETY: `self` exists only when AVX2 and FMA were detected; the
         // pointer guarantees are the caller's, passed on unchanged.
-        unsafe { kernel_6x16(kc, a, b, out, spec) }
+        unsafe { tile_shape::<0>(kc, ACols { ptr: a, taps: std::ptr::null(), step: 0 }, b, out, spec) }
+    }
+
+    unsafe fn run_a_taps(
+        self,
+        kc: usize,
+        a: *const f32,
+        step: usize,
+        taps: *const usize,
+        b: *const f32,
+        out: &TileOut,
+        spec: &StoreSpec,
+    ) {
+        let a_cols = ACols { ptr: a, taps, step };
+        // SAFETY: as in `run`, with A's columns where the caller says.
+        unsafe {
+            match step {
+                1 => tile_shape::<1>(kc, a_cols, b, out, spec),
+                2 => tile_shape::<2>(kc, a_cols, b, out, spec),
+                4 => tile_shape::<4>(kc, a_cols, b, out, spec),
+                _ => tile_shape::<RUNTIME_STEP>(kc, a_cols, b, out, spec),
+            }
+        }
     }
 }
 
+/// Where the kernel reads A: with a pixel step `A_STEP > 0`, column `k` of
+/// the tile at `ptr + taps[k]`, its rows `A_STEP` floats apart (`step`
+/// with [`RUNTIME_STEP`]); with `A_STEP == 0`, a packed panel at `ptr`.
+#[derive(Clone, Copy)]
+struct ACols {
+    ptr: *const f32,
+    taps: *const usize,
+    step: usize,
+}
+
+/// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
+/// step known only at run time (a channels-last image: `stride · c_in`).
+const RUNTIME_STEP: usize = usize::MAX;
+
+/// [`kernel`] compiled for the tile's rows (1..=6) and vectors of columns
+/// (one for at most 8 columns, else two).
+///
+/// # Safety
+/// AVX2 and FMA; the guarantees of [`MicroKernel::run`] (of
+/// [`MicroKernel::run_a_taps`] with a step `A_STEP > 0`).
+#[inline(always)]
+unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+    macro_rules! rows {
+        ($h:literal) => {
+            // SAFETY: the caller's guarantees; R is the tile's row count.
+            unsafe {
+                match out.rows {
+                    1 => kernel::<1, $h, A_STEP>(kc, a, b, out, spec),
+                    2 => kernel::<2, $h, A_STEP>(kc, a, b, out, spec),
+                    3 => kernel::<3, $h, A_STEP>(kc, a, b, out, spec),
+                    4 => kernel::<4, $h, A_STEP>(kc, a, b, out, spec),
+                    5 => kernel::<5, $h, A_STEP>(kc, a, b, out, spec),
+                    _ => kernel::<6, $h, A_STEP>(kc, a, b, out, spec),
+                }
+            }
+        };
+    }
+    if out.cols <= 8 { rows!(1) } else { rows!(2) }
+}
+
+/// The tile's product ([`product`]) and its store: rows of vectors where C's
+/// columns are contiguous (the last vector of a narrow tile under a mask),
+/// else element by element.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
+unsafe fn kernel<const R: usize, const H: usize, const A_STEP: usize>(
+    kc: usize,
+    a: ACols,
+    b: *const f32,
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
     // Start pulling the C tile toward L1 now; it is needed only after the k loop.
     if out.csc == 1 {
         for i in 0..out.rows {
             let row = out.c.wrapping_offset(i as isize * out.rsc);
             _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1).cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(out.cols - 1).cast());
         }
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let step = |acc: &mut [[__m256; 2]; MR], k: usize| {
-        // SAFETY: k < kc, and the caller guarantees kc·NR floats at `b` and kc·MR at `a`.
-        unsafe {
-            let bk = b.add(k * NR);
-            let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
-            let ak = a.add(k * MR);
-            if k.is_multiple_of(2) {
-                // The next A panel, as in the AVX-512 kernel (two k steps
-                // are 48 bytes: every line of it gets a hint).
-                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ak.add(i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-    };
-    unrolled_k_loop(kc, |k| step(&mut acc, k));
+    // SAFETY: the caller's guarantees for A and B, passed on.
+    let acc = unsafe { product::<R, H, A_STEP>(kc, a, b) };
 
-    if out.cols == NR && out.csc == 1 {
-        let alpha = _mm256_set1_ps(spec.alpha);
-        let beta = _mm256_set1_ps(spec.beta);
-        for (i, row) in acc.iter().enumerate().take(out.rows) {
-            // SAFETY: row i < rows of the tile; columns 0..16 are contiguous (csc == 1).
-            let c = unsafe { out.c.offset(i as isize * out.rsc) };
-            // SAFETY: `rows` bias values are readable when bias is not null.
-            let row_bias =
-                (!spec.bias.is_null() && !spec.bias_cols).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(i) }));
-            for (h, &acc_h) in row.iter().enumerate() {
-                // SAFETY: c + 8h .. c + 8h + 8 lies inside the tile row.
-                let ch = unsafe { c.add(8 * h) };
-                // SAFETY: with `bias_cols`, `cols` = 16 bias values are readable.
-                let bias = row_bias
-                    .or_else(|| (!spec.bias.is_null()).then(|| unsafe { _mm256_loadu_ps(spec.bias.add(8 * h)) }));
-                let mut v = _mm256_mul_ps(alpha, acc_h);
-                if spec.store == Store::Update {
-                    // SAFETY: as above.
-                    v = _mm256_fmadd_ps(beta, unsafe { _mm256_loadu_ps(ch) }, v);
-                }
-                if let Some(bias) = bias {
-                    v = _mm256_add_ps(v, bias);
-                }
-                v = activate(spec.act, v);
-                // SAFETY: as above.
-                unsafe { _mm256_storeu_ps(ch, v) };
+    if out.csc == 1 {
+        // SAFETY: the caller's guarantees for `out` and `spec`, passed on.
+        unsafe {
+            if out.cols == 8 * H {
+                store_rows::<R, H, true>(&acc, out, spec)
+            } else {
+                store_rows::<R, H, false>(&acc, out, spec)
             }
         }
     } else {
         let mut tile = [0.0f32; MR * NR];
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: `tile` holds MR·NR floats; row i starts at i·NR.
-            unsafe {
-                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
-                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
+            for (h, &acc_h) in row.iter().enumerate() {
+                // SAFETY: `tile` holds MR·NR floats; vector h of row i ends at i·NR + 8h + 8 <= MR·NR.
+                unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8 * h), acc_h) };
             }
         }
-        // SAFETY: the caller's guarantees for `out` and `spec` are passed on.
+        // SAFETY: the caller's guarantees for `out` and `spec` are passed on;
+        // the tile's `rows <= R` rows and `cols <= 8·H` columns are all here.
         unsafe { store_tile_scalar(&tile, NR, out, spec) }
     }
+}
+
+/// The store step for a tile whose columns are contiguous in C (`csc ==
+/// 1`): each row's vectors whole, or with `WHOLE` false (a tile of fewer
+/// than `8·H` columns) its last vector under a mask. Compiled for both,
+/// so the full tiles' stores run no mask code.
+///
+/// # Safety
+/// AVX2 and FMA; as [`MicroKernel::run`] for `out` and `spec`, with
+/// `out.csc == 1` and `out.rows == R`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_rows<const R: usize, const H: usize, const WHOLE: bool>(
+    acc: &[[__m256; H]; R],
+    out: &TileOut,
+    spec: &StoreSpec,
+) {
+    let alpha = _mm256_set1_ps(spec.alpha);
+    let beta = _mm256_set1_ps(spec.beta);
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < rows of the tile; its columns are contiguous (csc == 1).
+        let c = unsafe { out.c.offset(i as isize * out.rsc) };
+        // SAFETY: `rows` bias values are readable when bias is not null.
+        let row_bias = (!spec.bias.is_null() && !spec.bias_cols).then(|| _mm256_set1_ps(unsafe { *spec.bias.add(i) }));
+        for (h, &acc_h) in row.iter().enumerate() {
+            let lanes = if WHOLE { 8 } else { out.cols.saturating_sub(8 * h).min(8) };
+            if lanes == 0 {
+                break;
+            }
+            let whole = WHOLE || lanes == 8;
+            // SAFETY: AVX2 (the caller's features).
+            let mask = if whole { _mm256_set1_epi32(-1) } else { unsafe { Avx2::mask(0, lanes) } };
+            // Columns 8h .. 8h + lanes of the row, inside the tile; a
+            // masked load or store does not touch the lanes off.
+            let ch = c.wrapping_add(8 * h);
+            let bias = row_bias.or_else(|| {
+                // SAFETY: with `bias_cols`, `cols` bias values are
+                // readable; the mask reads only those.
+                (!spec.bias.is_null()).then(|| unsafe { load(whole, mask, spec.bias.add(8 * h)) })
+            });
+            let mut v = _mm256_mul_ps(alpha, acc_h);
+            if spec.store == Store::Update {
+                // SAFETY: as above.
+                v = _mm256_fmadd_ps(beta, unsafe { load(whole, mask, ch) }, v);
+            }
+            if let Some(bias) = bias {
+                v = _mm256_add_ps(v, bias);
+            }
+            v = activate(spec.act, v);
+            // SAFETY: as above.
+            unsafe { if whole { _mm256_storeu_ps(ch, v) } else { _mm256_maskstore_ps(ch, mask, v) } };
+        }
+    }
+}
+
+/// The 8 floats at `p`, or with `whole` false the lanes of `mask` (the
+/// others `0.0`, not read).
+///
+/// # Safety
+/// AVX2; those floats readable.
+#[inline(always)]
+unsafe fn load(whole: bool, mask: __m256i, p: *const f32) -> __m256 {
+    // SAFETY: the caller's guarantees.
+    unsafe { if whole { _mm256_loadu_ps(p) } else { _mm256_maskload_ps(p, mask) } }
+}
+
+/// `acc[i][h]` = the tile's sums for row `i`, columns `8h .. 8h + 8`, each
+/// from +0 by one FMA per k in increasing k. A function of its own, so the
+/// accumulators stay in registers through the k loop.
+///
+/// # Safety
+/// AVX2 and FMA; A's `kc` columns readable as `a` says (rows `0..R`, with
+/// `A_STEP > 0`), else `kc·MR` floats at `a.ptr`; `kc·NR` floats at `b`.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product<const R: usize, const H: usize, const A_STEP: usize>(
+    kc: usize,
+    a: ACols,
+    b: *const f32,
+) -> [[__m256; H]; R] {
+    let mut acc = [[_mm256_setzero_ps(); H]; R];
+    let a_step = if A_STEP == RUNTIME_STEP { a.step } else { A_STEP.max(1) };
+    let step = |acc: &mut [[__m256; H]; R], k: usize| {
+        // SAFETY: k < kc; the caller guarantees A's column k and B's row k.
+        unsafe {
+            let bk = b.add(k * NR);
+            let bh: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(bk.add(8 * h)));
+            let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
+            if A_STEP == 0 && k.is_multiple_of(2) {
+                // The next A panel, as in the AVX-512 kernel (two k steps
+                // are 48 bytes: every line of it gets a hint).
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*ak.add(i * a_step));
+                for h in 0..H {
+                    row[h] = _mm256_fmadd_ps(ai, bh[h], row[h]);
+                }
+            }
+        }
+    };
+    if A_STEP == RUNTIME_STEP {
+        // Not unrolled: unrolled by 4, LLVM hoisted the next step's B loads
+        // and, one register short, kept an accumulator of the 6 × 16 tile on
+        // the stack through every step (Zen 4, channels-last 64 -> 256 1×1
+        // on 56², 1 thread: 71 GFLOP/s unrolled, 94 not).
+        for k in 0..kc {
+            step(&mut acc, k);
+        }
+    } else {
+        unrolled_k_loop(kc, |k| step(&mut acc, k));
+    }
+    acc
 }
