@@ -15,7 +15,8 @@
 //! tap offset and its rows a pixel step apart (`run_a_taps`: the direct
 //! convolution path, channels-last images read in place). The tile is
 //! compiled for its row count and for one or two vectors of columns, so an
-//! edge tile issues only its own FMAs and never reads A past its rows.
+//! edge tile issues only its own FMAs and never reads A past its rows. A
+//! tile of one vector of columns takes 12 rows (`a_taps_rows`).
 
 use std::arch::x86_64::*;
 
@@ -46,6 +47,15 @@ impl MicroKernel for Avx2Fma6x16 {
 
     fn reads_a_any_step() -> bool {
         true
+    }
+
+    /// 12 rows for a tile of one vector of columns: 12 accumulators, as
+    /// the full 6 × 16 tile has (6 would leave the two FMA pipes, 4 cycles
+    /// deep, 6 chains of the 8 they need). Such tiles are the last 8
+    /// columns of 24, 40, 72 or 120 channels on the direct path, and the
+    /// edges of N in the GEMM.
+    fn a_taps_rows(cols: usize) -> usize {
+        if cols <= 8 { 2 * MR } else { MR }
     }
 
     unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, out: &TileOut, spec: &StoreSpec) {
@@ -114,7 +124,25 @@ unsafe fn tile_shape<const A_STEP: usize>(kc: usize, a: ACols, b: *const f32, ou
             }
         };
     }
-    if out.cols <= 8 { rows!(1) } else { rows!(2) }
+    if out.cols <= 8 && out.rows > MR {
+        // A tall tile of one vector of columns (`a_taps_rows`).
+        debug_assert!(out.rows <= 2 * MR);
+        // SAFETY: the caller's guarantees; R is the tile's row count.
+        unsafe {
+            match out.rows {
+                7 => kernel::<7, 1, A_STEP>(kc, a, b, out, spec),
+                8 => kernel::<8, 1, A_STEP>(kc, a, b, out, spec),
+                9 => kernel::<9, 1, A_STEP>(kc, a, b, out, spec),
+                10 => kernel::<10, 1, A_STEP>(kc, a, b, out, spec),
+                11 => kernel::<11, 1, A_STEP>(kc, a, b, out, spec),
+                _ => kernel::<12, 1, A_STEP>(kc, a, b, out, spec),
+            }
+        }
+    } else if out.cols <= 8 {
+        rows!(1)
+    } else {
+        rows!(2)
+    }
 }
 
 /// The tile's product ([`product`]) and its store: rows of vectors where C's
@@ -149,10 +177,11 @@ unsafe fn kernel<const R: usize, const H: usize, const A_STEP: usize>(
             }
         }
     } else {
-        let mut tile = [0.0f32; MR * NR];
+        let mut tile = [0.0f32; 2 * MR * NR];
         for (i, row) in acc.iter().enumerate() {
             for (h, &acc_h) in row.iter().enumerate() {
-                // SAFETY: `tile` holds MR·NR floats; vector h of row i ends at i·NR + 8h + 8 <= MR·NR.
+                // SAFETY: `tile` holds 2·MR·NR floats; vector h of row i
+                // ends at i·NR + 8h + 8 <= R·NR <= 2·MR·NR (H is 1 past MR rows).
                 unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8 * h), acc_h) };
             }
         }
@@ -232,7 +261,8 @@ unsafe fn load(whole: bool, mask: __m256i, p: *const f32) -> __m256 {
 ///
 /// # Safety
 /// AVX2 and FMA; A's `kc` columns readable as `a` says (rows `0..R`, with
-/// `A_STEP > 0`), else `kc·MR` floats at `a.ptr`; `kc·NR` floats at `b`.
+/// `A_STEP > 0`), else `kc·MR` floats at `a.ptr` (a tall tile, `R > MR`:
+/// the next panel's `kc·MR` after them); `kc·NR` floats at `b`.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn product<const R: usize, const H: usize, const A_STEP: usize>(
@@ -248,24 +278,38 @@ unsafe fn product<const R: usize, const H: usize, const A_STEP: usize>(
             let bk = b.add(k * NR);
             let bh: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(bk.add(8 * h)));
             let ak = if A_STEP > 0 { a.ptr.add(*a.taps.add(k)) } else { a.ptr.add(k * MR) };
+            let next_panel = kc * MR;
             if A_STEP == 0 && k.is_multiple_of(2) {
-                // The next A panel, as in the AVX-512 kernel (two k steps
-                // are 48 bytes: every line of it gets a hint).
-                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(kc * MR).cast());
+                // The next tile's A panels, as in the AVX-512 kernel (two k
+                // steps are 48 bytes: every line of them gets a hint).
+                // `wrapping_add`: past the last panel the hint addresses nothing.
+                let tile = if R > MR { 2 * next_panel } else { next_panel };
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(tile).cast());
+                if R > MR {
+                    _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(tile + next_panel).cast());
+                }
             }
+            // A tall tile's rows 6 and on: packed, the next A panel (packed
+            // right after this one); in place, 6 steps on.
+            let ak6 = match (R > MR, A_STEP) {
+                (false, _) => ak,
+                (true, 0) => ak.add(next_panel),
+                (true, _) => ak.add(MR * a_step),
+            };
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ak.add(i * a_step));
+                let ai = _mm256_broadcast_ss(&*if i < MR { ak.add(i * a_step) } else { ak6.add((i - MR) * a_step) });
                 for h in 0..H {
                     row[h] = _mm256_fmadd_ps(ai, bh[h], row[h]);
                 }
             }
         }
     };
-    if A_STEP == RUNTIME_STEP {
+    if A_STEP == RUNTIME_STEP || R > MR {
         // Not unrolled: unrolled by 4, LLVM hoisted the next step's B loads
         // and, one register short, kept an accumulator of the 6 × 16 tile on
         // the stack through every step (Zen 4, channels-last 64 -> 256 1×1
-        // on 56², 1 thread: 71 GFLOP/s unrolled, 94 not).
+        // on 56², 1 thread: 71 GFLOP/s unrolled, 94 not); the tall tiles'
+        // broadcasts, hoisted the same way, spilled 2 to 13 registers.
         for k in 0..kc {
             step(&mut acc, k);
         }
