@@ -20,7 +20,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use super::{ACols, MicroKernel, RUNTIME_STEP, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
 use crate::simd::MaskedLanes;
 use crate::simd::x86::{Avx2, activate_avx2 as activate};
 
@@ -86,20 +86,6 @@ impl MicroKernel for Avx2Fma6x16 {
         }
     }
 }
-
-/// Where the kernel reads A: with a pixel step `A_STEP > 0`, column `k` of
-/// the tile at `ptr + taps[k]`, its rows `A_STEP` floats apart (`step`
-/// with [`RUNTIME_STEP`]); with `A_STEP == 0`, a packed panel at `ptr`.
-#[derive(Clone, Copy)]
-struct ACols {
-    ptr: *const f32,
-    taps: *const usize,
-    step: usize,
-}
-
-/// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
-/// step known only at run time (a channels-last image: `stride · c_in`).
-const RUNTIME_STEP: usize = usize::MAX;
 
 /// [`kernel`] compiled for the tile's rows (1..=6) and vectors of columns
 /// (one for at most 8 columns, else two).

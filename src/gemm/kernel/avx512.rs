@@ -29,7 +29,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{MicroKernel, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
+use super::{ACols, MicroKernel, RUNTIME_STEP, Store, StoreSpec, TileOut, store_tile_scalar, unrolled_k_loop};
 use crate::simd::x86::{Avx512, activate_avx2, activate_avx512 as activate};
 
 const MR: usize = 8;
@@ -215,19 +215,6 @@ struct BRows<const H: usize> {
     taps: *const usize,
 }
 
-/// Where the kernel reads A: with a pixel step `A_STEP > 0`, column `k` of
-/// the tile at `ptr + taps[k]`, its rows `A_STEP` floats apart
-/// (`run_a_taps`); with `A_STEP == 0`, a packed panel at `ptr` (`taps`
-/// unused).
-#[derive(Clone, Copy)]
-struct ACols {
-    ptr: *const f32,
-    taps: *const usize,
-    /// The rows' step where the kernel takes it at run time
-    /// (`A_STEP == RUNTIME_STEP`); unused otherwise.
-    step: usize,
-}
-
 /// How the kernel loads and multiplies B's vectors (its `B_LOAD`): each
 /// whole, 16 floats of a packed panel or of a full slice of rows in place;
 /// each under its mask (`BRows::masks`: rows in place, an edge of N); or
@@ -238,10 +225,6 @@ const WHOLE: u8 = 0;
 const MASKED: u8 = 1;
 /// See [`WHOLE`].
 const HALF_LAST: u8 = 2;
-
-/// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
-/// step known only at run time (a channels-last image: `stride · c_in`).
-const RUNTIME_STEP: usize = usize::MAX;
 
 /// [`tile_shape`], or for a wide tile (`A_TAPS_WIDE`: 33 to 40 columns
 /// over two panels) the 8 × 40 tile.

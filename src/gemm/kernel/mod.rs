@@ -295,6 +295,25 @@ pub(crate) unsafe fn gather_a_taps<K: MicroKernel>(
     unsafe { kern.run(kc, panel.as_ptr(), b, out, spec) }
 }
 
+/// Where an x86-64 kernel reads A: with a pixel step `A_STEP > 0`, column
+/// `k` of the tile at `ptr + taps[k]`, its rows `A_STEP` floats apart
+/// (`run_a_taps`); with `A_STEP == 0`, a packed panel at `ptr` (`taps`
+/// unused).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct ACols {
+    pub ptr: *const f32,
+    pub taps: *const usize,
+    /// The rows' step where the kernel takes it at run time
+    /// (`A_STEP == RUNTIME_STEP`); unused otherwise.
+    pub step: usize,
+}
+
+/// The `A_STEP` of a kernel that reads A in place with `ACols::step`, a
+/// step known only at run time (a channels-last image: `stride · c_in`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const RUNTIME_STEP: usize = usize::MAX;
+
 /// `step(k)` for `k = 0, 1, …, kc − 1` in order, unrolled by 4: the k loop
 /// of the x86-64 kernels (inlined into each, with their target features).
 #[cfg(target_arch = "x86_64")]
