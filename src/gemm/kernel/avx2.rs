@@ -87,8 +87,9 @@ impl MicroKernel for Avx2Fma6x16 {
     }
 }
 
-/// [`kernel`] compiled for the tile's rows (1..=6) and vectors of columns
-/// (one for at most 8 columns, else two).
+/// [`kernel`] compiled for the tile's rows (1 to 6, or 7 to 12 for a tile
+/// of one vector: `a_taps_rows`) and vectors of columns (one for at most 8
+/// columns, else two).
 ///
 /// # Safety
 /// AVX2 and FMA; the guarantees of [`MicroKernel::run`] (of
