@@ -396,7 +396,7 @@ fn plan_names_its_algorithm_and_kernel() {
         assert_eq!(dw_s2.algorithm([1, 8, 20, 20]).unwrap(), Algorithm::Depthwise);
         let (rolling, plane) = match isa {
             Isa::Avx512 => ("dwconv_3x3_rolling_avx512", "dwconv_blocked_avx512"),
-            Isa::Avx2Fma => ("dwconv_3x3_rolling_avx2", "dwconv_blocked_avx2"),
+            Isa::Avx2Fma => ("dwconv_blocked_avx2", "dwconv_blocked_avx2"),
             Isa::Neon => ("dwconv_blocked_neon", "dwconv_blocked_neon"),
             Isa::Portable => ("dwconv_plane_portable", "dwconv_plane_portable"),
             _ => ("dwconv_plane_portable_unfused", "dwconv_plane_portable_unfused"),

@@ -198,7 +198,7 @@ impl Grouped<'_> {
             c_out,
         };
         // SAFETY: inside `T`'s features.
-        let tail = unsafe { T::mask(0, tail) };
+        let (tail, tail_len) = (unsafe { T::mask(0, tail) }, tail);
         let mut p0 = self.pixels.start;
         while p0 < self.pixels.end {
             let p1 = (p0 + PIXEL_BLOCK).min(self.pixels.end);
@@ -222,10 +222,10 @@ impl Grouped<'_> {
                     // in one panel), their bias values inside `bias`.
                     unsafe {
                         match (whole, all) {
-                            (true, true) => strip::<L, T, P, G, F>(&s, tail),
-                            (true, false) => strip::<L, T, 1, G, F>(&s, tail),
-                            (false, true) => strip::<L, T, P, 1, F>(&s, tail),
-                            (false, false) => strip::<L, T, 1, 1, F>(&s, tail),
+                            (true, true) => strip::<L, T, P, G, F>(&s, tail, tail_len),
+                            (true, false) => strip::<L, T, 1, G, F>(&s, tail, tail_len),
+                            (false, true) => strip::<L, T, P, 1, F>(&s, tail, tail_len),
+                            (false, false) => strip::<L, T, 1, 1, F>(&s, tail, tail_len),
                         }
                     }
                     p += if all { P } else { 1 };
@@ -263,7 +263,7 @@ struct Strip {
 }
 
 /// `P` pixels × `G` groups × (`F` vectors of `L` and a tail of `T` under
-/// the mask `tail`) of `s`: from +0, the `k` input channels in order, then
+/// the mask `tail`, its first `tail_len` lanes) of `s`: from +0, the `k` input channels in order, then
 /// the bias, then the activation.
 ///
 /// # Safety
@@ -274,7 +274,11 @@ struct Strip {
 // them in memory.)
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn strip<L: MaskedLanes, T: MaskedLanes, const P: usize, const G: usize, const F: usize>(s: &Strip, tail: T::M) {
+unsafe fn strip<L: MaskedLanes, T: MaskedLanes, const P: usize, const G: usize, const F: usize>(
+    s: &Strip,
+    tail: T::M,
+    tail_len: usize,
+) {
     // SAFETY: the caller's guarantees, for every pointer below.
     unsafe {
         let mut acc = [[[L::splat(0.0); F]; G]; P];
@@ -328,7 +332,7 @@ unsafe fn strip<L: MaskedLanes, T: MaskedLanes, const P: usize, const G: usize, 
                 for v in 0..F {
                     L::store(out.add(v * L::N), acc[p][g][v]);
                 }
-                T::store_masked(tail, out.add(F * L::N), acc_t[p][g]);
+                T::store_first(out.add(F * L::N), acc_t[p][g], tail_len);
             }
         }
     }

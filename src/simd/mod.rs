@@ -152,6 +152,17 @@ pub(crate) trait MaskedLanes: Lanes {
     /// # Safety
     /// `p + j` writable for the lanes `j` of `m`; CPU support.
     unsafe fn store_masked(m: Self::M, p: *mut f32, v: Self::V);
+    /// Lanes `0..len` of `v` to `p[0..len]` (`len <= N`); the floats past
+    /// them are not written. [`MaskedLanes::store_masked`] under the mask
+    /// of the first `len` lanes, unless the lanes have a faster way.
+    ///
+    /// # Safety
+    /// `p[0..len]` writable; CPU support.
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: Self::V, len: usize) {
+        // SAFETY: the caller's guarantees; the mask covers `p[0..len]`.
+        unsafe { Self::store_masked(Self::mask(0, len), p, v) }
+    }
     /// The even and the odd lanes of `a` then `b`: `(a0 a2 … b0 b2 …,
     /// a1 a3 … b1 b3 …)`, [`Lanes::deinterleave`] of two loaded vectors.
     ///
@@ -398,6 +409,33 @@ mod tests {
                     assert_eq!(v, pool[(7 - i) * 11 + i % 3 + j], "rows: row {j} column {i}");
                 }
             }
+        }
+    }
+
+    /// `store_first` writes lanes `0..len` and nothing past them, for
+    /// every `len` (AVX2 stores in pieces, AVX-512 under a mask).
+    #[cfg(target_arch = "x86_64")]
+    fn check_store_first<L: MaskedLanes>() {
+        let n = L::N;
+        let lanes: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+        for len in 0..=n {
+            let mut dst = vec![-1.0f32; n + 2];
+            // SAFETY: the caller checked the CPU; `n` readable floats, `len
+            // <= n` writable ones from `dst[1]`.
+            unsafe { L::store_first(dst[1..].as_mut_ptr(), L::load(lanes.as_ptr()), len) };
+            let want: Vec<f32> = (0..n + 2).map(|i| if (1..=len).contains(&i) { lanes[i - 1] } else { -1.0 }).collect();
+            assert_eq!(dst, want, "N = {n}, len = {len}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn store_first_writes_only_its_lanes() {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            check_store_first::<x86::Avx2>();
+        }
+        if Isa::Avx512.is_available() {
+            check_store_first::<x86::Avx512>();
         }
     }
 

@@ -132,12 +132,13 @@ pub(crate) fn channel_block(isa: Isa, geo: &ConvGeometry) -> Option<usize> {
     // 576×14² 3×3 30–38 against 60–62 µs).
     // On AVX-512 the stride-1 rows of 9 to 32 outputs come back to the
     // blocks, which run them a few channels a call (`rolling::takes_blocks`).
+    // AVX2 takes the blocks at every width: on Zen 3 (1 thread) the rolling
+    // rows lost to them from 14² to 112² planes (576×14² 3×3 190 against
+    // 83 µs, 192×28² 3×3 155 against 107, 144×56² 3×3 226 against 217,
+    // 16×112² 3×3 160 against 125–137; why was not taken apart: the rows'
+    // masked loads at the edges, one plane a call, 16 registers).
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Neon
-        && rolling::takes(geo, n)
-        && geo.w_out > 8
-        && !(isa == Isa::Avx512 && rolling::takes_blocks(geo))
-    {
+    if isa == Isa::Avx512 && rolling::takes(geo, n) && geo.w_out > 8 && !rolling::takes_blocks(geo) {
         return None;
     }
     let fits = blocked::scratch_len(geo, n).is_some_and(|len| scratch_budget(geo, n).is_some_and(|b| len <= b));

@@ -220,7 +220,7 @@ impl Block<'_> {
         // which is faster (AVX-512 res. AVX2 on MobileNetV2's layer: 72
         // against 76 µs, 110 against 139 µs).
         let (mut masks, none) = ([[empty; C]; K], [[empty; C]; K]);
-        let (mut stores, mut edge) = ([empty; C], [false; C]);
+        let (mut stores, mut edge) = ([0usize; C], [false; C]);
         for c in 0..C {
             for (v, row) in masks.iter_mut().enumerate() {
                 let s = start[c] + (v * geo.dilation_w) as isize;
@@ -230,8 +230,8 @@ impl Block<'_> {
                 row[c] = unsafe { L::mask(lo, hi.max(lo)) };
                 edge[c] |= lo != 0 || hi != n;
             }
-            // SAFETY: as above.
-            stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
+            // The columns vector c stores.
+            stores[c] = self.cols.saturating_sub(n * c).min(n);
         }
         let mut shifts = [0isize; K];
         for (v, s) in shifts.iter_mut().enumerate() {
@@ -273,11 +273,11 @@ impl Block<'_> {
                 for (ch, acc) in acc.iter().enumerate() {
                     let dst = out[ch * geo.out_pixels() + r * geo.w_out + self.x0..].as_mut_ptr();
                     for (c, &a) in acc[K - 1].iter().enumerate() {
-                        // SAFETY: the store mask keeps the columns
+                        // SAFETY: the store writes the columns
                         // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
                         unsafe {
                             let a = if self.bias.is_some() { L::add(a, bias[ch]) } else { a };
-                            L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                            L::store_first(dst.add(n * c), L::activate(self.act, a), stores[c]);
                         }
                     }
                 }
@@ -333,7 +333,7 @@ impl Block<'_> {
         // The masks of pair p's two loads for vector c, and whether any
         // load of vector c has lanes outside the row (see `rows`).
         let mut masks = [[[empty; 2]; C]; STRIDE_2_SLOTS];
-        let (mut stores, mut edge) = ([empty; C], [false; C]);
+        let (mut stores, mut edge) = ([0usize; C], [false; C]);
         for c in 0..C {
             for (p, pairs) in masks.iter_mut().take(K.div_ceil(2)).enumerate() {
                 for (half, m) in pairs[c].iter_mut().enumerate() {
@@ -345,8 +345,8 @@ impl Block<'_> {
                     edge[c] |= lo != 0 || hi != n;
                 }
             }
-            // SAFETY: as above.
-            stores[c] = unsafe { L::mask(0, self.cols.saturating_sub(n * c).min(n)) };
+            // The columns vector c stores.
+            stores[c] = self.cols.saturating_sub(n * c).min(n);
         }
         let mut wv = [[[zero; K]; K]; CH];
         for (ch, wv) in wv.iter_mut().enumerate() {
@@ -373,11 +373,11 @@ impl Block<'_> {
                 for (ch, acc) in acc.iter().enumerate() {
                     let dst = out[ch * geo.out_pixels() + r * geo.w_out + self.x0..].as_mut_ptr();
                     for (c, &a) in acc[(K - 1) / 2].iter().enumerate() {
-                        // SAFETY: the store mask keeps the columns
+                        // SAFETY: the store writes the columns
                         // `x0 + N·c + j < x0 + cols <= w_out` of row `r`; CPU as above.
                         unsafe {
                             let a = if self.bias.is_some() { L::add(a, bias[ch]) } else { a };
-                            L::store_masked(stores[c], dst.add(n * c), L::activate(self.act, a));
+                            L::store_first(dst.add(n * c), L::activate(self.act, a), stores[c]);
                         }
                     }
                 }

@@ -226,7 +226,7 @@ unsafe fn store_rows<const R: usize, const H: usize, const WHOLE: bool>(
             }
             v = activate(spec.act, v);
             // SAFETY: as above.
-            unsafe { if whole { _mm256_storeu_ps(ch, v) } else { _mm256_maskstore_ps(ch, mask, v) } };
+            unsafe { if whole { _mm256_storeu_ps(ch, v) } else { Avx2::store_first(ch, v, lanes) } };
         }
     }
 }
