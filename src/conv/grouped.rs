@@ -262,9 +262,9 @@ struct Strip {
     c_out: usize,
 }
 
-/// `P` pixels × `G` groups × (`F` vectors of `L` and a tail of `T` under
-/// the mask `tail`, its first `tail_len` lanes) of `s`: from +0, the `k` input channels in order, then
-/// the bias, then the activation.
+/// `P` pixels × `G` groups × (`F` vectors of `L` and a tail of `T`, its
+/// first `tail_len` lanes, under the mask `tail`) of `s`: from +0, the `k`
+/// input channels in order, then the bias, then the activation.
 ///
 /// # Safety
 /// Inside `L`'s and `T`'s features; the operands as [`Strip`] says, for
