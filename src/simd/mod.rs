@@ -149,20 +149,12 @@ pub(crate) trait MaskedLanes: Lanes {
     /// # Safety
     /// `p + j` readable for the lanes `j` of `m`; CPU support.
     unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
-    /// # Safety
-    /// `p + j` writable for the lanes `j` of `m`; CPU support.
-    unsafe fn store_masked(m: Self::M, p: *mut f32, v: Self::V);
     /// Lanes `0..len` of `v` to `p[0..len]` (`len <= N`); the floats past
-    /// them are not written. [`MaskedLanes::store_masked`] under the mask
-    /// of the first `len` lanes, unless the lanes have a faster way.
+    /// them are not written.
     ///
     /// # Safety
     /// `p[0..len]` writable; CPU support.
-    #[inline(always)]
-    unsafe fn store_first(p: *mut f32, v: Self::V, len: usize) {
-        // SAFETY: the caller's guarantees; the mask covers `p[0..len]`.
-        unsafe { Self::store_masked(Self::mask(0, len), p, v) }
-    }
+    unsafe fn store_first(p: *mut f32, v: Self::V, len: usize);
     /// The even and the odd lanes of `a` then `b`: `(a0 a2 … b0 b2 …,
     /// a1 a3 … b1 b3 …)`, [`Lanes::deinterleave`] of two loaded vectors.
     ///

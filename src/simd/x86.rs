@@ -153,15 +153,10 @@ impl MaskedLanes for Avx2 {
         // `vmaskmovps` does not access the others.
         unsafe { _mm256_maskload_ps(p, m) }
     }
-    #[inline(always)]
-    unsafe fn store_masked(m: __m256i, p: *mut f32, v: __m256) {
-        // SAFETY: the caller guarantees AVX and the masked lanes writable.
-        unsafe { _mm256_maskstore_ps(p, m, v) }
-    }
-    /// Whole, or in pieces of 4, 2 and 1 lanes: on Zen 3 a `vmaskmovps`
-    /// store takes ~17 cycles against 1 for a plain one (the depthwise
-    /// rolling rows, one such store per output row and vector, ran 576×14²
-    /// 3×3 in 240 µs, against 81 µs for the blocks of channels).
+    /// Whole, or in pieces of 4, 2 and 1 lanes, not by `vmaskmovps`: on
+    /// Zen 3 that store takes ~17 cycles against 1 for a plain one (the
+    /// depthwise rolling rows, one such store per output row and vector:
+    /// 576×14² 3×3 251 -> 190 µs, 1 thread).
     #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, len: usize) {
         // SAFETY: the caller guarantees AVX and `p[0..len]` writable; each
@@ -301,9 +296,10 @@ impl MaskedLanes for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(m, p) }
     }
     #[inline(always)]
-    unsafe fn store_masked(m: __mmask16, p: *mut f32, v: __m512) {
-        // SAFETY: the caller guarantees AVX-512F and the masked lanes writable.
-        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    unsafe fn store_first(p: *mut f32, v: __m512, len: usize) {
+        // SAFETY: the caller guarantees AVX-512F and `p[0..len]` writable;
+        // the mask's lanes are those.
+        unsafe { _mm512_mask_storeu_ps(p, Self::mask(0, len), v) }
     }
     #[inline(always)]
     unsafe fn unzip(a: __m512, b: __m512) -> (__m512, __m512) {
